@@ -1,0 +1,46 @@
+"""The audit trail's vocabulary."""
+
+from django.db import models
+
+
+class EventType(models.TextChoices):
+    TOKEN_ISSUED = "token.issued"
+    TOKEN_DENIED = "token.denied"
+    TOKEN_REVOKED = "token.revoked"
+    TOKEN_INTROSPECTED = "token.introspected"
+    MACHINE_REGISTERED = "machine.registered"
+    MACHINE_UPDATED = "machine.updated"
+    MACHINE_DISABLED = "machine.disabled"
+    MACHINE_ENABLED = "machine.enabled"
+    MACHINE_DELETED = "machine.deleted"
+    SECRET_CREATED = "secret.created"
+    SECRET_ROTATED = "secret.rotated"
+    SECRET_REVOKED = "secret.revoked"
+    SECRET_EXPIRED = "secret.expired"
+    SCOPE_CREATED = "scope.created"
+    SCOPE_UPDATED = "scope.updated"
+    AUDIENCE_CREATED = "audience.created"
+    AUDIENCE_UPDATED = "audience.updated"
+    KEY_CREATED = "key.created"
+    KEY_ACTIVATED = "key.activated"
+    KEY_RETIRED = "key.retired"
+    KEY_REVOKED = "key.revoked"
+    KEY_REWRAPPED = "key.rewrapped"
+    CONSOLE_LOGIN = "console.login"
+    CONSOLE_LOGIN_FAILED = "console.login_failed"
+    CONSOLE_LOGOUT = "console.logout"
+    AUDIT_EXPORTED = "audit.exported"
+    AUDIT_PRUNED = "audit.pruned"
+
+
+class ActorKind(models.TextChoices):
+    USER = "user"
+    MACHINE = "machine"
+    SYSTEM = "system"
+    CLI = "cli"
+    ANONYMOUS = "anonymous"
+
+
+class Outcome(models.TextChoices):
+    SUCCESS = "success"
+    FAILURE = "failure"

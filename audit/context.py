@@ -1,0 +1,88 @@
+"""Who did it and from where: the parts of an event that describe the caller.
+
+Also the one place that decides a request's client IP, because audit events,
+throttling and IP allow-lists must agree on it: ``X-Forwarded-For`` is only
+believed when the direct peer is a configured trusted proxy.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from audit.choices import ActorKind
+
+
+@dataclass(frozen=True)
+class Actor:
+    kind: str
+    id: str = ""
+    display: str = ""
+
+    @classmethod
+    def system(cls, display: str = "system") -> Actor:
+        return cls(kind=ActorKind.SYSTEM, id="", display=display)
+
+    @classmethod
+    def cli(cls, display: str = "manage.py") -> Actor:
+        return cls(kind=ActorKind.CLI, id="", display=display)
+
+    @classmethod
+    def user(cls, user) -> Actor:
+        return cls(kind=ActorKind.USER, id=str(user.pk), display=user.get_username())
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str
+    id: str = ""
+    display: str = ""
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    source_ip: str | None = None
+    user_agent: str = ""
+    request_id: str = ""
+
+
+def _trusted(peer: str) -> bool:
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    for entry in settings.TRUSTED_PROXIES:
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def client_ip(request) -> str | None:
+    """The caller's IP: the peer, or the rightmost untrusted X-Forwarded-For hop."""
+    peer = request.META.get("REMOTE_ADDR") or None
+    if peer is None or not settings.TRUSTED_PROXIES or not _trusted(peer):
+        return peer
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return peer  # a malformed chain is not believed at all
+        if not _trusted(hop):
+            return hop
+    return peer
+
+
+def request_context(request) -> RequestContext:
+    user_agent = request.META.get("HTTP_USER_AGENT", "")
+    return RequestContext(
+        source_ip=client_ip(request),
+        user_agent=user_agent[:512],
+        request_id=getattr(request, "request_id", ""),
+    )

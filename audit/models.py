@@ -1,0 +1,82 @@
+"""The audit trail: one row per token issued and per change made."""
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.utils import timezone
+
+from audit.choices import ActorKind, EventType, Outcome
+
+
+class AuditEventQuerySet(models.QuerySet):
+    # The ORM refuses bulk changes; the PostgreSQL trigger refuses them below it.
+    def update(self, **kwargs):
+        raise ValidationError("Audit events are append-only.")
+
+    def delete(self):
+        raise ValidationError("Audit events are append-only.")
+
+
+class AuditEvent(models.Model):
+    """An immutable record of something that happened.
+
+    Writers insert concurrently, inside the transaction of the change they
+    record. The seal fields (``position``, ``prev_hash``, ``hash``,
+    ``sealed_at``) are empty at insert and filled exactly once by the sealer,
+    which orders committed events into a hash chain. Events carry kinds, ids
+    and display names rather than foreign keys, so the record outlives what
+    it describes and ``audit`` depends on no other app.
+    """
+
+    occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
+    event_type = models.CharField(max_length=64, choices=EventType.choices, db_index=True)
+
+    actor_kind = models.CharField(max_length=16, choices=ActorKind.choices)
+    actor_id = models.CharField(max_length=128, blank=True, default="")
+    actor_display = models.CharField(max_length=255, blank=True, default="")
+
+    target_kind = models.CharField(max_length=32, blank=True, default="")
+    target_id = models.CharField(max_length=128, blank=True, default="", db_index=True)
+    target_display = models.CharField(max_length=255, blank=True, default="")
+
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.SUCCESS)
+    reason = models.CharField(max_length=64, blank=True, default="")
+
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=512, blank=True, default="")
+    request_id = models.CharField(max_length=128, blank=True, default="")
+    details = models.JSONField(default=dict, blank=True)
+
+    # Filled once by the sealer.
+    position = models.BigIntegerField(null=True, blank=True, unique=True)
+    prev_hash = models.CharField(max_length=64, blank=True, default="")
+    hash = models.CharField(max_length=64, blank=True, default="")
+    sealed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["actor_kind", "actor_id"], name="audit_actor_idx"),
+            models.Index(
+                fields=["id"],
+                name="audit_unsealed_idx",
+                condition=models.Q(position__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.actor_kind}:{self.actor_id} -> {self.target_id}"
+
+    def save(self, *args, **kwargs):
+        # Insert only; sealing goes through the sealer's guarded UPDATE.
+        if self.pk is not None and not kwargs.get("force_insert"):
+            raise ValidationError("Audit events are append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValidationError("Audit events are append-only.")
+
+    @property
+    def sealed(self) -> bool:
+        return self.position is not None

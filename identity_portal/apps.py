@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class IdentityPortalConfig(AppConfig):
+    name = "identity_portal"
+    verbose_name = "Machine Identity Portal"
+
+    def ready(self) -> None:
+        from identity_portal import checks  # noqa: F401  (registers the system checks)
+        from identity_portal.log import install_redaction
+
+        install_redaction()

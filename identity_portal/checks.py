@@ -1,0 +1,74 @@
+"""System checks that refuse a production start on weak configuration.
+
+Registered without a tag so every management command (migrate, serve) and the
+WSGI entry point run them: a production process must not start at all with
+generated, missing or short secrets, DEBUG on, or SQLite.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core import checks
+
+from identity_portal.server_secrets import MIN_KEY_BYTES, MIN_SECRET_KEY_LENGTH
+
+
+def _weak_secret_key(value: str) -> bool:
+    return (
+        len(value) < MIN_SECRET_KEY_LENGTH
+        or len(set(value)) < 5
+        or value.startswith("django-insecure-")
+    )
+
+
+@checks.register()
+def production_configuration(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    if not settings.PRODUCTION:
+        return []
+    secrets = settings.SERVER_SECRETS
+    errors: list[checks.CheckMessage] = []
+    for name in secrets.missing:
+        errors.append(
+            checks.Error(
+                f"{name} is not set.",
+                hint="Production reads every server secret from the environment (see README).",
+                id="identity_portal.E001",
+            )
+        )
+    if "SECRET_KEY" not in secrets.missing and _weak_secret_key(secrets.secret_key):
+        errors.append(
+            checks.Error(
+                f"SECRET_KEY is weak: use {MIN_SECRET_KEY_LENGTH}+ random characters.",
+                id="identity_portal.E002",
+            )
+        )
+    rings = {"SECRET_PEPPERS": secrets.peppers, "KEY_ENCRYPTION_KEYS": secrets.key_encryption_keys}
+    for name, ring in rings.items():
+        if name not in secrets.missing and any(len(v) < MIN_KEY_BYTES for v in ring.values()):
+            errors.append(
+                checks.Error(
+                    f"{name} holds a key shorter than {MIN_KEY_BYTES} bytes.",
+                    id="identity_portal.E003",
+                )
+            )
+    if "AUDIT_SIGNING_KEY" not in secrets.missing and len(secrets.audit_signing_key) != 32:
+        errors.append(
+            checks.Error(
+                "AUDIT_SIGNING_KEY must be a 32-byte Ed25519 seed, base64url.",
+                id="identity_portal.E004",
+            )
+        )
+    if settings.DEBUG:
+        errors.append(checks.Error("DEBUG is on in production.", id="identity_portal.E005"))
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        errors.append(
+            checks.Error(
+                "Production needs PostgreSQL: set DATABASE_URL.",
+                id="identity_portal.E006",
+            )
+        )
+    if not settings.ISSUER.startswith("https://"):
+        errors.append(
+            checks.Error("ISSUER must be an https:// URL in production.", id="identity_portal.E007")
+        )
+    return errors

@@ -1,0 +1,68 @@
+"""Liveness and readiness probes: JSON, 200 or 503, never cached.
+
+``/healthz`` says the process answers. ``/readyz`` says it can do its job:
+the database answers, the broker answers (the token path does not need it,
+but the lifecycle tasks do), and later an active signing key exists.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import connection
+from django.db.utils import DatabaseError
+from django.http import JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+from kombu import Connection
+from kombu.exceptions import KombuError
+
+logger = logging.getLogger(__name__)
+
+
+def _database_ready() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            return cursor.fetchone() == (1,)
+    except DatabaseError:
+        logger.warning("readiness: database unreachable")
+        return False
+
+
+def _broker_ready() -> bool:
+    # A fresh connection each time: the app's pooled one could hide an outage.
+    connection = Connection(
+        settings.CELERY_BROKER_URL,
+        transport_options=settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        connect_timeout=2,
+    )
+    try:
+        with connection as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
+        return True
+    except (KombuError, OSError):
+        logger.warning("readiness: broker unreachable")
+        return False
+
+
+def readiness_checks() -> dict[str, bool]:
+    return {"database": _database_ready(), "broker": _broker_ready()}
+
+
+@never_cache
+@require_GET
+def healthz(request):
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+@require_GET
+def readyz(request):
+    checks = readiness_checks()
+    ready = all(checks.values())
+    return JsonResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status=200 if ready else 503,
+    )

@@ -1,0 +1,20 @@
+"""First-run setup, run by ``make run`` before serving; safe to run again."""
+
+from django.core.management.base import BaseCommand
+
+from identity_portal.services import first_admin_ensure
+
+
+class Command(BaseCommand):
+    help = "Create what a fresh installation needs (first console admin, first signing key)."
+
+    def handle(self, *args, **options):
+        admin = first_admin_ensure()
+        if admin is not None:
+            self.stdout.write(
+                "First console admin created. Sign in at /console/ and change the password.\n"
+                f"  username: {admin.username}\n"
+                f"  password: {admin.password}   (shown once; it is not stored in clear)"
+            )
+        else:
+            self.stdout.write("Console admin exists; nothing to create.")

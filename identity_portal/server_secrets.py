@@ -1,0 +1,115 @@
+"""Server secrets: read from the environment, or generated once into ``var/``.
+
+Four secrets never live in code: Django's ``SECRET_KEY``, the peppers that key
+client-secret digests, the key-encryption keys that wrap signing keys, and the
+audit signing key. Production passes them in the environment (a system check
+refuses to start without them). The embedded default generates them once into
+``var/secrets.json`` with mode 0600 and reuses them, so a second ``make run``
+still verifies yesterday's secrets and decrypts yesterday's keys.
+
+Keyed lists are written ``id:base64url`` separated by commas, newest first:
+the first entry is the one that writes (hashes, encrypts), every entry reads.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+MIN_KEY_BYTES = 32
+MIN_SECRET_KEY_LENGTH = 50
+
+
+class SecretFormatError(ValueError):
+    """A server secret in the environment cannot be parsed."""
+
+
+def b64url_decode(value: str) -> bytes:
+    padded = value + "=" * (-len(value) % 4)
+    try:
+        return base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
+    except (binascii.Error, UnicodeEncodeError) as exc:
+        raise SecretFormatError("not base64url") from exc
+
+
+def b64url_encode(value: bytes) -> str:
+    return base64.urlsafe_b64encode(value).rstrip(b"=").decode("ascii")
+
+
+def parse_keyring(value: str) -> dict[str, bytes]:
+    """Parse ``id:base64url,id:base64url`` into an ordered dict, newest first."""
+    ring: dict[str, bytes] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        key_id, sep, encoded = item.partition(":")
+        if not sep or not key_id or not encoded:
+            raise SecretFormatError("keyring entries are id:base64url")
+        if key_id in ring:
+            raise SecretFormatError(f"duplicate key id {key_id!r}")
+        ring[key_id] = b64url_decode(encoded)
+    return ring
+
+
+@dataclass(frozen=True)
+class ServerSecrets:
+    secret_key: str
+    peppers: dict[str, bytes]
+    key_encryption_keys: dict[str, bytes]
+    audit_signing_key: bytes
+    # Names of the secrets that came from neither the environment nor var/.
+    missing: tuple[str, ...] = ()
+
+
+_ENV_NAMES = ("SECRET_KEY", "SECRET_PEPPERS", "KEY_ENCRYPTION_KEYS", "AUDIT_SIGNING_KEY")
+
+
+def _generate() -> dict[str, str]:
+    return {
+        "SECRET_KEY": secrets.token_urlsafe(64),
+        "SECRET_PEPPERS": f"p1:{b64url_encode(secrets.token_bytes(32))}",
+        "KEY_ENCRYPTION_KEYS": f"k1:{b64url_encode(secrets.token_bytes(32))}",
+        "AUDIT_SIGNING_KEY": b64url_encode(secrets.token_bytes(32)),
+    }
+
+
+def _load_or_create_file(path: Path) -> dict[str, str]:
+    """Read the generated secrets, creating the file (0600) the first time.
+
+    ``O_EXCL`` makes concurrent first starts agree on one file: the loser
+    reads what the winner wrote.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return json.loads(path.read_text())
+    generated = _generate()
+    with os.fdopen(fd, "w") as handle:
+        json.dump(generated, handle)
+    return generated
+
+
+def load_server_secrets(environ: dict[str, str], var_dir: Path, *, generate: bool) -> ServerSecrets:
+    """Collect the server secrets: environment first, then the generated file.
+
+    With ``generate`` off (production) nothing is written to disk and absent
+    values are reported in ``missing`` for the system check to refuse.
+    """
+    values = {name: environ[name] for name in _ENV_NAMES if environ.get(name)}
+    missing = tuple(name for name in _ENV_NAMES if name not in values)
+    if missing and generate:
+        stored = _load_or_create_file(var_dir / "secrets.json")
+        for name in missing:
+            values[name] = stored[name]
+        missing = ()
+    return ServerSecrets(
+        secret_key=values.get("SECRET_KEY", ""),
+        peppers=parse_keyring(values.get("SECRET_PEPPERS", "")),
+        key_encryption_keys=parse_keyring(values.get("KEY_ENCRYPTION_KEYS", "")),
+        audit_signing_key=b64url_decode(values.get("AUDIT_SIGNING_KEY", "")),
+        missing=missing,
+    )

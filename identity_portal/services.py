@@ -1,0 +1,37 @@
+"""First-run setup: what a fresh installation needs before it can serve.
+
+Idempotent by construction: each step checks for what it would create under
+a lock, so a second ``make run`` (or two at once) creates nothing twice.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+FIRST_ADMIN_USERNAME = "admin"
+
+
+@dataclass(frozen=True)
+class FirstAdmin:
+    username: str
+    password: str  # shown once to the operator, never stored in clear
+
+
+def first_admin_ensure() -> FirstAdmin | None:
+    """Create the first console admin when no superuser exists.
+
+    Returns the one-time password to print, or None when an admin exists.
+    """
+    user_model = get_user_model()
+    with transaction.atomic():
+        if user_model.objects.select_for_update().filter(is_superuser=True).exists():
+            return None
+        password = secrets.token_urlsafe(18)
+        user_model.objects.create_superuser(
+            username=FIRST_ADMIN_USERNAME, email="", password=password
+        )
+    return FirstAdmin(username=FIRST_ADMIN_USERNAME, password=password)

@@ -1,0 +1,37 @@
+"""Suite-wide fixtures and the service gates.
+
+Tests marked ``postgres``, ``redis`` or ``broker`` need a real service. When
+it is absent they skip with the reason; with ``REQUIRE_SERVICES=1`` (CI) the
+same absence is a failure, so a green CI run proves they ran.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+
+
+def _unavailable(reason: str) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"REQUIRE_SERVICES=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _service_gates(request):
+    if request.node.get_closest_marker("postgres") and connection.vendor != "postgresql":
+        _unavailable("needs PostgreSQL: set DATABASE_URL=postgres://...")
+    if request.node.get_closest_marker("redis") and not settings.REDIS_URL:
+        _unavailable("needs Redis: set REDIS_URL=redis://...")
+    if request.node.get_closest_marker("broker") and not settings.CELERY_BROKER_URL.startswith(
+        "redis"
+    ):
+        _unavailable("needs a Redis broker: set CELERY_BROKER_URL=redis://...")
+
+
+pytest_plugins = ["tests.fixtures.core"]

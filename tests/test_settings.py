@@ -1,0 +1,146 @@
+"""Server secrets and the production start-up refusal, run as real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from identity_portal.server_secrets import (
+    SecretFormatError,
+    b64url_encode,
+    load_server_secrets,
+    parse_keyring,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+STRONG = {
+    "SECRET_KEY": "s" * 10 + "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJ",
+    "SECRET_PEPPERS": f"p1:{b64url_encode(b'a' * 32)}",
+    "KEY_ENCRYPTION_KEYS": f"k1:{b64url_encode(b'b' * 32)}",
+    "AUDIT_SIGNING_KEY": b64url_encode(b"c" * 32),
+    "DATABASE_URL": "postgres://portal@127.0.0.1:5432/portal",
+    "ISSUER": "https://id.example.com",
+}
+
+
+def _manage(args: list[str], extra_env: dict[str, str], tmp_path: Path):
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {*STRONG, "DJANGO_SETTINGS_MODULE", "VAR_DIR", "REDIS_URL", "CACHE_URL"}
+    }
+    env.update({"VAR_DIR": str(tmp_path / "var"), **extra_env})
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_embedded_default_generates_secrets_once_with_mode_0600(tmp_path):
+    first = load_server_secrets({}, tmp_path, generate=True)
+    second = load_server_secrets({}, tmp_path, generate=True)
+
+    path = tmp_path / "secrets.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert first == second
+    assert len(first.secret_key) >= 50
+    assert [len(v) for v in first.peppers.values()] == [32]
+    assert [len(v) for v in first.key_encryption_keys.values()] == [32]
+    assert len(first.audit_signing_key) == 32
+    assert first.missing == ()
+
+
+def test_environment_wins_over_the_generated_file(tmp_path):
+    load_server_secrets({}, tmp_path, generate=True)
+    from_env = load_server_secrets({"SECRET_KEY": STRONG["SECRET_KEY"]}, tmp_path, generate=True)
+
+    assert from_env.secret_key == STRONG["SECRET_KEY"]
+    stored = json.loads((tmp_path / "secrets.json").read_text())
+    assert from_env.peppers == parse_keyring(stored["SECRET_PEPPERS"])
+
+
+def test_production_generates_nothing_and_reports_missing(tmp_path):
+    loaded = load_server_secrets({}, tmp_path, generate=False)
+
+    assert loaded.missing == (
+        "SECRET_KEY",
+        "SECRET_PEPPERS",
+        "KEY_ENCRYPTION_KEYS",
+        "AUDIT_SIGNING_KEY",
+    )
+    assert not (tmp_path / "secrets.json").exists()
+
+
+def test_keyring_keeps_order_newest_first():
+    ring = parse_keyring(f"new:{b64url_encode(b'n' * 32)}, old:{b64url_encode(b'o' * 32)}")
+
+    assert list(ring) == ["new", "old"]
+    assert ring["old"] == b"o" * 32
+
+
+@pytest.mark.parametrize("value", ["nocolon", ":abc", "id:", "a:AAAA,a:BBBB", "id:***"])
+def test_malformed_keyring_is_refused(value):
+    with pytest.raises(SecretFormatError):
+        parse_keyring(value)
+
+
+def test_production_with_proper_values_passes_check_deploy(tmp_path):
+    result = _manage(
+        ["check", "--deploy", "--fail-level", "WARNING"],
+        {"DJANGO_ENV": "production", **STRONG},
+        tmp_path,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
+    assert not (tmp_path / "var" / "secrets.json").exists()
+
+
+def test_production_refuses_missing_secrets_and_sqlite(tmp_path):
+    result = _manage(["check"], {"DJANGO_ENV": "production"}, tmp_path)
+
+    assert result.returncode == 1
+    for code in ("E001", "E006", "E007"):
+        assert f"identity_portal.{code}" in result.stderr
+    assert result.stderr.count("identity_portal.E001") == 4
+
+
+@pytest.mark.parametrize(
+    ("override", "code"),
+    [
+        ({"SECRET_KEY": "django-insecure-" + "x" * 50}, "E002"),
+        ({"SECRET_KEY": "short"}, "E002"),
+        ({"SECRET_PEPPERS": f"p1:{b64url_encode(b'x' * 16)}"}, "E003"),
+        ({"KEY_ENCRYPTION_KEYS": f"k1:{b64url_encode(b'x' * 8)}"}, "E003"),
+        ({"AUDIT_SIGNING_KEY": b64url_encode(b"x" * 31)}, "E004"),
+        ({"DEBUG": "1"}, "E005"),
+    ],
+)
+def test_production_refuses_weak_values(tmp_path, override, code):
+    result = _manage(["check"], {"DJANGO_ENV": "production", **STRONG, **override}, tmp_path)
+
+    assert result.returncode == 1
+    assert f"identity_portal.{code}" in result.stderr
+    # The refusal names the variable, never its value.
+    for value in override.values():
+        if len(value) > 8:
+            assert value not in result.stderr
+
+
+def test_malformed_secret_in_environment_refuses_to_start(tmp_path):
+    result = _manage(["check"], {**STRONG, "SECRET_PEPPERS": "not-a-keyring"}, tmp_path)
+
+    assert result.returncode == 1
+    assert "A server secret in the environment is malformed" in result.stderr
+    assert "not-a-keyring" not in result.stderr

@@ -1,0 +1,1 @@
+"""Signing keys and token records (see the tokens issue)."""
