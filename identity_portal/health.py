@@ -18,6 +18,8 @@ from django.views.decorators.http import require_GET
 from kombu import Connection
 from kombu.exceptions import KombuError
 
+from tokens.selectors import signing_key_active_exists
+
 logger = logging.getLogger(__name__)
 
 
@@ -47,8 +49,19 @@ def _broker_ready() -> bool:
         return False
 
 
+def _signing_key_ready() -> bool:
+    try:
+        return signing_key_active_exists()
+    except DatabaseError:
+        return False
+
+
 def readiness_checks() -> dict[str, bool]:
-    return {"database": _database_ready(), "broker": _broker_ready()}
+    return {
+        "database": _database_ready(),
+        "broker": _broker_ready(),
+        "signing_key": _signing_key_ready(),
+    }
 
 
 @never_cache

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
+from tokens.models import SigningKey
+from tokens.services import signing_key_first_ensure
+
 FIRST_ADMIN_USERNAME = "admin"
 
 
@@ -35,3 +38,11 @@ def first_admin_ensure() -> FirstAdmin | None:
             username=FIRST_ADMIN_USERNAME, email="", password=password
         )
     return FirstAdmin(username=FIRST_ADMIN_USERNAME, password=password)
+
+
+def first_signing_key_ensure() -> SigningKey | None:
+    """Create and activate the first signing key when no key of the configured algorithm signs.
+
+    Returns the new key, or None when one exists.
+    """
+    return signing_key_first_ensure()

@@ -237,6 +237,26 @@ OAUTH2_PROVIDER = {
     "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
 }
 
+# --- Tokens and signing keys (tokens app) -----------------------------------
+# The algorithm of the key that signs new tokens: ES256, EdDSA or RS256.
+TOKEN_SIGNING_ALGORITHM = ENV.get("TOKEN_SIGNING_ALGORITHM", "ES256")
+# Upper bound on any machine's access_token_ttl; a retiring key stays published this long.
+ACCESS_TOKEN_MAX_TTL = env_int("ACCESS_TOKEN_MAX_TTL", 3600)
+# A rotated key is published (pending) this long before it signs, so every
+# verifier's cached JWKS already holds it; JWKS_MAX_AGE must be shorter.
+KEY_PUBLISH_DELAY = env_int("KEY_PUBLISH_DELAY", 3600)
+JWKS_MAX_AGE = env_int("JWKS_MAX_AGE", 300)
+if JWKS_MAX_AGE >= KEY_PUBLISH_DELAY:
+    raise ImproperlyConfigured("JWKS_MAX_AGE must be shorter than KEY_PUBLISH_DELAY")
+CELERY_BEAT_SCHEDULE["tokens-signing-keys-advance"] = {
+    "task": "tokens.tasks.signing_keys_advance",
+    "schedule": 60.0,
+}
+CELERY_BEAT_SCHEDULE["tokens-purge-expired"] = {
+    "task": "tokens.tasks.issued_tokens_purge",
+    "schedule": 3600.0,
+}
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],

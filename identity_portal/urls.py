@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import path
 
 from identity_portal import health
+from tokens.views import discovery, introspect, revoke, token
 
 admin.site.site_header = "Machine Identity Portal"
 admin.site.site_title = "Machine Identity Portal"
@@ -11,4 +12,11 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("console/", admin.site.urls),
+    path("oauth/token", token.token, name="oauth-token"),
+    path("oauth/token/", token.token),
+    path("oauth/introspect", introspect.introspect, name="oauth-introspect"),
+    path("oauth/revoke", revoke.revoke, name="oauth-revoke"),
+    path(".well-known/jwks.json", discovery.jwks, name="jwks"),
+    path(".well-known/openid-configuration", discovery.discovery, name="openid-configuration"),
+    path(".well-known/oauth-authorization-server", discovery.discovery, name="oauth-metadata"),
 ]

@@ -30,7 +30,10 @@ def test_first_run_command_prints_the_password_only_the_first_time(capsys):
 
     assert "username: admin" in printed_first
     assert "password:" in printed_first
-    assert printed_second == "Console admin exists; nothing to create.\n"
+    assert "First signing key created: ES256 kid=" in printed_first
+    assert printed_second == (
+        "Console admin exists; nothing to create.\nSigning key exists; nothing to create.\n"
+    )
 
 
 def test_no_admin_created_when_one_exists(admin_user):

@@ -14,7 +14,7 @@ def test_healthz_answers_ok_and_is_never_cached(client):
     assert "no-store" in response["Cache-Control"]
 
 
-def test_readyz_reports_database_and_broker(client):
+def test_readyz_reports_database_broker_and_signing_key(client, signing_key):
     response = client.get("/readyz")
 
     assert response.status_code == 200
@@ -22,17 +22,28 @@ def test_readyz_reports_database_and_broker(client):
     assert body["status"] == "ready"
     assert body["checks"]["database"] is True
     assert body["checks"]["broker"] is True
+    assert body["checks"]["signing_key"] is True
     assert "no-store" in response["Cache-Control"]
 
 
 @override_settings(CELERY_BROKER_URL="redis://127.0.0.1:9/0")
-def test_readyz_is_503_when_the_broker_is_unreachable(client):
+def test_readyz_is_503_when_the_broker_is_unreachable(client, signing_key):
     # Port 9 (discard) is closed on loopback: a real refused connection.
     response = client.get("/readyz")
 
     assert response.status_code == 503
     body = json.loads(response.content)
-    assert body == {"status": "not ready", "checks": {"database": True, "broker": False}}
+    assert body == {
+        "status": "not ready",
+        "checks": {"database": True, "broker": False, "signing_key": True},
+    }
+
+
+def test_readyz_is_503_without_an_active_signing_key(client):
+    response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert json.loads(response.content)["checks"]["signing_key"] is False
 
 
 def test_health_refuses_other_methods(client):

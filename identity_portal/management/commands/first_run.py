@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from identity_portal.services import first_admin_ensure
+from identity_portal.services import first_admin_ensure, first_signing_key_ensure
 
 
 class Command(BaseCommand):
@@ -18,3 +18,8 @@ class Command(BaseCommand):
             )
         else:
             self.stdout.write("Console admin exists; nothing to create.")
+        key = first_signing_key_ensure()
+        if key is not None:
+            self.stdout.write(f"First signing key created: {key.algorithm} kid={key.kid}")
+        else:
+            self.stdout.write("Signing key exists; nothing to create.")

@@ -1,0 +1,50 @@
+"""``manage.py keys``: rotate, list, revoke and rewrap signing keys."""
+
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from audit.context import Actor
+from tokens.choices import KeyAlgorithm
+from tokens.models import SigningKey
+from tokens.selectors import signing_keys_list
+from tokens.services import signing_key_create, signing_key_revoke, signing_keys_rewrap
+
+
+class Command(BaseCommand):
+    help = "Manage token signing keys."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="action", required=True)
+        rotate = sub.add_parser("rotate", help="Create a key; it signs after the publish delay.")
+        rotate.add_argument("--alg", choices=KeyAlgorithm.values, default=KeyAlgorithm.ES256)
+        rotate.add_argument("--now", action="store_true", help="Activate at once.")
+        sub.add_parser("list", help="Every key's public metadata, as JSON.")
+        revoke = sub.add_parser("revoke", help="Withdraw a key at once (emergency).")
+        revoke.add_argument("kid")
+        sub.add_parser("rewrap", help="Re-encrypt private keys under the newest KEK.")
+
+    def handle(self, *args, **options):
+        actor = Actor.cli("manage.py keys")
+        action = options["action"]
+        if action == "rotate":
+            key = signing_key_create(
+                algorithm=options["alg"], activate_now=options["now"], actor=actor
+            )
+            self.stdout.write(
+                json.dumps({"kid": key.kid, "algorithm": key.algorithm, "state": key.state})
+            )
+        elif action == "list":
+            self.stdout.write(json.dumps(signing_keys_list(), indent=2))
+        elif action == "revoke":
+            try:
+                key = signing_key_revoke(kid=options["kid"], actor=actor)
+            except SigningKey.DoesNotExist as exc:
+                raise CommandError(f"No key {options['kid']!r}.") from exc
+            self.stdout.write(json.dumps({"kid": key.kid, "state": key.state}))
+        elif action == "rewrap":
+            try:
+                count = signing_keys_rewrap(actor=actor)
+            except LookupError as exc:
+                raise CommandError(str(exc)) from exc
+            self.stdout.write(json.dumps({"rewrapped": count}))

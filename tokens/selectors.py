@@ -1,0 +1,191 @@
+"""Reads: what a machine may ask for, JWKS, discovery, and verifying our own tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.urls import reverse
+
+from clients.models import Scope
+
+from tokens import jose
+from tokens.choices import KeyAlgorithm, KeyState
+from tokens.constants import ACCESS_TOKEN_TYP, OPENID_SCOPE, PUBLISHED_STATES
+from tokens.keyring import keyring_current
+from tokens.models import IssuedToken, SigningKey
+
+
+@dataclass(frozen=True)
+class MachineGrants:
+    """The scopes and audiences a machine may ask for, and what it gets by default."""
+
+    allowed_scopes: frozenset[str]
+    default_scopes: tuple[str, ...]
+    audiences: frozenset[str]
+    default_audience: str | None
+
+
+def machine_grants(*, machine) -> MachineGrants:
+    """Read from the machine's prefetched relations (the clients cache prefetches them)."""
+    default_audience = machine.default_audience.uri if machine.default_audience_id else None
+    audiences = {audience.uri for audience in machine.allowed_audiences.all()}
+    if default_audience:
+        audiences.add(default_audience)
+    return MachineGrants(
+        allowed_scopes=frozenset(scope.name for scope in machine.allowed_scopes.all()),
+        default_scopes=tuple(sorted(scope.name for scope in machine.default_scopes.all())),
+        audiences=frozenset(audiences),
+        default_audience=default_audience,
+    )
+
+
+def token_checksum(token: str) -> str:
+    """SHA-256 of a token, hex: what we store instead of the token."""
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+# --- JWKS and discovery ------------------------------------------------------
+
+
+def jwks_document() -> dict[str, Any]:
+    """Every published public key (pending, active, retiring); never private material."""
+    keys = []
+    for key in SigningKey.objects.filter(state__in=PUBLISHED_STATES).order_by("created_at"):
+        keys.append({**key.public_jwk, "kid": key.kid, "alg": key.algorithm, "use": "sig"})
+    return {"keys": keys}
+
+
+def _absolute(name: str) -> str:
+    return settings.ISSUER + reverse(name)
+
+
+def discovery_document() -> dict[str, Any]:
+    """RFC 8414 / OpenID Connect Discovery metadata: exactly what we support."""
+    scopes = sorted({OPENID_SCOPE, *Scope.objects.values_list("name", flat=True)})
+    algorithms = [choice.value for choice in KeyAlgorithm]
+    auth_methods = ["client_secret_basic", "client_secret_post"]
+    return {
+        "issuer": settings.ISSUER,
+        "token_endpoint": _absolute("oauth-token"),
+        "jwks_uri": _absolute("jwks"),
+        "introspection_endpoint": _absolute("oauth-introspect"),
+        "revocation_endpoint": _absolute("oauth-revoke"),
+        "grant_types_supported": ["client_credentials"],
+        "response_types_supported": ["token"],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "scopes_supported": scopes,
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": algorithms,
+        "token_endpoint_auth_signing_alg_values_supported": algorithms,
+        "claims_supported": [
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "jti",
+            "client_id",
+            "scope",
+            "name",
+            "owner_team",
+            "owner_email",
+        ],
+    }
+
+
+# --- verifying our own tokens ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VerifiedToken:
+    claims: dict[str, Any]
+    record: IssuedToken
+
+
+def token_verify(*, token: str, now: float | None = None) -> VerifiedToken | None:
+    """The token's claims when it is an active access token of ours, else None.
+
+    Signature and header come first (no database work for junk). Then one query
+    checks what must hold on every process at once: the record exists and
+    matches, is not revoked, its key is not revoked, its machine is enabled.
+    """
+    try:
+        parsed = jose.jws_parse(token)
+        jose.jws_verify(parsed, keyring_current().verifiers)
+    except jose.InvalidJWS:
+        return None
+    claims = parsed.claims
+    now = time.time() if now is None else now
+    exp, iat = claims.get("exp"), claims.get("iat")
+    if (
+        parsed.header.get("typ") != ACCESS_TOKEN_TYP
+        or claims.get("iss") != settings.ISSUER
+        or not isinstance(exp, int)
+        or not isinstance(iat, int)
+        or exp <= now
+        or not isinstance(claims.get("jti"), str)
+    ):
+        return None
+    record = (
+        IssuedToken.objects.select_related("machine", "signing_key")
+        .filter(jti=claims["jti"])
+        .first()
+    )
+    if (
+        record is None
+        or not hmac.compare_digest(record.checksum, token_checksum(token))
+        or record.revoked_at is not None
+        or record.signing_key.state not in PUBLISHED_STATES
+        or record.signing_key_id != parsed.header.get("kid")
+        or not record.machine.enabled
+        or record.machine.deleted_at is not None
+    ):
+        return None
+    return VerifiedToken(claims=claims, record=record)
+
+
+def token_record_for(*, token: str) -> IssuedToken | None:
+    """The record of a token signed by one of our keys, whatever its state (revocation)."""
+    try:
+        parsed = jose.jws_parse(token)
+        jose.jws_verify(parsed, keyring_current().verifiers)
+    except jose.InvalidJWS:
+        return None
+    jti = parsed.claims.get("jti")
+    if not isinstance(jti, str):
+        return None
+    record = IssuedToken.objects.select_related("machine").filter(jti=jti).first()
+    if record is None or not hmac.compare_digest(record.checksum, token_checksum(token)):
+        return None
+    return record
+
+
+def signing_keys_list() -> list[dict[str, Any]]:
+    """Every key's public metadata, for ``keys list`` (never private material)."""
+    return [
+        {
+            "kid": key.kid,
+            "algorithm": key.algorithm,
+            "state": key.state,
+            "kek_id": key.kek_id,
+            "created_at": key.created_at.isoformat(),
+            "activate_after": key.activate_after.isoformat() if key.activate_after else None,
+            "activated_at": key.activated_at.isoformat() if key.activated_at else None,
+            "retire_after": key.retire_after.isoformat() if key.retire_after else None,
+            "retired_at": key.retired_at.isoformat() if key.retired_at else None,
+            "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+        }
+        for key in SigningKey.objects.order_by("created_at", "id")
+    ]
+
+
+def signing_key_active_exists() -> bool:
+    """Readiness: without an active key the token endpoint cannot answer."""
+    return SigningKey.objects.filter(state=KeyState.ACTIVE).exists()

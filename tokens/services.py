@@ -1,0 +1,517 @@
+"""Writes: issuing, revoking and introspecting tokens; the signing-key lifecycle.
+
+Every write runs in one transaction with its audit event. Issuing a token is
+the hot path (DESIGN.md "Data flow of the hot path"): the token record and
+its ``token.issued`` event are one SQL statement on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import IntegrityError, connection, models, transaction
+from django.utils import timezone
+
+from audit.choices import ActorKind, EventType, Outcome
+from audit.context import Actor, RequestContext, Target
+from audit.models import AuditEvent
+from audit.services import audit_event_build, audit_record
+from tokens import jose
+from tokens.choices import KeyAlgorithm, KeyState
+from tokens.constants import (
+    ACCESS_TOKEN_TYP,
+    ID_TOKEN_TYP,
+    JTI_BYTES,
+    OPENID_SCOPE,
+)
+from tokens.errors import InvalidScope, InvalidTarget, TemporarilyUnavailable
+from tokens.keyring import NoSigningKey, keyring_changed, keyring_current
+from tokens.models import IssuedToken, SigningKey
+from tokens.selectors import (
+    VerifiedToken,
+    machine_grants,
+    token_checksum,
+    token_record_for,
+    token_verify,
+)
+
+logger = logging.getLogger(__name__)
+
+# Seconds of clock skew a verifier may allow: a retiring key stays published this much longer.
+CLOCK_LEEWAY = 60
+
+
+def machine_actor(machine) -> Actor:
+    return Actor(kind=ActorKind.MACHINE, id=machine.client_id, display=machine.name[:255])
+
+
+# --- issuing ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    """A successful token response (RFC 6749 section 5.1); the values exist only here."""
+
+    access_token: str
+    expires_in: int
+    scope: str
+    id_token: str | None
+
+    def __repr__(self) -> str:  # never print a token by accident
+        return f"IssuedTokens(scope={self.scope!r}, expires_in={self.expires_in})"
+
+
+def _granted_scopes(*, requested: list[str] | None, grants) -> list[str]:
+    if requested is None:
+        return list(grants.default_scopes)
+    refused = [scope for scope in requested if scope not in grants.allowed_scopes]
+    if refused:
+        raise InvalidScope("The machine may not request: " + " ".join(sorted(refused)))
+    return sorted(set(requested))
+
+
+def _granted_audience(*, resource: str | None, grants) -> str:
+    if resource is None:
+        if grants.default_audience is None:
+            raise InvalidTarget("The machine has no default audience: pass a resource.")
+        return grants.default_audience
+    if resource not in grants.audiences:
+        raise InvalidTarget("The machine may not address this resource.")
+    return resource
+
+
+def token_denied_record(
+    *, machine, reason: str, details: dict[str, Any], context: RequestContext
+) -> None:
+    """Record a refused request of an authenticated machine (scope, target)."""
+    audit_record(
+        event_type=EventType.TOKEN_DENIED,
+        actor=machine_actor(machine),
+        target=Target(kind="machine", id=machine.client_id, display=machine.name[:255]),
+        outcome=Outcome.FAILURE,
+        reason=reason,
+        details=details,
+        context=context,
+    )
+
+
+def token_issue(
+    *,
+    machine,
+    scopes: list[str] | None,
+    resource: str | None,
+    context: RequestContext,
+) -> IssuedTokens:
+    """Sign an RFC 9068 access token (and an ID token for ``openid``) and record it.
+
+    ``scopes`` None means the machine's default scopes; ``resource`` None its
+    default audience (RFC 8707). A refused scope or resource raises the RFC
+    error after recording a ``token.denied`` event.
+    """
+    grants = machine_grants(machine=machine)
+    try:
+        granted = _granted_scopes(requested=scopes, grants=grants)
+        audience = _granted_audience(resource=resource, grants=grants)
+    except (InvalidScope, InvalidTarget) as exc:
+        token_denied_record(
+            machine=machine,
+            reason=exc.error,
+            details={"scopes": scopes or [], "audience": resource or ""},
+            context=context,
+        )
+        raise
+    try:
+        signer = keyring_current().signer(settings.TOKEN_SIGNING_ALGORITHM)
+    except NoSigningKey as exc:
+        logger.error("token endpoint: no active signing key; run `manage.py first_run`")
+        raise TemporarilyUnavailable("No signing key is active.") from exc
+
+    now = int(time.time())
+    lifetime = min(machine.access_token_ttl, settings.ACCESS_TOKEN_MAX_TTL)
+    expires = now + lifetime
+    jti = secrets.token_urlsafe(JTI_BYTES)
+    scope = " ".join(granted)
+    subject = str(machine.subject)
+    access_token = signer.sign(
+        typ=ACCESS_TOKEN_TYP,
+        claims={
+            "iss": settings.ISSUER,
+            "sub": subject,
+            "aud": audience,
+            "client_id": machine.client_id,
+            "scope": scope,
+            "iat": now,
+            "exp": expires,
+            "jti": jti,
+        },
+    )
+    id_token = None
+    if OPENID_SCOPE in granted:
+        id_token = signer.sign(
+            typ=ID_TOKEN_TYP,
+            claims={
+                "iss": settings.ISSUER,
+                "sub": subject,
+                "aud": machine.client_id,
+                "iat": now,
+                "exp": expires,
+                "name": machine.name,
+                "owner_team": machine.owner_team,
+                "owner_email": machine.owner_email,
+            },
+        )
+    issued_at = datetime.fromtimestamp(now, tz=UTC)
+    expires_at = datetime.fromtimestamp(expires, tz=UTC)
+    record = IssuedToken(
+        jti=jti,
+        checksum=token_checksum(access_token),
+        machine_id=machine.pk,
+        scope=scope,
+        audience=audience,
+        issued_at=issued_at,
+        expires_at=expires_at,
+        signing_key_id=signer.kid,
+    )
+    event = audit_event_build(
+        event_type=EventType.TOKEN_ISSUED,
+        actor=machine_actor(machine),
+        target=Target(kind="token", id=jti, display=machine.name[:255]),
+        details={
+            "jti": jti,
+            "scopes": granted,
+            "audience": audience,
+            "expires_at": expires_at.isoformat(),
+            "kid": signer.kid,
+            "alg": signer.algorithm,
+            "openid": id_token is not None,
+        },
+        context=context,
+        occurred_at=issued_at,
+    )
+    _insert_record_and_event(record=record, event=event)
+    return IssuedTokens(
+        access_token=access_token, expires_in=lifetime, scope=scope, id_token=id_token
+    )
+
+
+_combined_sql: str | None = None
+
+
+def _insertable(model: type[models.Model]) -> list[models.Field]:
+    return [f for f in model._meta.concrete_fields if not f.primary_key]
+
+
+def _values(instance: models.Model) -> list[Any]:
+    return [
+        field.get_db_prep_save(field.pre_save(instance, add=True), connection)
+        for field in _insertable(type(instance))
+    ]
+
+
+def _combined_statement() -> str:
+    """``WITH t AS (INSERT token) INSERT event SELECT ... FROM t``, built once per process.
+
+    Columns come from the models, so a column added to either table later is
+    written too. Each value is cast to its column type: in a SELECT list an
+    untyped literal would otherwise become text.
+    """
+    global _combined_sql
+    if _combined_sql is None:
+        quote = connection.ops.quote_name
+
+        def columns(model):
+            return ", ".join(quote(f.column) for f in _insertable(model))
+
+        def casts(model):
+            return ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in _insertable(model))
+
+        # Identifiers and types come from our own models; every value is a parameter.
+        _combined_sql = (
+            f"WITH t AS (INSERT INTO {quote(IssuedToken._meta.db_table)} "  # noqa: S608
+            f"({columns(IssuedToken)}) VALUES ({casts(IssuedToken)}) RETURNING 1) "
+            f"INSERT INTO {quote(AuditEvent._meta.db_table)} ({columns(AuditEvent)}) "
+            f"SELECT {casts(AuditEvent)} FROM t"
+        )
+    return _combined_sql
+
+
+def _insert_record_and_event(*, record: IssuedToken, event: AuditEvent) -> None:
+    """The token record and its audit event, both or neither, in one round trip if possible."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_combined_statement(), [*_values(record), *_values(event)])
+        return
+    with transaction.atomic():
+        record.save(force_insert=True)
+        event.save(force_insert=True)
+
+
+# --- revocation and introspection -----------------------------------------------
+
+
+def token_revoke(*, machine, token: str, context: RequestContext) -> bool:
+    """Revoke one of the machine's own tokens (RFC 7009); another's is left alone.
+
+    Returns whether a token was revoked; the endpoint answers 200 either way.
+    """
+    record = token_record_for(token=token)
+    owned = record is not None and record.machine_id == machine.pk
+    with transaction.atomic():
+        revoked = False
+        if owned:
+            revoked = bool(
+                IssuedToken.objects.filter(pk=record.pk, revoked_at__isnull=True).update(
+                    revoked_at=timezone.now()
+                )
+            )
+        audit_record(
+            event_type=EventType.TOKEN_REVOKED,
+            actor=machine_actor(machine),
+            target=Target(kind="token", id=record.jti if owned else ""),
+            outcome=Outcome.SUCCESS if owned else Outcome.FAILURE,
+            reason="" if owned else "not_own_token",
+            details={"jti": record.jti, "already_revoked": not revoked} if owned else {},
+            context=context,
+        )
+    return revoked
+
+
+def token_introspect(*, machine, token: str, context: RequestContext) -> dict[str, Any]:
+    """RFC 7662 answer for a caller allowed to introspect, with its audit event."""
+    verified: VerifiedToken | None = token_verify(token=token)
+    audit_record(
+        event_type=EventType.TOKEN_INTROSPECTED,
+        actor=machine_actor(machine),
+        target=Target(kind="token", id=verified.claims["jti"] if verified else ""),
+        outcome=Outcome.SUCCESS,
+        details={"active": verified is not None},
+        context=context,
+    )
+    if verified is None:
+        return {"active": False}
+    return {"active": True, "token_type": "Bearer", **verified.claims}
+
+
+def issued_tokens_purge(*, now: datetime | None = None, batch_size: int = 1000) -> int:
+    """Delete records of expired tokens in batches; their audit events stay."""
+    now = now or timezone.now()
+    purged = 0
+    while True:
+        ids = list(
+            IssuedToken.objects.filter(expires_at__lt=now)
+            .order_by("id")
+            .values_list("id", flat=True)[:batch_size]
+        )
+        if not ids:
+            return purged
+        with transaction.atomic():
+            purged += IssuedToken.objects.filter(id__in=ids).delete()[0]
+
+
+# --- signing keys ----------------------------------------------------------------------
+
+
+def _key_target(key: SigningKey) -> Target:
+    return Target(kind="signing_key", id=key.kid, display=key.algorithm)
+
+
+def _newest_kek() -> tuple[str, bytes]:
+    return next(iter(settings.SERVER_SECRETS.key_encryption_keys.items()))
+
+
+def _key_retire_after(now: datetime) -> datetime:
+    # Published until the last token it signed has expired, plus verifiers' clock skew.
+    return now + timedelta(seconds=settings.ACCESS_TOKEN_MAX_TTL + CLOCK_LEEWAY)
+
+
+def _key_activate(*, key: SigningKey, actor: Actor, now: datetime, context) -> None:
+    """Make ``key`` the active key of its algorithm; the previous one starts retiring."""
+    for previous in SigningKey.objects.select_for_update().filter(
+        algorithm=key.algorithm, state=KeyState.ACTIVE
+    ):
+        previous.state = KeyState.RETIRING
+        previous.retiring_at = now
+        previous.retire_after = _key_retire_after(now)
+        previous.save(update_fields=["state", "retiring_at", "retire_after"])
+        audit_record(
+            event_type=EventType.KEY_RETIRED,
+            actor=actor,
+            target=_key_target(previous),
+            details={"state": KeyState.RETIRING, "retire_after": previous.retire_after.isoformat()},
+            context=context,
+        )
+    key.state = KeyState.ACTIVE
+    key.activated_at = now
+    key.save(update_fields=["state", "activated_at"])
+    audit_record(
+        event_type=EventType.KEY_ACTIVATED,
+        actor=actor,
+        target=_key_target(key),
+        details={"algorithm": key.algorithm},
+        context=context,
+    )
+    keyring_changed()
+
+
+def signing_key_create(
+    *,
+    algorithm: str = KeyAlgorithm.ES256,
+    activate_now: bool = False,
+    actor: Actor,
+    context: RequestContext | None = None,
+) -> SigningKey:
+    """Generate a key, wrap its private half, publish it (pending or active at once)."""
+    if algorithm not in KeyAlgorithm.values:
+        raise ValueError(f"unsupported algorithm {algorithm!r}")
+    private_key = jose.private_key_generate(algorithm)
+    public = jose.public_jwk(private_key.public_key())
+    kid = jose.jwk_thumbprint(public)
+    kek_id, kek = _newest_kek()
+    now = timezone.now()
+    with transaction.atomic():
+        key = SigningKey.objects.create(
+            kid=kid,
+            algorithm=algorithm,
+            state=KeyState.PENDING,
+            public_jwk=public,
+            private_key_wrapped=jose.private_key_wrap(private_key, kek=kek, kid=kid),
+            kek_id=kek_id,
+            created_at=now,
+            activate_after=now + timedelta(seconds=settings.KEY_PUBLISH_DELAY),
+        )
+        audit_record(
+            event_type=EventType.KEY_CREATED,
+            actor=actor,
+            target=_key_target(key),
+            details={
+                "algorithm": algorithm,
+                "activate_after": key.activate_after.isoformat(),
+                "kek_id": kek_id,
+            },
+            context=context,
+        )
+        keyring_changed()
+        if activate_now:
+            key.activate_after = now
+            key.save(update_fields=["activate_after"])
+            _key_activate(key=key, actor=actor, now=now, context=context)
+    return key
+
+
+def signing_keys_advance(*, now: datetime | None = None, actor: Actor | None = None) -> None:
+    """The rotation schedule: activate due pending keys, retire due retiring keys.
+
+    Idempotent: run by beat every minute, safe to run twice at once (row locks).
+    """
+    now = now or timezone.now()
+    actor = actor or Actor.system("key rotation")
+    with transaction.atomic():
+        due = (
+            SigningKey.objects.select_for_update()
+            .filter(state=KeyState.PENDING, activate_after__lte=now)
+            .order_by("created_at")
+        )
+        newest_due: dict[str, SigningKey] = {}
+        for key in due:
+            newest_due[key.algorithm] = key  # the newest pending key of each algorithm wins
+        for key in newest_due.values():
+            _key_activate(key=key, actor=actor, now=now, context=None)
+        for key in SigningKey.objects.select_for_update().filter(
+            state=KeyState.RETIRING, retire_after__lte=now
+        ):
+            key.state = KeyState.RETIRED
+            key.retired_at = now
+            key.save(update_fields=["state", "retired_at"])
+            audit_record(
+                event_type=EventType.KEY_RETIRED,
+                actor=actor,
+                target=_key_target(key),
+                details={"state": KeyState.RETIRED},
+            )
+            keyring_changed()
+
+
+def signing_key_revoke(
+    *, kid: str, actor: Actor, context: RequestContext | None = None
+) -> SigningKey:
+    """Emergency withdrawal: out of JWKS at once, its tokens inactive at introspection.
+
+    Revoking the active key puts a fresh key of the same algorithm in its
+    place at once, so tokens keep being issued.
+    """
+    with transaction.atomic():
+        key = SigningKey.objects.select_for_update().get(kid=kid)
+        if key.state == KeyState.REVOKED:
+            return key
+        was_active = key.state == KeyState.ACTIVE
+        key.state = KeyState.REVOKED
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["state", "revoked_at"])
+        audit_record(
+            event_type=EventType.KEY_REVOKED,
+            actor=actor,
+            target=_key_target(key),
+            details={"was_active": was_active},
+            context=context,
+        )
+        keyring_changed()
+        if was_active:
+            signing_key_create(
+                algorithm=key.algorithm, activate_now=True, actor=actor, context=context
+            )
+    return key
+
+
+def signing_keys_rewrap(*, actor: Actor, context: RequestContext | None = None) -> int:
+    """Re-encrypt every private key under the newest key-encryption key."""
+    kek_id, kek = _newest_kek()
+    keks = settings.SERVER_SECRETS.key_encryption_keys
+    rewrapped = 0
+    with transaction.atomic():
+        for key in SigningKey.objects.select_for_update().exclude(kek_id=kek_id):
+            old_kek = keks.get(key.kek_id)
+            if old_kek is None:
+                raise LookupError(
+                    f"key {key.kid} is wrapped under KEK {key.kek_id}, not configured"
+                )
+            private_key = jose.private_key_unwrap(
+                bytes(key.private_key_wrapped), kek=old_kek, kid=key.kid
+            )
+            previous = key.kek_id
+            key.private_key_wrapped = jose.private_key_wrap(private_key, kek=kek, kid=key.kid)
+            key.kek_id = kek_id
+            key.save(update_fields=["private_key_wrapped", "kek_id"])
+            audit_record(
+                event_type=EventType.KEY_REWRAPPED,
+                actor=actor,
+                target=_key_target(key),
+                details={"from_kek_id": previous, "to_kek_id": kek_id},
+                context=context,
+            )
+            rewrapped += 1
+        if rewrapped:
+            keyring_changed()
+    return rewrapped
+
+
+def signing_key_first_ensure() -> SigningKey | None:
+    """First-run: an active key of the configured algorithm, unless one exists.
+
+    Idempotent: the one-active-key-per-algorithm constraint makes a concurrent
+    second run fail its insert, which is then treated as "exists".
+    """
+    algorithm = settings.TOKEN_SIGNING_ALGORITHM
+    if SigningKey.objects.filter(state=KeyState.ACTIVE, algorithm=algorithm).exists():
+        return None
+    try:
+        return signing_key_create(
+            algorithm=algorithm, activate_now=True, actor=Actor.system("first run")
+        )
+    except IntegrityError:
+        return None

@@ -1,0 +1,156 @@
+"""What the protocol endpoints share: strict form parsing, client auth, RFC error bodies.
+
+Parsing is ours rather than Django's ``request.POST`` because RFC 6749
+section 3.2 wants duplicated parameters refused (Django keeps the last one)
+and because a body that is not UTF-8 must be refused, not silently replaced.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qsl
+
+from django.http import HttpResponse
+from django.http.multipartparser import parse_header_parameters
+
+from audit.context import request_context
+from clients.authentication import (
+    ClientAuthError,
+    MalformedClientRequest,
+    Throttled,
+    client_authenticate,
+    client_credentials_from_request,
+)
+from tokens.constants import MAX_FORM_BYTES, MAX_FORM_FIELDS
+from tokens.errors import InvalidRequest, OAuthError
+
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+BASIC_REALM = 'Basic realm="Machine Identity Portal"'
+# One body for every client authentication failure: an unknown client and a
+# wrong secret must be indistinguishable from outside.
+INVALID_CLIENT_BODY = json.dumps(
+    {"error": "invalid_client", "error_description": "Client authentication failed."}
+).encode("ascii")
+
+
+def json_response(payload: dict, *, status: int = 200) -> HttpResponse:
+    """JSON that no cache keeps (RFC 6749 section 5.1)."""
+    response = HttpResponse(
+        json.dumps(payload, separators=(",", ":")), status=status, content_type="application/json"
+    )
+    response["Cache-Control"] = "no-store"
+    response["Pragma"] = "no-cache"
+    return response
+
+
+def error_response(error: OAuthError) -> HttpResponse:
+    payload = {"error": error.error}
+    if error.description:
+        payload["error_description"] = error.description
+    return json_response(payload, status=error.status)
+
+
+def invalid_client_response(*, used_basic: bool) -> HttpResponse:
+    """RFC 6749 section 5.2: 401 with a challenge when the client used Basic."""
+    response = HttpResponse(INVALID_CLIENT_BODY, status=401, content_type="application/json")
+    response["Cache-Control"] = "no-store"
+    response["Pragma"] = "no-cache"
+    if used_basic:
+        response["WWW-Authenticate"] = BASIC_REALM
+    return response
+
+
+def throttled_response(*, retry_after: int) -> HttpResponse:
+    response = json_response(
+        {"error": "slow_down", "error_description": "Too many requests; retry later."},
+        status=429,
+    )
+    response["Retry-After"] = str(max(1, int(retry_after)))
+    return response
+
+
+def _has_control_characters(value: str) -> bool:
+    return any(ord(char) < 0x20 or ord(char) == 0x7F for char in value)
+
+
+def form_parse(request) -> dict[str, list[str]]:
+    """The form parameters of a POST, refusing anything that is not a clean form.
+
+    Raises ``InvalidRequest`` for a wrong content type, an oversized body,
+    bytes that are not UTF-8, control characters (NUL included) or too many
+    fields. Empty values are dropped: RFC 6749 section 3.1 treats a
+    parameter sent without a value as omitted.
+    """
+    content_type, params = parse_header_parameters(request.META.get("CONTENT_TYPE", ""))
+    if content_type != FORM_CONTENT_TYPE:
+        raise InvalidRequest(f"The body must be {FORM_CONTENT_TYPE}.")
+    if params.get("charset", "utf-8").lower() != "utf-8":
+        raise InvalidRequest("The body must be UTF-8.")
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = MAX_FORM_BYTES + 1
+    if declared > MAX_FORM_BYTES:
+        raise InvalidRequest("The body is too large.")
+    body = request.body
+    if len(body) > MAX_FORM_BYTES:
+        raise InvalidRequest("The body is too large.")
+    try:
+        text = body.decode("ascii")
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=MAX_FORM_FIELDS,
+        )
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequest("The body is not a valid UTF-8 form.") from exc
+    form: dict[str, list[str]] = {}
+    for name, value in pairs:
+        if _has_control_characters(name) or _has_control_characters(value):
+            raise InvalidRequest("Parameters must not contain control characters.")
+        if value:
+            form.setdefault(name, []).append(value)
+    return form
+
+
+def form_single(form: dict[str, list[str]], name: str) -> str | None:
+    """One parameter's value; a repeated parameter is refused (RFC 6749 section 3.2)."""
+    values = form.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise InvalidRequest(f"The parameter {name} is repeated.")
+    return values[0]
+
+
+class ClientRefused(Exception):
+    """Client authentication did not succeed; ``response`` says how to answer."""
+
+    def __init__(self, response: HttpResponse) -> None:
+        super().__init__("client refused")
+        self.response = response
+
+
+def machine_authenticate(request):
+    """The calling machine, through the clients app's authentication contract.
+
+    Returns ``(machine, context)``; raises ``ClientRefused`` carrying the RFC
+    6749 answer (400, 401 with a challenge for Basic, or 429).
+    """
+    context = request_context(request)
+    try:
+        credentials = client_credentials_from_request(request)
+        machine = client_authenticate(credentials=credentials, context=context)
+    except MalformedClientRequest as exc:
+        if exc.error == "invalid_client":
+            raise ClientRefused(invalid_client_response(used_basic=exc.used_basic)) from exc
+        error = OAuthError(exc.description)
+        error.error, error.status = exc.error, exc.status
+        raise ClientRefused(error_response(error)) from exc
+    except ClientAuthError as exc:
+        raise ClientRefused(invalid_client_response(used_basic=exc.used_basic)) from exc
+    except Throttled as exc:
+        raise ClientRefused(throttled_response(retry_after=exc.retry_after)) from exc
+    return machine, context
