@@ -237,11 +237,12 @@ OAUTH2_PROVIDER = {
     "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
 }
 
+# Upper bound of any machine's access-token lifetime (each machine sets its own, default 600 s).
+ACCESS_TOKEN_MAX_TTL = env_int("ACCESS_TOKEN_MAX_TTL", 3600)
+
 # --- Tokens and signing keys (tokens app) -----------------------------------
 # The algorithm of the key that signs new tokens: ES256, EdDSA or RS256.
 TOKEN_SIGNING_ALGORITHM = ENV.get("TOKEN_SIGNING_ALGORITHM", "ES256")
-# Upper bound on any machine's access_token_ttl; a retiring key stays published this long.
-ACCESS_TOKEN_MAX_TTL = env_int("ACCESS_TOKEN_MAX_TTL", 3600)
 # A rotated key is published (pending) this long before it signs, so every
 # verifier's cached JWKS already holds it; JWKS_MAX_AGE must be shorter.
 KEY_PUBLISH_DELAY = env_int("KEY_PUBLISH_DELAY", 3600)
