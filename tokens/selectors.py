@@ -75,14 +75,15 @@ def discovery_document() -> dict[str, Any]:
         "introspection_endpoint": _absolute("oauth-introspect"),
         "revocation_endpoint": _absolute("oauth-revoke"),
         "grant_types_supported": ["client_credentials"],
-        "response_types_supported": ["token"],
+        # REQUIRED by RFC 8414 yet meaningless without an authorization endpoint:
+        # "none" (OAuth 2.0 Multiple Response Type Encoding Practices) claims nothing.
+        "response_types_supported": ["none"],
         "token_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "scopes_supported": scopes,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algorithms,
-        "token_endpoint_auth_signing_alg_values_supported": algorithms,
         "claims_supported": [
             "iss",
             "sub",

@@ -1,0 +1,151 @@
+"""Our tokens as outside libraries see them, over real HTTP against the live server."""
+
+import jwt
+import pytest
+import requests
+from authlib.integrations.requests_client import OAuth2Session
+from authlib.jose import JsonWebKey, JsonWebToken
+from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
+from django.test import override_settings
+
+from audit.context import Actor
+from tests.fixtures.tokens import API, OTHER_API
+from tokens.services import signing_key_create
+
+
+@pytest.fixture
+def issuer(live_server):
+    with override_settings(ISSUER=live_server.url):
+        yield live_server.url
+
+
+def _discover(issuer: str, path: str = "/.well-known/oauth-authorization-server") -> dict:
+    response = requests.get(issuer + path, timeout=10)
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_discovery_satisfies_rfc8414_validation_and_names_every_endpoint(issuer, signing_key):
+    metadata = _discover(issuer)
+    openid = _discover(issuer, "/.well-known/openid-configuration")
+
+    AuthorizationServerMetadata(metadata).validate()
+    assert metadata == openid
+    assert metadata["issuer"] == issuer
+    assert metadata["token_endpoint"] == issuer + "/oauth/token"
+    assert metadata["jwks_uri"] == issuer + "/.well-known/jwks.json"
+    assert metadata["introspection_endpoint"] == issuer + "/oauth/introspect"
+    assert metadata["revocation_endpoint"] == issuer + "/oauth/revoke"
+    assert metadata["grant_types_supported"] == ["client_credentials"]
+    assert metadata["token_endpoint_auth_methods_supported"] == [
+        "client_secret_basic",
+        "client_secret_post",
+    ]
+    assert metadata["id_token_signing_alg_values_supported"] == ["ES256", "EdDSA", "RS256"]
+    assert "authorization_endpoint" not in metadata
+
+
+def test_jwks_publishes_public_keys_only_with_a_short_cache(issuer, signing_key, settings):
+    response = requests.get(issuer + "/.well-known/jwks.json", timeout=10)
+
+    assert response.headers["Content-Type"] == "application/jwk-set+json"
+    assert response.headers["Cache-Control"] == f"public, max-age={settings.JWKS_MAX_AGE}"
+    assert settings.JWKS_MAX_AGE < settings.KEY_PUBLISH_DELAY
+    (key,) = response.json()["keys"]
+    assert sorted(key) == ["alg", "crv", "kid", "kty", "use", "x", "y"]
+    assert key["kid"] == signing_key.kid
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "EdDSA", "RS256"])
+def test_authlib_performs_the_grant_from_discovery_and_pyjwkclient_verifies(
+    issuer, machine_factory, settings, algorithm
+):
+    settings.TOKEN_SIGNING_ALGORITHM = algorithm
+    signing_key_create(algorithm=algorithm, activate_now=True, actor=Actor.cli("test"))
+    registered = machine_factory()
+    metadata = _discover(issuer)
+    session = OAuth2Session(
+        client_id=registered.client_id,
+        client_secret=registered.secret,
+        token_endpoint_auth_method="client_secret_basic",
+        scope="orders:read orders:write",
+    )
+
+    token = session.fetch_token(
+        metadata["token_endpoint"], grant_type="client_credentials", resource=OTHER_API
+    )
+
+    assert token["token_type"] == "Bearer"
+    assert token["scope"] == "orders:read orders:write"
+    assert "refresh_token" not in token
+    access_token = token["access_token"]
+    signing = jwt.PyJWKClient(metadata["jwks_uri"]).get_signing_key_from_jwt(access_token)
+    assert jwt.get_unverified_header(access_token)["typ"] == "at+jwt"
+    claims = jwt.decode(
+        access_token,
+        key=signing,
+        algorithms=[algorithm],
+        audience=OTHER_API,
+        issuer=issuer,
+        options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]},
+    )
+    assert claims["client_id"] == registered.client_id
+    assert claims["exp"] - claims["iat"] == 600
+    # And authlib's own JOSE implementation agrees.
+    jwks = JsonWebKey.import_key_set(requests.get(metadata["jwks_uri"], timeout=10).json())
+    authlib_claims = JsonWebToken([algorithm]).decode(
+        access_token,
+        key=jwks,
+        claims_options={"iss": {"value": issuer}, "aud": {"values": [OTHER_API]}},
+    )
+    authlib_claims.validate()
+    assert authlib_claims["sub"] == str(registered.machine.subject)
+
+
+def test_wrong_scope_and_wrong_audience_are_refused_with_rfc_codes(
+    issuer, signing_key, machine_factory
+):
+    registered = machine_factory()
+    token_endpoint = _discover(issuer)["token_endpoint"]
+    auth = (registered.client_id, registered.secret)
+
+    bad_scope = requests.post(
+        token_endpoint,
+        data={"grant_type": "client_credentials", "scope": "admin"},
+        auth=auth,
+        timeout=10,
+    )
+    bad_target = requests.post(
+        token_endpoint,
+        data={"grant_type": "client_credentials", "resource": "https://nope.example.test"},
+        auth=auth,
+        timeout=10,
+    )
+
+    assert (bad_scope.status_code, bad_scope.json()["error"]) == (400, "invalid_scope")
+    assert (bad_target.status_code, bad_target.json()["error"]) == (400, "invalid_target")
+
+
+def test_a_token_signed_before_a_rotation_still_verifies_from_jwks_while_retiring(
+    issuer, signing_key, machine_factory
+):
+    registered = machine_factory()
+    metadata = _discover(issuer)
+    auth = (registered.client_id, registered.secret)
+    old = requests.post(
+        metadata["token_endpoint"], data={"grant_type": "client_credentials"}, auth=auth, timeout=10
+    ).json()["access_token"]
+
+    signing_key_create(activate_now=True, actor=Actor.cli("test"))
+    new = requests.post(
+        metadata["token_endpoint"], data={"grant_type": "client_credentials"}, auth=auth, timeout=10
+    ).json()["access_token"]
+
+    client = jwt.PyJWKClient(metadata["jwks_uri"], cache_keys=False)
+    kids = set()
+    for token in (old, new):
+        key = client.get_signing_key_from_jwt(token)
+        jwt.decode(token, key=key, algorithms=["ES256"], audience=API, issuer=issuer)
+        kids.add(key.key_id)
+    assert len(kids) == 2
+    assert signing_key.kid in kids
