@@ -1,0 +1,93 @@
+import json
+
+import pytest
+import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.test import APIRequestFactory
+
+from audit.models import AuditEvent
+from tests.fixtures.tokens import OTHER_API
+from tests.tokens.helpers import token_request
+from tokens.api.authentication import BearerTokenAuthentication
+from tokens.models import IssuedToken
+from tokens.tasks import issued_tokens_purge
+
+pytestmark = pytest.mark.django_db
+
+
+def _authenticate(header: str):
+    request = APIRequestFactory().get("/api/audit/events", HTTP_AUTHORIZATION=header)
+    return BearerTokenAuthentication().authenticate(request)
+
+
+def test_bearer_authentication_admits_an_active_token_as_a_machine(
+    client, signing_key, machine_factory
+):
+    registered = machine_factory(scopes=("audit:read",), default_scopes=("audit:read",))
+    token = json.loads(token_request(client, registered).content)["access_token"]
+
+    user, claims = _authenticate(f"Bearer {token}")
+
+    assert (user.is_authenticated, user.is_staff, user.is_superuser) == (True, False, False)
+    assert user.client_id == registered.client_id
+    assert user.has_scope("audit:read")
+    assert claims["scope"] == "audit:read"
+    assert claims["sub"] == str(registered.machine.subject)
+
+
+def test_bearer_authentication_refuses_revoked_expired_disabled_and_junk(
+    client, signing_key, machine_factory
+):
+    registered = machine_factory()
+    token = json.loads(token_request(client, registered).content)["access_token"]
+
+    assert _authenticate("Basic abc") is None
+    for header in ("Bearer ", "Bearer a b", "Bearer junk", "Bearer " + token[:-4] + "AAAA"):
+        with pytest.raises(AuthenticationFailed):
+            _authenticate(header)
+    later = timezone.now() + timezone.timedelta(seconds=601)
+    with time_machine.travel(later), pytest.raises(AuthenticationFailed):
+        _authenticate(f"Bearer {token}")
+    type(registered.machine).objects.filter(pk=registered.machine.pk).update(enabled=False)
+    with pytest.raises(AuthenticationFailed):
+        _authenticate(f"Bearer {token}")
+
+
+def test_purge_deletes_expired_records_and_keeps_their_audit_events(
+    client, signing_key, machine_factory
+):
+    short = machine_factory(name="short", ttl=60)
+    long = machine_factory(name="long", ttl=3600)
+    token_request(client, short)
+    token_request(client, long)
+
+    with time_machine.travel(timezone.now() + timezone.timedelta(seconds=120)):
+        purged = issued_tokens_purge()
+
+    assert purged == 1
+    assert list(IssuedToken.objects.values_list("machine__name", flat=True)) == ["long"]
+    assert AuditEvent.objects.filter(event_type="token.issued").count() == 2
+
+
+def test_a_token_costs_at_most_two_sql_round_trips_on_a_warm_path(
+    client, signing_key, machine_factory
+):
+    registered = machine_factory()
+    token_request(client, registered)  # warms the machine cache and the keyring
+    token_request(client, registered, scope="orders:read")
+
+    with CaptureQueriesContext(connection) as queries:
+        response = token_request(client, registered, scope="orders:read", resource=OTHER_API)
+
+    assert response.status_code == 200
+    statements = [q["sql"] for q in queries.captured_queries]
+    if connection.vendor == "postgresql":
+        assert len(statements) == 1
+        assert statements[0].startswith("WITH t AS (INSERT INTO")
+    else:
+        # SQLite: BEGIN is implicit; two INSERTs in one transaction (one commit).
+        assert [s.split()[0] for s in statements if s.split()[0] == "INSERT"] == ["INSERT"] * 2
+        assert len(statements) <= 4
