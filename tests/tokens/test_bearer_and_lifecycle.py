@@ -91,3 +91,13 @@ def test_a_token_costs_at_most_two_sql_round_trips_on_a_warm_path(
         # SQLite: BEGIN is implicit; two INSERTs in one transaction (one commit).
         assert [s.split()[0] for s in statements if s.split()[0] == "INSERT"] == ["INSERT"] * 2
         assert len(statements) <= 4
+
+
+def test_beat_schedules_the_token_lifecycle_tasks(settings):
+    from identity_portal.celery import app
+
+    app.loader.import_default_modules()
+    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+
+    assert {"tokens.tasks.signing_keys_advance", "tokens.tasks.issued_tokens_purge"} <= scheduled
+    assert scheduled <= set(app.tasks)
