@@ -251,3 +251,22 @@ def test_a_tombstone_keeps_a_stale_reader_from_caching(
 
     assert machine_auth_entry_get(machine.client_id).machine.access_token_ttl == 60
     assert not isinstance(cache.get(machine_cache_key(machine.client_id)), MachineAuthEntry)
+
+
+def test_authentication_works_while_the_cache_is_down(machine_and_secret, request_ctx, settings):
+    machine, raw = machine_and_secret
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+
+    found = client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    with pytest.raises(ClientAuthError) as raised:
+        client_authenticate(credentials=_creds(machine.client_id, "wrong"), context=request_ctx)
+
+    assert found.pk == machine.pk
+    assert raised.value.reason == "wrong_secret"
+    assert _denials()[-1][0] == "wrong_secret"
