@@ -44,6 +44,7 @@ from clients.credentials import UnknownPepper, current_pepper_id, secret_digest
 from clients.machine_cache import (
     CachedSecret,
     MachineAuthEntry,
+    cache_safely,
     machine_auth_entry_resolve,
     machine_cache_key,
 )
@@ -267,7 +268,9 @@ def _deny(
 
 def _last_used_touch(machine: Machine, secret_id: int, ip: str | None) -> None:
     # At most one write per secret per interval, decided by whoever adds the key first.
-    if not cache.add(f"clients:used:{secret_id}", 1, LAST_USED_WRITE_INTERVAL):
+    # Without the cache the write is skipped: better a stale last_used_at than a write
+    # per token request.
+    if not cache_safely(cache.add, f"clients:used:{secret_id}", 1, LAST_USED_WRITE_INTERVAL):
         return
     now = timezone.now()
     Machine.objects.filter(pk=machine.pk).update(last_used_at=now, last_used_ip=ip)
@@ -280,14 +283,14 @@ def client_authenticate(*, credentials: ClientCredentials, context: RequestConte
     used_basic = credentials.method == BASIC
     keys = throttle_keys(client_id=credentials.client_id, ip=context.source_ip, now=now)
     machine_key = machine_cache_key(credentials.client_id)
-    values = cache.get_many([machine_key, *keys.blocks, keys.fail_pair])
+    values = cache_safely(cache.get_many, [machine_key, *keys.blocks, keys.fail_pair], default={})
     retry_after = throttle_retry_after(values=values, keys=keys, now=now)
     if retry_after:
         raise Throttled(retry_after=retry_after)
     entry = machine_auth_entry_resolve(credentials.client_id, values.get(machine_key))
     reason, match = _failure_reason(entry, credentials.secret, context.source_ip, now)
     if reason:
-        blocked_for = throttle_failure_record(keys=keys, now=now)
+        blocked_for = cache_safely(throttle_failure_record, keys=keys, now=now, default=0)
         _deny(
             credentials=credentials,
             entry=entry,
@@ -296,6 +299,6 @@ def client_authenticate(*, credentials: ClientCredentials, context: RequestConte
             blocked_for=blocked_for,
         )
         raise ClientAuthError(reason=reason, used_basic=used_basic)
-    throttle_success_record(values=values, keys=keys)
+    cache_safely(throttle_success_record, values=values, keys=keys)
     _last_used_touch(entry.machine, match.id, context.source_ip)
     return entry.machine

@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from django.core.cache import cache
 from django.db import transaction
+from redis.exceptions import RedisError
 
 from clients.constants import (
     CACHED_SECRETS_PER_MACHINE,
@@ -30,6 +34,11 @@ from clients.constants import (
 )
 from clients.credentials import secret_effective_expiry
 from clients.models import ClientSecret, Machine
+
+logger = logging.getLogger(__name__)
+
+# What a cache backend raises when its server is away (Redis) or its disk fails (file cache).
+CACHE_ERRORS = (RedisError, OSError)
 
 _MISSING = "missing"
 _TOMBSTONE = "tombstone"
@@ -53,6 +62,20 @@ class MachineAuthEntry:
     machine: Machine
     secrets: tuple[CachedSecret, ...]
     networks: tuple[IPNetwork, ...]
+
+
+def cache_safely(call: Callable[..., Any], *args: Any, default: Any = None, **kwargs: Any) -> Any:
+    """Run one cache call; if the cache is down, log and return ``default``.
+
+    The token path keeps working without the cache (DESIGN.md decision 8):
+    machines are read from the database and throttling is skipped until the
+    cache is back, because refusing every machine is a worse outage.
+    """
+    try:
+        return call(*args, **kwargs)
+    except CACHE_ERRORS as exc:
+        logger.warning("cache unavailable (%s): %s", call.__name__, type(exc).__name__)
+        return default
 
 
 def machine_cache_key(client_id: str) -> str:
@@ -102,15 +125,19 @@ def machine_auth_entry_resolve(client_id: str, cached: object) -> MachineAuthEnt
     entry = machine_auth_entry_load(client_id)
     if cached is None:  # a tombstone means: do not cache yet
         value, ttl = (entry, MACHINE_CACHE_TTL) if entry else (_MISSING, MACHINE_CACHE_MISS_TTL)
-        cache.add(machine_cache_key(client_id), value, ttl)
+        cache_safely(cache.add, machine_cache_key(client_id), value, ttl)
     return entry
 
 
 def machine_auth_entry_get(client_id: str) -> MachineAuthEntry | None:
-    return machine_auth_entry_resolve(client_id, cache.get(machine_cache_key(client_id)))
+    return machine_auth_entry_resolve(
+        client_id, cache_safely(cache.get, machine_cache_key(client_id))
+    )
 
 
 def machine_cache_invalidate(*, client_id: str) -> None:
     """Drop the machine's entry once the current transaction commits."""
     key = machine_cache_key(client_id)
-    transaction.on_commit(lambda: cache.set(key, _TOMBSTONE, MACHINE_CACHE_TOMBSTONE_TTL))
+    transaction.on_commit(
+        lambda: cache_safely(cache.set, key, _TOMBSTONE, MACHINE_CACHE_TOMBSTONE_TTL)
+    )

@@ -202,7 +202,7 @@ def scope_update(
     return scope
 
 
-def _audience_uri(uri: str) -> str:
+def audience_uri_check(uri: str) -> str:
     """RFC 8707: an absolute URI without a fragment; http(s) or urn."""
     uri = (uri or "").strip()
     invalid = ValidationError(
@@ -230,7 +230,7 @@ def audience_create(
     description: str = "",
     context: RequestContext | None = None,
 ) -> Audience:
-    uri = _audience_uri(uri)
+    uri = audience_uri_check(uri)
     if Audience.objects.filter(uri=uri).exists():
         raise ValidationError({"uri": f"Audience {uri!r} already exists."})
     audience = Audience.objects.create(uri=uri, name=name.strip(), description=description.strip())
@@ -284,6 +284,74 @@ def _machine_summary(machine: Machine) -> dict[str, Any]:
     }
 
 
+def machine_input_check(
+    *,
+    name: str,
+    description: str = "",
+    owner_team: str = "",
+    owner_email: str = "",
+    tags: Sequence[str] = (),
+    scopes: Sequence[str] = (),
+    default_scopes: Sequence[str] = (),
+    audiences: Sequence[str] = (),
+    default_audience: str | None = None,
+    access_token_ttl: int = 600,
+    max_secret_age: int | None = None,
+    rotation_grace: int = 24 * 3600,
+    ip_allowlist: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Validate a machine's complete settings without writing; the console form shows the errors.
+
+    Returns the model's field values (scopes and audiences as rows). Raises a
+    ``ValidationError`` keyed by the argument names above.
+    """
+    errors: dict[str, list[str]] = {}
+
+    def check(call, *args, **kwargs):
+        # Every field is checked so a form can show all its errors at once.
+        try:
+            return call(*args, **kwargs)
+        except ValidationError as exc:
+            for field, messages in exc.message_dict.items():
+                errors.setdefault(field, []).extend(messages)
+            return None
+
+    allowed = check(_scopes, scopes, field="scopes")
+    defaults = check(_scopes, default_scopes, field="default_scopes")
+    audience_rows = check(_audiences, audiences, field="audiences")
+    default = None
+    if default_audience:
+        default = (check(_audiences, [default_audience], field="default_audience") or [None])[0]
+    values = {
+        "name": check(_name, name),
+        "description": (description or "").strip(),
+        "owner_team": (owner_team or "").strip(),
+        "owner_email": check(_email, owner_email),
+        "tags": check(_tags, tags),
+        "access_token_ttl": check(_ttl, access_token_ttl),
+        "max_secret_age": check(_max_age, max_secret_age),
+        "rotation_grace": check(_grace, rotation_grace),
+        "ip_allowlist": check(_allowlist, ip_allowlist),
+    }
+    if not errors:
+        check(
+            _check_defaults,
+            allowed=allowed,
+            defaults=defaults,
+            audiences=audience_rows,
+            default_audience=default,
+        )
+    if errors:
+        raise ValidationError(errors)
+    return {
+        **values,
+        "default_audience": default,
+        "allowed_scopes": allowed,
+        "default_scopes": defaults,
+        "allowed_audiences": audience_rows,
+    }
+
+
 @transaction.atomic
 def machine_register(
     *,
@@ -309,34 +377,34 @@ def machine_register(
     Scopes and audiences must already be in the registries: a typo must not
     silently create a new right. With a single audience it becomes the default.
     """
-    allowed = _scopes(scopes, field="scopes")
-    defaults = _scopes(default_scopes, field="default_scopes")
-    audience_rows = _audiences(audiences, field="audiences")
-    default = None
-    if default_audience:
-        default = _audiences([default_audience], field="default_audience")[0]
-    elif len(audience_rows) == 1:
-        default = audience_rows[0]
-    _check_defaults(
-        allowed=allowed, defaults=defaults, audiences=audience_rows, default_audience=default
+    if not default_audience and len(audiences) == 1:
+        default_audience = audiences[0]
+    checked = machine_input_check(
+        name=name,
+        description=description,
+        owner_team=owner_team,
+        owner_email=owner_email,
+        tags=tags,
+        scopes=scopes,
+        default_scopes=default_scopes,
+        audiences=audiences,
+        default_audience=default_audience,
+        access_token_ttl=access_token_ttl,
+        max_secret_age=max_secret_age,
+        rotation_grace=rotation_grace,
+        ip_allowlist=ip_allowlist,
     )
+    allowed = checked.pop("allowed_scopes")
+    defaults = checked.pop("default_scopes")
+    audience_rows = checked.pop("allowed_audiences")
     machine = Machine(
-        name=_name(name),
-        description=(description or "").strip(),
-        owner_team=(owner_team or "").strip(),
-        owner_email=_email(owner_email),
-        tags=_tags(tags),
+        **checked,
         # Always a confidential client with the client credentials grant only; its
         # credentials are ClientSecret rows, never the toolkit's client_secret column.
         client_type=Machine.CLIENT_CONFIDENTIAL,
         authorization_grant_type=Machine.GRANT_CLIENT_CREDENTIALS,
         client_secret="",
         hash_client_secret=False,
-        access_token_ttl=_ttl(access_token_ttl),
-        max_secret_age=_max_age(max_secret_age),
-        rotation_grace=_grace(rotation_grace),
-        ip_allowlist=_allowlist(ip_allowlist),
-        default_audience=default,
         created_by=created_by,
     )
     machine.save()

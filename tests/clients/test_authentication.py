@@ -1,6 +1,7 @@
 """client_authenticate: who a machine is, from cache, with every denial audited."""
 
 import pytest
+from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -11,6 +12,12 @@ from clients.authentication import (
     ClientAuthError,
     ClientCredentials,
     client_authenticate,
+)
+from clients.machine_cache import (
+    MachineAuthEntry,
+    machine_auth_entry_get,
+    machine_auth_entry_load,
+    machine_cache_key,
 )
 from clients.models import ClientSecret, Machine
 from clients.services import (
@@ -229,3 +236,37 @@ def test_a_deleted_machine_is_unknown(machine_and_secret, request_ctx, cli_actor
 
     assert raised.value.reason == "unknown_client"
     assert Machine.objects.filter(pk=machine.pk, enabled=False).exists()
+
+
+def test_a_tombstone_keeps_a_stale_reader_from_caching(
+    machine_and_secret, cli_actor, django_capture_on_commit_callbacks
+):
+    machine, _ = machine_and_secret
+    stale = machine_auth_entry_load(machine.client_id)  # a reader loads before the change...
+    with django_capture_on_commit_callbacks(execute=True):
+        machine_update(actor=cli_actor, machine=machine, access_token_ttl=60)
+
+    # ...and tries to cache what it read after the change committed.
+    cache.add(machine_cache_key(machine.client_id), stale, 300)
+
+    assert machine_auth_entry_get(machine.client_id).machine.access_token_ttl == 60
+    assert not isinstance(cache.get(machine_cache_key(machine.client_id)), MachineAuthEntry)
+
+
+def test_authentication_works_while_the_cache_is_down(machine_and_secret, request_ctx, settings):
+    machine, raw = machine_and_secret
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+
+    found = client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    with pytest.raises(ClientAuthError) as raised:
+        client_authenticate(credentials=_creds(machine.client_id, "wrong"), context=request_ctx)
+
+    assert found.pk == machine.pk
+    assert raised.value.reason == "wrong_secret"
+    assert _denials()[-1][0] == "wrong_secret"
