@@ -418,10 +418,24 @@ def signing_keys_advance(*, now: datetime | None = None, actor: Actor | None = N
             .order_by("created_at")
         )
         newest_due: dict[str, SigningKey] = {}
+        superseded: list[SigningKey] = []
         for key in due:
+            if key.algorithm in newest_due:
+                superseded.append(newest_due[key.algorithm])
             newest_due[key.algorithm] = key  # the newest pending key of each algorithm wins
         for key in newest_due.values():
             _key_activate(key=key, actor=actor, now=now, context=None)
+        for key in superseded:
+            # Never signed anything: it leaves JWKS at once.
+            key.state = KeyState.RETIRED
+            key.retired_at = now
+            key.save(update_fields=["state", "retired_at"])
+            audit_record(
+                event_type=EventType.KEY_RETIRED,
+                actor=actor,
+                target=_key_target(key),
+                details={"state": KeyState.RETIRED, "superseded": True},
+            )
         for key in SigningKey.objects.select_for_update().filter(
             state=KeyState.RETIRING, retire_after__lte=now
         ):

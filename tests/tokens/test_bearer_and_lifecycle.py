@@ -101,3 +101,28 @@ def test_beat_schedules_the_token_lifecycle_tasks(settings):
 
     assert {"tokens.tasks.signing_keys_advance", "tokens.tasks.issued_tokens_purge"} <= scheduled
     assert scheduled <= set(app.tasks)
+
+
+DEAD_REDIS = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        # Port 9 (discard) is closed on loopback: a real refused connection.
+        "LOCATION": "redis://127.0.0.1:9/0",
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    }
+}
+
+
+def test_tokens_are_issued_and_verified_while_the_cache_is_down(
+    client, signing_key, machine_factory, settings
+):
+    registered = machine_factory()
+    settings.CACHES = DEAD_REDIS
+
+    response = token_request(client, registered)
+
+    assert response.status_code == 200
+    token = json.loads(response.content)["access_token"]
+    user, claims = _authenticate(f"Bearer {token}")
+    assert user.client_id == registered.client_id
+    assert IssuedToken.objects.get().jti == claims["jti"]

@@ -161,3 +161,19 @@ def test_alg_confusion_never_verifies():
             jose.jws_verify(forged, verifiers)
     with pytest.raises(jose.InvalidJWS):
         jose.jws_verify(dataclasses.replace(good, signature=b"\0" * 64), verifiers)
+
+
+def test_of_two_due_pending_keys_the_newest_signs_and_the_other_never_does():
+    signing_key_create(activate_now=True, actor=ACTOR)
+    older = signing_key_create(actor=ACTOR)
+    newer = signing_key_create(actor=ACTOR)
+
+    later = timezone.now() + timezone.timedelta(seconds=settings.KEY_PUBLISH_DELAY + 1)
+    with time_machine.travel(later):
+        signing_keys_advance()
+        signing_keys_advance()  # idempotent
+
+    states = dict(SigningKey.objects.values_list("kid", "state"))
+    assert states[newer.kid] == "active"
+    assert states[older.kid] == "retired"
+    assert sorted(states.values()) == ["active", "retired", "retiring"]

@@ -1,0 +1,76 @@
+"""The console page for signing keys: read-only rows, lifecycle actions through services.
+
+No private material is ever rendered: the wrapped private key is not a field
+of the page. Security admins may rotate and revoke; auditors only look.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+
+from audit.context import Actor, request_context
+from audit.roles import can_read_audit, is_security_admin
+from tokens.models import SigningKey
+from tokens.services import signing_key_create, signing_key_revoke
+
+_PUBLIC_FIELDS = (
+    "kid",
+    "algorithm",
+    "state",
+    "kek_id",
+    "created_at",
+    "activate_after",
+    "activated_at",
+    "retiring_at",
+    "retire_after",
+    "retired_at",
+    "revoked_at",
+    "public_jwk",
+)
+
+
+@admin.register(SigningKey)
+class SigningKeyAdmin(admin.ModelAdmin):
+    list_display = ("kid", "algorithm", "state", "created_at", "activate_after", "retire_after")
+    list_filter = ("state", "algorithm")
+    fields = _PUBLIC_FIELDS
+    readonly_fields = _PUBLIC_FIELDS
+    actions = ["rotate_algorithm", "revoke_keys"]
+
+    def has_module_permission(self, request):
+        return can_read_audit(request.user)
+
+    def has_view_permission(self, request, obj=None):
+        return can_read_audit(request.user)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_security_admin_permission(self, request):
+        return is_security_admin(request.user)
+
+    @admin.action(
+        description="Rotate: publish a new key of the same algorithm (signs after the delay)",
+        permissions=["security_admin"],
+    )
+    def rotate_algorithm(self, request, queryset):
+        actor, context = Actor.user(request.user), request_context(request)
+        for algorithm in sorted(set(queryset.values_list("algorithm", flat=True))):
+            key = signing_key_create(algorithm=algorithm, actor=actor, context=context)
+            self.message_user(request, f"Published {algorithm} key {key.kid} (pending).")
+
+    @admin.action(
+        description="Revoke at once (emergency): out of JWKS, its tokens inactive",
+        permissions=["security_admin"],
+    )
+    def revoke_keys(self, request, queryset):
+        actor, context = Actor.user(request.user), request_context(request)
+        for kid in queryset.values_list("kid", flat=True):
+            signing_key_revoke(kid=kid, actor=actor, context=context)
+            self.message_user(request, f"Revoked key {kid}.", level=messages.WARNING)
