@@ -17,7 +17,7 @@ from tokens import jose
 from tokens.choices import KeyState
 from tokens.keyring import keyring_current
 from tokens.models import SigningKey
-from tokens.selectors import jwks_document
+from tokens.selectors import jwks_document, token_record_for, token_verify
 from tokens.services import (
     signing_key_create,
     signing_key_first_ensure,
@@ -177,3 +177,29 @@ def test_of_two_due_pending_keys_the_newest_signs_and_the_other_never_does():
     assert states[newer.kid] == "active"
     assert states[older.kid] == "retired"
     assert sorted(states.values()) == ["active", "retired", "retiring"]
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "..",
+        "a.b.c",
+        "a.b",
+        "a.b.c.d.e",
+        "e30.e30.",
+        "bnVsbA.e30.AA",  # header is JSON null
+        "W10.e30.AA",  # header is a list
+        "eyJhbGciOiJFUzI1NiIsImtpZCI6MX0.e30.AA",  # kid is a number
+        "eyJhbGciOiJFUzI1NiJ9.gA.AA",  # claims are not UTF-8
+        "eyJhbGciOiJFUzI1NiJ9.W1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tbW1tb.AA",  # deep nesting
+        "eyJhbGciOiJFUzI1NiJ9.e30.A",  # impossible base64 length
+        "é.é.é",
+        "x" * 9000,
+    ],
+)
+def test_junk_never_verifies_and_never_raises(token):
+    signing_key_create(activate_now=True, actor=ACTOR)
+
+    assert token_verify(token=token) is None
+    assert token_record_for(token=token) is None
