@@ -18,6 +18,8 @@ from django.views.decorators.http import require_GET
 from kombu import Connection
 from kombu.exceptions import KombuError
 
+from identity_portal.services import worker_heartbeat_last_seen
+
 logger = logging.getLogger(__name__)
 
 
@@ -63,6 +65,11 @@ def readyz(request):
     checks = readiness_checks()
     ready = all(checks.values())
     return JsonResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks},
+        {
+            "status": "ready" if ready else "not ready",
+            "checks": checks,
+            # Informational: the token path does not need a worker.
+            "worker_last_seen": worker_heartbeat_last_seen(),
+        },
         status=200 if ready else 503,
     )

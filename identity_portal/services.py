@@ -10,7 +10,9 @@ import secrets
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.db import transaction
+from django.utils import timezone
 
 FIRST_ADMIN_USERNAME = "admin"
 
@@ -35,3 +37,20 @@ def first_admin_ensure() -> FirstAdmin | None:
             username=FIRST_ADMIN_USERNAME, email="", password=password
         )
     return FirstAdmin(username=FIRST_ADMIN_USERNAME, password=password)
+
+
+WORKER_HEARTBEAT_KEY = "portal:worker-heartbeat"
+
+
+def worker_heartbeat_record() -> None:
+    """Note that a Celery worker ran a task just now.
+
+    Beat schedules this every 30 s, so ``/readyz`` can tell operators when the
+    lifecycle tasks (purge, rotation, sealing) last had a worker, without
+    making web readiness depend on it: tokens are issued with the broker down.
+    """
+    cache.set(WORKER_HEARTBEAT_KEY, timezone.now().isoformat(), timeout=24 * 3600)
+
+
+def worker_heartbeat_last_seen() -> str | None:
+    return cache.get(WORKER_HEARTBEAT_KEY)
