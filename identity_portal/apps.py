@@ -6,7 +6,10 @@ class IdentityPortalConfig(AppConfig):
     verbose_name = "Machine Identity Portal"
 
     def ready(self) -> None:
-        from identity_portal import checks  # noqa: F401  (registers the system checks)
+        from identity_portal import (  # noqa: F401  (registers checks and receivers)
+            checks,
+            console_audit,
+        )
         from identity_portal.log import install_redaction
 
         install_redaction()

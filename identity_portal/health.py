@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET
 from kombu import Connection
 from kombu.exceptions import KombuError
 
+from identity_portal.services import worker_heartbeat_last_seen
 from tokens.selectors import signing_key_active_exists
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,11 @@ def readyz(request):
     checks = readiness_checks()
     ready = all(checks.values())
     return JsonResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks},
+        {
+            "status": "ready" if ready else "not ready",
+            "checks": checks,
+            # Informational: the token path does not need a worker.
+            "worker_last_seen": worker_heartbeat_last_seen(),
+        },
         status=200 if ready else 503,
     )

@@ -10,7 +10,9 @@ import secrets
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 from django.db import transaction
+from django.utils import timezone
 
 from tokens.models import SigningKey
 from tokens.services import signing_key_first_ensure
@@ -46,3 +48,20 @@ def first_signing_key_ensure() -> SigningKey | None:
     Returns the new key, or None when one exists.
     """
     return signing_key_first_ensure()
+
+
+WORKER_HEARTBEAT_KEY = "portal:worker-heartbeat"
+
+
+def worker_heartbeat_record() -> None:
+    """Note that a Celery worker ran a task just now.
+
+    Beat schedules this every 30 s, so ``/readyz`` can tell operators when the
+    lifecycle tasks (purge, rotation, sealing) last had a worker, without
+    making web readiness depend on it: tokens are issued with the broker down.
+    """
+    cache.set(WORKER_HEARTBEAT_KEY, timezone.now().isoformat(), timeout=24 * 3600)
+
+
+def worker_heartbeat_last_seen() -> str | None:
+    return cache.get(WORKER_HEARTBEAT_KEY)

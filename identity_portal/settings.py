@@ -172,7 +172,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Each app adds its periodic tasks here (see the apps' tasks.py).
-CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+    "worker-heartbeat": {"task": "identity_portal.tasks.worker_heartbeat", "schedule": 30.0},
+}
 
 # --- Auth, sessions, console ----------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -34,4 +34,9 @@ def _service_gates(request):
         _unavailable("needs a Redis broker: set CELERY_BROKER_URL=redis://...")
 
 
-pytest_plugins = ["tests.fixtures.core", "tests.fixtures.clients", "tests.fixtures.tokens"]
+pytest_plugins = [
+    "tests.fixtures.core",
+    "tests.fixtures.celery_worker",
+    "tests.fixtures.clients",
+    "tests.fixtures.tokens",
+]

@@ -1,4 +1,4 @@
-from tests.test_settings import _manage
+from tests.identity_portal.test_settings import _manage
 
 
 def test_a_jwks_cache_longer_than_the_publish_delay_refuses_to_start(tmp_path):

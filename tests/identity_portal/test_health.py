@@ -33,10 +33,8 @@ def test_readyz_is_503_when_the_broker_is_unreachable(client, signing_key):
 
     assert response.status_code == 503
     body = json.loads(response.content)
-    assert body == {
-        "status": "not ready",
-        "checks": {"database": True, "broker": False, "signing_key": True},
-    }
+    assert body["status"] == "not ready"
+    assert body["checks"] == {"database": True, "broker": False, "signing_key": True}
 
 
 def test_readyz_is_503_without_an_active_signing_key(client):

@@ -18,7 +18,7 @@ from identity_portal.server_secrets import (
     parse_keyring,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 STRONG = {
     "SECRET_KEY": "s" * 10 + "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJ",
