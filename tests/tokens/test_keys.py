@@ -1,4 +1,6 @@
+import base64
 import dataclasses
+import io
 import json
 
 import pytest
@@ -127,24 +129,29 @@ def test_first_signing_key_is_created_once():
     assert list(SigningKey.objects.values_list("state", "algorithm")) == [("active", "ES256")]
 
 
-def test_keys_command_rotates_lists_revokes_and_never_prints_private_material(capsys):
-    call_command("keys", "rotate", "--alg", "EdDSA", "--now")
-    created = json.loads(capsys.readouterr().out)
-    call_command("keys", "rotate")
-    call_command("keys", "list")
-    out = capsys.readouterr().out
-    listed = json.loads(out[out.index("[") :])
-    call_command("keys", "revoke", created["kid"])
-    revoked = json.loads(capsys.readouterr().out)
+def _keys(*args: str):
+    out = io.StringIO()
+    call_command("keys", *args, stdout=out)
+    return out.getvalue()
 
-    assert created["algorithm"] == "EdDSA"
-    assert created["state"] == "active"
-    assert [(k["algorithm"], k["state"]) for k in listed] == [
-        ("EdDSA", "active"),
-        ("ES256", "pending"),
+
+def test_keys_command_rotates_lists_revokes_and_never_prints_private_material():
+    created = json.loads(_keys("rotate", "--alg", "EdDSA", "--now"))
+    pending = json.loads(_keys("rotate"))
+    listed_out = _keys("list")
+    revoked = json.loads(_keys("revoke", created["kid"]))
+
+    assert (created["algorithm"], created["state"]) == ("EdDSA", "active")
+    assert (pending["algorithm"], pending["state"]) == ("ES256", "pending")
+    listed = json.loads(listed_out)
+    assert [(k["kid"], k["algorithm"], k["state"]) for k in listed] == [
+        (created["kid"], "EdDSA", "active"),
+        (pending["kid"], "ES256", "pending"),
     ]
-    assert "private" not in out
-    assert '"d"' not in out
+    assert all("private_key_wrapped" not in k and "d" not in k for k in listed)
+    wrapped = bytes(SigningKey.objects.get(kid=created["kid"]).private_key_wrapped)
+    assert base64.b64encode(wrapped).decode() not in listed_out
+    assert wrapped.hex() not in listed_out
     assert revoked == {"kid": created["kid"], "state": "revoked"}
 
 
