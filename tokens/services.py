@@ -90,15 +90,16 @@ def token_denied_record(
     *, machine, reason: str, details: dict[str, Any], context: RequestContext
 ) -> None:
     """Record a refused request of an authenticated machine (scope, target)."""
-    audit_record(
-        event_type=EventType.TOKEN_DENIED,
-        actor=machine_actor(machine),
-        target=Target(kind="machine", id=machine.client_id, display=machine.name[:255]),
-        outcome=Outcome.FAILURE,
-        reason=reason,
-        details=details,
-        context=context,
-    )
+    with transaction.atomic():
+        audit_record(
+            event_type=EventType.TOKEN_DENIED,
+            actor=machine_actor(machine),
+            target=Target(kind="machine", id=machine.client_id, display=machine.name[:255]),
+            outcome=Outcome.FAILURE,
+            reason=reason,
+            details=details,
+            context=context,
+        )
 
 
 def token_issue(
@@ -285,14 +286,15 @@ def token_revoke(*, machine, token: str, context: RequestContext) -> bool:
 def token_introspect(*, machine, token: str, context: RequestContext) -> dict[str, Any]:
     """RFC 7662 answer for a caller allowed to introspect, with its audit event."""
     verified: VerifiedToken | None = token_verify(token=token)
-    audit_record(
-        event_type=EventType.TOKEN_INTROSPECTED,
-        actor=machine_actor(machine),
-        target=Target(kind="token", id=verified.claims["jti"] if verified else ""),
-        outcome=Outcome.SUCCESS,
-        details={"active": verified is not None},
-        context=context,
-    )
+    with transaction.atomic():
+        audit_record(
+            event_type=EventType.TOKEN_INTROSPECTED,
+            actor=machine_actor(machine),
+            target=Target(kind="token", id=verified.claims["jti"] if verified else ""),
+            outcome=Outcome.SUCCESS,
+            details={"active": verified is not None},
+            context=context,
+        )
     if verified is None:
         return {"active": False}
     return {"active": True, "token_type": "Bearer", **verified.claims}
