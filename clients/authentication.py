@@ -311,4 +311,4 @@ def client_authenticate(*, credentials: ClientCredentials, context: RequestConte
         raise ClientAuthError(reason=reason, used_basic=used_basic)
     cache_safely(throttle_success_record, values=values, keys=keys)
     _last_used_touch(entry.machine, match.id, context.source_ip, now)
-    return entry.machine
+    return entry.machine_with_relations()
