@@ -85,7 +85,8 @@ class ClientAuthError(Exception):
     """Authentication failed. ``reason`` is for the audit trail, never for the response."""
 
     def __init__(self, *, reason: str, used_basic: bool):
-        super().__init__(reason)
+        # The message is the same for every reason, so printing the exception reveals nothing.
+        super().__init__("client authentication failed")
         self.reason = reason
         self.used_basic = used_basic
 

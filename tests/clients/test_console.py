@@ -53,7 +53,7 @@ def _add_form(**overrides):
 
 
 def _only_secret_in(content: str) -> str:
-    marker = '<code id="client-secret" autocomplete="off">'
+    marker = '<code id="client-secret">'
     return content.split(marker, 1)[1].split("</code>", 1)[0]
 
 
