@@ -104,6 +104,8 @@ def test_malformed_basic_header_is_refused(header, error, status):
         ("", "invalid_client", 401),
         ("grant_type=client_credentials", "invalid_client", 401),
         ("client_id=a%00&client_secret=s", "invalid_request", 400),
+        ("client_id=a&client_secret=%ff%fe", "invalid_request", 400),  # not UTF-8
+        ("client_id=a&client_secret=s%0A", "invalid_request", 400),
         ("client_id=a&client_secret=" + "s" * 600, "invalid_request", 400),
     ],
 )
