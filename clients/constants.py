@@ -23,9 +23,10 @@ AUTHORIZATION_HEADER_MAX_LENGTH = 2048
 # The machine authentication cache: how long an entry lives without invalidation,
 # how long an unknown client_id is remembered, and how long a tombstone written
 # after a change keeps a concurrent reader from caching what it read before it.
+MACHINE_CACHE_VERSION = 1  # bump when MachineAuthEntry or Machine changes shape
 MACHINE_CACHE_TTL = 300
 MACHINE_CACHE_MISS_TTL = 30
-MACHINE_CACHE_TOMBSTONE_TTL = 5
+MACHINE_CACHE_TOMBSTONE_TTL = 2
 
 # last_used_at is written at most once per machine per this many seconds.
 LAST_USED_WRITE_INTERVAL = 60

@@ -99,7 +99,8 @@ def test_unknown_client_and_wrong_secret_fail_the_same_way(machine_and_secret, r
         )
 
     assert type(unknown.value) is type(wrong.value)
-    assert str(unknown.value) != "" and unknown.value.args != ()
+    assert (str(unknown.value), unknown.value.args) == (str(wrong.value), wrong.value.args)
+    assert vars(unknown.value).keys() == vars(wrong.value).keys() == {"reason", "used_basic"}
     assert (unknown.value.used_basic, wrong.value.used_basic) == (True, True)
     assert (unknown.value.reason, wrong.value.reason) == ("unknown_client", "wrong_secret")
     assert _denials() == [

@@ -53,7 +53,7 @@ def _add_form(**overrides):
 
 
 def _only_secret_in(content: str) -> str:
-    marker = '<code id="client-secret" autocomplete="off">'
+    marker = '<code id="client-secret">'
     return content.split(marker, 1)[1].split("</code>", 1)[0]
 
 
@@ -225,3 +225,22 @@ def test_editing_a_machine_goes_through_machine_update(
         "owner_team",
         "tags",
     ]
+
+
+@pytest.mark.parametrize("role", ["security_admin", "auditor"])
+def test_list_pages_render_for_both_roles(client, request, role, machine_and_secret):
+    client.force_login(request.getfixturevalue(role))
+
+    pages = [
+        client.get(url)
+        for url in (
+            "/console/",
+            "/console/clients/machine/",
+            "/console/clients/scope/",
+            "/console/clients/audience/",
+            f"/console/clients/scope/{Scope.objects.get().pk}/change/",
+        )
+    ]
+
+    assert [page.status_code for page in pages] == [200, 200, 200, 200, 200]
+    assert "billing-job" in pages[1].content.decode()

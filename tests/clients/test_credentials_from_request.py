@@ -104,6 +104,8 @@ def test_malformed_basic_header_is_refused(header, error, status):
         ("", "invalid_client", 401),
         ("grant_type=client_credentials", "invalid_client", 401),
         ("client_id=a%00&client_secret=s", "invalid_request", 400),
+        ("client_id=a&client_secret=%ff%fe", "invalid_request", 400),  # not UTF-8
+        ("client_id=a&client_secret=s%0A", "invalid_request", 400),
         ("client_id=a&client_secret=" + "s" * 600, "invalid_request", 400),
     ],
 )
@@ -175,3 +177,44 @@ def test_broken_multipart_body_is_refused():
         client_credentials_from_request(request)
 
     assert (raised.value.error, raised.value.status) == ("invalid_request", 400)
+
+
+def test_malformed_requests_change_nothing(machine_and_secret):
+    from django.core.cache import cache
+
+    from audit.models import AuditEvent
+    from clients.models import ClientSecret, Machine
+    from clients.throttling import throttle_keys
+
+    machine, raw = machine_and_secret
+    good = base64.b64encode(f"{machine.client_id}:{raw}".encode()).decode()
+    before = (
+        AuditEvent.objects.count(),
+        list(Machine.objects.values()),
+        list(ClientSecret.objects.values()),
+    )
+    cache.clear()
+    requests = [
+        _request(HTTP_AUTHORIZATION="Basic " + good[:-2] + "!!"),
+        _request(HTTP_AUTHORIZATION="Basic " + good + "A" * 20000),
+        _request(
+            f"client_id={machine.client_id}&client_secret={raw}", HTTP_AUTHORIZATION="Basic " + good
+        ),
+        _request(
+            f"client_id={machine.client_id}&client_id={machine.client_id}&client_secret={raw}"
+        ),
+        _request(""),
+    ]
+
+    for request in requests:
+        with pytest.raises(MalformedClientRequest):
+            client_credentials_from_request(request)
+
+    after = (
+        AuditEvent.objects.count(),
+        list(Machine.objects.values()),
+        list(ClientSecret.objects.values()),
+    )
+    assert after == before
+    keys = throttle_keys(client_id=machine.client_id, ip="127.0.0.1")
+    assert cache.get_many([*keys.blocks, keys.fail_pair, keys.fail_ip]) == {}
