@@ -5,6 +5,7 @@ import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
+from authlib.oidc.discovery import OpenIDProviderMetadata
 from django.test import override_settings
 from joserfc import jwt as joserfc_jwt
 from joserfc.jwk import KeySet
@@ -31,6 +32,7 @@ def test_discovery_satisfies_rfc8414_validation_and_names_every_endpoint(issuer,
     openid = _discover(issuer, "/.well-known/openid-configuration")
 
     AuthorizationServerMetadata(metadata).validate()
+    OpenIDProviderMetadata(openid).validate()
     assert metadata == openid
     assert metadata["issuer"] == issuer
     assert metadata["token_endpoint"] == issuer + "/oauth/token"
