@@ -202,7 +202,7 @@ def test_a_token_of_a_revoked_key_is_inactive_even_in_a_process_that_still_holds
     import tokens.keyring as keyring_module
 
     keyring_module._ring = stale_ring
-    keyring_module.cache.set(keyring_module.VERSION_CACHE_KEY, stale_ring.version, None)
+    keyring_module.cache.set(keyring_module.VERSION_CACHE_KEY, int(stale_ring.version), None)
 
     assert keyring_current() is stale_ring
     assert _introspect(client, introspector, token) == {"active": False}
