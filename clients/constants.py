@@ -1,4 +1,42 @@
-"""Fixed values of the machine credential format."""
+"""Fixed values of the machine credential format, client authentication and throttling."""
 
 # Client secrets start with this so secret scanners can spot a leak.
 SECRET_PREFIX = "mip_cs_"
+# 32 random bytes (256 bits), base64url without padding: 43 characters.
+SECRET_RANDOM_BYTES = 32
+# How much of a secret people see to recognise it: the prefix plus a few characters.
+SECRET_DISPLAY_PREFIX_LENGTH = len(SECRET_PREFIX) + 4
+
+# A rotation keeps the new secret and at most one previous one usable, so a leaked
+# old secret cannot linger through a series of rotations.
+MAX_USABLE_SECRETS = 2
+# Secrets the authentication cache keeps per machine: usable ones plus recently
+# expired or revoked ones, so a denial can name the real reason.
+CACHED_SECRETS_PER_MACHINE = 8
+
+# RFC 6749 Appendix A: client-id and client-secret are *VSCHAR. Longer values are
+# refused before any lookup (ours are 40 and 50 characters).
+CLIENT_ID_MAX_LENGTH = 255
+CLIENT_SECRET_MAX_LENGTH = 512
+AUTHORIZATION_HEADER_MAX_LENGTH = 2048
+
+# The machine authentication cache: how long an entry lives without invalidation,
+# how long an unknown client_id is remembered, and how long a tombstone written
+# after a change keeps a concurrent reader from caching what it read before it.
+MACHINE_CACHE_VERSION = 1  # bump when MachineAuthEntry or Machine changes shape
+MACHINE_CACHE_TTL = 300
+MACHINE_CACHE_MISS_TTL = 30
+MACHINE_CACHE_TOMBSTONE_TTL = 2
+
+# last_used_at is written at most once per machine per this many seconds.
+LAST_USED_WRITE_INTERVAL = 60
+
+# Throttling of failed client authentication. Below the free allowance nothing
+# happens; past it every further failure blocks the key for a doubling time,
+# capped, and the count is forgotten after a quiet window: never a permanent
+# lockout, because locking a machine out is itself a denial of service.
+THROTTLE_CLIENT_IP_FREE_FAILURES = 5
+THROTTLE_IP_FREE_FAILURES = 30
+THROTTLE_BASE_DELAY = 1
+THROTTLE_MAX_DELAY = 900
+THROTTLE_WINDOW = 900

@@ -239,6 +239,9 @@ OAUTH2_PROVIDER = {
     "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
 }
 
+# Upper bound of any machine's access-token lifetime (each machine sets its own, default 600 s).
+ACCESS_TOKEN_MAX_TTL = env_int("ACCESS_TOKEN_MAX_TTL", 3600)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],

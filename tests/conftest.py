@@ -34,4 +34,8 @@ def _service_gates(request):
         _unavailable("needs a Redis broker: set CELERY_BROKER_URL=redis://...")
 
 
-pytest_plugins = ["tests.fixtures.core", "tests.fixtures.celery_worker"]
+pytest_plugins = [
+    "tests.fixtures.core",
+    "tests.fixtures.celery_worker",
+    "tests.fixtures.clients",
+]

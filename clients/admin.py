@@ -1,0 +1,294 @@
+"""The console pages for machines, their secrets and the registries.
+
+Thin: forms check shapes, services do every write and its audit event.
+Security admins change; auditors see the same pages read-only. A raw secret
+is shown once, on a page rendered for that one response (never a message
+stored in the session) and marked ``Cache-Control: no-store``.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.cache import add_never_cache_headers, patch_cache_control
+
+from audit.context import Actor, request_context
+from audit.roles import can_read_audit, is_security_admin
+from clients.forms import AudienceForm, MachineForm, RotateSecretForm
+from clients.models import Audience, ClientSecret, Machine, Scope
+from clients.selectors import secret_expiry
+from clients.services import (
+    audience_create,
+    audience_update,
+    machine_delete,
+    machine_disable,
+    machine_enable,
+    machine_register,
+    machine_update,
+    scope_create,
+    scope_update,
+    secret_revoke,
+    secret_rotate,
+)
+
+
+class RoleGatedAdmin(admin.ModelAdmin):
+    """Security admins change; auditors only look; nobody else sees the page."""
+
+    def has_module_permission(self, request):
+        return can_read_audit(request.user)
+
+    def has_view_permission(self, request, obj=None):
+        return can_read_audit(request.user)
+
+    def has_add_permission(self, request):
+        return is_security_admin(request.user)
+
+    def has_change_permission(self, request, obj=None):
+        return is_security_admin(request.user)
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def save_related(self, request, form, formsets, change):
+        """The services already wrote the relations."""
+
+
+def _actor_and_context(request):
+    return Actor.user(request.user), request_context(request)
+
+
+def _secret_page(admin_site, request, machine: Machine, raw: str, title: str):
+    response = TemplateResponse(
+        request,
+        "clients/secret_once.html",
+        {
+            **admin_site.each_context(request),
+            "title": title,
+            "machine": machine,
+            "client_secret": raw,
+            "change_url": reverse("admin:clients_machine_change", args=[machine.pk]),
+        },
+    )
+    # The only copy of the secret: no cache, no back-button replay.
+    add_never_cache_headers(response)
+    patch_cache_control(response, no_store=True, private=True)
+    return response
+
+
+# The toolkit registers its own page for the (swapped) application model: ours replaces it.
+if admin.site.is_registered(Machine):
+    admin.site.unregister(Machine)
+
+
+@admin.register(Machine)
+class MachineAdmin(RoleGatedAdmin):
+    form = MachineForm
+    list_display = ("name", "client_id", "enabled", "owner_team", "last_used_at", "deleted_at")
+    list_filter = ("enabled", ("deleted_at", admin.EmptyFieldListFilter), "allowed_scopes")
+    search_fields = ("name", "client_id", "owner_team", "owner_email", "subject")
+    filter_horizontal = ("allowed_scopes", "default_scopes", "allowed_audiences")
+    actions = ["disable_selected", "enable_selected"]
+    identity_fields = (
+        "client_id",
+        "subject",
+        "enabled",
+        "created_by",
+        "created",
+        "updated",
+        "last_used_at",
+        "last_used_ip",
+        "deleted_at",
+    )
+
+    def get_fields(self, request, obj=None):
+        fields = list(MachineForm.Meta.fields)
+        return fields if obj is None else [*self.identity_fields, *fields]
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else self.identity_fields
+
+    def has_delete_permission(self, request, obj=None):
+        return is_security_admin(request.user)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        machine = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if machine is not None:
+            extra["secrets"] = [
+                {
+                    "secret": secret,
+                    "expires_at": secret_expiry(secret=secret, machine=machine),
+                    "revoke_url": reverse(
+                        "admin:clients_machine_revoke_secret", args=[machine.pk, secret.pk]
+                    ),
+                }
+                for secret in machine.secrets.order_by("-created_at", "-id")
+            ]
+            extra["can_manage_secrets"] = (
+                is_security_admin(request.user) and machine.deleted_at is None
+            )
+            extra["rotate_url"] = reverse("admin:clients_machine_rotate_secret", args=[machine.pk])
+        return super().change_view(request, object_id, form_url, extra)
+
+    def get_urls(self):
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "<int:object_id>/rotate-secret/",
+                wrap(self.rotate_secret_view),
+                name="clients_machine_rotate_secret",
+            ),
+            path(
+                "<int:object_id>/secrets/<int:secret_id>/revoke/",
+                wrap(self.revoke_secret_view),
+                name="clients_machine_revoke_secret",
+            ),
+            *super().get_urls(),
+        ]
+
+    # --- writes, each through one service ---------------------------------------
+
+    def save_model(self, request, obj, form, change):
+        actor, context = _actor_and_context(request)
+        if change:
+            machine_update(actor=actor, machine=obj, context=context, **form.service_kwargs())
+            return
+        machine, raw = machine_register(
+            actor=actor, created_by=request.user, context=context, **form.service_kwargs()
+        )
+        for field in Machine._meta.concrete_fields:
+            setattr(obj, field.attname, getattr(machine, field.attname))
+        obj._state.adding = False
+        obj._raw_secret = raw  # only for response_add, this request
+
+    def response_add(self, request, obj, post_url_continue=None):
+        raw = getattr(obj, "_raw_secret", None)
+        if raw is None:
+            return super().response_add(request, obj, post_url_continue)
+        return _secret_page(self.admin_site, request, obj, raw, "Machine registered")
+
+    def delete_model(self, request, obj):
+        actor, context = _actor_and_context(request)
+        machine_delete(actor=actor, machine=obj, context=context)
+
+    def delete_queryset(self, request, queryset):
+        actor, context = _actor_and_context(request)
+        for machine in queryset:
+            machine_delete(actor=actor, machine=machine, context=context)
+
+    def get_deleted_objects(self, objs, request):
+        # A machine is soft-deleted (disabled, secrets revoked); nothing cascades.
+        return [str(obj) for obj in objs], {"machines": len(objs)}, set(), []
+
+    @admin.action(description="Disable selected machines")
+    def disable_selected(self, request, queryset):
+        actor, context = _actor_and_context(request)
+        count = 0
+        for machine in queryset.filter(deleted_at__isnull=True):
+            machine_disable(actor=actor, machine=machine, context=context)
+            count += 1
+        self.message_user(request, f"{count} machine(s) disabled.", messages.SUCCESS)
+
+    @admin.action(description="Enable selected machines")
+    def enable_selected(self, request, queryset):
+        actor, context = _actor_and_context(request)
+        count = 0
+        for machine in queryset.filter(deleted_at__isnull=True):
+            machine_enable(actor=actor, machine=machine, context=context)
+            count += 1
+        self.message_user(request, f"{count} machine(s) enabled.", messages.SUCCESS)
+
+    def rotate_secret_view(self, request, object_id: int):
+        if not is_security_admin(request.user):
+            raise PermissionDenied
+        machine = get_object_or_404(Machine, pk=object_id, deleted_at__isnull=True)
+        form = RotateSecretForm(
+            request.POST if request.method == "POST" else None,
+            initial={"grace": machine.rotation_grace},
+        )
+        if request.method == "POST" and form.is_valid():
+            actor, context = _actor_and_context(request)
+            try:
+                _, raw = secret_rotate(
+                    actor=actor, machine=machine, grace=form.cleaned_data["grace"], context=context
+                )
+            except ValidationError as exc:
+                form.add_error("grace", exc.messages)
+            else:
+                return _secret_page(self.admin_site, request, machine, raw, "Secret rotated")
+        return TemplateResponse(
+            request,
+            "clients/rotate_secret.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Rotate the secret of {machine}",
+                "machine": machine,
+                "form": form,
+                "opts": self.opts,
+                "change_url": reverse("admin:clients_machine_change", args=[machine.pk]),
+            },
+        )
+
+    def revoke_secret_view(self, request, object_id: int, secret_id: int):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not is_security_admin(request.user):
+            raise PermissionDenied
+        secret = get_object_or_404(ClientSecret, pk=secret_id, machine_id=object_id)
+        actor, context = _actor_and_context(request)
+        secret_revoke(actor=actor, secret=secret, context=context)
+        self.message_user(request, f"Secret {secret} revoked.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:clients_machine_change", args=[object_id]))
+
+
+@admin.register(Scope)
+class ScopeAdmin(RoleGatedAdmin):
+    list_display = ("name", "description", "created_at")
+    search_fields = ("name", "description")
+    fields = ("name", "description")
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else ("name",)
+
+    def save_model(self, request, obj, form, change):
+        actor, context = _actor_and_context(request)
+        if change:
+            scope_update(actor=actor, scope=obj, description=obj.description, context=context)
+            return
+        scope = scope_create(
+            actor=actor, name=obj.name, description=obj.description, context=context
+        )
+        obj.pk, obj.created_at = scope.pk, scope.created_at
+        obj._state.adding = False
+
+
+@admin.register(Audience)
+class AudienceAdmin(RoleGatedAdmin):
+    form = AudienceForm
+    list_display = ("uri", "name", "created_at")
+    search_fields = ("uri", "name", "description")
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else ("uri",)
+
+    def save_model(self, request, obj, form, change):
+        actor, context = _actor_and_context(request)
+        if change:
+            audience_update(
+                actor=actor,
+                audience=obj,
+                name=obj.name,
+                description=obj.description,
+                context=context,
+            )
+            return
+        audience = audience_create(
+            actor=actor, uri=obj.uri, name=obj.name, description=obj.description, context=context
+        )
+        obj.pk, obj.created_at = audience.pk, audience.created_at
+        obj._state.adding = False

@@ -1,0 +1,69 @@
+"""Reads of machines, secrets and the registries (the token path reads through machine_cache)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from clients.credentials import secret_effective_expiry, secret_is_usable
+from clients.models import Audience, ClientSecret, Machine, Scope
+
+
+def machine_get(*, client_id: str, include_deleted: bool = False) -> Machine:
+    """The machine with this client_id; raises ``Machine.DoesNotExist``."""
+    machines = Machine.objects.all()
+    if not include_deleted:
+        machines = machines.filter(deleted_at__isnull=True)
+    return machines.get(client_id=client_id)
+
+
+def machine_list(*, include_deleted: bool = False) -> QuerySet[Machine]:
+    machines = Machine.objects.select_related("default_audience").prefetch_related(
+        "allowed_scopes", "default_scopes", "allowed_audiences"
+    )
+    if not include_deleted:
+        machines = machines.filter(deleted_at__isnull=True)
+    return machines.order_by("name", "id")
+
+
+def secret_list_usable(*, machine: Machine, now: datetime | None = None) -> list[ClientSecret]:
+    """The machine's secrets that authenticate at ``now``, newest first."""
+    now = now or timezone.now()
+    rows = machine.secrets.filter(revoked_at__isnull=True).order_by("-created_at", "-id")
+    return [
+        row
+        for row in rows
+        if secret_is_usable(
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            revoked_at=row.revoked_at,
+            max_secret_age=machine.max_secret_age,
+            now=now,
+        )
+    ]
+
+
+def secret_expiry(*, secret: ClientSecret, machine: Machine) -> datetime | None:
+    return secret_effective_expiry(
+        created_at=secret.created_at,
+        expires_at=secret.expires_at,
+        max_secret_age=machine.max_secret_age,
+    )
+
+
+def secret_get_by_prefix(*, machine: Machine, prefix: str) -> ClientSecret:
+    """The one secret of ``machine`` whose display prefix starts with ``prefix``.
+
+    Raises ``ClientSecret.DoesNotExist`` or ``ClientSecret.MultipleObjectsReturned``.
+    """
+    return machine.secrets.get(display_prefix__startswith=prefix)
+
+
+def scope_list() -> QuerySet[Scope]:
+    return Scope.objects.order_by("name")
+
+
+def audience_list() -> QuerySet[Audience]:
+    return Audience.objects.order_by("uri")

@@ -1,0 +1,100 @@
+"""Throttling of failed client authentication, shared by all processes through the cache.
+
+Two counters per failure: one for the (client_id, source IP) pair, which stops
+guessing one machine's secret, and one for the source IP, which stops
+spraying many client_ids. Past a free allowance every further failure blocks
+the key for a doubling time, capped at ``THROTTLE_MAX_DELAY``. Counts live in
+a fixed window (the bucket is in the key), so they are forgotten after a
+quiet window and nobody is ever locked out for good: a permanent lockout
+would let anyone deny service to a machine by failing on its behalf.
+
+Blocks store their end as a timestamp compared with the current time, so they
+behave the same in every cache backend and under time travel in tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import dataclass
+
+from django.core.cache import cache
+
+from clients.constants import (
+    THROTTLE_BASE_DELAY,
+    THROTTLE_CLIENT_IP_FREE_FAILURES,
+    THROTTLE_IP_FREE_FAILURES,
+    THROTTLE_MAX_DELAY,
+    THROTTLE_WINDOW,
+)
+
+
+@dataclass(frozen=True)
+class ThrottleKeys:
+    """The cache keys of one (client_id, IP) pair at one moment."""
+
+    block_pair: str
+    block_ip: str
+    fail_pair: str
+    fail_ip: str
+
+    @property
+    def blocks(self) -> tuple[str, str]:
+        return (self.block_pair, self.block_ip)
+
+
+def throttle_keys(*, client_id: str, ip: str | None, now: float | None = None) -> ThrottleKeys:
+    now = time.time() if now is None else now
+    bucket = int(now // THROTTLE_WINDOW)
+    address = ip or "none"
+    pair = hashlib.sha256(f"{client_id}\x00{address}".encode()).hexdigest()[:40]
+    return ThrottleKeys(
+        block_pair=f"clients:throttle:block:pair:{pair}",
+        block_ip=f"clients:throttle:block:ip:{address}",
+        fail_pair=f"clients:throttle:fail:pair:{pair}:{bucket}",
+        fail_ip=f"clients:throttle:fail:ip:{address}:{bucket}",
+    )
+
+
+def throttle_retry_after(*, values: dict, keys: ThrottleKeys, now: float | None = None) -> int:
+    """Seconds until the pair may try again (0: not throttled), from prefetched values."""
+    now = time.time() if now is None else now
+    until = max((float(values.get(key) or 0) for key in keys.blocks), default=0.0)
+    return math.ceil(until - now) if until > now else 0
+
+
+def _bump(key: str) -> int:
+    cache.add(key, 0, 2 * THROTTLE_WINDOW)
+    try:
+        return cache.incr(key)
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, 2 * THROTTLE_WINDOW)
+        return 1
+
+
+def _delay(failures: int, free: int) -> int:
+    if failures <= free:
+        return 0
+    return min(THROTTLE_BASE_DELAY * 2 ** min(failures - free - 1, 32), THROTTLE_MAX_DELAY)
+
+
+def throttle_failure_record(*, keys: ThrottleKeys, now: float | None = None) -> int:
+    """Count a failure; returns the block it started in seconds (0: none)."""
+    now = time.time() if now is None else now
+    delay = 0
+    for fail_key, block_key, free in (
+        (keys.fail_pair, keys.block_pair, THROTTLE_CLIENT_IP_FREE_FAILURES),
+        (keys.fail_ip, keys.block_ip, THROTTLE_IP_FREE_FAILURES),
+    ):
+        key_delay = _delay(_bump(fail_key), free)
+        if key_delay:
+            cache.set(block_key, now + key_delay, key_delay + 1)
+            delay = max(delay, key_delay)
+    return delay
+
+
+def throttle_success_record(*, values: dict, keys: ThrottleKeys) -> None:
+    """A good secret clears the pair's count (the per-IP count stays)."""
+    if values.get(keys.fail_pair):
+        cache.delete(keys.fail_pair)

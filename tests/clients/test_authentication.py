@@ -1,0 +1,273 @@
+"""client_authenticate: who a machine is, from cache, with every denial audited."""
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from audit.choices import EventType
+from audit.context import RequestContext
+from audit.models import AuditEvent
+from clients.authentication import (
+    ClientAuthError,
+    ClientCredentials,
+    client_authenticate,
+)
+from clients.machine_cache import (
+    MachineAuthEntry,
+    machine_auth_entry_get,
+    machine_auth_entry_load,
+    machine_cache_key,
+)
+from clients.models import ClientSecret, Machine
+from clients.services import (
+    machine_disable,
+    machine_update,
+    secret_revoke,
+)
+
+
+def _creds(client_id, secret, method="client_secret_basic"):
+    return ClientCredentials(client_id=client_id, secret=secret, method=method)
+
+
+def _denials():
+    return list(
+        AuditEvent.objects.filter(event_type=EventType.TOKEN_DENIED).values_list(
+            "reason", "source_ip", "target_id", "outcome"
+        )
+    )
+
+
+def test_good_secret_returns_the_machine(machine_and_secret, request_ctx):
+    machine, raw = machine_and_secret
+
+    found = client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+
+    assert found.pk == machine.pk
+    assert found.client_id == machine.client_id
+
+
+def test_warm_cache_costs_no_sql_and_carries_scopes_and_audiences(machine_and_secret, request_ctx):
+    machine, raw = machine_and_secret
+    client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+
+    with CaptureQueriesContext(connection) as queries:
+        found = client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+        scopes = [scope.name for scope in found.allowed_scopes.all()]
+        defaults = [scope.name for scope in found.default_scopes.all()]
+        audiences = [audience.uri for audience in found.allowed_audiences.all()]
+        default_audience = found.default_audience.uri
+
+    assert len(queries) == 0
+    assert (scopes, defaults, audiences, default_audience) == (
+        ["read"],
+        ["read"],
+        ["https://api.example"],
+        "https://api.example",
+    )
+
+
+def test_last_used_is_written_once_per_interval(machine_and_secret, request_ctx, time_machine):
+    machine, raw = machine_and_secret
+    time_machine.move_to("2030-01-01 12:00:00+00:00", tick=False)
+
+    with CaptureQueriesContext(connection) as first:
+        client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    time_machine.move_to("2030-01-01 12:00:30+00:00", tick=False)
+    with CaptureQueriesContext(connection) as second:
+        client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    machine.refresh_from_db()
+    secret = ClientSecret.objects.get(machine=machine)
+
+    updates = [q["sql"] for q in first.captured_queries if q["sql"].startswith("UPDATE")]
+    assert len(updates) == 2
+    assert [q for q in second.captured_queries if q["sql"].startswith("UPDATE")] == []
+    assert machine.last_used_at.isoformat() == "2030-01-01T12:00:00+00:00"
+    assert machine.last_used_ip == "203.0.113.7"
+    assert secret.last_used_at.isoformat() == "2030-01-01T12:00:00+00:00"
+
+
+def test_unknown_client_and_wrong_secret_fail_the_same_way(machine_and_secret, request_ctx):
+    machine, raw = machine_and_secret
+
+    with pytest.raises(ClientAuthError) as unknown:
+        client_authenticate(credentials=_creds("no-such-client", raw), context=request_ctx)
+    with pytest.raises(ClientAuthError) as wrong:
+        client_authenticate(
+            credentials=_creds(machine.client_id, raw[:-1] + "x"), context=request_ctx
+        )
+
+    assert type(unknown.value) is type(wrong.value)
+    assert (str(unknown.value), unknown.value.args) == (str(wrong.value), wrong.value.args)
+    assert vars(unknown.value).keys() == vars(wrong.value).keys() == {"reason", "used_basic"}
+    assert (unknown.value.used_basic, wrong.value.used_basic) == (True, True)
+    assert (unknown.value.reason, wrong.value.reason) == ("unknown_client", "wrong_secret")
+    assert _denials() == [
+        ("unknown_client", "203.0.113.7", "no-such-client", "failure"),
+        ("wrong_secret", "203.0.113.7", machine.client_id, "failure"),
+    ]
+
+
+def test_used_basic_follows_the_method(machine_and_secret, request_ctx):
+    machine, _ = machine_and_secret
+
+    with pytest.raises(ClientAuthError) as raised:
+        client_authenticate(
+            credentials=_creds(machine.client_id, "nope", "client_secret_post"),
+            context=request_ctx,
+        )
+
+    assert raised.value.used_basic is False
+
+
+def test_revoked_secret_is_denied_with_its_reason(
+    machine_and_secret, request_ctx, cli_actor, django_capture_on_commit_callbacks
+):
+    machine, raw = machine_and_secret
+    client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    with django_capture_on_commit_callbacks(execute=True):
+        secret_revoke(actor=cli_actor, secret=ClientSecret.objects.get(machine=machine))
+
+    with pytest.raises(ClientAuthError) as raised:
+        client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+
+    assert raised.value.reason == "secret_revoked"
+    assert _denials()[-1][0] == "secret_revoked"
+
+
+def test_disabled_machine_is_denied(
+    machine_and_secret, request_ctx, cli_actor, django_capture_on_commit_callbacks
+):
+    machine, raw = machine_and_secret
+    client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    with django_capture_on_commit_callbacks(execute=True):
+        machine_disable(actor=cli_actor, machine=machine)
+
+    with pytest.raises(ClientAuthError) as raised:
+        client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+
+    assert raised.value.reason == "machine_disabled"
+
+
+def test_ip_allow_list(machine_and_secret, cli_actor):
+    machine, raw = machine_and_secret
+    machine_update(actor=cli_actor, machine=machine, ip_allowlist=["10.0.0.0/8", "2001:db8::/32"])
+
+    inside = client_authenticate(
+        credentials=_creds(machine.client_id, raw), context=RequestContext(source_ip="10.1.2.3")
+    )
+    inside_v6 = client_authenticate(
+        credentials=_creds(machine.client_id, raw), context=RequestContext(source_ip="2001:db8::1")
+    )
+    with pytest.raises(ClientAuthError) as outside:
+        client_authenticate(
+            credentials=_creds(machine.client_id, raw),
+            context=RequestContext(source_ip="192.0.2.1"),
+        )
+
+    assert (inside.pk, inside_v6.pk) == (machine.pk, machine.pk)
+    assert outside.value.reason == "ip_not_allowed"
+    assert _denials() == [("ip_not_allowed", "192.0.2.1", machine.client_id, "failure")]
+
+
+def test_max_secret_age_expires_a_secret(machine_and_secret, request_ctx, cli_actor, time_machine):
+    machine, raw = machine_and_secret
+    machine_update(actor=cli_actor, machine=machine, max_secret_age=3600)
+    time_machine.move_to(ClientSecret.objects.get(machine=machine).created_at, tick=False)
+    time_machine.shift(3599)
+    client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+
+    time_machine.shift(2)
+    with pytest.raises(ClientAuthError) as raised:
+        client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+
+    assert raised.value.reason == "secret_expired"
+
+
+def test_secret_pasted_as_client_id_is_not_audited_in_clear(machine_and_secret, request_ctx):
+    _, raw = machine_and_secret
+
+    with pytest.raises(ClientAuthError):
+        client_authenticate(credentials=_creds(raw, raw), context=request_ctx)
+
+    event = AuditEvent.objects.get(event_type=EventType.TOKEN_DENIED)
+    assert (event.actor_id, event.target_id, event.actor_display) == (
+        "[redacted]",
+        "[redacted]",
+        "[redacted]",
+    )
+
+
+def test_a_change_is_not_seen_before_commit(
+    machine_and_secret, request_ctx, cli_actor, django_capture_on_commit_callbacks
+):
+    machine, raw = machine_and_secret
+    client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        machine_update(actor=cli_actor, machine=machine, access_token_ttl=120)
+    found = client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+
+    assert len(callbacks) == 1
+    assert found.access_token_ttl == 600
+
+
+def test_a_change_invalidates_the_cached_machine(
+    machine_and_secret, request_ctx, cli_actor, django_capture_on_commit_callbacks
+):
+    machine, raw = machine_and_secret
+    client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        machine_update(actor=cli_actor, machine=machine, access_token_ttl=120)
+    found = client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+
+    assert found.access_token_ttl == 120
+
+
+def test_a_deleted_machine_is_unknown(machine_and_secret, request_ctx, cli_actor):
+    from clients.services import machine_delete
+
+    machine, raw = machine_and_secret
+    machine_delete(actor=cli_actor, machine=machine)
+
+    with pytest.raises(ClientAuthError) as raised:
+        client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+
+    assert raised.value.reason == "unknown_client"
+    assert Machine.objects.filter(pk=machine.pk, enabled=False).exists()
+
+
+def test_a_tombstone_keeps_a_stale_reader_from_caching(
+    machine_and_secret, cli_actor, django_capture_on_commit_callbacks
+):
+    machine, _ = machine_and_secret
+    stale = machine_auth_entry_load(machine.client_id)  # a reader loads before the change...
+    with django_capture_on_commit_callbacks(execute=True):
+        machine_update(actor=cli_actor, machine=machine, access_token_ttl=60)
+
+    # ...and tries to cache what it read after the change committed.
+    cache.add(machine_cache_key(machine.client_id), stale, 300)
+
+    assert machine_auth_entry_get(machine.client_id).machine.access_token_ttl == 60
+    assert not isinstance(cache.get(machine_cache_key(machine.client_id)), MachineAuthEntry)
+
+
+def test_authentication_works_while_the_cache_is_down(machine_and_secret, request_ctx, settings):
+    machine, raw = machine_and_secret
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens there
+            "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+        }
+    }
+
+    found = client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    with pytest.raises(ClientAuthError) as raised:
+        client_authenticate(credentials=_creds(machine.client_id, "wrong"), context=request_ctx)
+
+    assert found.pk == machine.pk
+    assert raised.value.reason == "wrong_secret"
+    assert _denials()[-1][0] == "wrong_secret"
