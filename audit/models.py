@@ -102,9 +102,9 @@ class AuditCheckpoint(models.Model):
 
     created_at = models.DateTimeField(db_index=True)
     kind = models.CharField(max_length=16, choices=CheckpointKind.choices)
-    position = models.BigIntegerField()
+    position = models.BigIntegerField(db_index=True)
     head_hash = models.CharField(max_length=64)
-    anchor_position = models.BigIntegerField(default=0)
+    anchor_position = models.BigIntegerField(default=0, db_index=True)
     anchor_hash = models.CharField(max_length=64)
     key_id = models.CharField(max_length=64)
     signature = models.CharField(max_length=128)
