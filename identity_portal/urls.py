@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import path
 
-from audit.api.views import AuditEventListView
+from audit.api.views import AuditEventListView, AuditExportView
 from audit.views import audit_keys
 from identity_portal import health
 
@@ -15,4 +15,5 @@ urlpatterns = [
     path("console/", admin.site.urls),
     path(".well-known/audit-keys.json", audit_keys, name="audit-keys"),
     path("api/v1/audit/events", AuditEventListView.as_view(), name="audit-events"),
+    path("api/v1/audit/export", AuditExportView.as_view(), name="audit-export"),
 ]

@@ -112,3 +112,65 @@ def test_machine_without_credentials_gets_401(sealed, client):
 
     assert response.status_code == 401
     assert response["WWW-Authenticate"] == 'Bearer realm="audit"'
+
+
+def _unzip(response, tmp_path):
+    import io
+    import zipfile
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))) as archive:
+        archive.extractall(tmp_path)
+    return sorted(p.name for p in tmp_path.iterdir())
+
+
+def test_auditor_downloads_a_signed_export_that_verifies_offline(sealed, client, auditor, tmp_path):
+    import json
+
+    from audit import chain
+
+    client.force_login(auditor)
+
+    response = client.get("/api/v1/audit/export", {"format": "csv", "machine": "m-2"})
+
+    names = _unzip(response, tmp_path)
+    assert len(names) == 2
+    export, manifest_file = (tmp_path / names[0]), (tmp_path / names[1])
+    assert manifest_file.name == export.name + ".manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    assert (manifest["count"], manifest["filters"]["machine"]) == (2, "m-2")
+    assert chain.verify_export(export, manifest) == []
+    event = AuditEvent.objects.get(event_type="audit.exported")
+    assert (event.actor_kind, event.actor_id) == ("user", str(auditor.pk))
+    assert event.source_ip == "127.0.0.1"
+
+
+@pytest.mark.parametrize("params", [{}, {"format": "xml"}, {"format": "csv", "since": "x"}])
+def test_export_with_bad_parameters_is_a_400_and_writes_nothing(sealed, client, auditor, params):
+    client.force_login(auditor)
+    before = AuditEvent.objects.count()
+
+    response = client.get("/api/v1/audit/export", params)
+
+    assert response.status_code == 400
+    assert AuditEvent.objects.count() == before
+
+
+def test_export_is_refused_to_other_users(sealed, client, bystander):
+    client.force_login(bystander)
+    before = AuditEvent.objects.count()
+
+    assert client.get("/api/v1/audit/export", {"format": "csv"}).status_code == 403
+    assert AuditEvent.objects.count() == before
+
+
+@WITH_TEST_SCOPES
+def test_machine_with_audit_read_exports(sealed, client, tmp_path):
+    response = client.get(
+        "/api/v1/audit/export", {"format": "jsonl"}, HTTP_X_TEST_SCOPE="audit:read"
+    )
+
+    assert len(_unzip(response, tmp_path)) == 2
+    event = AuditEvent.objects.get(event_type="audit.exported")
+    assert (event.actor_kind, event.actor_id) == ("machine", "machine-under-test")
