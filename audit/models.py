@@ -48,8 +48,9 @@ class AuditEvent(models.Model):
 
     # Filled once by the sealer.
     position = models.BigIntegerField(null=True, blank=True, unique=True)
-    prev_hash = models.CharField(max_length=64, blank=True, default="")
-    hash = models.CharField(max_length=64, blank=True, default="")
+    # db_default too, so a raw INSERT may leave the seal columns out entirely.
+    prev_hash = models.CharField(max_length=64, blank=True, default="", db_default="")
+    hash = models.CharField(max_length=64, blank=True, default="", db_default="")
     sealed_at = models.DateTimeField(null=True, blank=True)
 
     objects = AuditEventQuerySet.as_manager()

@@ -138,15 +138,28 @@ def _seal_batch(*, batch_size: int) -> int:
         position += 1
         row.update(position=position, sealed_at=sealed_at)
         digest = chain.event_hash(chain.event_record(row), prev_hash)
-        updates.append((position, prev_hash, digest, stored_sealed_at, row["id"]))
+        updates.append((row["id"], position, prev_hash, digest))
         prev_hash = digest
     with connection.cursor() as cursor:
         # The only UPDATE the trigger allows: empty seal fields filled once.
-        cursor.executemany(
-            "UPDATE audit_auditevent SET position = %s, prev_hash = %s, hash = %s, "
-            "sealed_at = %s WHERE id = %s AND position IS NULL",
-            updates,
-        )
+        if connection.vendor == "postgresql":
+            ids, positions, prev_hashes, hashes = (list(c) for c in zip(*updates, strict=True))
+            cursor.execute(
+                "UPDATE audit_auditevent AS e SET position = v.position, prev_hash = v.prev_hash, "
+                "hash = v.hash, sealed_at = %s "
+                "FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[]) "
+                "AS v(id, position, prev_hash, hash) WHERE e.id = v.id AND e.position IS NULL",
+                [stored_sealed_at, ids, positions, prev_hashes, hashes],
+            )
+        else:
+            cursor.executemany(
+                "UPDATE audit_auditevent SET position = %s, prev_hash = %s, hash = %s, "
+                "sealed_at = %s WHERE id = %s AND position IS NULL",
+                [(p, prev, h, stored_sealed_at, i) for i, p, prev, h in updates],
+            )
+        if cursor.rowcount != len(rows):
+            # Someone sealed these rows outside the lock: roll back rather than fork.
+            raise RuntimeError("audit sealing raced with another sealer; nothing was sealed")
     return len(rows)
 
 

@@ -57,9 +57,9 @@ def test_a_plain_insert_of_non_seal_columns_works(db):
         cursor.execute(
             "INSERT INTO audit_auditevent (occurred_at, event_type, actor_kind, actor_id, "
             "actor_display, target_kind, target_id, target_display, outcome, reason, "
-            "source_ip, user_agent, request_id, details, prev_hash, hash) VALUES "
+            "source_ip, user_agent, request_id, details) VALUES "
             "(now(), 'token.issued', 'machine', 'm', '', '', '', '', 'success', '', "
-            "'192.0.2.1', '', '', '{}', '', '')"
+            "'192.0.2.1', '', '', '{}')"
         )
 
     assert audit_seal_pending() == 1
