@@ -121,15 +121,15 @@ def _chain_lock() -> None:
 
 
 @transaction.atomic
-def _seal_batch(*, batch_size: int) -> int:
+def _seal_batch(*, batch_size: int, after_id: int) -> tuple[int, int]:
     _chain_lock()
     rows = list(
-        AuditEvent.objects.filter(position__isnull=True)
+        AuditEvent.objects.filter(position__isnull=True, id__gt=after_id)
         .order_by("id")
         .values("id", *chain.RECORD_FIELDS)[:batch_size]
     )
     if not rows:
-        return 0
+        return 0, after_id
     position, prev_hash = audit_chain_head()
     sealed_at = timezone.now()
     stored_sealed_at = connection.ops.adapt_datetimefield_value(sealed_at)
@@ -160,7 +160,7 @@ def _seal_batch(*, batch_size: int) -> int:
         if cursor.rowcount != len(rows):
             # Someone sealed these rows outside the lock: roll back rather than fork.
             raise RuntimeError("audit sealing raced with another sealer; nothing was sealed")
-    return len(rows)
+    return len(rows), rows[-1]["id"]
 
 
 def audit_seal_pending(*, batch_size: int | None = None, max_batches: int | None = None) -> int:
@@ -168,12 +168,14 @@ def audit_seal_pending(*, batch_size: int | None = None, max_batches: int | None
 
     Events are taken in id order among those committed now; one whose
     transaction commits later is sealed by a later run. Each batch is its own
-    short transaction, so the lock is never held for long.
+    short transaction, so the lock is never held for long. Within one run the
+    batches move forward by id (rows just sealed leave dead entries in the
+    unsealed index until vacuum); the next run starts again from the lowest id.
     """
     batch_size = batch_size or settings.AUDIT_SEAL_BATCH_SIZE
-    total = batches = 0
+    total = batches = last_id = 0
     while max_batches is None or batches < max_batches:
-        sealed = _seal_batch(batch_size=batch_size)
+        sealed, last_id = _seal_batch(batch_size=batch_size, after_id=last_id)
         total += sealed
         batches += 1
         if sealed < batch_size:
