@@ -13,6 +13,7 @@ from django.core.management import call_command
 
 from audit import chain
 from audit.choices import EventType, Outcome
+from audit.context import Actor
 from audit.models import AuditEvent
 from audit.selectors import AuditFilters
 from audit.services import audit_export, audit_seal_pending, manifest_path_for
@@ -30,10 +31,7 @@ def sealed(make_events):
 
 def _export(tmp_path: Path, fmt: str, filters: AuditFilters | None = None) -> Path:
     out = tmp_path / f"audit.{fmt}"
-    call_args = {"fmt": fmt, "filters": filters or AuditFilters(), "out_path": out}
-    from audit.context import Actor
-
-    audit_export(**call_args, actor=Actor.cli("test"))
+    audit_export(fmt=fmt, filters=filters or AuditFilters(), out_path=out, actor=Actor.cli("test"))
     return out
 
 
@@ -212,3 +210,25 @@ def test_unsealed_events_are_not_exported(sealed, tmp_path):
     out = _export(tmp_path, "jsonl")
 
     assert len(out.read_text().splitlines()) == 6
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_awkward_values_survive_the_round_trip(db, tmp_path, fmt):
+    from audit.context import RequestContext, Target
+    from audit.services import audit_record
+
+    audit_record(
+        event_type=EventType.MACHINE_UPDATED,
+        actor=Actor(kind="user", id="7", display='Zoë "the admin", ops'),
+        target=Target(kind="machine", id="m,1", display="line\nbreak"),
+        details={"changed": {"name": ["a", "b\u2028c"]}, "ratio": 0.5, "none": None},
+        context=RequestContext(source_ip="2001:db8::1", user_agent="curl/8 ; ,\"'"),
+    )
+    record_token_event(1)
+    audit_seal_pending()
+
+    out = _export(tmp_path, fmt)
+
+    manifest = json.loads(manifest_path_for(out).read_text())
+    assert manifest["count"] == 2
+    assert chain.verify_export(out, manifest) == []
