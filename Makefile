@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench bench-audit clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Audit export rate, peak memory and audit_record cost on PostgreSQL (not a test; minutes of CPU).
+AUDIT_BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/mip_audit_bench
+AUDIT_BENCH_EVENTS ?= 1000000
+bench-audit: $(VENV)/.installed-dev
+	DATABASE_URL=$(AUDIT_BENCH_DATABASE_URL) $(BIN)/python bench/audit_bench.py --events $(AUDIT_BENCH_EVENTS)
 
 clean:
 	rm -rf $(VENV) var

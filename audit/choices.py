@@ -44,3 +44,9 @@ class ActorKind(models.TextChoices):
 class Outcome(models.TextChoices):
     SUCCESS = "success"
     FAILURE = "failure"
+
+
+class CheckpointKind(models.TextChoices):
+    SCHEDULED = "scheduled"
+    EXPORT = "export"
+    PRUNE = "prune"

@@ -4,7 +4,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-from audit.choices import ActorKind, EventType, Outcome
+from audit.choices import ActorKind, CheckpointKind, EventType, Outcome
 
 
 class AuditEventQuerySet(models.QuerySet):
@@ -48,8 +48,9 @@ class AuditEvent(models.Model):
 
     # Filled once by the sealer.
     position = models.BigIntegerField(null=True, blank=True, unique=True)
-    prev_hash = models.CharField(max_length=64, blank=True, default="")
-    hash = models.CharField(max_length=64, blank=True, default="")
+    # db_default too, so a raw INSERT may leave the seal columns out entirely.
+    prev_hash = models.CharField(max_length=64, blank=True, default="", db_default="")
+    hash = models.CharField(max_length=64, blank=True, default="", db_default="")
     sealed_at = models.DateTimeField(null=True, blank=True)
 
     objects = AuditEventQuerySet.as_manager()
@@ -80,3 +81,47 @@ class AuditEvent(models.Model):
     @property
     def sealed(self) -> bool:
         return self.position is not None
+
+
+class AuditCheckpointQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise ValidationError("Audit checkpoints are insert-only.")
+
+    def delete(self):
+        raise ValidationError("Audit checkpoints are insert-only.")
+
+
+class AuditCheckpoint(models.Model):
+    """A signed statement "the chain had this head at this time".
+
+    Written on a schedule even when nothing happened, so deleting the newest
+    events (or everything) cannot go unnoticed: the next verification finds a
+    signed head that no longer exists. A prune checkpoint also carries the
+    anchor (last pruned position and its hash) that verification starts from
+    once older events are gone. Insert-only, like the events.
+    """
+
+    created_at = models.DateTimeField(db_index=True)
+    kind = models.CharField(max_length=16, choices=CheckpointKind.choices)
+    position = models.BigIntegerField(db_index=True)
+    head_hash = models.CharField(max_length=64)
+    anchor_position = models.BigIntegerField(default=0, db_index=True)
+    anchor_hash = models.CharField(max_length=64)
+    key_id = models.CharField(max_length=64)
+    signature = models.CharField(max_length=128)
+
+    objects = AuditCheckpointQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} checkpoint at position {self.position}"
+
+    def save(self, *args, **kwargs):
+        if self.pk is not None and not kwargs.get("force_insert"):
+            raise ValidationError("Audit checkpoints are insert-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValidationError("Audit checkpoints are insert-only.")

@@ -176,6 +176,32 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "worker-heartbeat": {"task": "identity_portal.tasks.worker_heartbeat", "schedule": 30.0},
 }
 
+# --- Audit trail ------------------------------------------------------------
+# Seconds between sealer runs: an event is sealed within about this long.
+AUDIT_SEAL_INTERVAL = env_int("AUDIT_SEAL_INTERVAL", 10)
+# Seconds between signed checkpoints (written even when nothing happened).
+AUDIT_CHECKPOINT_INTERVAL = env_int("AUDIT_CHECKPOINT_INTERVAL", 300)
+# Sealed events older than this are pruned (0 keeps everything).
+AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 400)
+AUDIT_SEAL_BATCH_SIZE = env_int("AUDIT_SEAL_BATCH_SIZE", 1000)
+AUDIT_EXPORT_CHUNK_SIZE = env_int("AUDIT_EXPORT_CHUNK_SIZE", 2000)
+# Who may call the audit API: machines with a bearer access token of ours (first, so an
+# unauthenticated caller gets its WWW-Authenticate challenge), console sessions.
+AUDIT_API_AUTHENTICATION_CLASSES = [
+    "tokens.api.authentication.BearerTokenAuthentication",
+    "rest_framework.authentication.SessionAuthentication",
+]
+CELERY_BEAT_SCHEDULE.update(
+    {
+        "audit-seal": {"task": "audit.seal_pending", "schedule": float(AUDIT_SEAL_INTERVAL)},
+        "audit-checkpoint": {
+            "task": "audit.checkpoint",
+            "schedule": float(AUDIT_CHECKPOINT_INTERVAL),
+        },
+        "audit-prune": {"task": "audit.prune", "schedule": 3600.0},
+    }
+)
+
 # --- Auth, sessions, console ----------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

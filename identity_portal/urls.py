@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.urls import path
 
+from audit.api.views import AuditEventListView, AuditExportView
+from audit.views import audit_keys
 from identity_portal import health
 from tokens.views import discovery, introspect, revoke, token
 
@@ -19,4 +21,7 @@ urlpatterns = [
     path(".well-known/jwks.json", discovery.jwks, name="jwks"),
     path(".well-known/openid-configuration", discovery.discovery, name="openid-configuration"),
     path(".well-known/oauth-authorization-server", discovery.discovery, name="oauth-metadata"),
+    path(".well-known/audit-keys.json", audit_keys, name="audit-keys"),
+    path("api/v1/audit/events", AuditEventListView.as_view(), name="audit-events"),
+    path("api/v1/audit/export", AuditExportView.as_view(), name="audit-export"),
 ]

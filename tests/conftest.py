@@ -34,6 +34,21 @@ def _service_gates(request):
         _unavailable("needs a Redis broker: set CELERY_BROKER_URL=redis://...")
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """Let the test database's flushes TRUNCATE the audit tables.
+
+    The audit trigger refuses TRUNCATE unless ``audit.allow_truncate`` is on;
+    pytest-django resets the database between transactional tests with one.
+    """
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            name = connection.ops.quote_name(connection.settings_dict["NAME"])
+            with connection.cursor() as cursor:
+                cursor.execute(f"ALTER DATABASE {name} SET audit.allow_truncate = 'on'")
+                cursor.execute("SET audit.allow_truncate = 'on'")
+
+
 pytest_plugins = [
     "tests.fixtures.core",
     "tests.fixtures.celery_worker",

@@ -1,0 +1,109 @@
+"""The audit API: SIEM pull of sealed events, and signed exports for auditors.
+
+``GET /api/v1/audit/events`` pages sealed events by chain position;
+``GET /api/v1/audit/export?format=jsonl|csv`` returns a zip of the export and its
+signed manifest, the same files ``manage.py audit_export`` writes. Both take the
+same filters, and both are read-only.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from pathlib import Path
+
+from django.conf import settings
+from django.http import FileResponse
+from django.utils import timezone
+from django.utils.module_loading import import_string
+from rest_framework.exceptions import ValidationError
+from rest_framework.generics import ListAPIView
+from rest_framework.pagination import CursorPagination
+from rest_framework.views import APIView
+
+from audit.api.permissions import CanReadAudit
+from audit.api.serializers import AuditEventSerializer, AuditFilterSerializer
+from audit.choices import ActorKind
+from audit.context import Actor, request_context
+from audit.selectors import AuditFilters, audit_events_filter
+from audit.services import EXPORT_FORMATS, audit_export, manifest_path_for
+
+
+def _filters_from_query(query_params, *, ignore: tuple[str, ...]) -> AuditFilters:
+    params = {key: query_params.get(key) for key in query_params if key not in ignore}
+    params.pop("type", None)
+    if query_params.getlist("type"):
+        params["type"] = query_params.getlist("type")
+    unknown = set(params) - set(AuditFilterSerializer().fields)
+    if unknown:
+        raise ValidationError({name: "unknown filter" for name in sorted(unknown)})
+    query = AuditFilterSerializer(data=params)
+    query.is_valid(raise_exception=True)
+    return query.filters()
+
+
+class AuditApiMixin:
+    permission_classes = [CanReadAudit]
+
+    def get_authenticators(self):
+        # Read per request so the deployment (and the merge) chooses the classes.
+        return [import_string(path)() for path in settings.AUDIT_API_AUTHENTICATION_CLASSES]
+
+
+class PositionCursorPagination(CursorPagination):
+    # Positions are unique and only ever appended: a cursor never skips or repeats.
+    ordering = "position"
+    page_size = 100
+    page_size_query_param = "page_size"
+    max_page_size = 1000
+
+
+class AuditEventListView(AuditApiMixin, ListAPIView):
+    serializer_class = AuditEventSerializer
+    pagination_class = PositionCursorPagination
+
+    def get_queryset(self):
+        filters = _filters_from_query(self.request.query_params, ignore=("cursor", "page_size"))
+        return audit_events_filter(filters=filters)
+
+
+class AuditExportView(AuditApiMixin, APIView):
+    def perform_content_negotiation(self, request, force=False):
+        # ?format= names the export's file format here, not a DRF renderer.
+        return super().perform_content_negotiation(request, force=True)
+
+    def get(self, request):
+        fmt = request.query_params.get("format", "")
+        if fmt not in EXPORT_FORMATS:
+            raise ValidationError({"format": f"one of {', '.join(EXPORT_FORMATS)}"})
+        filters = _filters_from_query(request.query_params, ignore=("format",))
+        stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
+        with tempfile.TemporaryDirectory(prefix="audit-export-") as folder:
+            out = Path(folder) / f"audit-{stamp}.{fmt}"
+            audit_export(
+                fmt=fmt,
+                filters=filters,
+                out_path=out,
+                actor=_actor(request),
+                context=request_context(request),
+            )
+            bundle = Path(folder) / "bundle.zip"
+            with zipfile.ZipFile(bundle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                archive.write(out, out.name)
+                archive.write(manifest_path_for(out), manifest_path_for(out).name)
+            # The open handle outlives the folder's removal (POSIX): the zip
+            # streams from disk and disappears when the response closes it.
+            handle = bundle.open("rb")
+        return FileResponse(
+            handle,
+            as_attachment=True,
+            filename=f"audit-{stamp}.zip",
+            content_type="application/zip",
+        )
+
+
+def _actor(request) -> Actor:
+    if isinstance(request.auth, dict):
+        subject = str(request.auth.get("client_id") or request.auth.get("sub") or "")
+        return Actor(kind=ActorKind.MACHINE, id=subject, display=subject)
+    return Actor.user(request.user)

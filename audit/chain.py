@@ -1,0 +1,336 @@
+"""The audit chain's rules, in the one module that needs neither Django nor the database.
+
+The sealer, ``manage.py audit_verify``, ``manage.py audit_verify_export`` and the
+standalone ``scripts/verify_audit_export.py`` all use this file, so an auditor's
+offline check and the server's sealing cannot disagree on a byte. It imports only
+the standard library and ``cryptography``; the script loads it by path.
+
+- Canonical JSON: sorted keys, no whitespace, UTF-8 (not ASCII-escaped),
+  timestamps as ISO-8601 UTC with microseconds (``2026-01-02T03:04:05.000006Z``).
+- ``hash = SHA-256(canonical JSON of the event's record || prev_hash)``, where
+  ``prev_hash`` is the previous event's hash as 64 lowercase hex characters
+  (ASCII) and the first event follows ``GENESIS_HASH``.
+- Checkpoints and export manifests are signed with Ed25519 over their canonical
+  JSON (without the ``signature`` member); the key id is the RFC 7638 thumbprint
+  of the public key's OKP JWK.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import hashlib
+import io
+import json
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+GENESIS_HASH = "0" * 64
+FORMAT_VERSION = 1
+
+# What an event's hash covers, in the order CSV exports write the columns.
+RECORD_FIELDS = (
+    "position",
+    "occurred_at",
+    "sealed_at",
+    "event_type",
+    "actor_kind",
+    "actor_id",
+    "actor_display",
+    "target_kind",
+    "target_id",
+    "target_display",
+    "outcome",
+    "reason",
+    "source_ip",
+    "user_agent",
+    "request_id",
+    "details",
+)
+EXPORT_FIELDS = (*RECORD_FIELDS, "prev_hash", "hash")
+TIMESTAMP_FIELDS = ("occurred_at", "sealed_at")
+
+CHECKPOINT_FIELDS = (
+    "kind",
+    "position",
+    "head_hash",
+    "anchor_position",
+    "anchor_hash",
+    "created_at",
+    "key_id",
+)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(value: str) -> bytes:
+    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+
+
+def format_timestamp(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("audit timestamps must be timezone-aware")
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def event_record(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The hashed form of an event from its stored values (datetimes become strings)."""
+    record: dict[str, Any] = {}
+    for name in RECORD_FIELDS:
+        value = values[name]
+        if name in TIMESTAMP_FIELDS and isinstance(value, datetime):
+            value = format_timestamp(value)
+        elif name == "source_ip" and value is not None:
+            value = str(value)
+        record[name] = value
+    return record
+
+
+def event_hash(record: Mapping[str, Any], prev_hash: str) -> str:
+    body = canonical_json({name: record[name] for name in RECORD_FIELDS})
+    return hashlib.sha256(body + prev_hash.encode("ascii")).hexdigest()
+
+
+# --- Keys and signatures ----------------------------------------------------
+
+
+def public_jwk(public_key: Ed25519PublicKey) -> dict[str, str]:
+    raw = public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64url(raw)}
+    return {**jwk, "kid": jwk_thumbprint(jwk), "use": "sig", "alg": "EdDSA"}
+
+
+def jwk_thumbprint(jwk: Mapping[str, str]) -> str:
+    """RFC 7638: SHA-256 of the required members, sorted, without whitespace."""
+    required = {"crv": jwk["crv"], "kty": jwk["kty"], "x": jwk["x"]}
+    return b64url(hashlib.sha256(canonical_json(required)).digest())
+
+
+def public_key_from_jwk(jwk: Mapping[str, str]) -> Ed25519PublicKey:
+    if jwk.get("kty") != "OKP" or jwk.get("crv") != "Ed25519":
+        raise ValueError("audit keys are Ed25519 OKP keys")
+    return Ed25519PublicKey.from_public_bytes(b64url_decode(jwk["x"]))
+
+
+def sign_payload(private_key: Ed25519PrivateKey, payload: Mapping[str, Any]) -> str:
+    return b64url(private_key.sign(canonical_json(dict(payload))))
+
+
+def signature_valid(
+    public_key: Ed25519PublicKey, payload: Mapping[str, Any], signature: str
+) -> bool:
+    try:
+        public_key.verify(b64url_decode(signature), canonical_json(dict(payload)))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def checkpoint_payload(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    payload = {name: checkpoint[name] for name in CHECKPOINT_FIELDS}
+    if isinstance(payload["created_at"], datetime):
+        payload["created_at"] = format_timestamp(payload["created_at"])
+    return payload
+
+
+def checkpoint_valid(checkpoint: Mapping[str, Any], keys: Mapping[str, Ed25519PublicKey]) -> bool:
+    key = keys.get(checkpoint["key_id"])
+    return key is not None and signature_valid(
+        key, checkpoint_payload(checkpoint), checkpoint["signature"]
+    )
+
+
+# --- Walking a chain ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The first thing found wrong; ``position`` is the chain position it names."""
+
+    position: int | None
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line is not None else ""
+        at = f"position {self.position}: " if self.position is not None else ""
+        return f"{where}{at}{self.message}"
+
+
+class ChainWalker:
+    """Checks events fed in position order against the chain rules.
+
+    ``contiguous`` walks expect every position after the anchor (the database,
+    an unfiltered export); a filtered export only links neighbours whose
+    positions follow each other, and the signed manifest vouches for the rest.
+    """
+
+    def __init__(self, *, anchor_position: int, anchor_hash: str, contiguous: bool) -> None:
+        self.position = anchor_position
+        self.hash = anchor_hash
+        self.contiguous = contiguous
+        self.hashes_at: dict[int, str] = {}
+
+    def feed(
+        self, record: Mapping[str, Any], prev_hash: str, stored_hash: str, *, line=None
+    ) -> Problem | None:
+        position = record["position"]
+        if not isinstance(position, int) or position <= self.position:
+            return Problem(position, f"out of order (follows position {self.position})", line)
+        if position != self.position + 1 and self.contiguous:
+            return Problem(self.position + 1, "missing (the chain jumps here)", line)
+        if position == self.position + 1 and prev_hash != self.hash:
+            return Problem(position, "does not link to the previous event", line)
+        if event_hash(record, prev_hash) != stored_hash:
+            return Problem(position, "altered (hash mismatch)", line)
+        self.position, self.hash = position, stored_hash
+        return None
+
+
+# --- Offline export verification ---------------------------------------------
+
+
+def _csv_records(handle: io.TextIOBase) -> Iterator[tuple[int, dict[str, Any]]]:
+    reader = csv.reader(handle)
+    header = next(reader, None)
+    if tuple(header or ()) != EXPORT_FIELDS:
+        raise ValueError("not an audit CSV export (unexpected header)")
+    for number, row in enumerate(reader, start=2):
+        if len(row) != len(EXPORT_FIELDS):
+            raise ValueError(f"line {number}: expected {len(EXPORT_FIELDS)} columns")
+        values: dict[str, Any] = dict(zip(EXPORT_FIELDS, row, strict=True))
+        values["position"] = int(values["position"])
+        values["source_ip"] = values["source_ip"] or None
+        values["details"] = json.loads(values["details"])
+        yield number, values
+
+
+def _jsonl_records(handle: io.TextIOBase) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, line in enumerate(handle, start=1):
+        values = json.loads(line)
+        if not isinstance(values, dict) or set(values) != set(EXPORT_FIELDS):
+            raise ValueError(f"line {number}: not an audit event")
+        yield number, values
+
+
+def export_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        yield from (_csv_records(handle) if fmt == "csv" else _jsonl_records(handle))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest_payload(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in manifest.items() if name != "signature"}
+
+
+def verify_export(
+    export_path: Path,
+    manifest: Mapping[str, Any],
+    *,
+    trusted_keys: Iterable[Mapping[str, str]] | None = None,
+) -> list[str]:
+    """Every problem found in an export and its manifest; an empty list means intact.
+
+    Without ``trusted_keys`` the manifest's own public key is used: that proves the
+    file matches its manifest, and the printed key id must then be compared with the
+    portal's published ``/.well-known/audit-keys.json``.
+    """
+    problems: list[str] = []
+    jwks = list(trusted_keys) if trusted_keys is not None else [manifest["public_key"]]
+    keys = {jwk_thumbprint(jwk): public_key_from_jwk(jwk) for jwk in jwks}
+    signer = keys.get(manifest.get("key_id", ""))
+    if signer is None or not signature_valid(
+        signer, manifest_payload(manifest), manifest.get("signature", "")
+    ):
+        problems.append("manifest: signature invalid or key not trusted")
+    if file_sha256(export_path) != manifest["file_sha256"]:
+        problems.append("file: SHA-256 differs from the manifest (the file was changed)")
+    checkpoints = {}
+    for checkpoint in manifest["checkpoints"]:
+        if not checkpoint_valid(checkpoint, keys):
+            problems.append(f"checkpoint at position {checkpoint['position']}: bad signature")
+        checkpoints[checkpoint["position"]] = checkpoint["head_hash"]
+
+    walker = ChainWalker(
+        anchor_position=manifest["anchor_position"],
+        anchor_hash=manifest["anchor_hash"],
+        contiguous=manifest["contiguous"],
+    )
+    count, first, last = 0, None, None
+    try:
+        for number, values in export_records(export_path, manifest["format"]):
+            record = event_record(values)
+            problem = walker.feed(record, values["prev_hash"], values["hash"], line=number)
+            if problem is not None:
+                problems.append(str(problem))
+                break
+            expected = checkpoints.get(record["position"])
+            if expected is not None and expected != values["hash"]:
+                problems.append(f"line {number}: position {record['position']}: not checkpointed")
+                break
+            count += 1
+            first = record["position"] if first is None else first
+            last = record["position"]
+    except (ValueError, KeyError, TypeError) as exc:
+        problems.append(f"unreadable: {exc}")
+        return problems
+    if not any(p.startswith("line") for p in problems):
+        if count != manifest["count"]:
+            problems.append(f"count: {count} lines, the manifest says {manifest['count']}")
+        elif (first, last) != (manifest["first_position"], manifest["last_position"]):
+            problems.append("range: first or last position differs from the manifest")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Verify an audit export against its manifest.")
+    parser.add_argument("export", type=Path)
+    parser.add_argument("--manifest", type=Path, help="default: EXPORT.manifest.json")
+    parser.add_argument("--jwks", type=Path, help="trusted keys (the portal's audit-keys.json)")
+    args = parser.parse_args(argv)
+    manifest_path = args.manifest or args.export.with_name(args.export.name + ".manifest.json")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        trusted = json.loads(args.jwks.read_text(encoding="utf-8"))["keys"] if args.jwks else None
+        problems = verify_export(args.export, manifest, trusted_keys=trusted)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        sys.stderr.write(f"cannot verify: {exc}\n")
+        return 2
+    if problems:
+        for problem in problems:
+            sys.stdout.write(f"FAIL {problem}\n")
+        return 1
+    sys.stdout.write(
+        f"OK {manifest['count']} events, positions {manifest['first_position']}.."
+        f"{manifest['last_position']}, signed by key {manifest['key_id']}"
+        f"{'' if args.jwks else ' (compare with the published audit-keys.json)'}\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
