@@ -309,3 +309,22 @@ def test_issued_event_carries_jti_scopes_audience_expiry_but_no_token(
     for value in (body["access_token"], body["id_token"], registered.secret):
         assert value not in stored
     assert record.checksum != body["access_token"]
+
+
+def test_a_hostile_user_agent_is_recorded_safely_and_the_token_issued(
+    client, signing_key, machine_factory
+):
+    registered = machine_factory()
+
+    response = client.post(
+        "/oauth/token",
+        data="grant_type=client_credentials",
+        content_type=FORM,
+        HTTP_AUTHORIZATION=basic(registered.client_id, registered.secret),
+        HTTP_USER_AGENT="bot\x00" + "é" * 600,
+    )
+
+    assert response.status_code == 200
+    event = AuditEvent.objects.get(event_type="token.issued")
+    assert event.user_agent.startswith("bot\ufffdé")
+    assert len(event.user_agent) == 512
