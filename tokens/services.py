@@ -276,7 +276,7 @@ def token_revoke(*, machine, token: str, context: RequestContext) -> bool:
             actor=machine_actor(machine),
             target=Target(kind="token", id=record.jti if owned else ""),
             outcome=Outcome.SUCCESS if owned else Outcome.FAILURE,
-            reason="" if owned else "not_own_token",
+            reason="" if owned else ("unknown_token" if record is None else "not_own_token"),
             details={"jti": record.jti, "already_revoked": not revoked} if owned else {},
             context=context,
         )

@@ -177,7 +177,7 @@ def test_a_machine_revokes_its_own_token_and_nobody_elses(
         (other.client_id, "failure", "not_own_token"),
         (owner.client_id, "success", ""),
         (owner.client_id, "success", ""),
-        (owner.client_id, "failure", "not_own_token"),
+        (owner.client_id, "failure", "unknown_token"),
     ]
 
 
