@@ -113,7 +113,7 @@ DATABASES = {
         # Persistent connections: a new connection per token request would
         # double the hot path's round trips.
         conn_max_age=env_int("CONN_MAX_AGE", 60),
-        conn_health_checks=True,
+        conn_health_checks=env_bool("CONN_HEALTH_CHECKS", True),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -134,7 +134,7 @@ CACHE_URL = ENV.get("CACHE_URL", REDIS_URL)
 if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "identity_portal.cache.RedisCache",
             "LOCATION": CACHE_URL,
             "KEY_PREFIX": "mip",
             "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
@@ -275,6 +275,10 @@ TOKEN_SIGNING_ALGORITHM = ENV.get("TOKEN_SIGNING_ALGORITHM", "ES256")
 # verifier's cached JWKS already holds it; JWKS_MAX_AGE must be shorter.
 KEY_PUBLISH_DELAY = env_int("KEY_PUBLISH_DELAY", 3600)
 JWKS_MAX_AGE = env_int("JWKS_MAX_AGE", 300)
+# How often each process asks the cache whether the keys changed (seconds).
+# A revoked key can sign for at most this long on other processes; its tokens
+# fail introspection at once and it leaves JWKS at once.
+KEYRING_CHECK_INTERVAL = float(ENV.get("KEYRING_CHECK_INTERVAL") or 1.0)
 if JWKS_MAX_AGE >= KEY_PUBLISH_DELAY:
     raise ImproperlyConfigured("JWKS_MAX_AGE must be shorter than KEY_PUBLISH_DELAY")
 CELERY_BEAT_SCHEDULE["tokens-signing-keys-advance"] = {

@@ -19,7 +19,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import redis
 from cryptography.exceptions import InvalidTag
 from django.conf import settings
 from django.core.cache import cache
@@ -42,10 +41,11 @@ class NoSigningKey(LookupError):
     """No active key can sign: first-run setup or a rotation is missing."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Keyring:
     version: str | None
     loaded_at: float
+    checked_at: float
     signers: dict[str, jose.Signer] = field(default_factory=dict)  # by algorithm
     verifiers: dict[str, jose.Verifier] = field(default_factory=dict)  # by kid
 
@@ -63,41 +63,9 @@ _lock = threading.Lock()
 _ring: Keyring | None = None
 
 
-_REDIS_BACKEND = "django.core.cache.backends.redis.RedisCache"
-_redis_clients: dict[str, redis.Redis] = {}
-
-
-def _redis_client() -> redis.Redis | None:
-    """A long-lived client for the one key read on every request, when the cache is Redis.
-
-    Django's cache API builds a new ``redis.Redis`` object per operation
-    (about 100 us of CPU, more than signing a token); this client is built
-    once per process and location. Writes still go through the cache API.
-    """
-    backend = settings.CACHES["default"]
-    if backend["BACKEND"] != _REDIS_BACKEND:
-        return None
-    location = backend["LOCATION"]
-    client = _redis_clients.get(location)
-    if client is None:
-        options = backend.get("OPTIONS", {})
-        client = redis.Redis.from_url(
-            location,
-            socket_connect_timeout=options.get("socket_connect_timeout"),
-            socket_timeout=options.get("socket_timeout"),
-        )
-        _redis_clients[location] = client
-    return client
-
-
 def _read_version() -> str | None:
-    client = _redis_client()
-    if client is None:
-        value = cache.get(VERSION_CACHE_KEY)
-        return None if value is None else str(value)
-    # The version is an int, which Django's Redis serializer stores unpickled.
-    raw = client.get(cache.make_and_validate_key(VERSION_CACHE_KEY))
-    return None if raw is None else raw.decode("ascii", "replace")
+    value = cache.get(VERSION_CACHE_KEY)
+    return None if value is None else str(value)
 
 
 def _new_version() -> int:
@@ -143,18 +111,28 @@ def _load(version: str | None) -> Keyring:
         signers[key.algorithm] = jose.Signer(
             kid=key.kid, algorithm=key.algorithm, private_key=private_key
         )
+    now = time.monotonic()
     return Keyring(
-        version=version, loaded_at=time.monotonic(), signers=signers, verifiers=verifiers
+        version=version, loaded_at=now, checked_at=now, signers=signers, verifiers=verifiers
     )
 
 
 def keyring_current() -> Keyring:
-    """The ring for this request: one cache read, a database read only after a change."""
+    """The ring for this request: a cache read at most every KEYRING_CHECK_INTERVAL seconds.
+
+    Between checks the parsed ring is used as is. A key change is therefore
+    seen by other processes within the interval (default 1 s): a revoked key
+    may sign for that long, but it is gone from JWKS and introspection rejects
+    its tokens at once, so nothing it signs is ever trusted.
+    """
     global _ring
-    version = _cached_version()
     ring = _ring
+    if ring is not None and time.monotonic() - ring.checked_at < settings.KEYRING_CHECK_INTERVAL:
+        return ring
+    version = _cached_version()
     if ring is not None:
         if version is not None and version == ring.version:
+            ring.checked_at = time.monotonic()
             return ring
         if version is None and time.monotonic() - ring.loaded_at < FALLBACK_RELOAD_SECONDS:
             return ring

@@ -142,6 +142,6 @@ def test_throttle_state_is_in_redis(machine_and_secret, time_machine, settings):
     for _ in range(THROTTLE_CLIENT_IP_FREE_FAILURES + 1):
         _fail(machine.client_id)
 
-    assert settings.CACHES["default"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    assert settings.CACHES["default"]["BACKEND"] == "identity_portal.cache.RedisCache"
     blocks = [key for key in cache._cache.get_client().keys("*throttle:block*")]
     assert len(blocks) == 1
