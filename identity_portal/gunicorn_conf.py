@@ -10,7 +10,5 @@ graceful_timeout = 10
 # Bounded request line and headers: oversized input is refused before Django.
 limit_request_line = 8190
 limit_request_field_size = 16384
-accesslog = "-"
-# The path without its query string: credentials never belong in a URL, and
-# if a client puts them there anyway they must not reach the log.
-access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+# The access line is written by identity_portal.middleware (ACCESS_LOG).
+accesslog = None

@@ -1,9 +1,22 @@
-"""Request ids: accepted from a trusted caller when well-formed, else generated."""
+"""Request ids and the access log.
+
+A request id is accepted from the caller when well-formed, else generated,
+and echoed in the response. The access line is written here rather than by
+gunicorn: gunicorn's access logger assembles every header and environ entry
+per request (about 0.25 ms of CPU, more than signing a token), while this
+line costs a few microseconds and carries the request id. The path is
+logged without its query string: credentials never belong in a URL, and if
+a client puts them there anyway they must not reach the log.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 import uuid
+
+from django.conf import settings
 
 from identity_portal.log import request_id_var
 
@@ -11,19 +24,32 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # Bounded and plain so a caller cannot inject log lines or huge values.
 _WELL_FORMED = re.compile(r"^[A-Za-z0-9._\-]{8,128}$")
 
+access_logger = logging.getLogger("identity_portal.access")
+
 
 class RequestIdMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
+        self.access_log = settings.ACCESS_LOG
 
     def __call__(self, request):
+        started = time.perf_counter()
         offered = request.META.get("HTTP_X_REQUEST_ID", "")
         request_id = offered if _WELL_FORMED.match(offered) else uuid.uuid4().hex
         request.request_id = request_id
         token = request_id_var.set(request_id)
         try:
             response = self.get_response(request)
+            response[REQUEST_ID_HEADER] = request_id
+            if self.access_log:
+                access_logger.info(
+                    '%s "%s %s" %s %.1fms',
+                    request.META.get("REMOTE_ADDR", "-"),
+                    request.method,
+                    request.path,
+                    response.status_code,
+                    (time.perf_counter() - started) * 1000,
+                )
         finally:
             request_id_var.reset(token)
-        response[REQUEST_ID_HEADER] = request_id
         return response

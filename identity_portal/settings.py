@@ -113,7 +113,11 @@ DATABASES = {
         # Persistent connections: a new connection per token request would
         # double the hot path's round trips.
         conn_max_age=env_int("CONN_MAX_AGE", 60),
-        conn_health_checks=env_bool("CONN_HEALTH_CHECKS", True),
+        # Off by default: the check costs a SELECT 1 per request. After a
+        # database restart the first request on a stale connection fails (the
+        # token endpoint answers 503 temporarily_unavailable) and the
+        # connection is replaced.
+        conn_health_checks=env_bool("CONN_HEALTH_CHECKS", False),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -300,6 +304,8 @@ REST_FRAMEWORK = {
 # --- Logging ---------------------------------------------------------------
 LOG_FORMAT = ENV.get("LOG_FORMAT", "text")
 LOG_LEVEL = ENV.get("LOG_LEVEL", "INFO").upper()
+# One line per request (method, path without query, status, time, request id).
+ACCESS_LOG = env_bool("ACCESS_LOG", True)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

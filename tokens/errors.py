@@ -44,7 +44,7 @@ class InsufficientScope(OAuthError):
 
 
 class TemporarilyUnavailable(OAuthError):
-    """No active signing key: refuse clearly rather than fail with a 500."""
+    """No active signing key, or the database is away: refuse clearly, never a 500."""
 
     error = "temporarily_unavailable"
     status = 503

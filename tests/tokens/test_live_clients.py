@@ -76,9 +76,12 @@ def test_authlib_performs_the_grant_from_discovery_and_pyjwkclient_verifies(
         scope="orders:read orders:write",
     )
 
-    token = session.fetch_token(
-        metadata["token_endpoint"], grant_type="client_credentials", resource=OTHER_API
-    )
+    # Closing the session closes its keep-alive connection, so no live-server
+    # thread is left waiting on it when the interpreter exits.
+    with session:
+        token = session.fetch_token(
+            metadata["token_endpoint"], grant_type="client_credentials", resource=OTHER_API
+        )
 
     assert token["token_type"] == "Bearer"
     assert token["scope"] == "orders:read orders:write"

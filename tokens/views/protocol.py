@@ -8,6 +8,7 @@ and because a body that is not UTF-8 must be refused, not silently replaced.
 from __future__ import annotations
 
 import json
+import re
 from urllib.parse import parse_qsl
 
 from django.http import HttpResponse
@@ -69,8 +70,11 @@ def throttled_response(*, retry_after: int) -> HttpResponse:
     return response
 
 
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _has_control_characters(value: str) -> bool:
-    return any(ord(char) < 0x20 or ord(char) == 0x7F for char in value)
+    return _CONTROL_CHARACTER.search(value) is not None
 
 
 def form_parse(request) -> dict[str, list[str]]:

@@ -9,9 +9,11 @@ the tests in tests/tokens/test_token_endpoint.py pin it down.
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import urlsplit
 
+from django.db import DatabaseError
 from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -21,6 +23,7 @@ from tokens.errors import (
     InvalidScope,
     InvalidTarget,
     OAuthError,
+    TemporarilyUnavailable,
     UnsupportedGrantType,
 )
 from tokens.services import token_issue
@@ -32,6 +35,8 @@ from tokens.views.protocol import (
     json_response,
     machine_authenticate,
 )
+
+logger = logging.getLogger(__name__)
 
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]{1,64}$")
@@ -87,6 +92,11 @@ def token(request) -> HttpResponse:
         return refused.response
     except OAuthError as error:
         return error_response(error)
+    except DatabaseError:
+        # A database restart or failover: the persistent connection is dropped
+        # at the end of this request and the client may retry. Not a 500.
+        logger.warning("token endpoint: database unavailable", exc_info=True)
+        return error_response(TemporarilyUnavailable("The service is briefly unavailable."))
     payload = {
         "access_token": issued.access_token,
         "token_type": TOKEN_TYPE,
