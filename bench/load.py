@@ -84,7 +84,7 @@ def wrk_version() -> str:
         [wrk_path(), "-v"], capture_output=True, text=True, check=False, timeout=10
     )
     first = (proc.stdout or proc.stderr).strip().splitlines()
-    return first[0] if first else "wrk"
+    return first[0].split(" Copyright")[0] if first else "wrk"
 
 
 def parse_latency_distribution(output: str) -> dict[str, float]:

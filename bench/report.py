@@ -113,7 +113,7 @@ def targets(result: dict) -> list[dict[str, str]]:
         )
     audited = [p for p in points if p.get("audit") is not None]
     if not audited:
-        add("audit: one token.issued per token received", None, "no portal point " + missing)
+        add("audit: one token.issued per token received", None, "portal " + missing)
     else:
         bad = [p for p in audited if not p["audit"]["ok"]]
         detail = ", ".join(
@@ -191,9 +191,12 @@ def markdown(result: dict) -> str:
     lines.append("")
     lines.append("Servers:")
     for name, info in result["servers"].items():
-        extra = ", ".join(f"{k} {v}" for k, v in info.items() if k not in {"status", "reason"})
-        state = info["status"] if not info.get("reason") else f"{info['status']}: {info['reason']}"
+        skip = {"status", "reason", "errors"}
+        extra = ", ".join(f"{k} {v}" for k, v in info.items() if k not in skip)
+        reason = " ".join(str(info.get("reason", "")).split())
+        state = f"{info['status']}: {reason}" if reason else info["status"]
         lines.append(f"- {name}: {state}" + (f" ({extra})" if extra else ""))
+        lines += [f"  - not measured: {' '.join(str(e).split())}" for e in info.get("errors", [])]
     r = result["ratios"]
     if r:
         lines += ["", "| c | portal/node | portal/stock-default |", "|--:|--:|--:|"]
