@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from contextlib import closing
 from dataclasses import asdict, dataclass
 
 import dj_database_url
 
 TOKEN_ISSUED = "token.issued"  # noqa: S105 (an event type, not a credential)
 _QUERY = "SELECT request_id FROM audit_auditevent WHERE event_type = {p} AND request_id LIKE {p}"
+
+
+class AuditUnavailable(RuntimeError):
+    """The audit trail could not be read; the point cannot be checked."""
 
 
 @dataclass(frozen=True)
@@ -59,17 +64,23 @@ def audited_request_ids(*, database_url: str, prefix: str) -> list[str]:
         raise ValueError("request id prefixes are [A-Za-z0-9-]")
     cfg = dj_database_url.parse(database_url)
     if cfg["ENGINE"].endswith("sqlite3"):
-        with sqlite3.connect(cfg["NAME"], timeout=30) as conn:
-            rows = conn.execute(_QUERY.format(p="?"), (TOKEN_ISSUED, prefix + "%")).fetchall()
+        try:
+            with closing(sqlite3.connect(cfg["NAME"], timeout=30)) as conn:
+                rows = conn.execute(_QUERY.format(p="?"), (TOKEN_ISSUED, prefix + "%")).fetchall()
+        except sqlite3.Error as exc:
+            raise AuditUnavailable(f"reading the audit trail failed: {exc}") from exc
         return [row[0] for row in rows]
     import psycopg
 
-    with psycopg.connect(
-        host=cfg.get("HOST") or "127.0.0.1",
-        port=cfg.get("PORT") or 5432,
-        user=cfg.get("USER") or None,
-        password=cfg.get("PASSWORD") or None,
-        dbname=cfg["NAME"],
-    ) as conn:
-        rows = conn.execute(_QUERY.format(p="%s"), (TOKEN_ISSUED, prefix + "%")).fetchall()
+    try:
+        with psycopg.connect(
+            host=cfg.get("HOST") or "127.0.0.1",
+            port=cfg.get("PORT") or 5432,
+            user=cfg.get("USER") or None,
+            password=cfg.get("PASSWORD") or None,
+            dbname=cfg["NAME"],
+        ) as conn:
+            rows = conn.execute(_QUERY.format(p="%s"), (TOKEN_ISSUED, prefix + "%")).fetchall()
+    except psycopg.Error as exc:
+        raise AuditUnavailable(f"reading the audit trail failed: {exc}") from exc
     return [row[0] for row in rows]

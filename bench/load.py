@@ -28,6 +28,10 @@ class LoadToolMissing(RuntimeError):
     """wrk is not installed."""
 
 
+class LoadFailed(RuntimeError):
+    """wrk ran but did not finish a point; the series is reported as not measured."""
+
+
 @dataclass(frozen=True)
 class Target:
     """One series of a benchmark: an endpoint and the credentials of its machines."""
@@ -129,15 +133,21 @@ def run_wrk(
         _base_of(target.url),
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(  # noqa: S603 (fixed argv, no shell)
-        argv, env=env, capture_output=True, text=True, check=False, timeout=duration_s + 60
-    )
+    try:
+        proc = subprocess.run(  # noqa: S603 (fixed argv, no shell)
+            argv, env=env, capture_output=True, text=True, check=False, timeout=duration_s + 60
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise LoadFailed(f"wrk did not finish within {duration_s + 60:.0f} s") from exc
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out_stem.with_suffix(".wrk.txt").write_text(proc.stdout + proc.stderr)
+    Path(f"{out_stem}.wrk.txt").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
-        raise RuntimeError(f"wrk exited {proc.returncode}: {proc.stderr.strip()[:500]}")
-    summary = json.loads(Path(f"{out_stem}.json").read_text())
-    received = Path(f"{out_stem}.ids").read_text().split()
+        raise LoadFailed(f"wrk exited {proc.returncode}: {proc.stderr.strip()[:500]}")
+    try:
+        summary = json.loads(Path(f"{out_stem}.json").read_text())
+        received = Path(f"{out_stem}.ids").read_text().split()
+    except (OSError, ValueError) as exc:
+        raise LoadFailed(f"the wrk script wrote no usable results: {exc}") from exc
     latency = parse_latency_distribution(proc.stdout)
     if not latency:  # no response at all: wrk prints no distribution
         latency = {k: v / 1000 for k, v in summary["latency_us"].items() if k.startswith("p")}

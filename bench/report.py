@@ -154,7 +154,8 @@ def markdown(result: dict) -> str:
         "",
         f"{result['started_at']} · {h['cores']} cores · {h['wrk']} on the same cores · "
         f"{s['duration_s']} s per point after {s['warmup_s']} s warm-up · "
-        f"wrk threads = min(2, c) · timeout {s['timeout_s']} s · {s['machines']} portal machines",
+        f"wrk threads = min(2, c) · timeout {s['timeout_s']} s · {s['machines']} portal machines"
+        f" · portal at {result.get('portal_commit', 'unknown')}",
         "",
         "| server | c | tokens/s | p50 ms | p90 ms | p99 ms | non-2xx | socket errors "
         "| server CPU ms/token | audit lost / extra (max) |",

@@ -18,14 +18,23 @@ import json
 import os
 import platform
 import secrets
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import report
-from bench.audit_check import audit_compare, audited_request_ids
-from bench.load import LoadToolMissing, Target, run_wrk, threads_for, wrk_path, wrk_version
+from bench.audit_check import AuditUnavailable, audit_compare, audited_request_ids
+from bench.load import (
+    LoadFailed,
+    LoadToolMissing,
+    Target,
+    run_wrk,
+    threads_for,
+    wrk_path,
+    wrk_version,
+)
 from bench.servers import (
     REPO,
     NodePeer,
@@ -104,12 +113,18 @@ def stock_database_url(portal_url: str) -> str | None:
 
 
 def measure_target(
-    *, server: Server, target: Target, args: argparse.Namespace, run_id: str, audit_url: str | None
-) -> list[dict]:
+    *,
+    server: Server,
+    target: Target,
+    args: argparse.Namespace,
+    run_id: str,
+    audit_url: str | None,
+    points: list[dict],
+) -> None:
+    """Measure one series at every concurrency, appending each point as it is done."""
     status, body = token_request(target)
     if not 200 <= status < 300:
         raise ServerUnavailable(f"{target.name}: a single token request got {status}: {body[:300]}")
-    points = []
     for c in args.concurrency:
         prefix = f"{run_id}-{SHORT.get(target.name, 'node')}-c{c}-"
         stem = args.out / "runs" / run_id / f"{target.name}-c{c}"
@@ -170,7 +185,30 @@ def measure_target(
             f"non-2xx {result.non_2xx}  socket errors {result.socket_error_total}  "
             f"CPU {p['cpu_ms_per_token'] or 0:.2f} ms/token{audit_text}"
         )
-    return points
+
+
+def git_describe() -> str:
+    """The commit the portal ran from, marked when the tree had uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607 (git from PATH)
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],  # noqa: S607
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
 
 
 def build_servers(args: argparse.Namespace, run_id: str, portal_url: str) -> list[Server]:
@@ -218,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(),
             "wrk": wrk_version(),
         },
+        "portal_commit": git_describe(),
         "settings": {
             "concurrency": args.concurrency,
             "duration_s": args.duration,
@@ -248,10 +287,15 @@ def main(argv: list[str] | None = None) -> int:
             audit_url = portal_url if isinstance(server, Portal) else None
             for target in server.targets():
                 try:
-                    result["points"] += measure_target(
-                        server=server, target=target, args=args, run_id=run_id, audit_url=audit_url
+                    measure_target(
+                        server=server,
+                        target=target,
+                        args=args,
+                        run_id=run_id,
+                        audit_url=audit_url,
+                        points=result["points"],
                     )
-                except ServerUnavailable as exc:
+                except (ServerUnavailable, LoadFailed, AuditUnavailable) as exc:
                     info.setdefault("errors", []).append(str(exc))
                     say(f"{target.name}: not measured: {exc}")
         except ServerUnavailable as exc:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bench.run import parse_args, stock_database_url
+from bench.run import main, parse_args, stock_database_url
 from bench.servers import ServerUnavailable, _json_from, redact_url, tree_cpu_seconds
 
 
@@ -72,3 +72,13 @@ def test_json_is_found_among_lines_of_prose():
 def test_no_json_is_an_unavailable_server():
     with pytest.raises(ServerUnavailable, match="no JSON"):
         _json_from("Unknown command: 'machine'")
+
+
+def test_without_wrk_the_user_is_told_how_to_install_it(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr("bench.load.shutil.which", lambda name: None)
+
+    code = main(["--out", str(tmp_path)])
+
+    assert code == 2
+    assert "apt-get install -y wrk" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
