@@ -158,8 +158,8 @@ def markdown(result: dict) -> str:
         f" · portal at {result.get('portal_commit', 'unknown')}",
         "",
         "| server | c | tokens/s | p50 ms | p90 ms | p99 ms | non-2xx | socket errors "
-        "| server CPU ms/token | audit lost / extra (max) |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| server CPU ms/token | PostgreSQL CPU ms/token | audit lost / extra (max) |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     ordered = sorted(
         result["points"],
@@ -187,7 +187,8 @@ def markdown(result: dict) -> str:
             f"| {p['series']} | {p['concurrency']} | {_fmt(p['tokens_per_s'])} "
             f"| {_fmt(lat.get('p50'), 2)} | {_fmt(lat.get('p90'), 2)} | {_fmt(lat.get('p99'), 2)} "
             f"| {non2xx} | {sum(p['socket_errors'].values())} "
-            f"| {_fmt(p['cpu_ms_per_token'], 2)} | {audit_cell} |"
+            f"| {_fmt(p['cpu_ms_per_token'], 2)} | {_fmt(p.get('db_cpu_ms_per_token'), 2)} "
+            f"| {audit_cell} |"
         )
     lines.append("")
     lines.append("Servers:")

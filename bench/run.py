@@ -42,7 +42,9 @@ from bench.servers import (
     Server,
     ServerUnavailable,
     StockDot,
+    cpu_delta,
     is_postgres,
+    postgres_backends_cpu,
     token_request,
 )
 
@@ -139,6 +141,8 @@ def measure_target(
                 timeout_s=args.timeout,
             )
             server.wait_idle()
+        db_url = audit_url if audit_url and is_postgres(audit_url) else None
+        db_before = postgres_backends_cpu(db_url) if db_url else None
         cpu_before = server.cpu_seconds()
         result = run_wrk(
             target=target,
@@ -149,6 +153,7 @@ def measure_target(
             timeout_s=args.timeout,
         )
         cpu = server.cpu_seconds() - cpu_before
+        db_cpu = cpu_delta(db_before, postgres_backends_cpu(db_url)) if db_url else None
         server.wait_idle()
         audit = None
         if audit_url is not None:
@@ -170,6 +175,9 @@ def measure_target(
             "socket_errors": result.socket_errors,
             "server_cpu_s": round(cpu, 3),
             "cpu_ms_per_token": round(cpu * 1000 / result.ok, 3) if result.ok else None,
+            "db_cpu_ms_per_token": (
+                round(db_cpu * 1000 / result.ok, 3) if db_cpu is not None and result.ok else None
+            ),
             "load_tool_cpu_s": round(result.load_tool_cpu_s, 3),
             "audit": audit,
         }
@@ -183,7 +191,9 @@ def measure_target(
             f"  {target.name:<19} c{c:<3} {p['tokens_per_s']:>9,.1f} tokens/s  "
             f"p99 {result.latency_ms.get('p99', float('nan')):.2f} ms  "
             f"non-2xx {result.non_2xx}  socket errors {result.socket_error_total}  "
-            f"CPU {p['cpu_ms_per_token'] or 0:.2f} ms/token{audit_text}"
+            f"CPU {p['cpu_ms_per_token'] or 0:.2f} ms/token"
+            + (f" (+{p['db_cpu_ms_per_token']:.2f} in PostgreSQL)" if db_cpu is not None else "")
+            + audit_text
         )
 
 

@@ -84,6 +84,46 @@ def tree_cpu_seconds(root_pid: int) -> float:
     return ticks / _CLK_TCK
 
 
+def process_cpu_seconds(pid: int) -> float:
+    fields = _proc_stat(pid)
+    return sum(int(v) for v in fields[11:13]) / _CLK_TCK if fields else 0.0
+
+
+def postgres_backends_cpu(url: str) -> dict[int, float] | None:
+    """CPU seconds of each client backend connected to the database, when it runs here.
+
+    Only meaningful with persistent connections (the portal's CONN_MAX_AGE):
+    a backend that exits between two readings takes its time with it.
+    None when the server is not on this machine or cannot be asked.
+    """
+    import psycopg
+
+    cfg = dj_database_url.parse(url)
+    if (cfg.get("HOST") or "127.0.0.1") not in {"127.0.0.1", "localhost", "::1"}:
+        return None
+    try:
+        with psycopg.connect(
+            host=cfg.get("HOST") or "127.0.0.1",
+            port=cfg.get("PORT") or 5432,
+            user=cfg.get("USER") or None,
+            password=cfg.get("PASSWORD") or None,
+            dbname=cfg["NAME"],
+        ) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ).fetchall()
+    except psycopg.Error:
+        return None
+    return {pid: process_cpu_seconds(pid) for (pid,) in rows}
+
+
+def cpu_delta(before: dict[int, float] | None, after: dict[int, float] | None) -> float | None:
+    if before is None or after is None:
+        return None
+    return sum(max(0.0, cpu - before.get(pid, 0.0)) for pid, cpu in after.items())
+
+
 def wait_idle(root_pid: int, *, interval: float = 0.5, limit: float = 60.0) -> float:
     """Wait until the server tree stops burning CPU (queued requests drained)."""
     started = time.monotonic()

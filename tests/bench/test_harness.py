@@ -8,7 +8,13 @@ import sys
 import pytest
 
 from bench.run import main, parse_args, stock_database_url
-from bench.servers import ServerUnavailable, _json_from, redact_url, tree_cpu_seconds
+from bench.servers import (
+    ServerUnavailable,
+    _json_from,
+    cpu_delta,
+    redact_url,
+    tree_cpu_seconds,
+)
 
 
 def test_defaults_cover_the_four_concurrencies_and_every_server():
@@ -82,3 +88,11 @@ def test_without_wrk_the_user_is_told_how_to_install_it(monkeypatch, tmp_path, c
     assert code == 2
     assert "apt-get install -y wrk" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []
+
+
+def test_database_cpu_delta_counts_new_backends_and_ignores_unknown():
+    before = {10: 1.0, 11: 2.0}
+    after = {10: 1.5, 11: 2.0, 12: 0.25}
+
+    assert cpu_delta(before, after) == 0.75
+    assert cpu_delta(None, after) is None
