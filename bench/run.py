@@ -192,7 +192,11 @@ def measure_target(
             f"p99 {result.latency_ms.get('p99', float('nan')):.2f} ms  "
             f"non-2xx {result.non_2xx}  socket errors {result.socket_error_total}  "
             f"CPU {p['cpu_ms_per_token'] or 0:.2f} ms/token"
-            + (f" (+{p['db_cpu_ms_per_token']:.2f} in PostgreSQL)" if db_cpu is not None else "")
+            + (
+                f" (+{p['db_cpu_ms_per_token']:.2f} in PostgreSQL)"
+                if p["db_cpu_ms_per_token"] is not None
+                else ""
+            )
             + audit_text
         )
 
