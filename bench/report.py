@@ -133,6 +133,13 @@ def conditions(result: dict) -> list[str]:
     portal = result["servers"].get(PORTAL, {})
     if portal.get("status") == "ok" and not str(portal.get("database", "")).startswith("postgres"):
         notes.append("the targets assume PostgreSQL; the portal ran on SQLite")
+    others = [p["others_cores"] for p in result["points"] if p.get("others_cores") is not None]
+    if others and max(others) >= 0.25:
+        notes.append(
+            f"other processes kept up to {max(others):.2f} cores busy during a point "
+            f"(median {sorted(others)[len(others) // 2]:.2f}; per point in the JSON): "
+            "the machine was shared, throughput is understated"
+        )
     if result["settings"]["duration_s"] < 10:
         notes.append(f"short points ({result['settings']['duration_s']} s): indicative only")
     return notes
@@ -229,7 +236,8 @@ def svg_chart(points: list[dict], *, title: str) -> str:
     def x_of(c: int) -> float:
         if len(xs) == 1:
             return left + plot_w / 2
-        return left + plot_w * xs.index(c) / (len(xs) - 1)
+        pad = 24
+        return left + pad + (plot_w - 2 * pad) * xs.index(c) / (len(xs) - 1)
 
     def y_of(v: float) -> float:
         v = max(v, lo)

@@ -43,6 +43,7 @@ from bench.servers import (
     ServerUnavailable,
     StockDot,
     cpu_delta,
+    host_busy_seconds,
     is_postgres,
     postgres_backends_cpu,
     token_request,
@@ -144,6 +145,7 @@ def measure_target(
         db_url = audit_url if audit_url and is_postgres(audit_url) else None
         db_before = postgres_backends_cpu(db_url) if db_url else None
         cpu_before = server.cpu_seconds()
+        host_before = host_busy_seconds()
         result = run_wrk(
             target=target,
             connections=c,
@@ -153,6 +155,7 @@ def measure_target(
             timeout_s=args.timeout,
         )
         cpu = server.cpu_seconds() - cpu_before
+        host = host_busy_seconds() - host_before
         db_cpu = cpu_delta(db_before, postgres_backends_cpu(db_url)) if db_url else None
         server.wait_idle()
         audit = None
@@ -179,6 +182,14 @@ def measure_target(
                 round(db_cpu * 1000 / result.ok, 3) if db_cpu is not None and result.ok else None
             ),
             "load_tool_cpu_s": round(result.load_tool_cpu_s, 3),
+            # Cores busy with anything else during the point: other people's work on a
+            # shared machine (and, for the stock peer, its database).
+            "others_cores": round(
+                max(0.0, host - cpu - result.load_tool_cpu_s - (db_cpu or 0.0)) / result.duration_s,
+                2,
+            )
+            if result.duration_s
+            else None,
             "audit": audit,
         }
         points.append(p)

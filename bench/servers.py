@@ -84,6 +84,14 @@ def tree_cpu_seconds(root_pid: int) -> float:
     return ticks / _CLK_TCK
 
 
+def host_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle since boot, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    # guest time is already counted in user time
+    return (sum(fields[:8]) - idle) / _CLK_TCK
+
+
 def process_cpu_seconds(pid: int) -> float:
     fields = _proc_stat(pid)
     return sum(int(v) for v in fields[11:13]) / _CLK_TCK if fields else 0.0

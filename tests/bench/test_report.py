@@ -102,3 +102,15 @@ def test_chart_is_svg_with_one_line_per_server():
     assert root.tag == f"{ns}svg"
     assert len(root.findall(f"{ns}polyline")) == 2
     assert len(root.findall(f"{ns}circle")) == 8
+
+
+def test_a_busy_shared_machine_is_noted():
+    busy = {**make_point("node-oidc-provider", 16, 3800.0, 15.0), "others_cores": 0.8}
+    quiet = {**make_point("node-oidc-provider", 4, 3000.0, 5.0), "others_cores": 0.05}
+
+    result = make_result([busy, quiet])
+
+    assert result["conditions"] == [
+        "other processes kept up to 0.80 cores busy during a point (median 0.80; per point "
+        "in the JSON): the machine was shared, throughput is understated"
+    ]
