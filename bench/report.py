@@ -119,6 +119,11 @@ def targets(result: dict) -> list[dict[str, str]]:
         detail = ", ".join(
             f"c{p['concurrency']}: lost {p['audit']['lost']}, extra {p['audit']['extra']}"
             f" (<= {p['audit']['allowed_extra']}), duplicates {p['audit']['duplicates']}"
+            + (
+                f", {p['audit']['unsent_ids']} responses echoed a request id we never sent"
+                if p["audit"].get("unsent_ids")
+                else ""
+            )
             for p in audited
         )
         add("audit: one token.issued per token received", not bad, detail)

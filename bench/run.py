@@ -164,6 +164,10 @@ def measure_target(
             audit = audit_compare(
                 received=result.received_ids, audited=audited, connections=c
             ).as_dict()
+            # A server that replaced our X-Request-ID breaks the check: say so plainly.
+            audit["unsent_ids"] = sum(
+                1 for rid in result.received_ids if not rid.startswith(prefix + "m")
+            )
         p = {
             "series": target.name,
             "concurrency": c,
