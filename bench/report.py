@@ -142,8 +142,9 @@ def conditions(result: dict) -> list[str]:
     if others and max(others) >= 0.25:
         notes.append(
             f"other processes kept up to {max(others):.2f} cores busy during a point "
-            f"(median {sorted(others)[len(others) // 2]:.2f}; per point in the JSON): "
-            "the machine was shared, throughput is understated"
+            f"(median {sorted(others)[len(others) // 2]:.2f}; per point in the JSON; for the "
+            "stock peer on PostgreSQL this includes its database): the machine was shared, "
+            "throughput is understated"
         )
     if result["settings"]["duration_s"] < 10:
         notes.append(f"short points ({result['settings']['duration_s']} s): indicative only")

@@ -112,5 +112,6 @@ def test_a_busy_shared_machine_is_noted():
 
     assert result["conditions"] == [
         "other processes kept up to 0.80 cores busy during a point (median 0.80; per point "
-        "in the JSON): the machine was shared, throughput is understated"
+        "in the JSON; for the stock peer on PostgreSQL this includes its database): the "
+        "machine was shared, throughput is understated"
     ]
