@@ -33,6 +33,11 @@ test: $(VENV)/.installed-dev
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: the suite is broken" >&2; fi; \
 	  exit $$rc
 
+# Not part of `make test`: needs wrk (apt-get install -y wrk), optionally node.
+# BENCH_ARGS="--only portal --concurrency 16 --duration 3" for a quick point.
+bench: $(VENV)/.installed-run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .

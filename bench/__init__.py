@@ -1,0 +1,1 @@
+"""The token endpoint benchmark (`make bench`): the portal beside its peers, with wrk."""

@@ -1,0 +1,312 @@
+"""Results of a benchmark run: the markdown table, the targets of issue 6, the SVG chart.
+
+Pure functions over the run's result dict (the same dict saved as JSON), so
+they are tested without starting a server.
+"""
+
+from __future__ import annotations
+
+import math
+from html import escape
+
+PORTAL = "portal"
+NODE = "node-oidc-provider"
+STOCK_DEFAULT = "stock-default"
+STOCK_PLAIN = "stock-plain"
+SERIES_ORDER = [PORTAL, NODE, STOCK_PLAIN, STOCK_DEFAULT]
+COLOURS = {PORTAL: "#1f6feb", NODE: "#2da44e", STOCK_PLAIN: "#bf8700", STOCK_DEFAULT: "#cf222e"}
+
+# Issue 6, item 3: at concurrency 16, on 2 cores, PostgreSQL, ES256, durable audit.
+TARGET_CONCURRENCY = 16
+TARGET_TOKENS_PER_S = 1000.0
+TARGET_NODE_RATIO = 0.25
+TARGET_STOCK_RATIO = 100.0
+TARGET_P99_MS = 25.0
+
+
+def point(points: list[dict], series: str, concurrency: int) -> dict | None:
+    for p in points:
+        if p["series"] == series and p["concurrency"] == concurrency:
+            return p
+    return None
+
+
+def ratios(points: list[dict]) -> dict[str, dict[str, float | None]]:
+    """portal/node and portal/stock-default throughput at every concurrency measured."""
+    out: dict[str, dict[str, float | None]] = {}
+    for c in sorted({p["concurrency"] for p in points}):
+        portal = point(points, PORTAL, c)
+        row: dict[str, float | None] = {}
+        for label, peer in (("portal/node", NODE), ("portal/stock-default", STOCK_DEFAULT)):
+            other = point(points, peer, c)
+            if portal is None or other is None:
+                row[label] = None
+            elif other["tokens_per_s"] > 0:
+                row[label] = portal["tokens_per_s"] / other["tokens_per_s"]
+            else:
+                row[label] = math.inf if portal["tokens_per_s"] > 0 else None
+        out[str(c)] = row
+    return out
+
+
+def targets(result: dict) -> list[dict[str, str]]:
+    """PASS, FAIL or SKIP (not measured in this run) for each target of issue 6 item 3."""
+    points = result["points"]
+    c = TARGET_CONCURRENCY
+    portal = point(points, PORTAL, c)
+    node = point(points, NODE, c)
+    stock = point(points, STOCK_DEFAULT, c)
+    verdicts: list[dict[str, str]] = []
+
+    def add(name: str, ok: bool | None, detail: str) -> None:
+        verdict = "SKIP" if ok is None else ("PASS" if ok else "FAIL")
+        verdicts.append({"target": name, "verdict": verdict, "detail": detail})
+
+    missing = "not measured in this run"
+    if portal is None:
+        add(f"portal >= {TARGET_TOKENS_PER_S:,.0f} tokens/s at c{c}", None, "portal " + missing)
+        add(
+            f"portal >= {TARGET_NODE_RATIO} x node-oidc-provider at c{c}", None, "portal " + missing
+        )
+        add(
+            f"portal >= {TARGET_STOCK_RATIO:.0f} x stock-default at c{c}", None, "portal " + missing
+        )
+        add(f"portal p99 <= {TARGET_P99_MS:.0f} ms at c{c}", None, "portal " + missing)
+    else:
+        tps = portal["tokens_per_s"]
+        add(
+            f"portal >= {TARGET_TOKENS_PER_S:,.0f} tokens/s at c{c}",
+            tps >= TARGET_TOKENS_PER_S,
+            f"{tps:,.0f} tokens/s",
+        )
+        if node is None:
+            add(
+                f"portal >= {TARGET_NODE_RATIO} x node-oidc-provider at c{c}",
+                None,
+                "node " + missing,
+            )
+        else:
+            r = tps / node["tokens_per_s"] if node["tokens_per_s"] else math.inf
+            add(
+                f"portal >= {TARGET_NODE_RATIO} x node-oidc-provider at c{c}",
+                r >= TARGET_NODE_RATIO,
+                f"{r:.2f} x ({node['tokens_per_s']:,.0f} tokens/s)",
+            )
+        if stock is None:
+            add(
+                f"portal >= {TARGET_STOCK_RATIO:.0f} x stock-default at c{c}",
+                None,
+                "stock-default " + missing,
+            )
+        else:
+            r = tps / stock["tokens_per_s"] if stock["tokens_per_s"] else math.inf
+            add(
+                f"portal >= {TARGET_STOCK_RATIO:.0f} x stock-default at c{c}",
+                r >= TARGET_STOCK_RATIO,
+                f"{r:,.0f} x ({stock['tokens_per_s']:,.1f} tokens/s)",
+            )
+        p99 = portal["latency_ms"].get("p99")
+        add(
+            f"portal p99 <= {TARGET_P99_MS:.0f} ms at c{c}",
+            None if p99 is None else p99 <= TARGET_P99_MS,
+            f"{p99} ms",
+        )
+    audited = [p for p in points if p.get("audit") is not None]
+    if not audited:
+        add("audit: one token.issued per token received", None, "portal " + missing)
+    else:
+        bad = [p for p in audited if not p["audit"]["ok"]]
+        detail = ", ".join(
+            f"c{p['concurrency']}: lost {p['audit']['lost']}, extra {p['audit']['extra']}"
+            f" (<= {p['audit']['allowed_extra']}), duplicates {p['audit']['duplicates']}"
+            + (
+                f", {p['audit']['unsent_ids']} responses echoed a request id we never sent"
+                if p["audit"].get("unsent_ids")
+                else ""
+            )
+            for p in audited
+        )
+        add("audit: one token.issued per token received", not bad, detail)
+    return verdicts
+
+
+def conditions(result: dict) -> list[str]:
+    """Where this run differs from the conditions the targets are defined for."""
+    notes = []
+    if result["host"]["cores"] != 2:
+        notes.append(f"the targets assume 2 cores; this host has {result['host']['cores']}")
+    portal = result["servers"].get(PORTAL, {})
+    if portal.get("status") == "ok" and not str(portal.get("database", "")).startswith("postgres"):
+        notes.append("the targets assume PostgreSQL; the portal ran on SQLite")
+    others = [p["others_cores"] for p in result["points"] if p.get("others_cores") is not None]
+    if others and max(others) >= 0.25:
+        notes.append(
+            f"other processes kept up to {max(others):.2f} cores busy during a point "
+            f"(median {sorted(others)[len(others) // 2]:.2f}; per point in the JSON; for the "
+            "stock peer on PostgreSQL this includes its database): the machine was shared, "
+            "throughput is understated"
+        )
+    if result["settings"]["duration_s"] < 10:
+        notes.append(f"short points ({result['settings']['duration_s']} s): indicative only")
+    return notes
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if math.isinf(value):
+        return "inf"
+    return f"{value:,.{digits}f}"
+
+
+def markdown(result: dict) -> str:
+    s = result["settings"]
+    h = result["host"]
+    lines = [
+        f"# Token endpoint benchmark {result['run_id']}",
+        "",
+        f"{result['started_at']} · {h['cores']} cores · {h['wrk']} on the same cores · "
+        f"{s['duration_s']} s per point after {s['warmup_s']} s warm-up · "
+        f"wrk threads = min(2, c) · timeout {s['timeout_s']} s · {s['machines']} portal machines"
+        f" · portal at {result.get('portal_commit', 'unknown')}",
+        "",
+        "| server | c | tokens/s | p50 ms | p90 ms | p99 ms | non-2xx | socket errors "
+        "| server CPU ms/token | PostgreSQL CPU ms/token | audit lost / extra (max) |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    ordered = sorted(
+        result["points"],
+        key=lambda p: (
+            SERIES_ORDER.index(p["series"]) if p["series"] in SERIES_ORDER else 99,
+            p["concurrency"],
+        ),
+    )
+    for p in ordered:
+        lat = p["latency_ms"]
+        audit = p.get("audit")
+        audit_cell = (
+            f"{audit['lost']} / {audit['extra']} ({audit['allowed_extra']})" if audit else "n/a"
+        )
+        if audit and not audit["ok"]:
+            audit_cell += " **FAIL**"
+        non2xx = str(p["non_2xx"])
+        if p["non_2xx_statuses"]:
+            non2xx += (
+                " ("
+                + ", ".join(f"{k}: {v}" for k, v in sorted(p["non_2xx_statuses"].items()))
+                + ")"
+            )
+        lines.append(
+            f"| {p['series']} | {p['concurrency']} | {_fmt(p['tokens_per_s'])} "
+            f"| {_fmt(lat.get('p50'), 2)} | {_fmt(lat.get('p90'), 2)} | {_fmt(lat.get('p99'), 2)} "
+            f"| {non2xx} | {sum(p['socket_errors'].values())} "
+            f"| {_fmt(p['cpu_ms_per_token'], 2)} | {_fmt(p.get('db_cpu_ms_per_token'), 2)} "
+            f"| {audit_cell} |"
+        )
+    lines.append("")
+    lines.append("Servers:")
+    for name, info in result["servers"].items():
+        skip = {"status", "reason", "errors"}
+        extra = ", ".join(f"{k} {v}" for k, v in info.items() if k not in skip)
+        reason = " ".join(str(info.get("reason", "")).split())
+        state = f"{info['status']}: {reason}" if reason else info["status"]
+        lines.append(f"- {name}: {state}" + (f" ({extra})" if extra else ""))
+        lines += [f"  - not measured: {' '.join(str(e).split())}" for e in info.get("errors", [])]
+    r = result["ratios"]
+    if r:
+        lines += ["", "| c | portal/node | portal/stock-default |", "|--:|--:|--:|"]
+        for c, row in r.items():
+            lines.append(
+                f"| {c} | {_fmt(row['portal/node'], 2)} | {_fmt(row['portal/stock-default'], 1)} |"
+            )
+    lines += ["", f"Targets (issue 6, item 3, at c{TARGET_CONCURRENCY}):"]
+    for t in result["targets"]:
+        lines.append(f"- {t['verdict']} {t['target']}: {t['detail']}")
+    for note in result["conditions"]:
+        lines.append(f"- note: {note}")
+    return "\n".join(lines) + "\n"
+
+
+def svg_chart(points: list[dict], *, title: str) -> str:
+    """Tokens/s against concurrency, one line per server, log scale (peers span 1000x)."""
+    width, height = 760, 440
+    left, right, top, bottom = 70, 190, 40, 50
+    plot_w, plot_h = width - left - right, height - top - bottom
+    xs = sorted({p["concurrency"] for p in points})
+    values = [p["tokens_per_s"] for p in points if p["tokens_per_s"] > 0]
+    lo = 10 ** math.floor(math.log10(min(values))) if values else 1
+    hi = 10 ** math.ceil(math.log10(max(values))) if values else 10
+    if hi <= lo:
+        hi = lo * 10
+
+    def x_of(c: int) -> float:
+        if len(xs) == 1:
+            return left + plot_w / 2
+        pad = 24
+        return left + pad + (plot_w - 2 * pad) * xs.index(c) / (len(xs) - 1)
+
+    def y_of(v: float) -> float:
+        v = max(v, lo)
+        return top + plot_h * (
+            1 - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+        )
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{left}" y="22" font-size="15" font-weight="bold">{escape(title)}</text>',
+    ]
+    decade = lo
+    while decade <= hi:
+        y = y_of(decade)
+        out.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{left + plot_w}" y2="{y:.1f}" stroke="#ddd"/>'
+        )
+        out.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{decade:,.0f}</text>')
+        decade *= 10
+    for c in xs:
+        x = x_of(c)
+        out.append(
+            f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + plot_h}" stroke="#eee"/>'
+        )
+        out.append(f'<text x="{x:.1f}" y="{top + plot_h + 18}" text-anchor="middle">{c}</text>')
+    out.append(
+        f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#888"/>'
+    )
+    out.append(
+        f'<text x="{left + plot_w / 2}" y="{height - 10}" text-anchor="middle">'
+        "concurrency (connections)</text>"
+    )
+    out.append(
+        f'<text x="16" y="{top + plot_h / 2}" text-anchor="middle" '
+        f'transform="rotate(-90 16 {top + plot_h / 2})">tokens/s (log scale)</text>'
+    )
+    series = sorted(
+        {p["series"] for p in points},
+        key=lambda s: SERIES_ORDER.index(s) if s in SERIES_ORDER else 99,
+    )
+    for index, name in enumerate(series):
+        colour = COLOURS.get(name, "#6e7781")
+        mine = sorted((p for p in points if p["series"] == name), key=lambda p: p["concurrency"])
+        coords = [(x_of(p["concurrency"]), y_of(p["tokens_per_s"])) for p in mine]
+        if len(coords) > 1:
+            path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
+            out.append(
+                f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="2"/>'
+            )
+        for (x, y), p in zip(coords, mine, strict=True):
+            out.append(
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{colour}">'
+                f"<title>{escape(name)} c{p['concurrency']}: "
+                f"{p['tokens_per_s']:,.1f} tokens/s</title></circle>"
+            )
+        ly = top + 14 + index * 20
+        lx = left + plot_w + 16
+        out.append(
+            f'<line x1="{lx}" y1="{ly - 4}" x2="{lx + 22}" y2="{ly - 4}" '
+            f'stroke="{colour}" stroke-width="3"/>'
+        )
+        out.append(f'<text x="{lx + 28}" y="{ly}">{escape(name)}</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,533 @@
+"""The servers under test: the portal and its peers, each started on a spare port.
+
+Every server runs as a process group of its own that the harness started, so
+stopping it never touches anything else, and its CPU time is read from /proc
+for the whole tree (master and workers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+import dj_database_url
+
+from bench.load import Target
+
+REPO = Path(__file__).resolve().parent.parent
+PEERS = Path(__file__).resolve().parent / "peers"
+SCOPE = "read"
+AUDIENCE = "https://api.example"
+TOKEN_BODY = f"grant_type=client_credentials&scope={SCOPE}&resource={quote(AUDIENCE, safe='')}"
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class ServerUnavailable(RuntimeError):
+    """The server could not be prepared or started; the run goes on without it."""
+
+
+# --- processes -------------------------------------------------------------
+
+
+def spare_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name is in parentheses and may hold spaces: split after it.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def tree_cpu_seconds(root_pid: int) -> float:
+    """utime+stime of a process and all its descendants (plus children it reaped)."""
+    parents: dict[int, int] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _proc_stat(int(entry.name))
+        if fields is not None:
+            stats[int(entry.name)] = fields
+            parents[int(entry.name)] = int(fields[1])
+    tree = {root_pid}
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in parents.items():
+            if ppid in tree and pid not in tree:
+                tree.add(pid)
+                grew = True
+    ticks = 0
+    for pid in tree:
+        fields = stats.get(pid)
+        if fields:
+            # Fields 14-17 of stat (1-based): utime, stime, cutime, cstime.
+            ticks += sum(int(v) for v in fields[11:15])
+    return ticks / _CLK_TCK
+
+
+def host_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle since boot, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    # guest time is already counted in user time
+    return (sum(fields[:8]) - idle) / _CLK_TCK
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = _proc_stat(pid)
+    return sum(int(v) for v in fields[11:13]) / _CLK_TCK if fields else 0.0
+
+
+def postgres_backends_cpu(url: str) -> dict[int, float] | None:
+    """CPU seconds of each client backend connected to the database, when it runs here.
+
+    Only meaningful with persistent connections (the portal's CONN_MAX_AGE):
+    a backend that exits between two readings takes its time with it.
+    None when the server is not on this machine or cannot be asked.
+    """
+    import psycopg
+
+    cfg = dj_database_url.parse(url)
+    if (cfg.get("HOST") or "127.0.0.1") not in {"127.0.0.1", "localhost", "::1"}:
+        return None
+    try:
+        with psycopg.connect(
+            host=cfg.get("HOST") or "127.0.0.1",
+            port=cfg.get("PORT") or 5432,
+            user=cfg.get("USER") or None,
+            password=cfg.get("PASSWORD") or None,
+            dbname=cfg["NAME"],
+        ) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ).fetchall()
+    except psycopg.Error:
+        return None
+    return {pid: process_cpu_seconds(pid) for (pid,) in rows}
+
+
+def cpu_delta(before: dict[int, float] | None, after: dict[int, float] | None) -> float | None:
+    if before is None or after is None:
+        return None
+    return sum(max(0.0, cpu - before.get(pid, 0.0)) for pid, cpu in after.items())
+
+
+def wait_idle(root_pid: int, *, interval: float = 0.5, limit: float = 60.0) -> float:
+    """Wait until the server tree stops burning CPU (queued requests drained)."""
+    started = time.monotonic()
+    last = tree_cpu_seconds(root_pid)
+    while time.monotonic() - started < limit:
+        time.sleep(interval)
+        now = tree_cpu_seconds(root_pid)
+        if now - last <= 0.02:
+            break
+        last = now
+    return time.monotonic() - started
+
+
+def http_up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (loopback, our server)
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except OSError:
+        return False
+
+
+def token_request(target: Target) -> tuple[int, str]:
+    """One token request outside the load tool, to prove the wiring before loading it."""
+    request = urllib.request.Request(  # noqa: S310 (loopback, our server)
+        target.url,
+        data=target.body.encode(),
+        headers={
+            "Authorization": target.authorization_headers()[0],
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Request-ID": "bench-smoke-" + secrets.token_hex(4),
+        },
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, response.read(2000).decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(2000).decode(errors="replace")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _run(argv: list[str], *, env: dict[str, str], cwd: Path, what: str) -> str:
+    proc = subprocess.run(  # noqa: S603 (fixed argv, no shell)
+        argv, env=env, cwd=cwd, capture_output=True, text=True, check=False, timeout=600
+    )
+    if proc.returncode != 0:
+        detail = (proc.stderr.strip() or proc.stdout.strip())[-800:]
+        raise ServerUnavailable(f"{what} failed (exit {proc.returncode}): {detail}")
+    return proc.stdout
+
+
+def _json_from(stdout: str) -> object:
+    """The JSON document a command printed, tolerating lines of prose around it."""
+    try:
+        return json.loads(stdout)
+    except json.JSONDecodeError:
+        pass
+    decoder = json.JSONDecoder()
+    for index, char in enumerate(stdout):
+        if char in "[{":
+            try:
+                return decoder.raw_decode(stdout[index:])[0]
+            except json.JSONDecodeError:
+                continue
+    raise ServerUnavailable(f"no JSON in the command's output: {stdout[:200]!r}")
+
+
+def ensure_postgres_database(url: str) -> bool:
+    """Create the benchmark's database when missing; True when it was created."""
+    import psycopg
+    from psycopg import sql
+
+    cfg = dj_database_url.parse(url)
+    params = {
+        "host": cfg.get("HOST") or "127.0.0.1",
+        "port": cfg.get("PORT") or 5432,
+        "user": cfg.get("USER") or None,
+        "password": cfg.get("PASSWORD") or None,
+        "dbname": "postgres",
+        "autocommit": True,
+    }
+    with psycopg.connect(**params) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [cfg["NAME"]])
+        if exists.fetchone():
+            return False
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(cfg["NAME"])))
+        return True
+
+
+def redact_url(url: str) -> str:
+    cfg = dj_database_url.parse(url)
+    if cfg["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{cfg['NAME']}"
+    return f"postgres://{cfg.get('USER') or ''}@{cfg.get('HOST')}:{cfg.get('PORT')}/{cfg['NAME']}"
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgres://", "postgresql://", "pgsql://"))
+
+
+class Server:
+    """A server the harness starts, loads and stops."""
+
+    name = "server"
+
+    def __init__(self, *, out_dir: Path, workers: int) -> None:
+        self.out_dir = out_dir
+        self.workers = workers
+        self.port = spare_port()
+        self.proc: subprocess.Popen | None = None
+        self.log_path = out_dir / f"{self.name}.log"
+        self.notes: dict[str, object] = {}
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def prepare(self) -> None:
+        raise NotImplementedError
+
+    def command(self) -> tuple[list[str], dict[str, str], Path]:
+        raise NotImplementedError
+
+    def health_url(self) -> str:
+        return self.base_url + "/"
+
+    def targets(self) -> list[Target]:
+        raise NotImplementedError
+
+    def start(self, *, timeout: float = 60.0) -> None:
+        argv, env, cwd = self.command()
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(  # noqa: S603 (fixed argv, no shell)
+            argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerUnavailable(
+                    f"{self.name} exited {self.proc.returncode} at start; {self.log_path}:\n"
+                    + _tail(self.log_path)
+                )
+            if http_up(self.health_url()):
+                return
+            time.sleep(0.3)
+        self.stop()
+        raise ServerUnavailable(f"{self.name} did not answer within {timeout:.0f} s")
+
+    def cpu_seconds(self) -> float:
+        assert self.proc is not None  # noqa: S101 (started before measured)
+        return tree_cpu_seconds(self.proc.pid)
+
+    def wait_idle(self) -> float:
+        assert self.proc is not None  # noqa: S101
+        return wait_idle(self.proc.pid)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        # Our own process group only (start_new_session above).
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+class Portal(Server):
+    """The portal under gunicorn with its production settings module."""
+
+    name = "portal"
+
+    def __init__(
+        self, *, out_dir: Path, workers: int, database_url: str, machines: int, run_id: str
+    ):
+        super().__init__(out_dir=out_dir, workers=workers)
+        self.database_url = database_url
+        self.machine_count = machines
+        self.run_id = run_id
+        self.credentials: list[tuple[str, str]] = []
+        self.notes["database"] = redact_url(database_url)
+        self.notes["workers"] = workers
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "DATABASE_URL": self.database_url,
+            "PORT": str(self.port),
+            "HOST": "127.0.0.1",
+            "WEB_CONCURRENCY": str(self.workers),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def manage(self, *args: str) -> str:
+        return _run(
+            [sys.executable, "manage.py", *args],
+            env=self.env(),
+            cwd=REPO,
+            what="manage.py " + " ".join(args[:2]),
+        )
+
+    def prepare(self) -> None:
+        if is_postgres(self.database_url) and ensure_postgres_database(self.database_url):
+            self.notes["database_created"] = True
+        self.manage("migrate", "--no-input")
+        self.manage("first_run")
+        for argv in (
+            ("scope", "create", SCOPE, "--description", "Benchmark scope"),
+            ("audience", "create", AUDIENCE),
+        ):
+            try:
+                self.manage(*argv)
+            except ServerUnavailable as exc:
+                # Already registered by an earlier run: fine; anything else shows up below.
+                if "exist" not in str(exc).lower():
+                    raise
+        for index in range(self.machine_count):
+            out = self.manage(
+                "machine",
+                "create",
+                "--name",
+                f"bench-{self.run_id}-{index + 1}",
+                "--scope",
+                SCOPE,
+                "--audience",
+                AUDIENCE,
+            )
+            created = _json_from(out)
+            if not isinstance(created, dict) or not {"client_id", "client_secret"} <= set(created):
+                raise ServerUnavailable("`machine create` printed no client_id/client_secret")
+            self.credentials.append((str(created["client_id"]), str(created["client_secret"])))
+
+    def command(self) -> tuple[list[str], dict[str, str], Path]:
+        gunicorn = str(Path(sys.executable).parent / "gunicorn")
+        argv = [
+            gunicorn,
+            "identity_portal.wsgi",
+            "--config",
+            "python:identity_portal.gunicorn_conf",
+        ]
+        return argv, self.env(), REPO
+
+    def health_url(self) -> str:
+        return self.base_url + "/healthz"
+
+    def targets(self) -> list[Target]:
+        return [Target("portal", self.base_url + "/oauth/token", TOKEN_BODY, self.credentials)]
+
+
+class StockDot(Server):
+    """Stock django-oauth-toolkit, one server with a hashed-secret and a plaintext client."""
+
+    name = "stock-dot"
+
+    def __init__(self, *, out_dir: Path, workers: int, database_url: str | None):
+        super().__init__(out_dir=out_dir, workers=workers)
+        self.venv = out_dir / "stock-venv"
+        self.data_dir = out_dir / "stock-dot"
+        self.database_url = database_url
+        self.clients: dict[str, str] = {}
+        self.notes["database"] = redact_url(database_url) if database_url else "sqlite"
+        self.notes["workers"] = workers
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, "STOCK_DOT_DIR": str(self.data_dir), "PYTHONUNBUFFERED": "1"}
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        if self.database_url:
+            env["STOCK_DOT_DATABASE_URL"] = self.database_url
+        else:
+            env.pop("STOCK_DOT_DATABASE_URL", None)
+        return env
+
+    def _install(self) -> None:
+        requirements = PEERS / "stock-dot" / "requirements.txt"
+        digest = hashlib.sha256(requirements.read_bytes()).hexdigest()
+        stamp = self.venv / ".bench-installed"
+        if stamp.exists() and stamp.read_text() == digest:
+            return
+        print(f"installing the stock peer into {self.venv} (once)", flush=True)  # noqa: T201
+        _run(
+            [sys.executable, "-m", "venv", str(self.venv)],
+            env=dict(os.environ),
+            cwd=REPO,
+            what="venv",
+        )
+        _run(
+            [
+                str(self.venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "-r",
+                str(requirements),
+            ],
+            env=dict(os.environ),
+            cwd=REPO,
+            what="pip install (stock peer)",
+        )
+        stamp.write_text(digest)
+
+    def prepare(self) -> None:
+        self._install()
+        if self.database_url and ensure_postgres_database(self.database_url):
+            self.notes["database_created"] = True
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        out = _run(
+            [str(self.venv / "bin" / "python"), "setup.py"],
+            env=self.env(),
+            cwd=PEERS / "stock-dot",
+            what="stock-dot setup.py",
+        )
+        created = _json_from(out)
+        if not isinstance(created, list):
+            raise ServerUnavailable("stock-dot setup.py printed no client list")
+        self.clients = {c["client_id"]: c["client_secret"] for c in created}
+
+    def command(self) -> tuple[list[str], dict[str, str], Path]:
+        argv = [
+            str(self.venv / "bin" / "gunicorn"),
+            "stockdot.wsgi",
+            "-w",
+            str(self.workers),
+            "-b",
+            f"127.0.0.1:{self.port}",
+        ]
+        return argv, self.env(), PEERS / "stock-dot"
+
+    def health_url(self) -> str:
+        return self.base_url + "/o/token/"
+
+    def targets(self) -> list[Target]:
+        url = self.base_url + "/o/token/"
+        body = f"grant_type=client_credentials&scope={SCOPE}"
+        return [
+            Target("stock-default", url, body, [("bench-hashed", self.clients["bench-hashed"])]),
+            Target("stock-plain", url, body, [("bench-plain", self.clients["bench-plain"])]),
+        ]
+
+
+class NodePeer(Server):
+    """node-oidc-provider issuing ES256 JWTs, one process, installed under var/bench."""
+
+    name = "node-oidc-provider"
+
+    def __init__(self, *, out_dir: Path, workers: int):
+        super().__init__(out_dir=out_dir, workers=1)
+        self.app_dir = out_dir / "node-peer"
+        self.secret = secrets.token_urlsafe(32)
+        self.notes["processes"] = 1
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("node") is not None and shutil.which("npm") is not None
+
+    def prepare(self) -> None:
+        source = PEERS / "node-oidc-provider"
+        self.app_dir.mkdir(parents=True, exist_ok=True)
+        files = ("package.json", "package-lock.json", "server.mjs")
+        for name in files:
+            shutil.copyfile(source / name, self.app_dir / name)
+        digest = hashlib.sha256(b"".join((source / n).read_bytes() for n in files[:2])).hexdigest()
+        stamp = self.app_dir / "node_modules" / ".bench-installed"
+        if not (stamp.exists() and stamp.read_text() == digest):
+            print(f"installing node-oidc-provider into {self.app_dir} (once)", flush=True)  # noqa: T201
+            _run(
+                [shutil.which("npm") or "npm", "ci", "--no-audit", "--no-fund"],
+                env=dict(os.environ),
+                cwd=self.app_dir,
+                what="npm ci (node peer)",
+            )
+            stamp.write_text(digest)
+        version = _run(["node", "--version"], env=dict(os.environ), cwd=self.app_dir, what="node")
+        self.notes["node"] = version.strip()
+
+    def command(self) -> tuple[list[str], dict[str, str], Path]:
+        env = {**os.environ, "PORT": str(self.port), "PEER_CLIENT_SECRET": self.secret}
+        return [shutil.which("node") or "node", "server.mjs"], env, self.app_dir
+
+    def health_url(self) -> str:
+        return self.base_url + "/.well-known/openid-configuration"
+
+    def targets(self) -> list[Target]:
+        return [
+            Target(
+                "node-oidc-provider", self.base_url + "/token", TOKEN_BODY, [("bench", self.secret)]
+            )
+        ]
