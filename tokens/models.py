@@ -56,12 +56,18 @@ class IssuedToken(models.Model):
     storage gate). Rows are purged after expiry; the audit events stay.
     """
 
-    jti = models.CharField(max_length=64, unique=True)
+    jti = models.CharField(max_length=64)
     checksum = models.CharField(max_length=64)
+    # No database-level foreign keys on this insert-per-token table: each
+    # would take a KEY SHARE row lock on the machine and the signing key for
+    # every token, which serialises concurrent requests of one machine on a
+    # shared lock (multixacts). Machines and keys are never deleted (soft
+    # delete, retired state), and the ORM still cascades in Python.
     machine = models.ForeignKey(
         settings.OAUTH2_PROVIDER_APPLICATION_MODEL,
         on_delete=models.CASCADE,
         related_name="issued_tokens",
+        db_constraint=False,
     )
     scope = models.TextField(blank=True, default="")
     audience = models.CharField(max_length=255)
@@ -73,11 +79,16 @@ class IssuedToken(models.Model):
         db_column="kid",
         on_delete=models.PROTECT,
         related_name="issued_tokens",
+        db_constraint=False,
+        db_index=False,
     )
     revoked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-issued_at"]
+        # A constraint, not unique=True: the latter adds a second, LIKE-pattern
+        # index on PostgreSQL that nothing queries and every insert maintains.
+        constraints = [models.UniqueConstraint(fields=["jti"], name="tokens_issuedtoken_jti_uniq")]
 
     def __str__(self) -> str:
         return f"token {self.jti}"
