@@ -224,7 +224,9 @@ def jws_parse(token: str) -> ParsedJWS:
     try:
         header = json.loads(b64url_decode(parts[0]))
         claims = json.loads(b64url_decode(parts[1]))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    # ValueError covers JSONDecodeError, bad UTF-8 and integers beyond the
+    # interpreter's digit limit; deep nesting raises RecursionError.
+    except (ValueError, RecursionError) as exc:
         raise InvalidJWS("not JSON") from exc
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise InvalidJWS("not a JSON object")

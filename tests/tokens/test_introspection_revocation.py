@@ -119,6 +119,10 @@ def _forged_tokens(token: str, signing_key) -> dict[str, str]:
         "tampered claims": f"{segments[0]}.{tampered_claims}.{segments[2]}",
         "malformed": "not.a.jwt",
         "garbage": "x" * 5000,
+        # json.loads refuses integers of more than 4300 digits with ValueError.
+        "huge integer claim": f"{segments[0]}."
+        + jose.b64url(b'{"a":' + b"1" * 4400 + b"}")
+        + f".{segments[2]}",
         "non-ascii": "é.é.é",
     }
 
@@ -236,3 +240,16 @@ def test_alg_confusion_in_the_keyring_dataclass_is_not_possible(signing_key):
     verifier = keyring_current().verifiers[signing_key.kid]
     assert dataclasses.is_dataclass(verifier)
     assert verifier.algorithm == "ES256"
+
+
+def test_introspect_and_revoke_answer_405_in_json_to_other_methods(client, introspector):
+    for path in ("/oauth/introspect", "/oauth/revoke", "/oauth/token"):
+        response = client.get(path)
+
+        assert response.status_code == 405
+        assert response["Allow"] == "POST"
+        assert response["Content-Type"] == "application/json"
+        assert json.loads(response.content) == {
+            "error": "invalid_request",
+            "error_description": "Use POST.",
+        }

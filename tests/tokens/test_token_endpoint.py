@@ -84,6 +84,7 @@ def test_resource_selects_the_audience_and_openid_adds_an_id_token(
         ({"resource": "https://evil.example.test"}, "invalid_target"),
         ({"resource": "not a uri"}, "invalid_target"),
         ({"resource": "https://orders.example.test#frag"}, "invalid_target"),
+        ({"resource": "http://[::1"}, "invalid_target"),
         ({"scope": "admin:all"}, "invalid_scope"),
         ({"scope": 'orders:read "quoted"'}, "invalid_scope"),
     ],

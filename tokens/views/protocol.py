@@ -7,12 +7,16 @@ and because a body that is not UTF-8 must be refused, not silently replaced.
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
 import re
 from urllib.parse import parse_qsl
 
+from django.db import DatabaseError
 from django.http import HttpResponse
 from django.http.multipartparser import parse_header_parameters
+from django.views.decorators.csrf import csrf_exempt
 
 from audit.context import request_context
 from clients.authentication import (
@@ -23,7 +27,9 @@ from clients.authentication import (
     client_credentials_from_request,
 )
 from tokens.constants import MAX_FORM_BYTES, MAX_FORM_FIELDS
-from tokens.errors import InvalidRequest, OAuthError
+from tokens.errors import InvalidRequest, OAuthError, TemporarilyUnavailable
+
+logger = logging.getLogger(__name__)
 
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 BASIC_REALM = 'Basic realm="Machine Identity Portal"'
@@ -158,3 +164,35 @@ def machine_authenticate(request):
     except Throttled as exc:
         raise ClientRefused(throttled_response(retry_after=exc.retry_after)) from exc
     return machine, context
+
+
+def protocol_endpoint(view):
+    """What every protocol endpoint answers besides its own success.
+
+    POST only (405 in JSON with ``Allow``); every refusal raised by the view
+    (``ClientRefused``, an ``OAuthError``) becomes its RFC 6749 section 5.2
+    answer; a database that is away (restart, failover) becomes 503
+    ``temporarily_unavailable``, never an HTML 500. Machines send no cookies,
+    so CSRF does not apply.
+    """
+
+    @csrf_exempt
+    @functools.wraps(view)
+    def endpoint(request) -> HttpResponse:
+        if request.method != "POST":
+            response = error_response(InvalidRequest("Use POST."))
+            response.status_code = 405
+            response["Allow"] = "POST"
+            return response
+        try:
+            return view(request)
+        except ClientRefused as refused:
+            return refused.response
+        except OAuthError as error:
+            return error_response(error)
+        except DatabaseError:
+            # The persistent connection is dropped at the end of this request.
+            logger.warning("%s: database unavailable", request.path, exc_info=True)
+            return error_response(TemporarilyUnavailable("The service is briefly unavailable."))
+
+    return endpoint

@@ -9,34 +9,26 @@ the tests in tests/tokens/test_token_endpoint.py pin it down.
 
 from __future__ import annotations
 
-import logging
 import re
 from urllib.parse import urlsplit
 
-from django.db import DatabaseError
 from django.http import HttpResponse
-from django.views.decorators.csrf import csrf_exempt
 
 from tokens.constants import GRANT_CLIENT_CREDENTIALS, TOKEN_TYPE
 from tokens.errors import (
     InvalidRequest,
     InvalidScope,
     InvalidTarget,
-    OAuthError,
-    TemporarilyUnavailable,
     UnsupportedGrantType,
 )
 from tokens.services import token_issue
 from tokens.views.protocol import (
-    ClientRefused,
-    error_response,
     form_parse,
     form_single,
     json_response,
     machine_authenticate,
+    protocol_endpoint,
 )
-
-logger = logging.getLogger(__name__)
 
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]{1,64}$")
@@ -61,42 +53,30 @@ def _resource(form) -> str | None:
         raise InvalidTarget("One resource per token.")
     resource = values[0]
     # RFC 8707 section 2: an absolute URI without a fragment.
-    parts = urlsplit(resource)
+    try:
+        parts = urlsplit(resource)
+    except ValueError as exc:  # e.g. "http://[::1": an unclosed IPv6 literal
+        raise InvalidTarget("The resource must be an absolute URI without a fragment.") from exc
     if not parts.scheme or not (parts.netloc or parts.path) or "#" in resource:
         raise InvalidTarget("The resource must be an absolute URI without a fragment.")
     return resource
 
 
-@csrf_exempt
+@protocol_endpoint
 def token(request) -> HttpResponse:
-    if request.method != "POST":
-        response = error_response(InvalidRequest("Use POST."))
-        response.status_code = 405
-        response["Allow"] = "POST"
-        return response
-    try:
-        form = form_parse(request)
-        grant_type = form_single(form, "grant_type")
-        if grant_type is None:
-            raise InvalidRequest("The grant_type parameter is missing.")
-        if grant_type != GRANT_CLIENT_CREDENTIALS:
-            raise UnsupportedGrantType("Only client_credentials is supported.")
-        for name, values in form.items():
-            if name != "resource" and len(values) > 1:
-                raise InvalidRequest(f"The parameter {name} is repeated.")
-        machine, context = machine_authenticate(request)
-        issued = token_issue(
-            machine=machine, scopes=_scopes(form), resource=_resource(form), context=context
-        )
-    except ClientRefused as refused:
-        return refused.response
-    except OAuthError as error:
-        return error_response(error)
-    except DatabaseError:
-        # A database restart or failover: the persistent connection is dropped
-        # at the end of this request and the client may retry. Not a 500.
-        logger.warning("token endpoint: database unavailable", exc_info=True)
-        return error_response(TemporarilyUnavailable("The service is briefly unavailable."))
+    form = form_parse(request)
+    grant_type = form_single(form, "grant_type")
+    if grant_type is None:
+        raise InvalidRequest("The grant_type parameter is missing.")
+    if grant_type != GRANT_CLIENT_CREDENTIALS:
+        raise UnsupportedGrantType("Only client_credentials is supported.")
+    for name, values in form.items():
+        if name != "resource" and len(values) > 1:
+            raise InvalidRequest(f"The parameter {name} is repeated.")
+    machine, context = machine_authenticate(request)
+    issued = token_issue(
+        machine=machine, scopes=_scopes(form), resource=_resource(form), context=context
+    )
     payload = {
         "access_token": issued.access_token,
         "token_type": TOKEN_TYPE,
