@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.choices import EventType
+from audit.context import Actor, RequestContext, Target
+from audit.services import audit_record
 from tokens.models import SigningKey
 from tokens.services import signing_key_first_ensure
 
@@ -30,16 +34,65 @@ def first_admin_ensure() -> FirstAdmin | None:
     """Create the first console admin when no superuser exists.
 
     Returns the one-time password to print, or None when an admin exists.
+    Two first runs at once agree through the unique username: the loser's
+    insert fails and it creates nothing.
     """
     user_model = get_user_model()
-    with transaction.atomic():
-        if user_model.objects.select_for_update().filter(is_superuser=True).exists():
-            return None
-        password = secrets.token_urlsafe(18)
-        user_model.objects.create_superuser(
-            username=FIRST_ADMIN_USERNAME, email="", password=password
-        )
+    if user_model.objects.filter(is_superuser=True).exists():
+        return None
+    password = secrets.token_urlsafe(18)
+    try:
+        with transaction.atomic():
+            user = user_model.objects.create_superuser(
+                username=FIRST_ADMIN_USERNAME, email="", password=password
+            )
+            console_user_record(
+                event_type=EventType.USER_CREATED,
+                user=user,
+                actor=Actor.cli("first_run"),
+                context=RequestContext(),
+                details={"superuser": True, "staff": True, "first_admin": True},
+            )
+    except IntegrityError:
+        return None
     return FirstAdmin(username=FIRST_ADMIN_USERNAME, password=password)
+
+
+def _user_target(user) -> Target:
+    return Target(kind="user", id=str(user.pk), display=user.get_username())
+
+
+def console_user_record(
+    *, event_type: str, user, actor: Actor, context: RequestContext, details: dict[str, Any]
+) -> None:
+    """Record a change to a console account, inside the change's transaction."""
+    with transaction.atomic():
+        audit_record(
+            event_type=event_type,
+            actor=actor,
+            target=_user_target(user),
+            details=details,
+            context=context,
+        )
+
+
+def console_roles_record(
+    *, user, granted: list[str], revoked: list[str], actor: Actor, context: RequestContext
+) -> None:
+    """One event per role granted or revoked (a group, or the superuser/staff flag)."""
+    with transaction.atomic():
+        for event_type, roles in (
+            (EventType.ROLE_GRANTED, granted),
+            (EventType.ROLE_REVOKED, revoked),
+        ):
+            for role in roles:
+                audit_record(
+                    event_type=event_type,
+                    actor=actor,
+                    target=_user_target(user),
+                    details={"role": role},
+                    context=context,
+                )
 
 
 def first_signing_key_ensure() -> SigningKey | None:

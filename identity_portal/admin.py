@@ -1,0 +1,154 @@
+"""The console's people: who may sign in, and which role each holds.
+
+Who holds a role is the most sensitive fact in the product, so its pages are
+gated on the roles (not on Django model permissions, which a staff user could
+be granted piecemeal) and every change lands in the audit trail:
+
+- auditors and security admins may look at users and roles;
+- only superusers may add, change or delete users or change their roles
+  (a security admin cannot make itself superuser);
+- the two role groups are fixed by a migration: nobody edits them here.
+
+The toolkit's own token, grant and ID-token pages are removed: tokens live in
+``tokens.IssuedToken`` and those pages would bypass the roles.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
+from oauth2_provider.models import (
+    get_access_token_model,
+    get_grant_model,
+    get_id_token_model,
+    get_refresh_token_model,
+)
+
+from audit.choices import EventType
+from audit.context import Actor, request_context
+from audit.roles import can_read_audit
+from identity_portal.services import console_roles_record, console_user_record
+
+for _model in (
+    get_access_token_model(),
+    get_refresh_token_model(),
+    get_id_token_model(),
+    get_grant_model(),
+):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+
+User = get_user_model()
+for _model in (User, Group):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+
+
+def _superuser(request) -> bool:
+    return request.user.is_active and request.user.is_superuser
+
+
+@admin.register(User)
+class ConsoleUserAdmin(UserAdmin):
+    def has_module_permission(self, request):
+        return can_read_audit(request.user)
+
+    def has_view_permission(self, request, obj=None):
+        return can_read_audit(request.user)
+
+    def has_add_permission(self, request):
+        return _superuser(request)
+
+    def has_change_permission(self, request, obj=None):
+        return _superuser(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return _superuser(request)
+
+    # Django's admin calls these inside the transaction of the change; the
+    # audit event joins it. They also cover the password-change page.
+    def log_addition(self, request, obj, message):
+        console_user_record(
+            event_type=EventType.USER_CREATED,
+            user=obj,
+            actor=Actor.user(request.user),
+            context=request_context(request),
+            details={"superuser": obj.is_superuser, "staff": obj.is_staff},
+        )
+        return super().log_addition(request, obj, message)
+
+    def log_change(self, request, obj, message):
+        console_user_record(
+            event_type=EventType.USER_UPDATED,
+            user=obj,
+            actor=Actor.user(request.user),
+            context=request_context(request),
+            details={"change": message if isinstance(message, list) else str(message)},
+        )
+        return super().log_change(request, obj, message)
+
+    def log_deletions(self, request, queryset):
+        for user in queryset:
+            self._record_deletion(request, user)
+        return super().log_deletions(request, queryset)
+
+    def log_deletion(self, request, obj, object_repr):
+        self._record_deletion(request, obj)
+        return super().log_deletion(request, obj, object_repr)
+
+    def _record_deletion(self, request, user) -> None:
+        console_user_record(
+            event_type=EventType.USER_DELETED,
+            user=user,
+            actor=Actor.user(request.user),
+            context=request_context(request),
+            details={"superuser": user.is_superuser},
+        )
+
+    def save_model(self, request, obj, form, change):
+        # Roles as they were, read before anything is written (group
+        # membership is written later, in save_related).
+        request._console_roles_before = _roles(User.objects.get(pk=obj.pk)) if change else set()
+        super().save_model(request, obj, form, change)
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        before = getattr(request, "_console_roles_before", set())
+        after = _roles(form.instance)
+        console_roles_record(
+            user=form.instance,
+            granted=sorted(after - before),
+            revoked=sorted(before - after),
+            actor=Actor.user(request.user),
+            context=request_context(request),
+        )
+
+
+def _roles(user) -> set[str]:
+    """Group names plus the two flags that are roles too."""
+    roles = set(user.groups.values_list("name", flat=True))
+    if user.is_superuser:
+        roles.add("superuser")
+    if user.is_staff:
+        roles.add("staff")
+    return roles
+
+
+@admin.register(Group)
+class ConsoleGroupAdmin(GroupAdmin):
+    def has_module_permission(self, request):
+        return can_read_audit(request.user)
+
+    def has_view_permission(self, request, obj=None):
+        return can_read_audit(request.user)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,133 @@
+"""Console accounts and roles: gated on the roles, every change audited."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+
+from audit.models import AuditEvent
+from audit.roles import AUDITORS, SECURITY_ADMINS
+from identity_portal.services import first_admin_ensure
+
+pytestmark = pytest.mark.django_db
+
+User = get_user_model()
+
+
+def _member(username: str, group: str):
+    user = User.objects.create_user(username=username, password="x" * 16, is_staff=True)
+    user.groups.add(Group.objects.get_or_create(name=group)[0])
+    return user
+
+
+def _change_form(user, **overrides):
+    data = {
+        "username": user.username,
+        "first_name": "",
+        "last_name": "",
+        "email": "",
+        "is_active": "on",
+        "is_staff": "on",
+        "groups": [g.pk for g in user.groups.all()],
+        "last_login_0": "",
+        "last_login_1": "",
+        "date_joined_0": "2026-11-27",
+        "date_joined_1": "12:00:00",
+    }
+    data.update(overrides)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def test_a_superuser_grants_and_revokes_a_role_and_both_are_audited(client, admin_user):
+    alice = _member("alice", AUDITORS)
+    admins = Group.objects.get_or_create(name=SECURITY_ADMINS)[0]
+    auditors = Group.objects.get(name=AUDITORS)
+    client.force_login(admin_user)
+    url = f"/console/auth/user/{alice.pk}/change/"
+
+    granted = client.post(url, _change_form(alice, groups=[auditors.pk, admins.pk]))
+    revoked = client.post(url, _change_form(alice, groups=[admins.pk]))
+
+    assert granted.status_code == 302
+    assert revoked.status_code == 302
+    assert set(alice.groups.values_list("name", flat=True)) == {SECURITY_ADMINS}
+    role_events = list(
+        AuditEvent.objects.filter(event_type__startswith="role.")
+        .order_by("id")
+        .values_list("event_type", "actor_display", "target_display", "details")
+    )
+    assert role_events == [
+        ("role.granted", "root-admin", "alice", {"role": SECURITY_ADMINS}),
+        ("role.revoked", "root-admin", "alice", {"role": AUDITORS}),
+    ]
+    assert AuditEvent.objects.filter(event_type="user.updated", target_display="alice").count() == 2
+
+
+def test_making_someone_superuser_is_a_role_grant(client, admin_user):
+    bob = _member("bob", SECURITY_ADMINS)
+    client.force_login(admin_user)
+
+    response = client.post(
+        f"/console/auth/user/{bob.pk}/change/", _change_form(bob, is_superuser="on")
+    )
+
+    assert response.status_code == 302
+    assert list(
+        AuditEvent.objects.filter(event_type="role.granted").values_list("details", flat=True)
+    ) == [{"role": "superuser"}]
+
+
+@pytest.mark.parametrize("role", [SECURITY_ADMINS, AUDITORS])
+def test_non_superusers_cannot_change_accounts_or_escalate(client, role):
+    actor = _member("actor", role)
+    client.force_login(actor)
+
+    listing = client.get("/console/auth/user/")
+    escalate = client.post(
+        f"/console/auth/user/{actor.pk}/change/", _change_form(actor, is_superuser="on")
+    )
+    add = client.post(
+        "/console/auth/user/add/",
+        {"username": "mallory", "password1": "p" * 16, "password2": "p" * 16},
+    )
+    group_edit = client.post(
+        f"/console/auth/group/{Group.objects.get(name=role).pk}/change/", {"name": "renamed"}
+    )
+
+    assert listing.status_code == 200  # both roles may look
+    assert escalate.status_code == 403
+    assert add.status_code == 403
+    assert group_edit.status_code == 403
+    actor.refresh_from_db()
+    assert actor.is_superuser is False
+    assert not User.objects.filter(username="mallory").exists()
+    assert Group.objects.filter(name=role).exists()
+    assert not AuditEvent.objects.filter(event_type__in=["role.granted", "user.created"]).exists()
+
+
+def test_staff_without_a_role_see_no_accounts(client):
+    plain = User.objects.create_user(username="plain", password="x" * 16, is_staff=True)
+    client.force_login(plain)
+
+    assert client.get("/console/auth/user/").status_code == 403
+
+
+def test_the_toolkits_own_token_pages_are_gone(client, admin_user):
+    client.force_login(admin_user)
+
+    for page in ("accesstoken", "refreshtoken", "idtoken", "grant"):
+        assert client.get(f"/console/oauth2_provider/{page}/").status_code == 404
+
+
+def test_the_first_admin_is_audited_as_created_by_first_run():
+    first_admin_ensure()
+
+    assert list(
+        AuditEvent.objects.values_list("event_type", "actor_kind", "target_display", "details")
+    ) == [
+        (
+            "user.created",
+            "cli",
+            "admin",
+            {"superuser": True, "staff": True, "first_admin": True},
+        )
+    ]
