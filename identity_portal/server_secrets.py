@@ -18,7 +18,7 @@ import binascii
 import json
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 MIN_KEY_BYTES = 32
@@ -56,10 +56,11 @@ def parse_keyring(value: str) -> dict[str, bytes]:
 
 @dataclass(frozen=True)
 class ServerSecrets:
-    secret_key: str
-    peppers: dict[str, bytes]
-    key_encryption_keys: dict[str, bytes]
-    audit_signing_key: bytes
+    # repr=False: `manage.py diffsettings`, debug pages and tracebacks print reprs.
+    secret_key: str = field(repr=False)
+    peppers: dict[str, bytes] = field(repr=False)
+    key_encryption_keys: dict[str, bytes] = field(repr=False)
+    audit_signing_key: bytes = field(repr=False)
     # Names of the secrets that came from neither the environment nor var/.
     missing: tuple[str, ...] = ()
 

@@ -144,3 +144,27 @@ def test_malformed_secret_in_environment_refuses_to_start(tmp_path):
     assert result.returncode == 1
     assert "A server secret in the environment is malformed" in result.stderr
     assert "not-a-keyring" not in result.stderr
+
+
+def test_server_secrets_never_show_in_their_repr(tmp_path):
+    loaded = load_server_secrets({}, tmp_path, generate=True)
+
+    shown = repr(loaded)
+
+    assert loaded.secret_key not in shown
+    for ring in (loaded.peppers, loaded.key_encryption_keys):
+        for key in ring.values():
+            assert repr(key) not in shown
+    assert repr(loaded.audit_signing_key) not in shown
+    assert shown == "ServerSecrets(missing=())"
+
+
+def test_diffsettings_prints_no_pepper_or_key(tmp_path):
+    # (SECRET_KEY is Django's own setting and diffsettings shows it, as in any Django.)
+    result = _manage(["diffsettings"], {}, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    stored = json.loads((tmp_path / "var" / "secrets.json").read_text())
+    for name in ("SECRET_PEPPERS", "KEY_ENCRYPTION_KEYS", "AUDIT_SIGNING_KEY"):
+        value = stored[name]
+        assert value.split(":")[-1] not in result.stdout
