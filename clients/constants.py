@@ -22,11 +22,13 @@ AUTHORIZATION_HEADER_MAX_LENGTH = 2048
 
 # The machine authentication cache: how long an entry lives without invalidation,
 # how long an unknown client_id is remembered, and how long a tombstone written
-# after a change keeps a concurrent reader from caching what it read before it.
+# after a change keeps a concurrent reader from caching what it read before it (a
+# cold load takes milliseconds; ten seconds also covers a reader stalled by GC or
+# a slow database, at the cost of ten seconds of uncached reads after a change).
 MACHINE_CACHE_VERSION = 1  # bump when MachineAuthEntry or Machine changes shape
 MACHINE_CACHE_TTL = 300
 MACHINE_CACHE_MISS_TTL = 30
-MACHINE_CACHE_TOMBSTONE_TTL = 2
+MACHINE_CACHE_TOMBSTONE_TTL = 10
 
 # last_used_at is written at most once per machine per this many seconds.
 LAST_USED_WRITE_INTERVAL = 60
