@@ -10,6 +10,9 @@ SECRET_DISPLAY_PREFIX_LENGTH = len(SECRET_PREFIX) + 4
 # A rotation keeps the new secret and at most one previous one usable, so a leaked
 # old secret cannot linger through a series of rotations.
 MAX_USABLE_SECRETS = 2
+# Longest maximum secret age a machine may set: ten years. Far beyond any policy,
+# far below what ``timedelta`` and the database column hold.
+MAX_SECRET_AGE = 10 * 365 * 24 * 3600
 # Secrets the authentication cache keeps per machine: usable ones plus recently
 # expired or revoked ones, so a denial can name the real reason.
 CACHED_SECRETS_PER_MACHINE = 8

@@ -25,7 +25,7 @@ from django.utils import timezone
 from audit.choices import EventType
 from audit.context import Actor, RequestContext, Target
 from audit.services import audit_record
-from clients.constants import MAX_USABLE_SECRETS
+from clients.constants import MAX_SECRET_AGE, MAX_USABLE_SECRETS
 from clients.credentials import secret_generate
 from clients.machine_cache import machine_cache_invalidate
 from clients.models import Audience, ClientSecret, Machine, Scope, scope_token_validator
@@ -33,9 +33,6 @@ from clients.selectors import secret_expiry, secret_list_usable
 
 # Longest grace a rotation may give the previous secret.
 MAX_ROTATION_GRACE = 30 * 24 * 3600
-# Longest maximum secret age: ten years. Far beyond any policy, far below what
-# ``timedelta`` and the database column hold, so expiry arithmetic never overflows.
-MAX_SECRET_AGE = 10 * 365 * 24 * 3600
 
 
 class _Unset:
