@@ -112,6 +112,12 @@ class MachineAdmin(RoleGatedAdmin):
     def get_readonly_fields(self, request, obj=None):
         return () if obj is None else self.identity_fields
 
+    def has_change_permission(self, request, obj=None):
+        # A deleted machine is history: its page is read-only, machine_update would refuse.
+        if obj is not None and obj.deleted_at is not None:
+            return False
+        return super().has_change_permission(request, obj)
+
     def has_delete_permission(self, request, obj=None):
         return is_security_admin(request.user)
 
@@ -185,7 +191,9 @@ class MachineAdmin(RoleGatedAdmin):
         # A machine is soft-deleted (disabled, secrets revoked); nothing cascades.
         return [str(obj) for obj in objs], {"machines": len(objs)}, set(), []
 
-    @admin.action(description="Disable selected machines")
+    # permissions=["change"]: Django offers (and runs) an action only to users with
+    # has_change_permission, so an auditor's POST of the action form changes nothing.
+    @admin.action(description="Disable selected machines", permissions=["change"])
     def disable_selected(self, request, queryset):
         actor, context = _actor_and_context(request)
         count = 0
@@ -194,7 +202,7 @@ class MachineAdmin(RoleGatedAdmin):
             count += 1
         self.message_user(request, f"{count} machine(s) disabled.", messages.SUCCESS)
 
-    @admin.action(description="Enable selected machines")
+    @admin.action(description="Enable selected machines", permissions=["change"])
     def enable_selected(self, request, queryset):
         actor, context = _actor_and_context(request)
         count = 0

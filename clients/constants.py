@@ -10,6 +10,9 @@ SECRET_DISPLAY_PREFIX_LENGTH = len(SECRET_PREFIX) + 4
 # A rotation keeps the new secret and at most one previous one usable, so a leaked
 # old secret cannot linger through a series of rotations.
 MAX_USABLE_SECRETS = 2
+# Longest maximum secret age a machine may set: ten years. Far beyond any policy,
+# far below what ``timedelta`` and the database column hold.
+MAX_SECRET_AGE = 10 * 365 * 24 * 3600
 # Secrets the authentication cache keeps per machine: usable ones plus recently
 # expired or revoked ones, so a denial can name the real reason.
 CACHED_SECRETS_PER_MACHINE = 8
@@ -22,11 +25,13 @@ AUTHORIZATION_HEADER_MAX_LENGTH = 2048
 
 # The machine authentication cache: how long an entry lives without invalidation,
 # how long an unknown client_id is remembered, and how long a tombstone written
-# after a change keeps a concurrent reader from caching what it read before it.
+# after a change keeps a concurrent reader from caching what it read before it (a
+# cold load takes milliseconds; ten seconds also covers a reader stalled by GC or
+# a slow database, at the cost of ten seconds of uncached reads after a change).
 MACHINE_CACHE_VERSION = 1  # bump when MachineAuthEntry or Machine changes shape
 MACHINE_CACHE_TTL = 300
 MACHINE_CACHE_MISS_TTL = 30
-MACHINE_CACHE_TOMBSTONE_TTL = 2
+MACHINE_CACHE_TOMBSTONE_TTL = 10
 
 # last_used_at is written at most once per machine per this many seconds.
 LAST_USED_WRITE_INTERVAL = 60

@@ -17,7 +17,12 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 
-from clients.constants import SECRET_DISPLAY_PREFIX_LENGTH, SECRET_PREFIX, SECRET_RANDOM_BYTES
+from clients.constants import (
+    MAX_SECRET_AGE,
+    SECRET_DISPLAY_PREFIX_LENGTH,
+    SECRET_PREFIX,
+    SECRET_RANDOM_BYTES,
+)
 
 
 class UnknownPepper(LookupError):
@@ -69,7 +74,9 @@ def secret_effective_expiry(
     """When a secret stops working: its own expiry or the machine's maximum age, first."""
     candidates = [expires_at] if expires_at is not None else []
     if max_secret_age:
-        candidates.append(created_at + timedelta(seconds=max_secret_age))
+        # Clamped: a row written before the services bounded the age must not
+        # overflow ``timedelta`` and turn every authentication into a 500.
+        candidates.append(created_at + timedelta(seconds=min(max_secret_age, MAX_SECRET_AGE)))
     return min(candidates) if candidates else None
 
 

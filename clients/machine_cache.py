@@ -172,9 +172,32 @@ def machine_auth_entry_get(client_id: str) -> MachineAuthEntry | None:
     )
 
 
+def _tombstone_write(key: str) -> None:
+    """Replace the entry by a tombstone, retrying once.
+
+    A lost tombstone leaves a revoked secret working until the entry expires
+    (``MACHINE_CACHE_TTL``), so a second failure is an ERROR for the operators,
+    not the WARNING of a cache that is merely away. The change itself has
+    committed: raising here would only turn it into a 500.
+    """
+    for attempt in (1, 2):
+        try:
+            cache.set(key, _TOMBSTONE, MACHINE_CACHE_TOMBSTONE_TTL)
+            return
+        except CACHE_ERRORS as exc:
+            if attempt == 1:
+                logger.warning(
+                    "machine cache invalidation failed, retrying: %s", type(exc).__name__
+                )
+            else:
+                logger.error(
+                    "machine cache invalidation failed, a stale entry may live up to %d s: %s",
+                    MACHINE_CACHE_TTL,
+                    type(exc).__name__,
+                )
+
+
 def machine_cache_invalidate(*, client_id: str) -> None:
     """Drop the machine's entry once the current transaction commits."""
     key = machine_cache_key(client_id)
-    transaction.on_commit(
-        lambda: cache_safely(cache.set, key, _TOMBSTONE, MACHINE_CACHE_TOMBSTONE_TTL)
-    )
+    transaction.on_commit(lambda: _tombstone_write(key))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from clients.constants import SECRET_DISPLAY_PREFIX_LENGTH, SECRET_PREFIX
 from clients.credentials import secret_effective_expiry, secret_is_usable
 from clients.models import Audience, ClientSecret, Machine, Scope
 
@@ -56,8 +58,21 @@ def secret_expiry(*, secret: ClientSecret, machine: Machine) -> datetime | None:
 def secret_get_by_prefix(*, machine: Machine, prefix: str) -> ClientSecret:
     """The one secret of ``machine`` whose display prefix starts with ``prefix``.
 
-    Raises ``ClientSecret.DoesNotExist`` or ``ClientSecret.MultipleObjectsReturned``.
+    Raises ``ValidationError`` unless ``prefix`` is ``SECRET_PREFIX`` plus 1 to 4
+    characters: an empty or bare prefix would match every secret, and a longer
+    one is probably a whole raw secret pasted by mistake. The message never
+    repeats what was given, which may be that secret. Then raises
+    ``ClientSecret.DoesNotExist`` or ``ClientSecret.MultipleObjectsReturned``.
     """
+    if not (
+        prefix.startswith(SECRET_PREFIX)
+        and len(SECRET_PREFIX) < len(prefix) <= SECRET_DISPLAY_PREFIX_LENGTH
+    ):
+        raise ValidationError(
+            f"A secret prefix is {SECRET_PREFIX} followed by 1 to "
+            f"{SECRET_DISPLAY_PREFIX_LENGTH - len(SECRET_PREFIX)} characters, "
+            "as the console and `machine list` show it."
+        )
     return machine.secrets.get(display_prefix__startswith=prefix)
 
 

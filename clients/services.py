@@ -25,7 +25,7 @@ from django.utils import timezone
 from audit.choices import EventType
 from audit.context import Actor, RequestContext, Target
 from audit.services import audit_record
-from clients.constants import MAX_USABLE_SECRETS
+from clients.constants import MAX_SECRET_AGE, MAX_USABLE_SECRETS
 from clients.credentials import secret_generate
 from clients.machine_cache import machine_cache_invalidate
 from clients.models import Audience, ClientSecret, Machine, Scope, scope_token_validator
@@ -92,8 +92,10 @@ def _grace(value: int, *, field: str = "rotation_grace") -> int:
 
 
 def _max_age(value: int | None) -> int | None:
-    if value is not None and (not isinstance(value, int) or value < 60):
-        raise ValidationError({"max_secret_age": "Maximum secret age is at least 60 seconds."})
+    if value is not None and (not isinstance(value, int) or not 60 <= value <= MAX_SECRET_AGE):
+        raise ValidationError(
+            {"max_secret_age": f"Maximum secret age must be 60 to {MAX_SECRET_AGE} seconds."}
+        )
     return value
 
 
@@ -107,11 +109,37 @@ def _allowlist(cidrs: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(normalised))
 
 
+_CONTROL_MESSAGE = "Control characters are not allowed."
+
+
+def _has_control(value: str, *, allowed: str = "") -> bool:
+    # NUL breaks PostgreSQL text columns; escapes and line breaks forge lines in logs
+    # and terminals that show these fields.
+    return any((ord(char) < 32 or 127 <= ord(char) < 160) and char not in allowed for char in value)
+
+
+def _text(value: str, *, field: str, multiline: bool = False) -> str:
+    """A free-text field: stripped, without control characters (a description may
+    keep line breaks and tabs)."""
+    value = (value or "").strip()
+    if _has_control(value, allowed="\r\n\t" if multiline else ""):
+        raise ValidationError({field: _CONTROL_MESSAGE})
+    return value
+
+
 def _name(value: str) -> str:
     value = (value or "").strip()
     if not value or len(value) > 255:
         raise ValidationError({"name": "A name of 1 to 255 characters is required."})
-    return value
+    return _text(value, field="name")
+
+
+def _description(value: str) -> str:
+    return _text(value, field="description", multiline=True)
+
+
+def _owner_team(value: str) -> str:
+    return _text(value, field="owner_team")
 
 
 def _email(value: str) -> str:
@@ -128,6 +156,8 @@ def _tags(values: Iterable[str]) -> list[str]:
     tags = [str(tag).strip() for tag in values if str(tag).strip()]
     if any(len(tag) > 64 for tag in tags):
         raise ValidationError({"tags": "A tag is at most 64 characters."})
+    if any(_has_control(tag) for tag in tags):
+        raise ValidationError({"tags": _CONTROL_MESSAGE})
     return list(dict.fromkeys(tags))
 
 
@@ -210,7 +240,10 @@ def audience_uri_check(uri: str) -> str:
     )
     if not uri or len(uri) > 255 or "#" in uri or not uri.isascii() or not uri.isprintable():
         raise invalid
-    scheme = urlsplit(uri).scheme.lower()
+    try:
+        scheme = urlsplit(uri).scheme.lower()
+    except ValueError:  # "Invalid IPv6 URL" for an unclosed bracket
+        raise invalid from None
     if scheme in {"https", "http"}:
         try:
             URLValidator(schemes=["https", "http"])(uri)
@@ -324,8 +357,8 @@ def machine_input_check(
         default = (check(_audiences, [default_audience], field="default_audience") or [None])[0]
     values = {
         "name": check(_name, name),
-        "description": (description or "").strip(),
-        "owner_team": (owner_team or "").strip(),
+        "description": check(_description, description),
+        "owner_team": check(_owner_team, owner_team),
         "owner_email": check(_email, owner_email),
         "tags": check(_tags, tags),
         "access_token_ttl": check(_ttl, access_token_ttl),
@@ -459,8 +492,8 @@ def machine_update(
     changed: list[str] = []
     simple = {
         "name": (name, _name),
-        "description": (description, lambda v: (v or "").strip()),
-        "owner_team": (owner_team, lambda v: (v or "").strip()),
+        "description": (description, _description),
+        "owner_team": (owner_team, _owner_team),
         "owner_email": (owner_email, _email),
         "tags": (tags, _tags),
         "access_token_ttl": (access_token_ttl, _ttl),

@@ -4,6 +4,7 @@ import pytest
 from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from audit.choices import EventType
 from audit.context import RequestContext
@@ -271,3 +272,70 @@ def test_authentication_works_while_the_cache_is_down(machine_and_secret, reques
     assert found.pk == machine.pk
     assert raised.value.reason == "wrong_secret"
     assert _denials()[-1][0] == "wrong_secret"
+
+
+def test_a_tombstone_outlives_a_slow_reader(
+    machine_and_secret, cli_actor, django_capture_on_commit_callbacks, time_machine
+):
+    machine, _ = machine_and_secret
+    time_machine.move_to("2026-01-05 12:00:00+00:00", tick=False)
+    stale = machine_auth_entry_load(machine.client_id)
+    with django_capture_on_commit_callbacks(execute=True):
+        machine_update(actor=cli_actor, machine=machine, access_token_ttl=60)
+
+    time_machine.move_to("2026-01-05 12:00:09+00:00", tick=False)  # a reader 9 s late
+    added = cache.add(machine_cache_key(machine.client_id), stale, 300)
+
+    assert added is False
+    assert machine_auth_entry_get(machine.client_id).machine.access_token_ttl == 60
+
+
+class _FlakyCache:
+    """The real cache whose next ``failures`` writes fail as a Redis hiccup would."""
+
+    def __init__(self, failures: int):
+        self.failures = failures
+
+    def set(self, *args, **kwargs):
+        if self.failures:
+            self.failures -= 1
+            raise RedisConnectionError("Connection reset by peer")
+        return cache.set(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(cache, name)
+
+
+def test_the_tombstone_write_is_retried_once(
+    machine_and_secret, cli_actor, django_capture_on_commit_callbacks, monkeypatch, caplog
+):
+    machine, _ = machine_and_secret
+    key = machine_cache_key(machine.client_id)
+    stale = machine_auth_entry_load(machine.client_id)
+    monkeypatch.setattr("clients.machine_cache.cache", _FlakyCache(failures=1))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        secret_revoke(actor=cli_actor, secret=ClientSecret.objects.get(machine=machine))
+    added = cache.add(key, stale, 300)
+
+    assert added is False
+    assert cache.get(key) == "tombstone"
+    assert [r.levelname for r in caplog.records if r.name == "clients.machine_cache"] == ["WARNING"]
+
+
+def test_a_failed_tombstone_write_is_logged_as_an_error(
+    machine_and_secret, cli_actor, django_capture_on_commit_callbacks, monkeypatch, caplog
+):
+    machine, raw = machine_and_secret
+    monkeypatch.setattr("clients.machine_cache.cache", _FlakyCache(failures=2))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        secret_revoke(actor=cli_actor, secret=ClientSecret.objects.get(machine=machine))
+
+    records = [r for r in caplog.records if r.name == "clients.machine_cache"]
+    assert [r.levelname for r in records] == ["WARNING", "ERROR"]
+    assert records[-1].getMessage() == (
+        "machine cache invalidation failed, a stale entry may live up to 300 s: ConnectionError"
+    )
+    assert raw not in caplog.text and machine.client_id not in caplog.text
+    assert ClientSecret.objects.get(machine=machine).revoked_at is not None

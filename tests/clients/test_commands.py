@@ -120,6 +120,11 @@ def test_rotate_revoke_disable_enable_and_list(machine_and_secret):
         ("machine", "rotate-secret", "{client_id}", "--grace", "-5"),
         ("scope", "create", "bad scope"),
         ("audience", "create", "not-a-uri"),
+        ("audience", "create", "http://[::1"),
+        ("machine", "create", "--name", "bad\x00name"),
+        ("machine", "create", "--name", "ok", "--description", "\x1b[2J"),
+        ("machine", "create", "--name", "ok", "--team", "a\x00"),
+        ("machine", "create", "--name", "ok", "--tag", "t\x07"),
     ],
 )
 def test_refused_commands_exit_2_and_change_nothing(machine_and_secret, args):
@@ -132,4 +137,62 @@ def test_refused_commands_exit_2_and_change_nothing(machine_and_secret, args):
         call_command(*[a.format(client_id=machine.client_id) for a in args], stdout=StringIO())
 
     assert raised.value.returncode == 2
+    assert _counts() == before
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["", "m", "mip_cs", "mip_cs_", "…", "mip_cs_…", "xyz_cs_AbCd", "{raw}", "{raw_prefix}Z"],
+)
+def test_revoke_secret_refuses_a_prefix_that_is_not_one_and_never_echoes_it(
+    machine_and_secret, prefix
+):
+    machine, raw = machine_and_secret
+    typed = prefix.format(raw=raw, raw_prefix=raw[:11])
+    before = _counts()
+
+    with pytest.raises(CommandError) as raised:
+        call_command("machine", "revoke-secret", machine.client_id, typed, stdout=StringIO())
+
+    assert raised.value.returncode == 2
+    assert _counts() == before
+    assert ClientSecret.objects.get(machine=machine).revoked_at is None
+    assert str(raised.value) == (
+        "A secret prefix is mip_cs_ followed by 1 to 4 characters, "
+        "as the console and `machine list` show it."
+    )
+
+
+def test_revoke_secret_takes_the_display_form_and_a_shorter_prefix(machine_and_secret):
+    machine, raw = machine_and_secret
+    secret = ClientSecret.objects.get(machine=machine)
+
+    revoked = _run("machine", "revoke-secret", machine.client_id, f"{raw[:8]}…{raw[-4:]}")
+
+    assert revoked["revoked"]["id"] == secret.pk
+    assert revoked["revoked"]["revoked_at"] is not None
+
+
+@pytest.mark.postgres
+def test_a_nul_in_machine_text_exits_2_on_postgresql(db):
+    before = _counts()
+
+    with pytest.raises(CommandError) as raised:
+        call_command("machine", "create", "--name", "nul\x00name", stdout=StringIO())
+
+    assert raised.value.returncode == 2
+    assert str(raised.value) == "name: Control characters are not allowed."
+    assert _counts() == before
+
+
+def test_revoke_secret_does_not_echo_an_unknown_prefix(machine_and_secret):
+    machine, raw = machine_and_secret
+    other = "mip_cs_" + ("A" if raw[7] != "A" else "B")
+    before = _counts()
+
+    with pytest.raises(CommandError) as raised:
+        call_command("machine", "revoke-secret", machine.client_id, other, stdout=StringIO())
+
+    assert raised.value.returncode == 2
+    assert str(raised.value) == "No secret of this machine starts with the given prefix."
     assert _counts() == before

@@ -8,7 +8,8 @@ from django.contrib.sessions.models import Session
 from audit.context import RequestContext
 from audit.models import AuditEvent
 from clients.authentication import ClientCredentials, client_authenticate
-from clients.models import ClientSecret, Machine, Scope
+from clients.models import Audience, ClientSecret, Machine, Scope
+from clients.services import machine_delete, machine_disable
 
 
 def _user(name: str, group: str):
@@ -244,3 +245,98 @@ def test_list_pages_render_for_both_roles(client, request, role, machine_and_sec
 
     assert [page.status_code for page in pages] == [200, 200, 200, 200, 200]
     assert "billing-job" in pages[1].content.decode()
+
+
+def _action(client, action, machine):
+    return client.post(
+        "/console/clients/machine/", {"action": action, "_selected_action": [machine.pk]}
+    )
+
+
+@pytest.mark.parametrize("action", ["disable_selected", "enable_selected"])
+def test_auditors_cannot_run_the_machine_actions(
+    client, auditor, machine_and_secret, cli_actor, action
+):
+    machine, _ = machine_and_secret
+    if action == "enable_selected":
+        machine_disable(actor=cli_actor, machine=machine)
+    enabled = action == "disable_selected"
+    client.force_login(auditor)
+    before = AuditEvent.objects.count()
+
+    response = _action(client, action, machine)
+
+    assert response.status_code == 200
+    machine.refresh_from_db()
+    assert machine.enabled is enabled
+    assert AuditEvent.objects.count() == before
+
+
+def test_security_admins_run_the_machine_actions(client, security_admin, machine_and_secret):
+    machine, _ = machine_and_secret
+    client.force_login(security_admin)
+
+    disabled = _action(client, "disable_selected", machine)
+    machine.refresh_from_db()
+    was_enabled = machine.enabled
+    enabled = _action(client, "enable_selected", machine)
+    machine.refresh_from_db()
+
+    assert (disabled.status_code, enabled.status_code) == (302, 302)
+    assert (was_enabled, machine.enabled) == (False, True)
+    assert list(
+        AuditEvent.objects.filter(target_id=machine.client_id)
+        .order_by("id")
+        .values_list("event_type", flat=True)
+    ) == ["machine.registered", "secret.created", "machine.disabled", "machine.enabled"]
+
+
+def test_a_bad_ipv6_audience_is_a_field_error(client, security_admin):
+    client.force_login(security_admin)
+    before = AuditEvent.objects.count()
+
+    response = client.post("/console/clients/audience/add/", {"uri": "http://[::1", "name": ""})
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {
+        "uri": ["An audience is an absolute http(s) or urn: URI, no fragment."]
+    }
+    assert (Audience.objects.count(), AuditEvent.objects.count()) == (0, before)
+
+
+def test_a_huge_secret_age_is_a_field_error(client, security_admin, machine_and_secret):
+    machine, raw = machine_and_secret
+    client.force_login(security_admin)
+    before = AuditEvent.objects.count()
+
+    response = client.post(
+        f"/console/clients/machine/{machine.pk}/change/",
+        _add_form(name="billing-job", max_secret_age=str(10**15)),
+    )
+
+    assert response.status_code == 200
+    assert set(response.context["adminform"].form.errors) == {"max_secret_age"}
+    machine.refresh_from_db()
+    assert machine.max_secret_age is None
+    assert AuditEvent.objects.count() == before
+    assert _works(machine.client_id, raw).pk == machine.pk
+
+
+def test_a_deleted_machine_is_read_only_in_the_console(
+    client, security_admin, machine_and_secret, cli_actor
+):
+    machine, _ = machine_and_secret
+    machine_delete(actor=cli_actor, machine=machine)
+    client.force_login(security_admin)
+    before = AuditEvent.objects.count()
+
+    page = client.get(f"/console/clients/machine/{machine.pk}/change/")
+    save = client.post(
+        f"/console/clients/machine/{machine.pk}/change/", _add_form(name="resurrected")
+    )
+
+    assert (page.status_code, save.status_code) == (200, 403)
+    assert "Revoke now" not in page.content.decode()
+    machine.refresh_from_db()
+    assert (machine.name, machine.enabled) == ("billing-job", False)
+    assert AuditEvent.objects.count() == before

@@ -8,6 +8,7 @@ from audit.models import AuditEvent
 from clients.models import Audience, ClientSecret, Machine, Scope
 from clients.services import (
     audience_create,
+    audience_uri_check,
     machine_delete,
     machine_disable,
     machine_enable,
@@ -59,6 +60,14 @@ def test_register_makes_a_confidential_client_credentials_machine(machine_and_se
         ({"owner_email": "not-an-email"}, "owner_email"),
         ({"name": "  "}, "name"),
         ({"max_secret_age": 5}, "max_secret_age"),
+        ({"max_secret_age": 10 * 365 * 24 * 3600 + 1}, "max_secret_age"),
+        ({"max_secret_age": 10**15}, "max_secret_age"),
+        ({"name": "bad\x00name"}, "name"),
+        ({"name": "bell\x07"}, "name"),
+        ({"description": "nul\x00here"}, "description"),
+        ({"description": "escape\x1b[31m"}, "description"),
+        ({"owner_team": "team\nsplit"}, "owner_team"),
+        ({"tags": ["ok", "t\x00"]}, "tags"),
         ({"rotation_grace": -1}, "rotation_grace"),
     ],
 )
@@ -190,3 +199,58 @@ def test_audience_accepts_https_and_urn(db, cli_actor):
         "https://api.example/v1",
         "urn:example:orders",
     ]
+
+
+def test_register_accepts_the_longest_secret_age_and_plain_whitespace(db, cli_actor):
+    machine, _ = machine_register(
+        actor=cli_actor,
+        name="m",
+        description="line one\r\nline two\tindented",
+        max_secret_age=10 * 365 * 24 * 3600,
+    )
+
+    assert (machine.max_secret_age, machine.description) == (
+        315360000,
+        "line one\r\nline two\tindented",
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"max_secret_age": 10**15}, "max_secret_age"),
+        ({"name": "bad\x00name"}, "name"),
+        ({"description": "\x00"}, "description"),
+        ({"owner_team": "a\x7f"}, "owner_team"),
+        ({"tags": ["\x00"]}, "tags"),
+    ],
+)
+def test_update_refuses_huge_ages_and_control_characters(
+    machine_and_secret, cli_actor, kwargs, field
+):
+    machine, _ = machine_and_secret
+    before = _counts()
+
+    with pytest.raises(ValidationError) as raised:
+        machine_update(actor=cli_actor, machine=machine, **kwargs)
+
+    assert field in raised.value.message_dict
+    assert _counts() == before
+    machine.refresh_from_db()
+    assert (machine.name, machine.description, machine.owner_team, machine.tags) == (
+        "billing-job",
+        "",
+        "",
+        [],
+    )
+    assert machine.max_secret_age is None
+
+
+@pytest.mark.parametrize("uri", ["http://[::1", "https://[zz]/", "http://[::1]x/"])
+def test_audience_check_turns_bad_ipv6_hosts_into_a_validation_error(uri):
+    with pytest.raises(ValidationError) as raised:
+        audience_uri_check(uri)
+
+    assert raised.value.message_dict == {
+        "uri": ["An audience is an absolute http(s) or urn: URI, no fragment."]
+    }

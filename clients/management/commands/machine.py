@@ -133,9 +133,10 @@ class Command(BaseCommand):
         try:
             secret = secret_get_by_prefix(machine=machine, prefix=prefix)
         except ClientSecret.DoesNotExist:
-            raise refuse(f"No secret of this machine starts with {prefix!r}.") from None
+            # Never echo the argument: it may be a raw secret pasted by mistake.
+            raise refuse("No secret of this machine starts with the given prefix.") from None
         except ClientSecret.MultipleObjectsReturned:
-            raise refuse(f"Several secrets start with {prefix!r}: give more.") from None
+            raise refuse("Several secrets start with the given prefix: give more.") from None
         secret = secret_revoke(actor=actor, secret=secret)
         return {"client_id": machine.client_id, "revoked": _secret_json(secret, machine)}
 
