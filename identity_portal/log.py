@@ -90,3 +90,18 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             payload["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(payload)
+
+
+class TextFormatter(logging.Formatter):
+    """The plain-text line; tracebacks are redacted too.
+
+    The record factory scrubs the message, but a traceback is rendered by the
+    formatter from the exception itself, and exception messages and the local
+    values some libraries put there can carry a secret or a token.
+    """
+
+    def formatException(self, ei) -> str:
+        return redact(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return redact(super().formatStack(stack_info))

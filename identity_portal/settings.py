@@ -315,6 +315,7 @@ LOGGING = {
     "filters": {"request_id": {"()": "identity_portal.log.RequestIdFilter"}},
     "formatters": {
         "text": {
+            "()": "identity_portal.log.TextFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
         },
         "json": {"()": "identity_portal.log.JsonFormatter"},
