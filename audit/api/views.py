@@ -50,12 +50,12 @@ def _form_params(data) -> QueryDict:
     if isinstance(data, QueryDict):
         return data
     if not isinstance(data, dict):
-        raise ValidationError({"non_field_errors": "send the parameters as a form or object"})
+        raise ValidationError({"non_field_errors": ["send the parameters as a form or object"]})
     params = QueryDict(mutable=True)
     for key, value in data.items():
         values = value if isinstance(value, list) else [value]
         if not all(isinstance(item, str) for item in values):
-            raise ValidationError({key: "must be a string or a list of strings"})
+            raise ValidationError({key: ["must be a string or a list of strings"]})
         params.setlist(key, values)
     return params
 
@@ -93,10 +93,14 @@ class AuditEventListView(AuditApiMixin, ListAPIView):
 
 class AuditExportView(AuditApiMixin, APIView):
     def perform_content_negotiation(self, request, force=False):
-        # ?format= names the export's file format here, not a DRF renderer.
+        # format= names the export's file format here, not a DRF renderer.
         return super().perform_content_negotiation(request, force=True)
 
     def post(self, request):
+        if request.query_params:
+            # Refused rather than ignored: a filter left in the URL must not
+            # silently widen the export to everything.
+            raise ValidationError({"non_field_errors": ["send the parameters in the body"]})
         params = _form_params(request.data)
         fmt = params.get("format", "")
         if fmt not in EXPORT_FORMATS:

@@ -271,3 +271,14 @@ def test_machine_token_for_the_audit_audience_reads(sealed, client, aud):
     response = client.get(URL, HTTP_X_TEST_SCOPE="audit:read", HTTP_X_TEST_AUD=aud)
 
     assert response.status_code == 200
+
+
+def test_export_parameters_in_the_query_string_are_refused_not_ignored(sealed, client, auditor):
+    client.force_login(auditor)
+    before = (AuditEvent.objects.count(), AuditCheckpoint.objects.count())
+
+    response = client.post(f"{EXPORT}?machine=m-2", {"format": "csv"})
+
+    assert response.status_code == 400
+    assert response.json() == {"non_field_errors": ["send the parameters in the body"]}
+    assert (AuditEvent.objects.count(), AuditCheckpoint.objects.count()) == before
