@@ -100,6 +100,12 @@ class TextFormatter(logging.Formatter):
     values some libraries put there can carry a secret or a token.
     """
 
+    def format(self, record: logging.LogRecord) -> str:
+        # Another handler's formatter may already have cached an unredacted
+        # traceback in record.exc_text, which the base class reuses as-is.
+        line = super().format(record)
+        return redact(line) if record.exc_text or record.stack_info else line
+
     def formatException(self, ei) -> str:
         return redact(super().formatException(ei))
 

@@ -88,6 +88,25 @@ def test_text_formatter_redacts_tracebacks():
     assert JWT not in line
 
 
+def test_text_formatter_redacts_a_traceback_another_formatter_cached():
+    from identity_portal.log import TextFormatter
+
+    try:
+        _raise_with_a_secret()
+    except ValueError:
+        record = logging.getLogger("portal").makeRecord(
+            "portal", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
+        )
+    logging.Formatter().format(record)  # a plain handler ran first and cached exc_text
+    assert SECRET in record.exc_text
+
+    line = TextFormatter("%(message)s").format(record)
+
+    assert line.startswith("failed\nTraceback (most recent call last):")
+    assert SECRET not in line
+    assert JWT not in line
+
+
 def test_the_configured_console_handler_uses_the_text_formatter():
     from identity_portal.log import TextFormatter
 
