@@ -35,7 +35,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 GENESIS_HASH = "0" * 64
-FORMAT_VERSION = 1
+# Version 2: CSV cells that a spreadsheet would run as a formula are written with a
+# leading ``'`` (see ``csv_escape``); version 1 files wrote every cell as-is.
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
+
+# A spreadsheet treats a cell starting with one of these as a formula (or, for ``'``,
+# swallows it as the "text" marker), so CSV exports prefix such cells with ``'``.
+CSV_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
 
 # What an event's hash covers, in the order CSV exports write the columns.
 RECORD_FIELDS = (
@@ -207,7 +214,30 @@ class ChainWalker:
 # --- Offline export verification ---------------------------------------------
 
 
-def _csv_records(handle: io.TextIOBase) -> Iterator[tuple[int, dict[str, Any]]]:
+def csv_escape(value: str) -> str:
+    """The cell as written to a CSV export: anonymous callers choose user agents and
+    client ids, and a cell like ``=HYPERLINK(...)`` must stay text when an auditor
+    opens the export in a spreadsheet. Reversible by ``csv_unescape``."""
+    return "'" + value if value.startswith(CSV_FORMULA_STARTS) else value
+
+
+def csv_unescape(cell: str) -> str:
+    """The hashed value of a version-2 CSV cell: exactly one leading ``'`` comes off.
+
+    Only ``csv_escape``'s output is accepted, so each value has one spelling in the
+    file; a cell in any other shape is refused rather than guessed at.
+    """
+    if cell.startswith("'"):
+        value = cell[1:]
+        if value.startswith(CSV_FORMULA_STARTS):
+            return value
+        raise ValueError("a quote-prefixed cell that was not escaped by the export")
+    if cell.startswith(CSV_FORMULA_STARTS):
+        raise ValueError("a formula-like cell that the export would have escaped")
+    return cell
+
+
+def _csv_records(handle: io.TextIOBase, *, escaped: bool) -> Iterator[tuple[int, dict[str, Any]]]:
     reader = csv.reader(handle)
     header = next(reader, None)
     if tuple(header or ()) != EXPORT_FIELDS:
@@ -215,6 +245,11 @@ def _csv_records(handle: io.TextIOBase) -> Iterator[tuple[int, dict[str, Any]]]:
     for number, row in enumerate(reader, start=2):
         if len(row) != len(EXPORT_FIELDS):
             raise ValueError(f"line {number}: expected {len(EXPORT_FIELDS)} columns")
+        if escaped:
+            try:
+                row = [csv_unescape(cell) for cell in row]
+            except ValueError as exc:
+                raise ValueError(f"line {number}: {exc}") from None
         values: dict[str, Any] = dict(zip(EXPORT_FIELDS, row, strict=True))
         values["position"] = int(values["position"])
         values["source_ip"] = values["source_ip"] or None
@@ -230,9 +265,14 @@ def _jsonl_records(handle: io.TextIOBase) -> Iterator[tuple[int, dict[str, Any]]
         yield number, values
 
 
-def export_records(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any]]]:
+def export_records(
+    path: Path, fmt: str, *, version: int = FORMAT_VERSION
+) -> Iterator[tuple[int, dict[str, Any]]]:
     with path.open(encoding="utf-8", newline="") as handle:
-        yield from (_csv_records(handle) if fmt == "csv" else _jsonl_records(handle))
+        if fmt == "csv":
+            yield from _csv_records(handle, escaped=version >= 2)
+        else:
+            yield from _jsonl_records(handle)
 
 
 def file_sha256(path: Path) -> str:
@@ -260,6 +300,9 @@ def verify_export(
     portal's published ``/.well-known/audit-keys.json``.
     """
     problems: list[str] = []
+    version = manifest.get("version")
+    if version not in SUPPORTED_VERSIONS:
+        return [f"manifest: format version {version!r} is not supported by this verifier"]
     jwks = list(trusted_keys) if trusted_keys is not None else [manifest["public_key"]]
     keys = {jwk_thumbprint(jwk): public_key_from_jwk(jwk) for jwk in jwks}
     signer = keys.get(manifest.get("key_id", ""))
@@ -282,7 +325,7 @@ def verify_export(
     )
     count, first, last = 0, None, None
     try:
-        for number, values in export_records(export_path, manifest["format"]):
+        for number, values in export_records(export_path, manifest["format"], version=version):
             record = event_record(values)
             problem = walker.feed(record, values["prev_hash"], values["hash"], line=number)
             if problem is not None:

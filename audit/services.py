@@ -310,14 +310,17 @@ def _write_jsonl(handle, rows) -> tuple[int, int | None, int | None]:
 
 def _write_csv(handle, rows) -> tuple[int, int | None, int | None]:
     text = io.TextIOWrapper(handle, encoding="utf-8", newline="", write_through=True)
-    writer = csv.writer(text, lineterminator="\n")
+    # CRLF rows (RFC 4180): Python's writer quotes a cell only for the characters of
+    # its line terminator, so with "\n" alone a bare "\r" in a value split the row.
+    writer = csv.writer(text, lineterminator="\r\n")
     writer.writerow(chain.EXPORT_FIELDS)
     count, first, last = 0, None, None
     for values in rows:
         record = chain.event_record(values)
         record["source_ip"] = record["source_ip"] or ""
         record["details"] = chain.canonical_json(record["details"]).decode("utf-8")
-        writer.writerow([*record.values(), values["prev_hash"], values["hash"]])
+        cells = [*record.values(), values["prev_hash"], values["hash"]]
+        writer.writerow([chain.csv_escape(c) if isinstance(c, str) else c for c in cells])
         count, first, last = count + 1, first or record["position"], record["position"]
     text.detach()
     return count, first, last

@@ -90,3 +90,24 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             payload["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(payload)
+
+
+class TextFormatter(logging.Formatter):
+    """The plain-text line; tracebacks are redacted too.
+
+    The record factory scrubs the message, but a traceback is rendered by the
+    formatter from the exception itself, and exception messages and the local
+    values some libraries put there can carry a secret or a token.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        # Another handler's formatter may already have cached an unredacted
+        # traceback in record.exc_text, which the base class reuses as-is.
+        line = super().format(record)
+        return redact(line) if record.exc_text or record.stack_info else line
+
+    def formatException(self, ei) -> str:
+        return redact(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return redact(super().formatStack(stack_info))

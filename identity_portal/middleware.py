@@ -6,7 +6,9 @@ gunicorn: gunicorn's access logger assembles every header and environ entry
 per request (about 0.25 ms of CPU, more than signing a token), while this
 line costs a few microseconds and carries the request id. The path is
 logged without its query string: credentials never belong in a URL, and if
-a client puts them there anyway they must not reach the log.
+a client puts them there anyway they must not reach the log. The path is
+decoded, so ``%0A`` in a URL is a real line break: control characters (and
+the quote and backslash) are escaped so a caller cannot forge a log line.
 """
 
 from __future__ import annotations
@@ -23,6 +25,20 @@ from identity_portal.log import request_id_var
 REQUEST_ID_HEADER = "X-Request-ID"
 # Bounded and plain so a caller cannot inject log lines or huge values.
 _WELL_FORMED = re.compile(r"^[A-Za-z0-9._\-]{8,128}$")
+# C0 and C1 controls, the Unicode line and paragraph separators, and the characters
+# that would make the quoted path ambiguous.
+_UNSAFE_IN_LOG = re.compile(r'[\x00-\x1f\x7f-\x9f\u2028\u2029"\\]')
+
+
+def _escape_char(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def loggable_path(path: str) -> str:
+    """``path`` with anything that could end or fake a log line escaped."""
+    return _UNSAFE_IN_LOG.sub(_escape_char, path)
+
 
 access_logger = logging.getLogger("identity_portal.access")
 
@@ -46,7 +62,7 @@ class RequestIdMiddleware:
                     '%s "%s %s" %s %.1fms',
                     request.META.get("REMOTE_ADDR", "-"),
                     request.method,
-                    request.path,
+                    loggable_path(request.path),
                     response.status_code,
                     (time.perf_counter() - started) * 1000,
                 )

@@ -191,6 +191,9 @@ AUDIT_SEAL_BATCH_SIZE = env_int("AUDIT_SEAL_BATCH_SIZE", 1000)
 AUDIT_EXPORT_CHUNK_SIZE = env_int("AUDIT_EXPORT_CHUNK_SIZE", 2000)
 # Who may call the audit API: machines with a bearer access token of ours (first, so an
 # unauthenticated caller gets its WWW-Authenticate challenge), console sessions.
+# The audit API is a resource server (RFC 9068 section 4): a machine's access token must
+# name it in ``aud`` (ask with resource=<this URI>) as well as carry audit:read.
+AUDIT_API_AUDIENCE = ENV.get("AUDIT_API_AUDIENCE", f"{ISSUER}/api/v1/audit")
 AUDIT_API_AUTHENTICATION_CLASSES = [
     "tokens.api.authentication.BearerTokenAuthentication",
     "rest_framework.authentication.SessionAuthentication",
@@ -312,6 +315,7 @@ LOGGING = {
     "filters": {"request_id": {"()": "identity_portal.log.RequestIdFilter"}},
     "formatters": {
         "text": {
+            "()": "identity_portal.log.TextFormatter",
             "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s",
         },
         "json": {"()": "identity_portal.log.JsonFormatter"},

@@ -2,12 +2,14 @@
 
 ``audit`` imports no other app, so it cannot know the bearer-token class: it
 accepts any authentication whose ``request.auth`` is a verified claims dict
-with ``audit:read`` in its space-separated ``scope``, and session users who
-are auditors or security admins.
+with ``audit:read`` in its space-separated ``scope`` and ``AUDIT_API_AUDIENCE``
+in its ``aud`` (RFC 9068 section 4: a token minted for another resource server
+must not open this one), and session users who are auditors or security admins.
 """
 
 from __future__ import annotations
 
+from django.conf import settings
 from rest_framework.permissions import BasePermission
 
 from audit.roles import can_read_audit
@@ -16,12 +18,29 @@ AUDIT_READ_SCOPE = "audit:read"
 
 
 class CanReadAudit(BasePermission):
-    message = "Reading the audit trail needs the auditor role or the audit:read scope."
+    message = (
+        "Reading the audit trail needs the auditor role, or a token with the audit:read "
+        "scope issued for the audit API's audience."
+    )
 
     def has_permission(self, request, view) -> bool:
         claims = request.auth
         if isinstance(claims, dict):
             scope = claims.get("scope")
-            return isinstance(scope, str) and AUDIT_READ_SCOPE in scope.split()
+            return (
+                isinstance(scope, str)
+                and AUDIT_READ_SCOPE in scope.split()
+                and _addressed_to_audit(claims.get("aud"))
+            )
         user = request.user
         return user is not None and can_read_audit(user)
+
+
+def _addressed_to_audit(aud) -> bool:
+    """``aud`` is one string or a list of strings (RFC 7519 section 4.1.3)."""
+    expected = settings.AUDIT_API_AUDIENCE
+    if isinstance(aud, str):
+        return aud == expected
+    if isinstance(aud, list):
+        return any(isinstance(item, str) and item == expected for item in aud)
+    return False

@@ -1,9 +1,12 @@
 """The audit API: SIEM pull of sealed events, and signed exports for auditors.
 
 ``GET /api/v1/audit/events`` pages sealed events by chain position;
-``GET /api/v1/audit/export?format=jsonl|csv`` returns a zip of the export and its
-signed manifest, the same files ``manage.py audit_export`` writes. Both take the
-same filters, and both are read-only.
+``POST /api/v1/audit/export`` (``format=jsonl|csv`` and the filters in the form
+body) returns a zip of the export and its signed manifest, the same files
+``manage.py audit_export`` writes. Both take the same filters. The export is a
+POST because it writes (a checkpoint and an ``audit.exported`` event): a GET
+would let a cross-site link start one from an auditor's browser, while a POST
+from a session must carry the CSRF token. Neither response may be cached.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 from django.conf import settings
-from django.http import FileResponse
+from django.http import FileResponse, QueryDict
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from rest_framework.exceptions import ValidationError
@@ -42,8 +45,29 @@ def _filters_from_query(query_params, *, ignore: tuple[str, ...]) -> AuditFilter
     return query.filters()
 
 
+def _form_params(data) -> QueryDict:
+    """The export's parameters from a form body, or from a JSON object of strings."""
+    if isinstance(data, QueryDict):
+        return data
+    if not isinstance(data, dict):
+        raise ValidationError({"non_field_errors": ["send the parameters as a form or object"]})
+    params = QueryDict(mutable=True)
+    for key, value in data.items():
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(item, str) for item in values):
+            raise ValidationError({key: ["must be a string or a list of strings"]})
+        params.setlist(key, values)
+    return params
+
+
 class AuditApiMixin:
     permission_classes = [CanReadAudit]
+
+    def finalize_response(self, request, response, *args, **kwargs):
+        # Audit records (and refusals) must not linger in browser or proxy caches.
+        response = super().finalize_response(request, response, *args, **kwargs)
+        response["Cache-Control"] = "no-store"
+        return response
 
     def get_authenticators(self):
         # Read per request so the deployment (and the merge) chooses the classes.
@@ -69,14 +93,19 @@ class AuditEventListView(AuditApiMixin, ListAPIView):
 
 class AuditExportView(AuditApiMixin, APIView):
     def perform_content_negotiation(self, request, force=False):
-        # ?format= names the export's file format here, not a DRF renderer.
+        # format= names the export's file format here, not a DRF renderer.
         return super().perform_content_negotiation(request, force=True)
 
-    def get(self, request):
-        fmt = request.query_params.get("format", "")
+    def post(self, request):
+        if request.query_params:
+            # Refused rather than ignored: a filter left in the URL must not
+            # silently widen the export to everything.
+            raise ValidationError({"non_field_errors": ["send the parameters in the body"]})
+        params = _form_params(request.data)
+        fmt = params.get("format", "")
         if fmt not in EXPORT_FORMATS:
             raise ValidationError({"format": f"one of {', '.join(EXPORT_FORMATS)}"})
-        filters = _filters_from_query(request.query_params, ignore=("format",))
+        filters = _filters_from_query(params, ignore=("format",))
         stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
         with tempfile.TemporaryDirectory(prefix="audit-export-") as folder:
             out = Path(folder) / f"audit-{stamp}.{fmt}"

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 from django.test import override_settings
 
 from audit.choices import Outcome
-from audit.models import AuditEvent
+from audit.models import AuditCheckpoint, AuditEvent
 from audit.services import audit_seal_pending
 from tests.audit.conftest import record_token_event
 
 URL = "/api/v1/audit/events"
+EXPORT = "/api/v1/audit/export"
 WITH_TEST_SCOPES = override_settings(
     AUDIT_API_AUTHENTICATION_CLASSES=[
         # First, so unauthenticated callers get 401 with its WWW-Authenticate.
@@ -133,7 +135,7 @@ def test_auditor_downloads_a_signed_export_that_verifies_offline(sealed, client,
 
     client.force_login(auditor)
 
-    response = client.get("/api/v1/audit/export", {"format": "csv", "machine": "m-2"})
+    response = client.post(EXPORT, {"format": "csv", "machine": "m-2"})
 
     names = _unzip(response, tmp_path)
     assert len(names) == 2
@@ -152,7 +154,7 @@ def test_export_with_bad_parameters_is_a_400_and_writes_nothing(sealed, client, 
     client.force_login(auditor)
     before = AuditEvent.objects.count()
 
-    response = client.get("/api/v1/audit/export", params)
+    response = client.post(EXPORT, params)
 
     assert response.status_code == 400
     assert AuditEvent.objects.count() == before
@@ -162,16 +164,121 @@ def test_export_is_refused_to_other_users(sealed, client, bystander):
     client.force_login(bystander)
     before = AuditEvent.objects.count()
 
-    assert client.get("/api/v1/audit/export", {"format": "csv"}).status_code == 403
+    assert client.post(EXPORT, {"format": "csv"}).status_code == 403
     assert AuditEvent.objects.count() == before
 
 
 @WITH_TEST_SCOPES
 def test_machine_with_audit_read_exports(sealed, client, tmp_path):
-    response = client.get(
-        "/api/v1/audit/export", {"format": "jsonl"}, HTTP_X_TEST_SCOPE="audit:read"
-    )
+    response = client.post(EXPORT, {"format": "jsonl"}, HTTP_X_TEST_SCOPE="audit:read")
 
     assert len(_unzip(response, tmp_path)) == 2
     event = AuditEvent.objects.get(event_type="audit.exported")
     assert (event.actor_kind, event.actor_id) == ("machine", "machine-under-test")
+
+
+def test_events_and_their_refusals_are_not_cacheable(sealed, client, auditor, bystander):
+    client.force_login(auditor)
+    assert client.get(URL)["Cache-Control"] == "no-store"
+    client.force_login(bystander)
+    assert client.get(URL)["Cache-Control"] == "no-store"
+
+
+def test_export_is_not_cacheable(sealed, client, auditor):
+    client.force_login(auditor)
+
+    response = client.post(EXPORT, {"format": "jsonl"})
+
+    assert response.status_code == 200
+    assert response["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize("method", ["get", "head", "put", "patch", "delete"])
+def test_export_answers_only_post(sealed, client, auditor, method):
+    """A GET export would let a cross-site link make an auditor's browser write events."""
+    client.force_login(auditor)
+    before = (AuditEvent.objects.count(), AuditCheckpoint.objects.count())
+
+    response = getattr(client, method)(EXPORT, {"format": "csv"})
+
+    assert response.status_code == 405
+    assert response["Allow"] == "POST, OPTIONS"
+    assert (AuditEvent.objects.count(), AuditCheckpoint.objects.count()) == before
+
+
+def test_session_export_without_the_csrf_token_is_refused(sealed, auditor):
+    from django.test import Client
+
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(auditor)
+    before = (AuditEvent.objects.count(), AuditCheckpoint.objects.count())
+
+    forged = browser.post(EXPORT, {"format": "csv"})
+
+    assert forged.status_code == 403
+    assert "CSRF" in forged.json()["detail"]
+    assert (AuditEvent.objects.count(), AuditCheckpoint.objects.count()) == before
+    token = "k" * 32  # a well-formed secret, as the console's cookie would hold
+    browser.cookies[settings.CSRF_COOKIE_NAME] = token
+    allowed = browser.post(EXPORT, {"format": "csv"}, HTTP_X_CSRFTOKEN=token)
+    assert allowed.status_code == 200
+
+
+def test_export_takes_a_json_object_and_refuses_other_shapes(sealed, client, auditor):
+    client.force_login(auditor)
+    before = AuditEvent.objects.count()
+
+    for body in (["csv"], {"format": ["csv", 1]}, {"format": "csv", "machine": {"a": 1}}, "x"):
+        response = client.post(EXPORT, body, content_type="application/json")
+        assert response.status_code == 400, body
+    assert AuditEvent.objects.count() == before
+    ok = client.post(
+        EXPORT, {"format": "jsonl", "type": ["token.issued"]}, content_type="application/json"
+    )
+    assert ok.status_code == 200
+
+
+@WITH_TEST_SCOPES
+@pytest.mark.parametrize(
+    "aud",
+    [
+        '"https://api.test"',
+        '["https://api.test", "https://other.test"]',
+        "null",
+        "[]",
+        '"http://127.0.0.1:8000/api/v1/audit/"',
+        '{"aud": "http://127.0.0.1:8000/api/v1/audit"}',
+    ],
+)
+def test_machine_token_for_another_audience_is_refused(sealed, client, aud):
+    before = AuditEvent.objects.count()
+
+    listed = client.get(URL, HTTP_X_TEST_SCOPE="audit:read", HTTP_X_TEST_AUD=aud)
+    exported = client.post(
+        EXPORT, {"format": "csv"}, HTTP_X_TEST_SCOPE="audit:read", HTTP_X_TEST_AUD=aud
+    )
+
+    assert (listed.status_code, exported.status_code) == (403, 403)
+    assert AuditEvent.objects.count() == before
+
+
+@WITH_TEST_SCOPES
+@override_settings(AUDIT_API_AUDIENCE="https://audit.example.test")
+@pytest.mark.parametrize(
+    "aud", ['"https://audit.example.test"', '["https://api.test", "https://audit.example.test"]']
+)
+def test_machine_token_for_the_audit_audience_reads(sealed, client, aud):
+    response = client.get(URL, HTTP_X_TEST_SCOPE="audit:read", HTTP_X_TEST_AUD=aud)
+
+    assert response.status_code == 200
+
+
+def test_export_parameters_in_the_query_string_are_refused_not_ignored(sealed, client, auditor):
+    client.force_login(auditor)
+    before = (AuditEvent.objects.count(), AuditCheckpoint.objects.count())
+
+    response = client.post(f"{EXPORT}?machine=m-2", {"format": "csv"})
+
+    assert response.status_code == 400
+    assert response.json() == {"non_field_errors": ["send the parameters in the body"]}
+    assert (AuditEvent.objects.count(), AuditCheckpoint.objects.count()) == before

@@ -232,3 +232,132 @@ def test_awkward_values_survive_the_round_trip(db, tmp_path, fmt):
     manifest = json.loads(manifest_path_for(out).read_text())
     assert manifest["count"] == 2
     assert chain.verify_export(out, manifest) == []
+
+
+def _formula_event() -> None:
+    from audit.context import RequestContext, Target
+    from audit.services import audit_record
+
+    audit_record(
+        event_type=EventType.TOKEN_DENIED,
+        actor=Actor(kind="machine", id="", display='=HYPERLINK("http://evil")'),
+        target=Target(kind="machine", id="", display="@SUM(1+1)"),
+        outcome=Outcome.FAILURE,
+        reason="-2+3",
+        details={"n": 1},
+        context=RequestContext(source_ip="192.0.2.7", user_agent="=cmd|' /C calc'!A0"),
+    )
+    audit_record(
+        event_type=EventType.TOKEN_DENIED,
+        actor=Actor(kind="machine", id="'quoted", display="+1"),
+        target=Target(kind="machine", id="\tx", display="\rcr"),
+        outcome=Outcome.FAILURE,
+        reason="plain 'not at the start'",
+        details={"n": 2},
+    )
+    audit_seal_pending()
+
+
+def _csv_rows(out: Path) -> list[dict[str, str]]:
+    import csv
+
+    with out.open(encoding="utf-8", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_formula_cells_are_escaped_in_csv_and_still_verify(db, tmp_path):
+    _formula_event()
+
+    out = _export(tmp_path, "csv")
+
+    first, second = _csv_rows(out)
+    assert first["user_agent"] == "'=cmd|' /C calc'!A0"
+    assert first["actor_display"] == '\'=HYPERLINK("http://evil")'
+    assert first["target_display"] == "'@SUM(1+1)"
+    assert first["reason"] == "'-2+3"
+    assert first["event_type"] == "token.denied"
+    assert (second["actor_id"], second["actor_display"]) == ("''quoted", "'+1")
+    assert (second["target_id"], second["target_display"]) == ("'\tx", "'\rcr")
+    assert second["reason"] == "plain 'not at the start'"
+    manifest = json.loads(manifest_path_for(out).read_text())
+    assert manifest["version"] == 2
+    assert chain.verify_export(out, manifest) == []
+    result = _offline(out)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("OK 2 events, positions 1..2")
+
+
+def test_jsonl_keeps_formula_values_as_they_are(db, tmp_path):
+    _formula_event()
+
+    out = _export(tmp_path, "jsonl")
+
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines[0]["user_agent"] == "=cmd|' /C calc'!A0"
+    assert lines[1]["actor_id"] == "'quoted"
+    assert chain.verify_export(out, json.loads(manifest_path_for(out).read_text())) == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("'=cmd|", "'=cmD|"),  # the escaped value itself changed
+        ("'=cmd|", "'+cmd|"),  # another formula, still escaped
+    ],
+)
+def test_tampered_escaped_cell_is_caught(db, tmp_path, old, new):
+    _formula_event()
+    out = _export(tmp_path, "csv")
+    out.write_bytes(out.read_bytes().replace(old.encode(), new.encode(), 1))
+
+    result = _offline(out)
+
+    assert result.returncode == 1
+    assert "FAIL file: SHA-256 differs" in result.stdout
+    assert "FAIL line 2: position 1: altered (hash mismatch)" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("'=cmd|", "=cmd|", "a formula-like cell that the export would have escaped"),
+        ("''quoted", "'quoted", "a quote-prefixed cell that was not escaped by the export"),
+    ],
+)
+def test_unescaped_or_wrongly_escaped_cell_is_refused(db, tmp_path, old, new, message):
+    _formula_event()
+    out = _export(tmp_path, "csv")
+    out.write_bytes(out.read_bytes().replace(old.encode(), new.encode(), 1))
+    manifest = json.loads(manifest_path_for(out).read_text())
+
+    problems = chain.verify_export(out, manifest)
+
+    line = 2 if old.startswith("'=") else 3
+    assert problems == [
+        "file: SHA-256 differs from the manifest (the file was changed)",
+        f"unreadable: line {line}: {message}",
+    ]
+
+
+def test_version_1_csv_cells_are_read_as_written(db, tmp_path):
+    """A version-1 file wrote cells as-is: a leading quote there is data, not escaping."""
+    out = tmp_path / "v1.csv"
+    row = dict.fromkeys(chain.EXPORT_FIELDS, "")
+    row.update(position="1", actor_display="'quoted", user_agent="=1+1", details="{}")
+    out.write_text(",".join(chain.EXPORT_FIELDS) + "\n" + ",".join(row.values()) + "\n")
+
+    [(_, v1)] = chain.export_records(out, "csv", version=1)
+    with pytest.raises(ValueError, match="line 2: a quote-prefixed cell"):
+        list(chain.export_records(out, "csv", version=2))
+
+    assert (v1["actor_display"], v1["user_agent"]) == ("'quoted", "=1+1")
+
+
+def test_unknown_manifest_version_is_refused(sealed, tmp_path):
+    out = _export(tmp_path, "csv")
+    manifest = json.loads(manifest_path_for(out).read_text())
+    manifest["version"] = 3
+
+    assert chain.verify_export(out, manifest) == [
+        "manifest: format version 3 is not supported by this verifier"
+    ]

@@ -1,5 +1,6 @@
 import json
 import logging
+import sys
 
 from identity_portal.log import JsonFormatter, RequestIdFilter, redact, request_id_var
 
@@ -56,3 +57,77 @@ def test_json_formatter_emits_one_object_with_the_request_id():
     assert payload["request_id"] == "req-12345678"
     assert payload["level"] == "INFO"
     assert payload["logger"] == "portal"
+
+
+def _raise_with_a_secret():
+    client_secret = SECRET  # noqa: F841 (a local a traceback formatter could show)
+    raise ValueError(f"bad client_secret={SECRET} in Authorization: Bearer {JWT}")
+
+
+def test_text_formatter_redacts_tracebacks():
+    from django.conf import settings
+
+    from identity_portal.log import TextFormatter
+
+    assert settings.LOGGING["formatters"]["text"]["()"] == "identity_portal.log.TextFormatter"
+    formatter = TextFormatter(settings.LOGGING["formatters"]["text"]["format"])
+    try:
+        _raise_with_a_secret()
+    except ValueError:
+        record = logging.getLogger("portal").makeRecord(
+            "portal", logging.ERROR, __file__, 1, "failed", (), sys.exc_info(), sinfo="stack"
+        )
+    RequestIdFilter().filter(record)
+    record.stack_info = f"Stack (most recent call last):\n  token={SECRET}"
+
+    line = formatter.format(record)
+
+    assert "ValueError: bad client_secret=[REDACTED] in Authorization: Bearer [REDACTED]" in line
+    assert "token=[REDACTED]" in line
+    assert SECRET not in line
+    assert JWT not in line
+
+
+def test_text_formatter_redacts_a_traceback_another_formatter_cached():
+    from identity_portal.log import TextFormatter
+
+    try:
+        _raise_with_a_secret()
+    except ValueError:
+        record = logging.getLogger("portal").makeRecord(
+            "portal", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
+        )
+    logging.Formatter().format(record)  # a plain handler ran first and cached exc_text
+    assert SECRET in record.exc_text
+
+    line = TextFormatter("%(message)s").format(record)
+
+    assert line.startswith("failed\nTraceback (most recent call last):")
+    assert SECRET not in line
+    assert JWT not in line
+
+
+def test_the_configured_console_handler_uses_the_text_formatter():
+    from identity_portal.log import TextFormatter
+
+    formatters = [
+        handler.formatter
+        for handler in logging.getLogger().handlers
+        if type(handler) is logging.StreamHandler
+    ]
+
+    assert any(isinstance(formatter, TextFormatter) for formatter in formatters)
+
+
+def test_access_log_escapes_control_characters_in_the_path(client, caplog):
+    with caplog.at_level(logging.INFO, logger="identity_portal.access"):
+        client.get("/nowhere%0D%0A2026-01-01 INFO forged [-] line%00%E2%80%A8%22%5C%C3%A9")
+
+    [record] = [r for r in caplog.records if r.name == "identity_portal.access"]
+    message = record.getMessage()
+    assert "\n" not in message
+    assert "\r" not in message
+    assert (
+        '"GET /nowhere\\x0d\\x0a2026-01-01 INFO forged [-] line\\x00\\u2028\\x22\\x5cé" 404'
+        in message
+    )
