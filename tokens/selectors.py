@@ -29,15 +29,30 @@ class MachineGrants:
     default_audience: str | None
 
 
+def _related_rows(machine, name: str):
+    """A many-to-many relation's rows, straight from the prefetch cache when present.
+
+    The clients cache hands over machines with their relations prefetched;
+    going through ``machine.<relation>.all()`` would build a related manager
+    and clone a QuerySet per relation on every token request.
+    """
+    prefetched = getattr(machine, "_prefetched_objects_cache", {})
+    if name in prefetched:
+        return prefetched[name]
+    return getattr(machine, name).all()
+
+
 def machine_grants(*, machine) -> MachineGrants:
     """Read from the machine's prefetched relations (the clients cache prefetches them)."""
     default_audience = machine.default_audience.uri if machine.default_audience_id else None
-    audiences = {audience.uri for audience in machine.allowed_audiences.all()}
+    audiences = {audience.uri for audience in _related_rows(machine, "allowed_audiences")}
     if default_audience:
         audiences.add(default_audience)
     return MachineGrants(
-        allowed_scopes=frozenset(scope.name for scope in machine.allowed_scopes.all()),
-        default_scopes=tuple(sorted(scope.name for scope in machine.default_scopes.all())),
+        allowed_scopes=frozenset(scope.name for scope in _related_rows(machine, "allowed_scopes")),
+        default_scopes=tuple(
+            sorted(scope.name for scope in _related_rows(machine, "default_scopes"))
+        ),
         audiences=frozenset(audiences),
         default_audience=default_audience,
     )
