@@ -44,16 +44,24 @@ class ThrottleKeys:
         return (self.block_pair, self.block_ip)
 
 
-def throttle_keys(*, client_id: str, ip: str | None, now: float | None = None) -> ThrottleKeys:
+def throttle_keys(
+    *, client_id: str, ip: str | None, now: float | None = None, realm: str = "clients"
+) -> ThrottleKeys:
+    """Keys for one (identity, IP) pair; ``realm`` keeps separate counts per door.
+
+    The token endpoint counts under "clients"; console sign-in under "console"
+    with the username as identity, so typos in the console never block the
+    machines behind the same address, nor the other way round.
+    """
     now = time.time() if now is None else now
     bucket = int(now // THROTTLE_WINDOW)
     address = ip or "none"
     pair = hashlib.sha256(f"{client_id}\x00{address}".encode()).hexdigest()[:40]
     return ThrottleKeys(
-        block_pair=f"clients:throttle:block:pair:{pair}",
-        block_ip=f"clients:throttle:block:ip:{address}",
-        fail_pair=f"clients:throttle:fail:pair:{pair}:{bucket}",
-        fail_ip=f"clients:throttle:fail:ip:{address}:{bucket}",
+        block_pair=f"{realm}:throttle:block:pair:{pair}",
+        block_ip=f"{realm}:throttle:block:ip:{address}",
+        fail_pair=f"{realm}:throttle:fail:pair:{pair}:{bucket}",
+        fail_ip=f"{realm}:throttle:fail:ip:{address}:{bucket}",
     )
 
 

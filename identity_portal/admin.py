@@ -16,9 +16,12 @@ The toolkit's own token, grant and ID-token pages are removed: tokens live in
 from __future__ import annotations
 
 from django.contrib import admin
+from django.contrib.admin.forms import AdminAuthenticationForm
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
+from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from oauth2_provider.models import (
     get_access_token_model,
     get_grant_model,
@@ -27,8 +30,10 @@ from oauth2_provider.models import (
 )
 
 from audit.choices import EventType
-from audit.context import Actor, request_context
+from audit.context import Actor, client_ip, request_context
 from audit.roles import can_read_audit
+from clients.machine_cache import cache_safely
+from clients.throttling import throttle_failure_record, throttle_keys, throttle_retry_after
 from identity_portal.services import console_roles_record, console_user_record
 
 for _model in (
@@ -44,6 +49,44 @@ User = get_user_model()
 for _model in (User, Group):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
+
+
+class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
+    """Console sign-in with the same doubling backoff as the token endpoint.
+
+    Failed sign-ins count per (username, IP) and per IP; past the free
+    allowance the pair or the address waits, up to 15 minutes, and the count
+    is forgotten after a quiet window (no permanent lockout, which would let
+    anyone lock an admin out). A throttled attempt is refused before the
+    password is checked, so it cannot be used to keep guessing.
+    """
+
+    error_messages = {
+        **AdminAuthenticationForm.error_messages,
+        "throttled": "Too many failed sign-ins. Try again in %(seconds)s s.",
+    }
+
+    def clean(self):
+        username = str(self.cleaned_data.get("username") or "")
+        keys = throttle_keys(
+            client_id=username.casefold(), ip=client_ip(self.request), realm="console"
+        )
+        values = cache_safely(cache.get_many, list(keys.blocks), default={})
+        retry_after = throttle_retry_after(values=values, keys=keys)
+        if retry_after:
+            raise ValidationError(
+                self.error_messages["throttled"],
+                code="throttled",
+                params={"seconds": retry_after},
+            )
+        try:
+            return super().clean()
+        except ValidationError:
+            cache_safely(throttle_failure_record, keys=keys)
+            raise
+
+
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 
 def _superuser(request) -> bool:

@@ -1,8 +1,10 @@
 """Console accounts and roles: gated on the roles, every change audited."""
 
 import pytest
+import time_machine
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.core.cache import cache
 
 from audit.models import AuditEvent
 from audit.roles import AUDITORS, SECURITY_ADMINS
@@ -131,3 +133,43 @@ def test_the_first_admin_is_audited_as_created_by_first_run():
             {"superuser": True, "staff": True, "first_admin": True},
         )
     ]
+
+
+def test_console_sign_in_is_throttled_after_repeated_failures(client, admin_user):
+    cache.clear()
+    with time_machine.travel("2026-11-27 12:00:00+00:00", tick=False) as traveller:
+        wrong = [
+            client.post(
+                "/console/login/",
+                {"username": "root-admin", "password": "wrong-guess-123"},
+                REMOTE_ADDR="203.0.113.50",
+            )
+            for _ in range(6)
+        ]
+        throttled = client.post(
+            "/console/login/",
+            {"username": "root-admin", "password": "correct horse battery"},
+            REMOTE_ADDR="203.0.113.50",
+        )
+        other_address = client.post(
+            "/console/login/",
+            {"username": "root-admin", "password": "correct horse battery"},
+            REMOTE_ADDR="198.51.100.60",
+        )
+        client.logout()
+        traveller.shift(3)
+        later = client.post(
+            "/console/login/",
+            {"username": "root-admin", "password": "correct horse battery"},
+            REMOTE_ADDR="203.0.113.50",
+        )
+
+    assert [r.status_code for r in wrong] == [200] * 6
+    # The sixth failure starts a one-second block; it is itself a normal failure.
+    assert all("Please enter the correct username" in r.content.decode() for r in wrong)
+    assert throttled.status_code == 200
+    assert "Too many failed sign-ins. Try again in 1 s." in throttled.content.decode()
+    assert other_address.status_code == 302  # another address is not blocked
+    assert later.status_code == 302
+    failed = AuditEvent.objects.filter(event_type="console.login_failed").count()
+    assert failed == 6  # the throttled attempt never reached the password check
