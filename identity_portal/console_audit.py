@@ -2,12 +2,13 @@
 
 Django's auth signals are the library's integration point for this (STYLE.md
 allows signals only to integrate with a library). A failed attempt names the
-username that was tried, never the password: Django has already replaced
-sensitive credentials before the signal fires, and we keep only the username.
+account when it exists and never the password (Django has already removed
+it before the signal fires).
 """
 
 from __future__ import annotations
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
 from django.db import transaction
 from django.dispatch import receiver
@@ -49,13 +50,23 @@ def record_logout(sender, request, user, **kwargs) -> None:
 
 @receiver(user_login_failed, dispatch_uid="audit_console_login_failed")
 def record_login_failed(sender, credentials, request=None, **kwargs) -> None:
-    username = str(credentials.get("username", ""))[:150]
+    """Name the account when it exists; otherwise record nothing typed.
+
+    People type passwords into the username box. What does not match an
+    account may be exactly that, and the trail is append-only: it keeps only
+    the fact of the attempt and the length of what was typed.
+    """
+    typed = str(credentials.get("username", ""))
+    user_model = get_user_model()
+    exists = user_model._default_manager.filter(**{user_model.USERNAME_FIELD: typed}).exists()
+    display = typed[:150] if exists else "(unknown account)"
     with transaction.atomic():
         audit_record(
             event_type=EventType.CONSOLE_LOGIN_FAILED,
-            actor=Actor(kind=ActorKind.ANONYMOUS, id="", display=username),
-            target=Target(kind="user", id="", display=username),
+            actor=Actor(kind=ActorKind.ANONYMOUS, id="", display=display),
+            target=Target(kind="user", id="", display=display),
             outcome=Outcome.FAILURE,
-            reason="bad_credentials",
+            reason="bad_credentials" if exists else "unknown_account",
+            details={} if exists else {"typed_length": len(typed)},
             context=_context(request),
         )

@@ -51,3 +51,23 @@ def test_failed_console_login_is_audited_without_the_password(client, admin_user
     event = AuditEvent.objects.get()
     assert "wrong-guess-123" not in str(event.details)
     assert "wrong-guess-123" not in event.target_display
+
+
+def test_a_failed_login_for_no_such_account_records_nothing_that_was_typed(client, admin_user):
+    # Someone typed their password into the username box.
+    response = client.post(
+        "/console/login/",
+        {"username": "hunter2-my-password", "password": "whatever-else"},
+        REMOTE_ADDR="203.0.113.9",
+    )
+
+    assert response.status_code == 200
+    event = AuditEvent.objects.get()
+    assert (event.event_type, event.actor_display, event.target_display, event.reason) == (
+        "console.login_failed",
+        "(unknown account)",
+        "(unknown account)",
+        "unknown_account",
+    )
+    assert event.details == {"typed_length": 19}
+    assert "hunter2" not in str(AuditEvent.objects.values().get())
