@@ -6,7 +6,12 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "identity_portal.settings")
 
-application = get_wsgi_application()
+_django_application = get_wsgi_application()
+
+# Imported once the apps are loaded: the lane imports the token view.
+from identity_portal.token_lane import with_token_lane  # noqa: E402
+
+application = with_token_lane(_django_application)
 
 
 def _refuse_weak_production() -> None:
