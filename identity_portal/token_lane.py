@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 
 from django.core import signals
-from django.core.exceptions import SuspiciousOperation
+from django.core.exceptions import PermissionDenied, SuspiciousOperation
 from django.core.handlers.wsgi import WSGIRequest
 from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
@@ -69,7 +69,9 @@ class TokenLane:
             )
         except SuspiciousOperation as exc:  # a disallowed Host header, among others
             logger.warning("token lane: %s", exc.__class__.__name__)
-            response = error_response(_bad_request())
+            response = error_response(_refused(400))
+        except PermissionDenied:  # a user agent listed in DISALLOWED_USER_AGENTS
+            response = error_response(_refused(403))
         except Exception:
             logger.exception("token lane: unexpected error")
             response = error_response(_ServerError("Internal error."))
@@ -93,9 +95,9 @@ class TokenLane:
         return response
 
 
-def _bad_request() -> OAuthError:
+def _refused(status: int) -> OAuthError:
     error = OAuthError("The request was refused.")
-    error.error, error.status = "invalid_request", 400
+    error.error, error.status = "invalid_request", status
     return error
 
 

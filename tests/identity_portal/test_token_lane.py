@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 
 import pytest
 from django.core.cache import cache
@@ -170,3 +171,16 @@ def test_an_unexpected_error_is_a_json_500_not_a_traceback(monkeypatch, signing_
     assert json.loads(body) == {"error": "server_error", "error_description": "Internal error."}
     assert "boom" not in body.decode()
     assert headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.django_db
+def test_a_refused_user_agent_is_a_json_403_in_the_lane(settings, signing_key):
+    settings.DISALLOWED_USER_AGENTS = [re.compile(r"^BadBot")]
+
+    status, _, body = _via_lane(body=b"", HTTP_USER_AGENT="BadBot/1.0")
+
+    assert status == 403
+    assert json.loads(body) == {
+        "error": "invalid_request",
+        "error_description": "The request was refused.",
+    }
