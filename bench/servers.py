@@ -25,6 +25,7 @@ from urllib.parse import quote
 import dj_database_url
 
 from bench.load import Target
+from clients.constants import MACHINE_CACHE_TOMBSTONE_TTL
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS = Path(__file__).resolve().parent / "peers"
@@ -374,6 +375,16 @@ class Portal(Server):
             if not isinstance(created, dict) or not {"client_id", "client_secret"} <= set(created):
                 raise ServerUnavailable("`machine create` printed no client_id/client_secret")
             self.credentials.append((str(created["client_id"]), str(created["client_secret"])))
+        # Each registration leaves a tombstone in the machine cache (clients.machine_cache)
+        # during which that machine authenticates from the database. Measure the steady
+        # state, not those seconds: start() waits them out.
+        self.settled_at = time.monotonic() + MACHINE_CACHE_TOMBSTONE_TTL + 1
+
+    def start(self, *, timeout: float = 60.0) -> None:
+        super().start(timeout=timeout)
+        wait = getattr(self, "settled_at", 0.0) - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
 
     def command(self) -> tuple[list[str], dict[str, str], Path]:
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
