@@ -7,6 +7,7 @@ for the whole tree (master and workers).
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import os
@@ -241,7 +242,7 @@ def is_postgres(url: str) -> bool:
     return url.startswith(("postgres://", "postgresql://", "pgsql://"))
 
 
-class Server:
+class Server(abc.ABC):
     """A server the harness starts, loads and stops."""
 
     name = "server"
@@ -258,17 +259,20 @@ class Server:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @abc.abstractmethod
     def prepare(self) -> None:
-        raise NotImplementedError
+        """Create what the server needs before it starts (database, clients)."""
 
+    @abc.abstractmethod
     def command(self) -> tuple[list[str], dict[str, str], Path]:
-        raise NotImplementedError
+        """The argv, environment and working directory that start the server."""
 
     def health_url(self) -> str:
         return self.base_url + "/"
 
+    @abc.abstractmethod
     def targets(self) -> list[Target]:
-        raise NotImplementedError
+        """What the load tool sends to this server."""
 
     def start(self, *, timeout: float = 60.0) -> None:
         argv, env, cwd = self.command()
