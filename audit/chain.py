@@ -124,9 +124,21 @@ def public_jwk(public_key: Ed25519PublicKey) -> dict[str, str]:
     return {**jwk, "kid": jwk_thumbprint(jwk), "use": "sig", "alg": "EdDSA"}
 
 
+# RFC 7638 section 3.2: the members that identify a key, per key type.
+THUMBPRINT_MEMBERS = {
+    "EC": ("crv", "kty", "x", "y"),
+    "OKP": ("crv", "kty", "x"),
+    "RSA": ("e", "kty", "n"),
+}
+
+
 def jwk_thumbprint(jwk: Mapping[str, str]) -> str:
-    """RFC 7638: SHA-256 of the required members, sorted, without whitespace."""
-    required = {"crv": jwk["crv"], "kty": jwk["kty"], "x": jwk["x"]}
+    """RFC 7638: SHA-256 of the required members, sorted, without whitespace.
+
+    The one implementation of the project: the audit key's id here, and every
+    signing key's ``kid`` in ``tokens.jose``.
+    """
+    required = {name: jwk[name] for name in THUMBPRINT_MEMBERS[jwk["kty"]]}
     return b64url(hashlib.sha256(canonical_json(required)).digest())
 
 

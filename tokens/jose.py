@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -25,6 +24,9 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+# One RFC 7638 thumbprint and base64url encoder for the project; audit.chain has
+# no Django import, so tokens may use it (imports flow tokens -> audit).
+from audit.chain import b64url, jwk_thumbprint  # noqa: F401  (re-exported for tokens)
 from tokens.choices import KeyAlgorithm
 from tokens.constants import RSA_KEY_BITS, RSA_MIN_KEY_BITS
 
@@ -38,10 +40,6 @@ _NONCE_BYTES = 12
 
 class InvalidJWS(ValueError):
     """A compact JWS that is malformed, not ours, or whose signature does not verify."""
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def b64url_decode(value: str) -> bytes:
@@ -91,20 +89,6 @@ def public_jwk(public_key: PublicKey) -> dict[str, str]:
 
 
 # RFC 7638 section 3.2: the required members of each key type, in lexicographic order.
-_THUMBPRINT_MEMBERS = {
-    "EC": ("crv", "kty", "x", "y"),
-    "OKP": ("crv", "kty", "x"),
-    "RSA": ("e", "kty", "n"),
-}
-
-
-def jwk_thumbprint(jwk: dict[str, str]) -> str:
-    """RFC 7638 SHA-256 thumbprint, base64url: the ``kid`` of the key."""
-    members = {name: jwk[name] for name in _THUMBPRINT_MEMBERS[jwk["kty"]]}
-    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode("ascii")
-    return b64url(hashlib.sha256(canonical).digest())
-
-
 def public_key_from_jwk(jwk: dict[str, str], algorithm: str) -> PublicKey:
     """Parse a stored public JWK, refusing a key that does not fit its algorithm."""
     kty = jwk.get("kty")
