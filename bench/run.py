@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.run [--only portal,stock,node] [--concurrency 1,4,16,64]
                                   [--duration 10] [--warmup 2] [--machines 4]
 
-Starts each server in turn on a spare port (the portal under gunicorn with
+Starts each server in turn on a spare port (the portal under granian with
 its production config, against DATABASE_URL or a SQLite file under
 var/bench/), drives client credentials requests with wrk at each concurrency,
 reads the servers' CPU time from /proc, checks the portal's audit trail
@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=10.0, help="wrk request timeout, s (10)")
     parser.add_argument("--machines", type=int, default=4, help="portal machines to register (4)")
     parser.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 2, help="gunicorn workers (cores)"
+        "--workers", type=int, default=os.cpu_count() or 2, help="portal web workers (cores)"
     )
     parser.add_argument("--out", type=Path, default=REPO / "var" / "bench", help="output folder")
     args = parser.parse_args(argv)

@@ -27,6 +27,7 @@ import dj_database_url
 
 from bench.load import Target
 from clients.constants import MACHINE_CACHE_TOMBSTONE_TTL
+from identity_portal.web_server import web_server_argv
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS = Path(__file__).resolve().parent / "peers"
@@ -316,7 +317,7 @@ class Server(abc.ABC):
 
 
 class Portal(Server):
-    """The portal under gunicorn with its production settings module."""
+    """The portal under its own web server (granian), as `manage.py serve` starts it."""
 
     name = "portal"
 
@@ -391,14 +392,8 @@ class Portal(Server):
             time.sleep(wait)
 
     def command(self) -> tuple[list[str], dict[str, str], Path]:
-        gunicorn = str(Path(sys.executable).parent / "gunicorn")
-        argv = [
-            gunicorn,
-            "identity_portal.wsgi",
-            "--config",
-            "python:identity_portal.gunicorn_conf",
-        ]
-        return argv, self.env(), REPO
+        # The same server and flags as `manage.py serve`.
+        return web_server_argv(self.env()), self.env(), REPO
 
     def health_url(self) -> str:
         return self.base_url + "/healthz"

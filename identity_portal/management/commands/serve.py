@@ -15,24 +15,24 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from identity_portal.web_server import web_server_argv
+
 
 class Command(BaseCommand):
-    help = "Serve the portal: gunicorn plus a Celery worker with beat."
+    help = "Serve the portal: granian plus a Celery worker with beat."
 
     def add_arguments(self, parser):
         parser.add_argument("--no-worker", action="store_true", help="Only the web server.")
 
     def handle(self, *args, **options):
-        env = {**os.environ, "PORT": str(settings.PORT), "PYTHONUNBUFFERED": "1"}
-        bin_dir = os.path.dirname(sys.executable)
-        commands = {
-            "web": [
-                os.path.join(bin_dir, "gunicorn"),
-                "identity_portal.wsgi",
-                "--config",
-                "python:identity_portal.gunicorn_conf",
-            ],
+        env = {
+            **os.environ,
+            "PORT": str(settings.PORT),
+            "VAR_DIR": str(settings.VAR_DIR),
+            "PYTHONUNBUFFERED": "1",
         }
+        bin_dir = os.path.dirname(sys.executable)
+        commands = {"web": web_server_argv(env)}
         if not options["no_worker"]:
             commands["worker"] = [
                 os.path.join(bin_dir, "celery"),

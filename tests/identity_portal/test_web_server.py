@@ -1,0 +1,117 @@
+"""The web server `manage.py serve` and `make bench` start: its flags, and the real thing."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from identity_portal.web_server import APPLICATION, web_server_argv
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _flag(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def test_argv_from_environment(tmp_path):
+    argv = web_server_argv(
+        {"HOST": "0.0.0.0", "PORT": "9001", "WEB_CONCURRENCY": "3", "VAR_DIR": str(tmp_path)}
+    )
+    assert Path(argv[0]).name == "granian"
+    assert argv[-1] == APPLICATION
+    assert _flag(argv, "--interface") == "wsgi"
+    assert (_flag(argv, "--host"), _flag(argv, "--port")) == ("0.0.0.0", "9001")
+    assert (_flag(argv, "--workers"), _flag(argv, "--blocking-threads")) == ("3", "1")
+    assert _flag(argv, "--http") == "1"
+    assert {"--no-ws", "--no-access-log", "--respawn-failed-workers"} <= set(argv)
+    assert _flag(argv, "--http1-buffer-size") == "65536"
+    # No static folder collected yet: nothing is mounted.
+    assert "--static-path-mount" not in argv
+
+
+def test_argv_defaults_and_static_mount(tmp_path):
+    (tmp_path / "static").mkdir()
+    argv = web_server_argv({"VAR_DIR": str(tmp_path)})
+    assert (_flag(argv, "--host"), _flag(argv, "--port")) == ("127.0.0.1", "8000")
+    assert _flag(argv, "--workers") == str(os.cpu_count() or 2)
+    assert _flag(argv, "--static-path-route") == "/static"
+    assert _flag(argv, "--static-path-mount") == str((tmp_path / "static").resolve())
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("PORT", "http", "PORT must be a whole number, not 'http'"),
+        ("WEB_CONCURRENCY", "0", "WEB_CONCURRENCY must be at least 1, not 0"),
+        ("WEB_THREADS", "-2", "WEB_THREADS must be at least 1, not -2"),
+    ],
+)
+def test_bad_numbers_are_refused_with_their_name(name, value, message):
+    with pytest.raises(SystemExit) as raised:
+        web_server_argv({name: value})
+    assert str(raised.value) == message
+
+
+def _spare_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def served(tmp_path):
+    """The portal under the real server: one worker, a static folder of its own."""
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "hello.txt").write_text("static ok\n")
+    port = _spare_port()
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "1",
+        "VAR_DIR": str(tmp_path),
+        "DJANGO_SETTINGS_MODULE": "identity_portal.settings",
+    }
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(web_server_argv(env), env=env, cwd=REPO, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError((tmp_path / "server.log").read_text()) from None
+                time.sleep(0.1)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
+def test_real_server_keeps_connections_alive_serves_static_and_bounds_headers(served):
+    connection = http.client.HTTPConnection("127.0.0.1", served, timeout=30)
+    connection.request("GET", "/healthz")
+    first = connection.getresponse()
+    assert (first.status, first.read()) == (200, b'{"status": "ok"}')
+    local = connection.sock.getsockname()
+    # Same socket for the second request: the connection was kept alive.
+    connection.request("GET", "/static/hello.txt")
+    second = connection.getresponse()
+    assert (second.status, second.read()) == (200, b"static ok\n")
+    assert connection.sock.getsockname() == local
+    connection.close()
+
+    with socket.create_connection(("127.0.0.1", served), timeout=30) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 200_000)
+        sock.sendall(b"\r\n\r\n")
+        assert sock.recv(64).startswith(b"HTTP/1.1 431 ")
