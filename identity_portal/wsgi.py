@@ -1,5 +1,6 @@
 """WSGI entry point. In production the system checks run before serving."""
 
+import gc
 import os
 
 from django.core.wsgi import get_wsgi_application
@@ -26,3 +27,8 @@ def _refuse_weak_production() -> None:
 
 
 _refuse_weak_production()
+
+# Everything loaded so far lives as long as the process: moved out of the
+# collector's sight, it is not walked again by every full collection, which
+# otherwise pauses a worker for milliseconds now and then (a p99 cost).
+gc.freeze()
