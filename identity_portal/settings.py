@@ -120,6 +120,15 @@ DATABASES = {
         conn_health_checks=env_bool("CONN_HEALTH_CHECKS", False),
     )
 }
+# The token insert (one statement per token) is prepared once per connection.
+# Off only behind a pooler that cannot keep prepared statements (PgBouncer
+# before 1.21 in transaction mode).
+DATABASE_PREPARED_STATEMENTS = env_bool("DATABASE_PREPARED_STATEMENTS", True)
+if DATABASE_PREPARED_STATEMENTS and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # Django turns psycopg's statement preparation off entirely (threshold None).
+    # A threshold no query reaches lets the token insert ask for it explicitly
+    # (tokens.services) while every other query stays unprepared, as before.
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 2**31 - 1
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web workers and the Celery worker share one file: WAL lets readers
     # proceed during a write, IMMEDIATE transactions and a busy timeout turn

@@ -22,12 +22,12 @@ def _flag(argv: list[str], name: str) -> str:
 
 def test_argv_from_environment(tmp_path):
     argv = web_server_argv(
-        {"HOST": "0.0.0.0", "PORT": "9001", "WEB_CONCURRENCY": "3", "VAR_DIR": str(tmp_path)}
+        {"HOST": "10.0.0.5", "PORT": "9001", "WEB_CONCURRENCY": "3", "VAR_DIR": str(tmp_path)}
     )
     assert Path(argv[0]).name == "granian"
     assert argv[-1] == APPLICATION
     assert _flag(argv, "--interface") == "wsgi"
-    assert (_flag(argv, "--host"), _flag(argv, "--port")) == ("0.0.0.0", "9001")
+    assert (_flag(argv, "--host"), _flag(argv, "--port")) == ("10.0.0.5", "9001")
     assert (_flag(argv, "--workers"), _flag(argv, "--blocking-threads")) == ("3", "1")
     assert _flag(argv, "--http") == "1"
     assert {"--no-ws", "--no-access-log", "--respawn-failed-workers"} <= set(argv)
