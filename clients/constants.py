@@ -28,7 +28,7 @@ AUTHORIZATION_HEADER_MAX_LENGTH = 2048
 # after a change keeps a concurrent reader from caching what it read before it (a
 # cold load takes milliseconds; ten seconds also covers a reader stalled by GC or
 # a slow database, at the cost of ten seconds of uncached reads after a change).
-MACHINE_CACHE_VERSION = 1  # bump when MachineAuthEntry or Machine changes shape
+MACHINE_CACHE_VERSION = 2  # bump when MachineAuthEntry, Machine or the encoding changes shape
 MACHINE_CACHE_TTL = 300
 MACHINE_CACHE_MISS_TTL = 30
 MACHINE_CACHE_TOMBSTONE_TTL = 10

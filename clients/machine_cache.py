@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -153,15 +154,43 @@ def machine_auth_entry_load(client_id: str) -> MachineAuthEntry | None:
     )
 
 
+# Per process: an entry's pickled bytes -> the entry. Unpickling a Machine costs
+# more than the cache round trip's own parsing, and an entry changes only when
+# the machine does, so equal bytes are decoded once. Entries are never
+# mutated by their readers (``machine_with_relations`` only sets a cache of
+# the same relations), so sharing one between requests is safe.
+_decoded: dict[bytes, MachineAuthEntry] = {}
+_DECODED_MAX = 4096
+
+
+def machine_auth_entry_encode(entry: MachineAuthEntry) -> bytes:
+    return pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
+
+
+def machine_auth_entry_decode(raw: bytes) -> MachineAuthEntry:
+    entry = _decoded.get(raw)
+    if entry is None:
+        # Our own bytes, from our own cache: the same trust as Django's pickled cache values.
+        entry = pickle.loads(raw)  # noqa: S301
+        if len(_decoded) >= _DECODED_MAX:
+            _decoded.clear()
+        _decoded[raw] = entry
+    return entry
+
+
 def machine_auth_entry_resolve(client_id: str, cached: object) -> MachineAuthEntry | None:
     """Turn what the cache returned for ``client_id`` into an entry, loading on a miss."""
-    if isinstance(cached, MachineAuthEntry):
-        return cached
+    if isinstance(cached, bytes):
+        return machine_auth_entry_decode(cached)
     if cached == _MISSING:
         return None
     entry = machine_auth_entry_load(client_id)
     if cached is None:  # a tombstone means: do not cache yet
-        value, ttl = (entry, MACHINE_CACHE_TTL) if entry else (_MISSING, MACHINE_CACHE_MISS_TTL)
+        value, ttl = (
+            (machine_auth_entry_encode(entry), MACHINE_CACHE_TTL)
+            if entry
+            else (_MISSING, MACHINE_CACHE_MISS_TTL)
+        )
         cache_safely(cache.add, machine_cache_key(client_id), value, ttl)
     return entry
 

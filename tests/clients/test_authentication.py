@@ -15,7 +15,8 @@ from clients.authentication import (
     client_authenticate,
 )
 from clients.machine_cache import (
-    MachineAuthEntry,
+    machine_auth_entry_decode,
+    machine_auth_entry_encode,
     machine_auth_entry_get,
     machine_auth_entry_load,
     machine_cache_key,
@@ -249,10 +250,11 @@ def test_a_tombstone_keeps_a_stale_reader_from_caching(
         machine_update(actor=cli_actor, machine=machine, access_token_ttl=60)
 
     # ...and tries to cache what it read after the change committed.
-    cache.add(machine_cache_key(machine.client_id), stale, 300)
+    added = cache.add(machine_cache_key(machine.client_id), stale, 300)
 
+    assert added is False
     assert machine_auth_entry_get(machine.client_id).machine.access_token_ttl == 60
-    assert not isinstance(cache.get(machine_cache_key(machine.client_id)), MachineAuthEntry)
+    assert cache.get(machine_cache_key(machine.client_id)) == "tombstone"
 
 
 def test_authentication_works_while_the_cache_is_down(machine_and_secret, request_ctx, settings):
@@ -339,3 +341,38 @@ def test_a_failed_tombstone_write_is_logged_as_an_error(
     )
     assert raw not in caplog.text and machine.client_id not in caplog.text
     assert ClientSecret.objects.get(machine=machine).revoked_at is not None
+
+
+def test_equal_cached_bytes_decode_once_and_a_change_decodes_anew(
+    machine_and_secret, cli_actor, django_capture_on_commit_callbacks, time_machine
+):
+    machine, _ = machine_and_secret
+    before = machine_auth_entry_load(machine.client_id)
+    raw = machine_auth_entry_encode(before)
+
+    first = machine_auth_entry_decode(raw)
+    # Equal bytes fetched again (a new bytes object each time): the same decoded entry.
+    assert machine_auth_entry_decode(bytes(bytearray(raw))) is first
+    assert first.machine.access_token_ttl == before.machine.access_token_ttl
+
+    with django_capture_on_commit_callbacks(execute=True):
+        machine_update(actor=cli_actor, machine=machine, access_token_ttl=77)
+    changed = machine_auth_entry_encode(machine_auth_entry_load(machine.client_id))
+
+    assert changed != raw
+    assert machine_auth_entry_decode(changed).machine.access_token_ttl == 77
+    assert machine_auth_entry_decode(raw) is first  # the old bytes still decode as before
+
+
+def test_the_cache_holds_the_encoded_entry_and_serves_it(machine_and_secret, time_machine):
+    machine, _ = machine_and_secret
+    key = machine_cache_key(machine.client_id)
+    time_machine.move_to("2026-01-05 12:00:00+00:00", tick=False)
+    assert cache.get(key) is None
+
+    loaded = machine_auth_entry_get(machine.client_id)  # a miss: read and cached
+    cached = cache.get(key)
+
+    assert isinstance(cached, bytes)
+    assert machine_auth_entry_decode(cached).machine.pk == loaded.machine.pk == machine.pk
+    assert machine_auth_entry_get(machine.client_id) is machine_auth_entry_decode(cached)
