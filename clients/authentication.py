@@ -21,6 +21,7 @@ import binascii
 import hmac
 import ipaddress
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
@@ -146,23 +147,33 @@ def _from_basic(header: str) -> tuple[str, str]:
     return _checked(client_id, secret, used_basic=True)
 
 
-def client_credentials_from_request(request) -> ClientCredentials:
-    """Read the client's credentials from the Authorization header or the form body."""
+def client_credentials_from_request(
+    request, form: Mapping[str, list[str]] | None = None
+) -> ClientCredentials:
+    """Read the client's credentials from the Authorization header or the form body.
+
+    ``form`` is the body the caller already parsed (parameter -> values), so
+    the body is parsed once per request; without it, Django's ``request.POST``.
+    """
     header = request.META.get("HTTP_AUTHORIZATION")
     used_basic = header is not None
     if header is not None and len(header) > AUTHORIZATION_HEADER_MAX_LENGTH:
         raise _invalid_request("Authorization header too large", used_basic=True)
-    if "client_secret" in request.GET or "client_id" in request.GET:
+    if request.META.get("QUERY_STRING") and (
+        "client_secret" in request.GET or "client_id" in request.GET
+    ):
         raise _invalid_request(
             "client credentials are not accepted in the URL", used_basic=used_basic
         )
-    try:
-        form = request.POST
-    except (SuspiciousOperation, MultiPartParserError) as exc:
-        # Too big, too many fields, a broken multipart body: refused, never a 500.
-        raise _invalid_request("request body refused", used_basic=used_basic) from exc
-    form_ids = form.getlist("client_id")
-    form_secrets = form.getlist("client_secret")
+    if form is None:
+        try:
+            posted = request.POST
+        except (SuspiciousOperation, MultiPartParserError) as exc:
+            # Too big, too many fields, a broken multipart body: refused, never a 500.
+            raise _invalid_request("request body refused", used_basic=used_basic) from exc
+        form = {name: posted.getlist(name) for name in ("client_id", "client_secret")}
+    form_ids = form.get("client_id") or []
+    form_secrets = form.get("client_secret") or []
     if len(form_ids) > 1 or len(form_secrets) > 1:
         raise _invalid_request("a parameter is repeated", used_basic=used_basic)
     if header is not None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.db import IntegrityError, connection, models, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connection, connections, models, transaction
 from django.utils import timezone
 
 from audit.choices import ActorKind, EventType, Outcome
@@ -236,9 +236,11 @@ def _values(model: type[models.Model], fields: dict[str, Any]) -> list[Any]:
         preparers = [(f.attname, f, type(f) in _PASSTHROUGH_TYPES) for f in _insertable(model)]
         _preparers[model] = preparers
     values = []
+    # The wrapper itself, not the module-level proxy that looks it up on every use.
+    db = connections[DEFAULT_DB_ALIAS]
     for attname, field, passthrough in preparers:
         value = fields[attname] if attname in fields else field.get_default()
-        values.append(value if passthrough else field.get_db_prep_save(value, connection))
+        values.append(value if passthrough else field.get_db_prep_save(value, db))
     return values
 
 

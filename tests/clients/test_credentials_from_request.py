@@ -218,3 +218,32 @@ def test_malformed_requests_change_nothing(machine_and_secret):
     assert after == before
     keys = throttle_keys(client_id=machine.client_id, ip="127.0.0.1")
     assert cache.get_many([*keys.blocks, keys.fail_pair, keys.fail_ip]) == {}
+
+
+def test_a_form_parsed_by_the_caller_is_used_and_the_body_not_read_again():
+    request = _request("client_id=from-body&client_secret=body-secret")
+    parsed = {"client_id": ["from-form"], "client_secret": ["form-secret"]}
+
+    credentials = client_credentials_from_request(request, parsed)
+
+    assert credentials == ClientCredentials(
+        client_id="from-form", secret="form-secret", method="client_secret_post"
+    )
+    assert not hasattr(request, "_post")  # Django never parsed the body
+
+
+def test_a_repeated_client_id_in_the_parsed_form_is_refused():
+    request = _request()
+    with pytest.raises(MalformedClientRequest) as raised:
+        client_credentials_from_request(request, {"client_id": ["a", "b"], "client_secret": ["s"]})
+    assert (raised.value.error, raised.value.status) == ("invalid_request", 400)
+    assert raised.value.description == "a parameter is repeated"
+
+
+def test_credentials_in_the_query_string_are_refused_with_a_parsed_form():
+    request = RequestFactory().post(
+        "/oauth/token?client_secret=leak", data="client_id=a", content_type=FORM
+    )
+    with pytest.raises(MalformedClientRequest) as raised:
+        client_credentials_from_request(request, {"client_id": ["a"]})
+    assert raised.value.description == "client credentials are not accepted in the URL"

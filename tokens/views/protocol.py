@@ -143,15 +143,16 @@ class ClientRefused(Exception):
         self.response = response
 
 
-def machine_authenticate(request):
+def machine_authenticate(request, form: dict[str, list[str]]):
     """The calling machine, through the clients app's authentication contract.
 
-    Returns ``(machine, context)``; raises ``ClientRefused`` carrying the RFC
-    6749 answer (400, 401 with a challenge for Basic, or 429).
+    ``form`` is the body from ``form_parse``. Returns ``(machine, context)``;
+    raises ``ClientRefused`` carrying the RFC 6749 answer (400, 401 with a
+    challenge for Basic, or 429).
     """
     context = request_context(request)
     try:
-        credentials = client_credentials_from_request(request)
+        credentials = client_credentials_from_request(request, form)
         machine = client_authenticate(credentials=credentials, context=context)
     except MalformedClientRequest as exc:
         if exc.error == "invalid_client":

@@ -73,7 +73,7 @@ def token(request) -> HttpResponse:
     for name, values in form.items():
         if name != "resource" and len(values) > 1:
             raise InvalidRequest(f"The parameter {name} is repeated.")
-    machine, context = machine_authenticate(request)
+    machine, context = machine_authenticate(request, form)
     issued = token_issue(
         machine=machine, scopes=_scopes(form), resource=_resource(form), context=context
     )
