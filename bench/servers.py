@@ -331,6 +331,8 @@ class Portal(Server):
         self.credentials: list[tuple[str, str]] = []
         self.notes["database"] = redact_url(database_url)
         self.notes["workers"] = workers
+        argv = web_server_argv(self.env())
+        self.notes["threads per worker"] = int(argv[argv.index("--blocking-threads") + 1])
 
     def env(self) -> dict[str, str]:
         return {

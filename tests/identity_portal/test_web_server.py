@@ -22,13 +22,19 @@ def _flag(argv: list[str], name: str) -> str:
 
 def test_argv_from_environment(tmp_path):
     argv = web_server_argv(
-        {"HOST": "10.0.0.5", "PORT": "9001", "WEB_CONCURRENCY": "3", "VAR_DIR": str(tmp_path)}
+        {
+            "HOST": "10.0.0.5",
+            "PORT": "9001",
+            "WEB_CONCURRENCY": "3",
+            "WEB_THREADS": "4",
+            "VAR_DIR": str(tmp_path),
+        }
     )
     assert Path(argv[0]).name == "granian"
     assert argv[-1] == APPLICATION
     assert _flag(argv, "--interface") == "wsgi"
     assert (_flag(argv, "--host"), _flag(argv, "--port")) == ("10.0.0.5", "9001")
-    assert (_flag(argv, "--workers"), _flag(argv, "--blocking-threads")) == ("3", "1")
+    assert (_flag(argv, "--workers"), _flag(argv, "--blocking-threads")) == ("3", "4")
     assert _flag(argv, "--http") == "1"
     assert {"--no-ws", "--no-access-log", "--respawn-failed-workers"} <= set(argv)
     assert _flag(argv, "--http1-buffer-size") == "65536"
@@ -41,6 +47,7 @@ def test_argv_defaults_and_static_mount(tmp_path):
     argv = web_server_argv({"VAR_DIR": str(tmp_path)})
     assert (_flag(argv, "--host"), _flag(argv, "--port")) == ("127.0.0.1", "8000")
     assert _flag(argv, "--workers") == str(os.cpu_count() or 2)
+    assert _flag(argv, "--blocking-threads") == "2"
     assert _flag(argv, "--static-path-route") == "/static"
     assert _flag(argv, "--static-path-mount") == str((tmp_path / "static").resolve())
 
