@@ -28,6 +28,10 @@ def _refuse_weak_production() -> None:
 
 _refuse_weak_production()
 
+from identity_portal.log import record_fields_trim  # noqa: E402
+
+record_fields_trim()
+
 # Everything loaded so far lives as long as the process: moved out of the
 # collector's sight, it is not walked again by every full collection, which
 # otherwise pauses a worker for milliseconds now and then (a p99 cost).
