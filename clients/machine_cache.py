@@ -74,13 +74,18 @@ class MachineAuthEntry:
     networks: tuple[IPNetwork, ...]
 
     def machine_with_relations(self) -> Machine:
-        """The machine, whose ``allowed_scopes.all()`` and friends need no query."""
+        """The machine, whose ``allowed_scopes.all()`` and friends need no query.
+
+        Set once per entry: a decoded entry serves every request of the process
+        until the machine changes, and building the three QuerySets is not free.
+        """
         machine = self.machine
-        machine._prefetched_objects_cache = {
-            "allowed_scopes": _evaluated(Scope, self.allowed_scopes),
-            "default_scopes": _evaluated(Scope, self.default_scopes),
-            "allowed_audiences": _evaluated(Audience, self.allowed_audiences),
-        }
+        if "allowed_audiences" not in getattr(machine, "_prefetched_objects_cache", {}):
+            machine._prefetched_objects_cache = {
+                "allowed_scopes": _evaluated(Scope, self.allowed_scopes),
+                "default_scopes": _evaluated(Scope, self.default_scopes),
+                "allowed_audiences": _evaluated(Audience, self.allowed_audiences),
+            }
         return machine
 
 
