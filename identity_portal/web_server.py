@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-APPLICATION = "identity_portal.wsgi:application"
+APPLICATION = "identity_portal.served:application"
 # Request line plus headers must fit: gunicorn's limits were 8 KiB per line and
 # 16 KiB per field; 64 KiB in all leaves room for any real client.
 HTTP1_BUFFER_SIZE = 65536
