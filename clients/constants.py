@@ -29,6 +29,9 @@ AUTHORIZATION_HEADER_MAX_LENGTH = 2048
 # cold load takes milliseconds; ten seconds also covers a reader stalled by GC or
 # a slow database, at the cost of ten seconds of uncached reads after a change).
 MACHINE_CACHE_VERSION = 2  # bump when MachineAuthEntry, Machine or the encoding changes shape
+# Tombstoned too on every change, for a release after a bump: during a rolling
+# deploy the nodes still on the previous version read and fill those keys.
+MACHINE_CACHE_PREVIOUS_VERSIONS = (1,)
 MACHINE_CACHE_TTL = 300
 MACHINE_CACHE_MISS_TTL = 30
 MACHINE_CACHE_TOMBSTONE_TTL = 10

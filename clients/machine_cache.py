@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from clients.constants import (
     CACHED_SECRETS_PER_MACHINE,
     MACHINE_CACHE_MISS_TTL,
+    MACHINE_CACHE_PREVIOUS_VERSIONS,
     MACHINE_CACHE_TOMBSTONE_TTL,
     MACHINE_CACHE_TTL,
     MACHINE_CACHE_VERSION,
@@ -110,11 +111,11 @@ def cache_safely(call: Callable[..., Any], *args: Any, default: Any = None, **kw
         return default
 
 
-def machine_cache_key(client_id: str) -> str:
+def machine_cache_key(client_id: str, version: int = MACHINE_CACHE_VERSION) -> str:
     # Hashed: client_id comes from the network and may hold anything. Versioned: a
     # deploy that changes the entry's shape must not read the previous one.
     digest = hashlib.sha256(client_id.encode("utf-8")).hexdigest()[:40]
-    return f"clients:machine:v{MACHINE_CACHE_VERSION}:{digest}"
+    return f"clients:machine:v{version}:{digest}"
 
 
 def machine_auth_entry_load(client_id: str) -> MachineAuthEntry | None:
@@ -232,6 +233,19 @@ def _tombstone_write(key: str) -> None:
 
 
 def machine_cache_invalidate(*, client_id: str) -> None:
-    """Drop the machine's entry once the current transaction commits."""
-    key = machine_cache_key(client_id)
-    transaction.on_commit(lambda: _tombstone_write(key))
+    """Drop the machine's entry once the current transaction commits.
+
+    Under the previous cache versions too, so that during a rolling deploy a
+    node still running the previous release cannot keep serving a revoked
+    secret from its own key until that entry expires.
+    """
+    keys = [
+        machine_cache_key(client_id, version)
+        for version in (MACHINE_CACHE_VERSION, *MACHINE_CACHE_PREVIOUS_VERSIONS)
+    ]
+
+    def tombstones() -> None:
+        for key in keys:
+            _tombstone_write(key)
+
+    transaction.on_commit(tombstones)

@@ -376,3 +376,35 @@ def test_the_cache_holds_the_encoded_entry_and_serves_it(machine_and_secret, tim
     assert isinstance(cached, bytes)
     assert machine_auth_entry_decode(cached).machine.pk == loaded.machine.pk == machine.pk
     assert machine_auth_entry_get(machine.client_id) is machine_auth_entry_decode(cached)
+
+
+def test_a_revocation_wins_over_an_entry_decoded_and_memoised_by_earlier_requests(
+    machine_and_secret, request_ctx, cli_actor, django_capture_on_commit_callbacks, time_machine
+):
+    machine, raw = machine_and_secret
+    time_machine.move_to("2026-01-05 12:00:00+00:00", tick=False)
+    for _ in range(3):  # a miss fills the cache, the next reads decode and memoise it
+        client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    assert isinstance(cache.get(machine_cache_key(machine.client_id)), bytes)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        secret_revoke(actor=cli_actor, secret=ClientSecret.objects.get(machine=machine))
+    with pytest.raises(ClientAuthError) as raised:
+        client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+
+    assert raised.value.reason == "secret_revoked"
+
+
+def test_a_change_tombstones_the_previous_cache_version_too(
+    machine_and_secret, cli_actor, django_capture_on_commit_callbacks
+):
+    machine, _ = machine_and_secret
+    previous = machine_cache_key(machine.client_id, 1)
+    cache.set(previous, "an entry a node of the previous release cached", 300)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        machine_update(actor=cli_actor, machine=machine, access_token_ttl=60)
+
+    assert machine_cache_key(machine.client_id) != previous
+    assert cache.get(previous) == "tombstone"
+    assert cache.get(machine_cache_key(machine.client_id)) == "tombstone"
