@@ -2,9 +2,10 @@
 
 A request id is accepted from the caller when well-formed, else generated,
 and echoed in the response. The access line is written here rather than by
-gunicorn: gunicorn's access logger assembles every header and environ entry
-per request (about 0.25 ms of CPU, more than signing a token), while this
-line costs a few microseconds and carries the request id. The path is
+the web server: gunicorn's access logger, when we ran it, assembled every
+header and environ entry per request (about 0.25 ms of CPU, more than
+signing a token), while this line costs a few microseconds and carries the
+request id. The path is
 logged without its query string: credentials never belong in a URL, and if
 a client puts them there anyway they must not reach the log. The path is
 decoded, so ``%0A`` in a URL is a real line break: control characters (and
@@ -35,8 +36,15 @@ def _escape_char(match: re.Match) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
+# The web server admits request lines up to its 64 KiB header buffer; a log
+# line needs no more than this of the path.
+MAX_LOGGED_PATH = 2048
+
+
 def loggable_path(path: str) -> str:
-    """``path`` with anything that could end or fake a log line escaped."""
+    """``path`` with anything that could end or fake a log line escaped, and bounded."""
+    if len(path) > MAX_LOGGED_PATH:
+        return _UNSAFE_IN_LOG.sub(_escape_char, path[:MAX_LOGGED_PATH]) + "...[truncated]"
     return _UNSAFE_IN_LOG.sub(_escape_char, path)
 
 

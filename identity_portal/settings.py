@@ -129,6 +129,14 @@ if DATABASE_PREPARED_STATEMENTS and DATABASES["default"]["ENGINE"].endswith("pos
     # A threshold no query reaches lets the token insert ask for it explicitly
     # (tokens.services) while every other query stays unprepared, as before.
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 2**31 - 1
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # A database host that vanishes must not hold a web thread for the kernel's
+    # default of hours: connecting gives up after 5 s, an established
+    # connection is probed after 60 s of silence and dropped after 3 lost probes.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 60}
+        | {"keepalives_interval": 10, "keepalives_count": 3}
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web workers and the Celery worker share one file: WAL lets readers
     # proceed during a write, IMMEDIATE transactions and a busy timeout turn

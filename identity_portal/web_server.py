@@ -81,6 +81,10 @@ def web_server_argv(env: Mapping[str, str] | None = None) -> list[str]:
         str(HTTP1_BUFFER_SIZE),
         "--http1-header-read-timeout",
         str(HEADER_READ_TIMEOUT_MS),
+        # Idle application threads live on (granian's default ends them after
+        # 30 s, and each new one opens and prepares its database connection anew).
+        "--blocking-threads-idle-timeout",
+        "600",
         "--workers-kill-timeout",
         str(GRACEFUL_TIMEOUT),
         "--respawn-failed-workers",

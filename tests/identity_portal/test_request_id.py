@@ -28,3 +28,13 @@ def test_missing_request_id_is_generated(client):
 
     assert re.fullmatch(r"[0-9a-f]{32}", first)
     assert first != second
+
+
+def test_a_long_path_is_logged_bounded():
+    from identity_portal.middleware import MAX_LOGGED_PATH, loggable_path
+
+    path = "/" + "a" * 10_000 + "\n"
+    logged = loggable_path(path)
+
+    assert logged == "/" + "a" * (MAX_LOGGED_PATH - 1) + "...[truncated]"
+    assert loggable_path("/oauth/token\n") == "/oauth/token\\x0a"

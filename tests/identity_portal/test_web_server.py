@@ -38,6 +38,7 @@ def test_argv_from_environment(tmp_path):
     assert _flag(argv, "--http") == "1"
     assert {"--no-ws", "--no-access-log", "--respawn-failed-workers"} <= set(argv)
     assert _flag(argv, "--http1-buffer-size") == "65536"
+    assert _flag(argv, "--blocking-threads-idle-timeout") == "600"
     # No static folder collected yet: nothing is mounted.
     assert "--static-path-mount" not in argv
 

@@ -329,3 +329,28 @@ def test_a_hostile_user_agent_is_recorded_safely_and_the_token_issued(
     event = AuditEvent.objects.get(event_type="token.issued")
     assert event.user_agent.startswith("bot\ufffdé")
     assert len(event.user_agent) == 512
+
+
+def test_an_empty_parameter_counts_as_omitted(client, signing_key, machine_factory):
+    """RFC 6749 section 3.1: a parameter sent without a value is treated as omitted."""
+    registered = machine_factory()
+
+    with_basic = client.post(
+        "/oauth/token",
+        data="grant_type=client_credentials&client_secret=&client_id=",
+        content_type=FORM,
+        HTTP_AUTHORIZATION=basic(registered.client_id, registered.secret),
+    )
+    no_client_id = client.post(
+        "/oauth/token",
+        data=f"grant_type=client_credentials&client_id=&client_secret={registered.secret}",
+        content_type=FORM,
+    )
+
+    assert with_basic.status_code == 200
+    assert no_client_id.status_code == 400
+    assert json.loads(no_client_id.content) == {
+        "error": "invalid_request",
+        "error_description": "client_id is required",
+    }
+    assert IssuedToken.objects.count() == 1
