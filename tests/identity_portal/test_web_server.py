@@ -123,3 +123,68 @@ def test_real_server_keeps_connections_alive_serves_static_and_bounds_headers(se
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 200_000)
         sock.sendall(b"\r\n\r\n")
         assert sock.recv(64).startswith(b"HTTP/1.1 431 ")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_token_issued_through_the_real_server_end_to_end(signing_key, machine_factory, tmp_path):
+    """Granian, the token lane, PostgreSQL: what a machine sees, and what the audit records."""
+    import requests
+
+    from audit.models import AuditEvent
+    from tests.fixtures.celery_worker import _database_url
+    from tests.fixtures.tokens import API
+    from tests.tokens.helpers import basic, verify
+
+    registered = machine_factory()
+    port = _spare_port()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "identity_portal.settings_test",
+        "DATABASE_URL": _database_url(),
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "1",
+        "VAR_DIR": str(tmp_path),
+    }
+    log = (tmp_path / "server.log").open("w")
+    proc = subprocess.Popen(web_server_argv(env), env=env, cwd=REPO, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except requests.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError((tmp_path / "server.log").read_text()) from None
+                time.sleep(0.1)
+        with requests.Session() as session:  # one kept-alive connection, as a machine would
+            answers = [
+                session.post(
+                    f"http://127.0.0.1:{port}/oauth/token",
+                    data={"grant_type": "client_credentials"},
+                    headers={
+                        "Authorization": basic(registered.client_id, registered.secret),
+                        "X-Request-ID": f"e2e-granian-{n:04d}",
+                    },
+                    timeout=10,
+                )
+                for n in range(3)
+            ]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    first = answers[0]
+    assert first.headers["X-Request-ID"] == "e2e-granian-0000"
+    assert first.headers["Cache-Control"] == "no-store"
+    assert first.headers["X-Frame-Options"] == "DENY"
+    assert first.headers["X-Content-Type-Options"] == "nosniff"
+    claims = verify(first.json()["access_token"], audience=API)
+    assert claims["client_id"] == registered.client_id
+    events = AuditEvent.objects.filter(event_type="token.issued", request_id__startswith="e2e-")
+    assert sorted(events.values_list("request_id", "source_ip")) == [
+        (f"e2e-granian-{n:04d}", "127.0.0.1") for n in range(3)
+    ]
