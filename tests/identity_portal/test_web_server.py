@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import socket
@@ -73,12 +74,9 @@ def _spare_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def served(tmp_path):
-    """The portal under the real server: one worker, a static folder of its own."""
-    static = tmp_path / "static"
-    static.mkdir()
-    (static / "hello.txt").write_text("static ok\n")
+@contextlib.contextmanager
+def _running_server(tmp_path, **overrides: str):
+    """The portal under the real server on a spare port (one worker); yields the port."""
     port = _spare_port()
     env = {
         **os.environ,
@@ -86,24 +84,35 @@ def served(tmp_path):
         "WEB_CONCURRENCY": "1",
         "VAR_DIR": str(tmp_path),
         "DJANGO_SETTINGS_MODULE": "identity_portal.settings",
+        **overrides,
     }
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(web_server_argv(env), env=env, cwd=REPO, stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError((tmp_path / "server.log").read_text()) from None
-                time.sleep(0.1)
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(web_server_argv(env), env=env, cwd=REPO, stdout=log, stderr=log)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=1):
+                        break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise AssertionError(log_path.read_text()) from None
+                    time.sleep(0.1)
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+@pytest.fixture
+def served(tmp_path):
+    """The portal under the real server, with a static folder of its own."""
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "hello.txt").write_text("static ok\n")
+    with _running_server(tmp_path) as port:
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
 
 
 def test_real_server_keeps_connections_alive_serves_static_and_bounds_headers(served):
@@ -137,44 +146,22 @@ def test_a_token_issued_through_the_real_server_end_to_end(signing_key, machine_
     from tests.tokens.helpers import basic, verify
 
     registered = machine_factory()
-    port = _spare_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "identity_portal.settings_test",
-        "DATABASE_URL": _database_url(),
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "1",
-        "VAR_DIR": str(tmp_path),
-    }
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(web_server_argv(env), env=env, cwd=REPO, stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-                break
-            except requests.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError((tmp_path / "server.log").read_text()) from None
-                time.sleep(0.1)
-        with requests.Session() as session:  # one kept-alive connection, as a machine would
-            answers = [
-                session.post(
-                    f"http://127.0.0.1:{port}/oauth/token",
-                    data={"grant_type": "client_credentials"},
-                    headers={
-                        "Authorization": basic(registered.client_id, registered.secret),
-                        "X-Request-ID": f"e2e-granian-{n:04d}",
-                    },
-                    timeout=10,
-                )
-                for n in range(3)
-            ]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+    database = {"DJANGO_SETTINGS_MODULE": "identity_portal.settings_test"}
+    database["DATABASE_URL"] = _database_url()
+    with _running_server(tmp_path, **database) as port, requests.Session() as session:
+        # One kept-alive connection, as a machine would use.
+        answers = [
+            session.post(
+                f"http://127.0.0.1:{port}/oauth/token",
+                data={"grant_type": "client_credentials"},
+                headers={
+                    "Authorization": basic(registered.client_id, registered.secret),
+                    "X-Request-ID": f"e2e-granian-{n:04d}",
+                },
+                timeout=10,
+            )
+            for n in range(3)
+        ]
 
     assert [a.status_code for a in answers] == [200, 200, 200]
     first = answers[0]
