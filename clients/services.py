@@ -175,6 +175,19 @@ def _secret_add(*, machine: Machine, actor: Actor, now: datetime) -> tuple[Clien
     return row, generated.raw
 
 
+def _secret_created_record(
+    *, machine: Machine, secret: ClientSecret, actor: Actor, context: RequestContext | None
+) -> None:
+    """The ``secret.created`` event: which secret, shown only by its display form."""
+    audit_record(
+        event_type=EventType.SECRET_CREATED,
+        actor=actor,
+        target=_target(machine),
+        details={"secret_id": secret.pk, "display": _secret_display(secret)},
+        context=context,
+    )
+
+
 def _check_defaults(
     *, allowed: list[Scope], defaults: list[Scope], audiences: list[Audience], default_audience
 ) -> None:
@@ -453,13 +466,7 @@ def machine_register(
         details={**_machine_summary(machine), "secret_id": secret.pk},
         context=context,
     )
-    audit_record(
-        event_type=EventType.SECRET_CREATED,
-        actor=actor,
-        target=_target(machine),
-        details={"secret_id": secret.pk, "display": _secret_display(secret)},
-        context=context,
-    )
+    _secret_created_record(machine=machine, secret=secret, actor=actor, context=context)
     machine_cache_invalidate(client_id=machine.client_id)
     return machine, raw
 
@@ -641,13 +648,7 @@ def secret_create(
             f"The machine already has {MAX_USABLE_SECRETS} usable secrets: rotate or revoke one."
         )
     secret, raw = _secret_add(machine=machine, actor=actor, now=now)
-    audit_record(
-        event_type=EventType.SECRET_CREATED,
-        actor=actor,
-        target=_target(machine),
-        details={"secret_id": secret.pk, "display": _secret_display(secret)},
-        context=context,
-    )
+    _secret_created_record(machine=machine, secret=secret, actor=actor, context=context)
     machine_cache_invalidate(client_id=machine.client_id)
     return secret, raw
 
