@@ -3,7 +3,7 @@
 Only what the client credentials grant needs is configured; every security and
 performance setting keeps the library's default (hashed client secrets with
 Django's PBKDF2 hasher, opaque tokens stored in the database, a new database
-connection per request). Adapted from ../shared/peers/stock-dot: the database
+connection per request). The database
 comes from STOCK_DOT_DATABASE_URL (PostgreSQL, its own database) or is a SQLite
 file under STOCK_DOT_DIR.
 """
