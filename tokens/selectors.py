@@ -67,11 +67,13 @@ def token_checksum(token: str) -> str:
 
 
 def jwks_document() -> dict[str, Any]:
-    """Every published public key (pending, active, retiring); never private material."""
-    keys = []
-    for key in SigningKey.objects.filter(state__in=PUBLISHED_STATES).order_by("created_at"):
-        keys.append({**key.public_jwk, "kid": key.kid, "alg": key.algorithm, "use": "sig"})
-    return {"keys": keys}
+    """Every trusted published key (pending, active, retiring); never private material.
+
+    From the keyring, not the table: each public key there is derived from its
+    authenticated private half, so a row forged or edited in the database is
+    never published (tokens.keyring).
+    """
+    return {"keys": [dict(jwk) for jwk in keyring_current().jwks]}
 
 
 def _absolute(name: str) -> str:
