@@ -22,7 +22,7 @@ from kombu import Connection
 from kombu.exceptions import KombuError
 
 from identity_portal.services import worker_heartbeat_last_seen
-from tokens.keyring import Keyring, keyring_current
+from tokens.keyring import Keyring, keyring_reload
 from tokens.selectors import signing_key_active_exists
 
 logger = logging.getLogger(__name__)
@@ -62,8 +62,9 @@ def _signing_key_ready() -> bool:
 
 
 def _keyring() -> Keyring | None:
+    # Reloaded, not the cached ring: a row edited in the database bumps no version.
     try:
-        return keyring_current()
+        return keyring_reload()
     except DatabaseError:
         return None
 

@@ -230,6 +230,21 @@ def keyring_current() -> Keyring:
         return _ring
 
 
+def keyring_reload() -> Keyring:
+    """Load the ring from the database now and use it from here on (the readiness probe).
+
+    A row written straight into the database bumps no version, so without
+    this a process would report (and audit) it only at its next key change;
+    the probe reloads, so ``/readyz`` names such a row within one probe
+    interval. One query and one AES-GCM decryption per published key.
+    """
+    global _ring
+    with _lock:
+        ring = _ring
+        _ring = _load(ring.version if ring is not None else _cached_version())
+        return _ring
+
+
 def keyring_changed() -> None:
     """Call inside the transaction that changes a key: every process reloads after commit."""
     global _ring
