@@ -183,12 +183,19 @@ def _load(version: str | None) -> Keyring:
     )
 
 
+# (kid, reason) pairs this process has logged and recorded: the probe reloads
+# every few seconds, and one warning per process is enough for the log.
+_reported: set[tuple[str, str]] = set()
+
+
 def _problems_report(problems: list[KeyProblem]) -> None:
-    """Log every problem of this load; record each one's audit event once, ever."""
+    """Log each problem once per process; record its audit event once, ever."""
     # A service writes the event; imported here because services import this module.
     from tokens.services import signing_key_problem_record
 
     for problem in problems:
+        if (problem.kid, problem.reason) in _reported:
+            continue
         # %r: the kid column is attacker-writable text; no key material is logged.
         logger.warning(
             "keyring: signing key %r is %s: %s",
@@ -201,8 +208,10 @@ def _problems_report(problems: list[KeyProblem]) -> None:
                 kid=problem.kid, reason=problem.reason, trusted=problem.trusted
             )
         except DatabaseError:
-            # The ring must still load; the next load records it.
+            # The ring must still load; the next load tries again.
             logger.exception("keyring: could not record the problem of key %r", problem.kid)
+            continue
+        _reported.add((problem.kid, problem.reason))
 
 
 def keyring_current() -> Keyring:
@@ -265,3 +274,4 @@ def keyring_reset() -> None:
     """Forget the parsed keys of this process (tests, after a database rollback)."""
     global _ring
     _ring = None
+    _reported.clear()
