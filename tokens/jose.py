@@ -88,25 +88,6 @@ def public_jwk(public_key: PublicKey) -> dict[str, str]:
     raise ValueError("unsupported key type")
 
 
-# RFC 7638 section 3.2: the required members of each key type, in lexicographic order.
-def public_key_from_jwk(jwk: dict[str, str], algorithm: str) -> PublicKey:
-    """Parse a stored public JWK, refusing a key that does not fit its algorithm."""
-    kty = jwk.get("kty")
-    if algorithm == KeyAlgorithm.ES256 and kty == "EC" and jwk.get("crv") == "P-256":
-        x = int.from_bytes(b64url_decode(jwk["x"]), "big")
-        y = int.from_bytes(b64url_decode(jwk["y"]), "big")
-        return ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
-    if algorithm == KeyAlgorithm.EDDSA and kty == "OKP" and jwk.get("crv") == "Ed25519":
-        return ed25519.Ed25519PublicKey.from_public_bytes(b64url_decode(jwk["x"]))
-    if algorithm == KeyAlgorithm.RS256 and kty == "RSA":
-        n = int.from_bytes(b64url_decode(jwk["n"]), "big")
-        e = int.from_bytes(b64url_decode(jwk["e"]), "big")
-        if n.bit_length() < RSA_MIN_KEY_BITS:
-            raise ValueError("RSA key too short")
-        return rsa.RSAPublicNumbers(e, n).public_key()
-    raise ValueError("the key does not fit its algorithm")
-
-
 # --- wrapping (AES-256-GCM under a key-encryption key) ---------------------
 
 # Domain separation and format version of the associated data. Format 1 bound

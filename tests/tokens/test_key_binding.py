@@ -229,9 +229,11 @@ def _wrap_format_1(private, *, kid: str) -> bytes:
     return nonce + AESGCM(KEK_K2).encrypt(nonce, der, kid.encode("ascii"))
 
 
+_MIGRATION = importlib.import_module("tokens.migrations.0003_signing_key_identity_binding")
+
+
 def _rebind():
-    module = importlib.import_module("tokens.migrations.0003_signing_key_identity_binding")
-    module.rebind(apps, None)
+    _MIGRATION.rebind(apps, None)
 
 
 def test_a_format_1_row_is_not_trusted_until_the_migration_rebinds_it(db):
@@ -270,3 +272,14 @@ def test_a_format_1_row_is_not_trusted_until_the_migration_rebinds_it(db):
     assert bytes(SigningKey.objects.get(pk=revoked.pk).private_key_wrapped) == bytes(
         revoked.private_key_wrapped
     )
+
+
+def test_the_migration_reverses_to_format_1_and_forward_again(signing_key):
+    _MIGRATION.unbind(apps, None)
+    keyring_reset()
+    assert _problems() == [(signing_key.kid, "not_authentic", False)]
+
+    _rebind()
+    keyring_reset()
+    assert _problems() == []
+    assert keyring_current().signer("ES256").kid == signing_key.kid
