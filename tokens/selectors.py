@@ -185,7 +185,11 @@ def token_record_for(*, token: str) -> IssuedToken | None:
 
 
 def signing_keys_list() -> list[dict[str, Any]]:
-    """Every key's public metadata, for ``keys list`` (never private material)."""
+    """Every key's public metadata, for ``keys list`` (never private material).
+
+    ``problem`` is why the keyring distrusts a published row (tokens.keyring), else None.
+    """
+    problems = {problem.kid: problem.reason for problem in keyring_current().problems}
     return [
         {
             "kid": key.kid,
@@ -198,6 +202,7 @@ def signing_keys_list() -> list[dict[str, Any]]:
             "retire_after": key.retire_after.isoformat() if key.retire_after else None,
             "retired_at": key.retired_at.isoformat() if key.retired_at else None,
             "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+            "problem": problems.get(key.kid),
         }
         for key in SigningKey.objects.order_by("created_at", "id")
     ]

@@ -6,6 +6,7 @@ runs the same attacks with raw SQL on PostgreSQL.
 """
 
 import importlib
+import io
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.apps import apps
 from django.conf import settings
+from django.core.management import call_command
 from django.utils import timezone
 
 from audit.context import Actor
@@ -283,3 +285,18 @@ def test_the_migration_reverses_to_format_1_and_forward_again(signing_key):
     keyring_reset()
     assert _problems() == []
     assert keyring_current().signer("ES256").kid == signing_key.kid
+
+
+def test_keys_list_names_the_problem_of_a_distrusted_row(signing_key):
+    _private, public, kid = _attacker_key()
+    _forged_row(public=public, kid=kid, wrapped=os.urandom(200))
+    keyring_reset()
+    out = io.StringIO()
+
+    call_command("keys", "list", stdout=out)
+
+    listed = json.loads(out.getvalue())
+    assert [(k["kid"], k["state"], k["problem"]) for k in listed] == [
+        (signing_key.kid, "active", None),
+        (kid, "pending", "not_authentic"),
+    ]
