@@ -26,6 +26,8 @@ class EventType(models.TextChoices):
     KEY_RETIRED = "key.retired"
     KEY_REVOKED = "key.revoked"
     KEY_REWRAPPED = "key.rewrapped"
+    # A published signing-key row the keyring does not trust (recorded once per kid and reason).
+    KEY_REJECTED = "key.rejected"
     USER_CREATED = "user.created"
     USER_UPDATED = "user.updated"
     USER_DELETED = "user.deleted"

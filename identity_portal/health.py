@@ -2,7 +2,10 @@
 
 ``/healthz`` says the process answers. ``/readyz`` says it can do its job:
 the database answers, the broker answers (the token path does not need it,
-but the lifecycle tasks do), and later an active signing key exists.
+but the lifecycle tasks do), an active signing key exists, and every published
+signing-key row is authentic. A row the keyring distrusts (forged or edited in
+the database) makes the portal not ready, and ``key_problems`` names its kid:
+it is an intrusion for an operator to act on, not a state to run in.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from kombu import Connection
 from kombu.exceptions import KombuError
 
 from identity_portal.services import worker_heartbeat_last_seen
+from tokens.keyring import Keyring, keyring_reload
 from tokens.selectors import signing_key_active_exists
 
 logger = logging.getLogger(__name__)
@@ -57,11 +61,20 @@ def _signing_key_ready() -> bool:
         return False
 
 
-def readiness_checks() -> dict[str, bool]:
+def _keyring() -> Keyring | None:
+    # Reloaded, not the cached ring: a row edited in the database bumps no version.
+    try:
+        return keyring_reload()
+    except DatabaseError:
+        return None
+
+
+def readiness_checks(*, ring: Keyring | None) -> dict[str, bool]:
     return {
         "database": _database_ready(),
         "broker": _broker_ready(),
-        "signing_key": _signing_key_ready(),
+        "signing_key": _signing_key_ready() and ring is not None and bool(ring.signers),
+        "signing_keys_authentic": ring is not None and not ring.problems,
     }
 
 
@@ -74,12 +87,15 @@ def healthz(request):
 @never_cache
 @require_GET
 def readyz(request):
-    checks = readiness_checks()
+    ring = _keyring()
+    checks = readiness_checks(ring=ring)
     ready = all(checks.values())
+    problems = [] if ring is None else ring.problems
     return JsonResponse(
         {
             "status": "ready" if ready else "not ready",
             "checks": checks,
+            "key_problems": [{"kid": p.kid, "reason": p.reason} for p in problems],
             # Informational: the token path does not need a worker.
             "worker_last_seen": worker_heartbeat_last_seen(),
         },

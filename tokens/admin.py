@@ -1,7 +1,9 @@
 """The console page for signing keys: read-only rows, lifecycle actions through services.
 
 No private material is ever rendered: the wrapped private key is not a field
-of the page. Security admins may rotate and revoke; auditors only look.
+of the page. Security admins may rotate and revoke; auditors only look. The
+``problem`` column says why the keyring distrusts a row (tokens.keyring): the
+stored ``public_jwk`` shown here is only a copy, never what is published.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from django.contrib import admin, messages
 
 from audit.context import Actor, request_context
 from audit.roles import can_read_audit, is_security_admin
+from tokens.keyring import keyring_current
 from tokens.models import SigningKey
 from tokens.services import signing_key_create, signing_key_revoke
 
@@ -25,17 +28,33 @@ _PUBLIC_FIELDS = (
     "retire_after",
     "retired_at",
     "revoked_at",
+    "problem",
     "public_jwk",
 )
 
 
 @admin.register(SigningKey)
 class SigningKeyAdmin(admin.ModelAdmin):
-    list_display = ("kid", "algorithm", "state", "created_at", "activate_after", "retire_after")
+    list_display = (
+        "kid",
+        "algorithm",
+        "state",
+        "problem",
+        "created_at",
+        "activate_after",
+        "retire_after",
+    )
     list_filter = ("state", "algorithm")
     fields = _PUBLIC_FIELDS
     readonly_fields = _PUBLIC_FIELDS
     actions = ["rotate_algorithm", "revoke_keys"]
+
+    @admin.display(description="problem")
+    def problem(self, obj: SigningKey) -> str:
+        for problem in keyring_current().problems:
+            if problem.kid == obj.kid:
+                return problem.reason
+        return "-"
 
     def has_module_permission(self, request):
         return can_read_audit(request.user)

@@ -88,49 +88,72 @@ def public_jwk(public_key: PublicKey) -> dict[str, str]:
     raise ValueError("unsupported key type")
 
 
-# RFC 7638 section 3.2: the required members of each key type, in lexicographic order.
-def public_key_from_jwk(jwk: dict[str, str], algorithm: str) -> PublicKey:
-    """Parse a stored public JWK, refusing a key that does not fit its algorithm."""
-    kty = jwk.get("kty")
-    if algorithm == KeyAlgorithm.ES256 and kty == "EC" and jwk.get("crv") == "P-256":
-        x = int.from_bytes(b64url_decode(jwk["x"]), "big")
-        y = int.from_bytes(b64url_decode(jwk["y"]), "big")
-        return ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1()).public_key()
-    if algorithm == KeyAlgorithm.EDDSA and kty == "OKP" and jwk.get("crv") == "Ed25519":
-        return ed25519.Ed25519PublicKey.from_public_bytes(b64url_decode(jwk["x"]))
-    if algorithm == KeyAlgorithm.RS256 and kty == "RSA":
-        n = int.from_bytes(b64url_decode(jwk["n"]), "big")
-        e = int.from_bytes(b64url_decode(jwk["e"]), "big")
-        if n.bit_length() < RSA_MIN_KEY_BITS:
-            raise ValueError("RSA key too short")
-        return rsa.RSAPublicNumbers(e, n).public_key()
-    raise ValueError("the key does not fit its algorithm")
-
-
 # --- wrapping (AES-256-GCM under a key-encryption key) ---------------------
 
+# Domain separation and format version of the associated data. Format 1 bound
+# only the kid; rows in that format are re-bound by migration 0003 and no
+# longer decrypt here, so a blob copied from an old backup is not trusted.
+_AAD_CONTEXT = b"mip tokens.SigningKey wrap v2\x00"
 
-def private_key_wrap(private_key: PrivateKey, *, kek: bytes, kid: str) -> bytes:
-    """Encrypt the PKCS#8 DER of a private key; the kid is bound as associated data."""
+
+def signing_key_aad(*, kid: str, algorithm: str) -> bytes:
+    """The row identity that the KEK authenticates along with the private key.
+
+    The kid is the RFC 7638 thumbprint of the public key, so binding it binds
+    the public key as well (the loader checks the thumbprint of the public key
+    it derives). The algorithm is bound too: a key type may one day serve two
+    algorithms (RS256 and PS256), and the row must not choose between them.
+    """
+    identity = json.dumps({"alg": algorithm, "kid": kid}, sort_keys=True, separators=(",", ":"))
+    return _AAD_CONTEXT + identity.encode("utf-8")
+
+
+def private_key_wrap(private_key: PrivateKey, *, kek: bytes, kid: str, algorithm: str) -> bytes:
+    """Encrypt the PKCS#8 DER of a private key, its row identity as associated data."""
     der = private_key.private_bytes(
         serialization.Encoding.DER,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     nonce = os.urandom(_NONCE_BYTES)
-    return nonce + AESGCM(kek).encrypt(nonce, der, kid.encode("ascii"))
+    aad = signing_key_aad(kid=kid, algorithm=algorithm)
+    return nonce + AESGCM(kek).encrypt(nonce, der, aad)
 
 
-def private_key_unwrap(wrapped: bytes, *, kek: bytes, kid: str) -> PrivateKey:
-    """Decrypt and parse; a wrong KEK, kid or tampered blob raises ``InvalidTag``."""
+def private_key_unwrap(wrapped: bytes, *, kek: bytes, kid: str, algorithm: str) -> PrivateKey:
+    """Decrypt and parse; a wrong KEK, kid, algorithm or tampered blob raises ``InvalidTag``."""
+    if len(wrapped) <= _NONCE_BYTES:
+        raise InvalidTag("too short")
     nonce, ciphertext = wrapped[:_NONCE_BYTES], wrapped[_NONCE_BYTES:]
-    der = AESGCM(kek).decrypt(nonce, ciphertext, kid.encode("ascii"))
-    key = serialization.load_der_private_key(der, password=None)
+    der = AESGCM(kek).decrypt(nonce, ciphertext, signing_key_aad(kid=kid, algorithm=algorithm))
+    try:
+        # The DER just authenticated under our KEK is a key we generated and
+        # checked: RSA's consistency checks would cost ~120 ms per key per reload.
+        key = serialization.load_der_private_key(
+            der, password=None, unsafe_skip_rsa_key_validation=True
+        )
+    except (ValueError, TypeError) as exc:
+        raise InvalidTag("not a private key") from exc
     if not isinstance(
         key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
     ):
         raise InvalidTag("unexpected key type")
     return key
+
+
+def private_key_fits(private_key: PrivateKey, algorithm: str) -> bool:
+    """Whether a private key is of the one type (and size) its algorithm signs with."""
+    if algorithm == KeyAlgorithm.ES256:
+        return isinstance(private_key, ec.EllipticCurvePrivateKey) and isinstance(
+            private_key.curve, ec.SECP256R1
+        )
+    if algorithm == KeyAlgorithm.EDDSA:
+        return isinstance(private_key, ed25519.Ed25519PrivateKey)
+    if algorithm == KeyAlgorithm.RS256:
+        return (
+            isinstance(private_key, rsa.RSAPrivateKey) and private_key.key_size >= RSA_MIN_KEY_BITS
+        )
+    return False
 
 
 # --- compact JWS -------------------------------------------------------------

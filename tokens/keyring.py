@@ -9,6 +9,15 @@ seconds, so tokens are still issued (DESIGN.md decision 8).
 
 Trust decisions that must hold on every process at once (a revoked key) are
 also checked against the database by introspection; the ring is for speed.
+
+A row is trusted only if it is authentic (issue 10: the attacker may write to
+the database but holds no KEK). Every load decrypts every published key,
+pending ones included, with the row's kid and algorithm as AES-GCM associated
+data, and derives the public key from the private one: the stored
+``public_jwk`` column is never read as truth. A row that fails is left out of
+the ring (it is not published, never signs, never verifies) and reported as a
+problem: ``/readyz`` names it, the log says which kid, and a ``key.rejected``
+audit event records it once.
 """
 
 from __future__ import annotations
@@ -22,11 +31,11 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from redis.exceptions import RedisError
 
 from tokens import jose
-from tokens.choices import KeyState
+from tokens.choices import KeyProblemReason, KeyState
 from tokens.constants import PUBLISHED_STATES
 from tokens.models import SigningKey
 
@@ -36,9 +45,55 @@ VERSION_CACHE_KEY = "tokens:keyring:version"
 # Without a reachable cache, how stale the ring may get before a database reload.
 FALLBACK_RELOAD_SECONDS = 5.0
 
+# The clock of the reload intervals; a module attribute so that tests can move
+# it (time-machine does not move ``time.monotonic``).
+monotonic = time.monotonic
+
 
 class NoSigningKey(LookupError):
     """No active key can sign: first-run setup or a rotation is missing."""
+
+
+class KeyNotAuthentic(ValueError):
+    """A signing-key row whose private key does not authenticate its identity under a KEK."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class KeyProblem:
+    """A published row the ring distrusts, by kid: what readiness and the audit report."""
+
+    kid: str
+    reason: str
+    trusted: bool  # True only when the key is authentic and just its public_jwk column differs
+
+
+def signing_key_unwrap(*, key: SigningKey, keks: dict[str, bytes]) -> jose.PrivateKey:
+    """The private key of an authentic row, or ``KeyNotAuthentic`` with the reason.
+
+    Authentic means: it decrypts under the row's KEK with the row's kid and
+    algorithm as associated data, is a key of that algorithm, and the kid is
+    the RFC 7638 thumbprint of its public key. Every path that trusts or
+    re-encrypts a private key goes through here, so a forged row is never
+    laundered by a rewrap.
+    """
+    kek = keks.get(key.kek_id)
+    if kek is None:
+        raise KeyNotAuthentic(KeyProblemReason.UNKNOWN_KEK)
+    try:
+        private_key = jose.private_key_unwrap(
+            bytes(key.private_key_wrapped), kek=kek, kid=key.kid, algorithm=key.algorithm
+        )
+    except InvalidTag as exc:
+        raise KeyNotAuthentic(KeyProblemReason.NOT_AUTHENTIC) from exc
+    if not jose.private_key_fits(private_key, key.algorithm):
+        raise KeyNotAuthentic(KeyProblemReason.WRONG_KEY_TYPE)
+    if jose.jwk_thumbprint(jose.public_jwk(private_key.public_key())) != key.kid:
+        raise KeyNotAuthentic(KeyProblemReason.KID_MISMATCH)
+    return private_key
 
 
 @dataclass
@@ -48,6 +103,9 @@ class Keyring:
     checked_at: float
     signers: dict[str, jose.Signer] = field(default_factory=dict)  # by algorithm
     verifiers: dict[str, jose.Verifier] = field(default_factory=dict)  # by kid
+    # The JWKS members of the trusted keys (derived public halves), oldest first.
+    jwks: tuple[dict[str, str], ...] = ()
+    problems: tuple[KeyProblem, ...] = ()
 
     def signer(self, algorithm: str) -> jose.Signer:
         signer = self.signers.get(algorithm)
@@ -88,33 +146,72 @@ def _cached_version() -> str | None:
 def _load(version: str | None) -> Keyring:
     signers: dict[str, jose.Signer] = {}
     verifiers: dict[str, jose.Verifier] = {}
+    jwks: list[dict[str, str]] = []
+    problems: list[KeyProblem] = []
     keks = settings.SERVER_SECRETS.key_encryption_keys
-    for key in SigningKey.objects.filter(state__in=PUBLISHED_STATES).order_by("created_at"):
-        verifiers[key.kid] = jose.Verifier(
-            kid=key.kid,
-            algorithm=key.algorithm,
-            public_key=jose.public_key_from_jwk(key.public_jwk, key.algorithm),
-        )
-        if key.state != KeyState.ACTIVE:
-            continue
-        kek = keks.get(key.kek_id)
-        if kek is None:
-            logger.error("keyring: key %s is wrapped under an unknown KEK %s", key.kid, key.kek_id)
-            continue
+    for key in SigningKey.objects.filter(state__in=PUBLISHED_STATES).order_by("created_at", "id"):
         try:
-            private_key = jose.private_key_unwrap(
-                bytes(key.private_key_wrapped), kek=kek, kid=key.kid
-            )
-        except InvalidTag:
-            logger.error("keyring: key %s does not decrypt under KEK %s", key.kid, key.kek_id)
+            private_key = signing_key_unwrap(key=key, keks=keks)
+        except KeyNotAuthentic as exc:
+            problems.append(KeyProblem(kid=key.kid, reason=exc.reason, trusted=False))
             continue
-        signers[key.algorithm] = jose.Signer(
-            kid=key.kid, algorithm=key.algorithm, private_key=private_key
+        public_key = private_key.public_key()
+        public = jose.public_jwk(public_key)
+        if key.public_jwk != public:
+            problems.append(
+                KeyProblem(kid=key.kid, reason=KeyProblemReason.PUBLIC_JWK_MISMATCH, trusted=True)
+            )
+        verifiers[key.kid] = jose.Verifier(
+            kid=key.kid, algorithm=key.algorithm, public_key=public_key
         )
-    now = time.monotonic()
+        jwks.append({**public, "kid": key.kid, "alg": key.algorithm, "use": "sig"})
+        if key.state == KeyState.ACTIVE:
+            signers[key.algorithm] = jose.Signer(
+                kid=key.kid, algorithm=key.algorithm, private_key=private_key
+            )
+    if problems:
+        _problems_report(problems)
+    now = monotonic()
     return Keyring(
-        version=version, loaded_at=now, checked_at=now, signers=signers, verifiers=verifiers
+        version=version,
+        loaded_at=now,
+        checked_at=now,
+        signers=signers,
+        verifiers=verifiers,
+        jwks=tuple(jwks),
+        problems=tuple(problems),
     )
+
+
+# (kid, reason) pairs this process has logged and recorded: the probe reloads
+# every few seconds, and one warning per process is enough for the log.
+_reported: set[tuple[str, str]] = set()
+
+
+def _problems_report(problems: list[KeyProblem]) -> None:
+    """Log each problem once per process; record its audit event once, ever."""
+    # A service writes the event; imported here because services import this module.
+    from tokens.services import signing_key_problem_record
+
+    for problem in problems:
+        if (problem.kid, problem.reason) in _reported:
+            continue
+        # %r: the kid column is attacker-writable text; no key material is logged.
+        logger.warning(
+            "keyring: signing key %r is %s: %s",
+            problem.kid,
+            "trusted under its derived public key" if problem.trusted else "not trusted",
+            problem.reason,
+        )
+        try:
+            signing_key_problem_record(
+                kid=problem.kid, reason=problem.reason, trusted=problem.trusted
+            )
+        except DatabaseError:
+            # The ring must still load; the next load tries again.
+            logger.exception("keyring: could not record the problem of key %r", problem.kid)
+            continue
+        _reported.add((problem.kid, problem.reason))
 
 
 def keyring_current() -> Keyring:
@@ -127,18 +224,33 @@ def keyring_current() -> Keyring:
     """
     global _ring
     ring = _ring
-    if ring is not None and time.monotonic() - ring.checked_at < settings.KEYRING_CHECK_INTERVAL:
+    if ring is not None and monotonic() - ring.checked_at < settings.KEYRING_CHECK_INTERVAL:
         return ring
     version = _cached_version()
     if ring is not None:
         if version is not None and version == ring.version:
-            ring.checked_at = time.monotonic()
+            ring.checked_at = monotonic()
             return ring
-        if version is None and time.monotonic() - ring.loaded_at < FALLBACK_RELOAD_SECONDS:
+        if version is None and monotonic() - ring.loaded_at < FALLBACK_RELOAD_SECONDS:
             return ring
     with _lock:
         if _ring is ring or _ring is None:
             _ring = _load(version)
+        return _ring
+
+
+def keyring_reload() -> Keyring:
+    """Load the ring from the database now and use it from here on (the readiness probe).
+
+    A row written straight into the database bumps no version, so without
+    this a process would report (and audit) it only at its next key change;
+    the probe reloads, so ``/readyz`` names such a row within one probe
+    interval. One query and one AES-GCM decryption per published key.
+    """
+    global _ring
+    with _lock:
+        ring = _ring
+        _ring = _load(ring.version if ring is not None else _cached_version())
         return _ring
 
 
@@ -162,3 +274,4 @@ def keyring_reset() -> None:
     """Forget the parsed keys of this process (tests, after a database rollback)."""
     global _ring
     _ring = None
+    _reported.clear()

@@ -9,11 +9,15 @@ from tokens.choices import KeyAlgorithm, KeyState
 class SigningKey(models.Model):
     """A key pair that signs access and ID tokens.
 
-    The private half is stored only encrypted (AES-256-GCM, ``kid`` as
-    associated data) under the key-encryption key named by ``kek_id``, so a
-    database dump alone signs nothing. ``kid`` is the RFC 7638 thumbprint of
-    the public half. Keys are published before they sign (pending) and after
-    they stop (retiring) so verifiers with a cached JWKS never miss one.
+    The private half is stored only encrypted (AES-256-GCM, ``kid`` and
+    ``algorithm`` as associated data) under the key-encryption key named by
+    ``kek_id``, so a database dump alone signs nothing and a row written
+    without the KEK is never trusted (tokens.keyring). ``kid`` is the RFC 7638
+    thumbprint of the public half. ``public_jwk`` is a copy for display only:
+    what is published and verified is derived from the private half. Keys are
+    published before they sign (pending) and after they stop (retiring) so
+    verifiers with a cached JWKS never miss one. A revoked key's private half
+    is erased.
     """
 
     kid = models.CharField(max_length=64, unique=True)

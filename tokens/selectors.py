@@ -67,11 +67,13 @@ def token_checksum(token: str) -> str:
 
 
 def jwks_document() -> dict[str, Any]:
-    """Every published public key (pending, active, retiring); never private material."""
-    keys = []
-    for key in SigningKey.objects.filter(state__in=PUBLISHED_STATES).order_by("created_at"):
-        keys.append({**key.public_jwk, "kid": key.kid, "alg": key.algorithm, "use": "sig"})
-    return {"keys": keys}
+    """Every trusted published key (pending, active, retiring); never private material.
+
+    From the keyring, not the table: each public key there is derived from its
+    authenticated private half, so a row forged or edited in the database is
+    never published (tokens.keyring).
+    """
+    return {"keys": [dict(jwk) for jwk in keyring_current().jwks]}
 
 
 def _absolute(name: str) -> str:
@@ -183,7 +185,11 @@ def token_record_for(*, token: str) -> IssuedToken | None:
 
 
 def signing_keys_list() -> list[dict[str, Any]]:
-    """Every key's public metadata, for ``keys list`` (never private material)."""
+    """Every key's public metadata, for ``keys list`` (never private material).
+
+    ``problem`` is why the keyring distrusts a published row (tokens.keyring), else None.
+    """
+    problems = {problem.kid: problem.reason for problem in keyring_current().problems}
     return [
         {
             "kid": key.kid,
@@ -196,6 +202,7 @@ def signing_keys_list() -> list[dict[str, Any]]:
             "retire_after": key.retire_after.isoformat() if key.retire_after else None,
             "retired_at": key.retired_at.isoformat() if key.retired_at else None,
             "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+            "problem": problems.get(key.kid),
         }
         for key in SigningKey.objects.order_by("created_at", "id")
     ]

@@ -32,7 +32,13 @@ from tokens.constants import (
     OPENID_SCOPE,
 )
 from tokens.errors import InvalidScope, InvalidTarget, TemporarilyUnavailable
-from tokens.keyring import NoSigningKey, keyring_changed, keyring_current
+from tokens.keyring import (
+    KeyNotAuthentic,
+    NoSigningKey,
+    keyring_changed,
+    keyring_current,
+    signing_key_unwrap,
+)
 from tokens.models import IssuedToken, SigningKey
 from tokens.selectors import (
     VerifiedToken,
@@ -452,7 +458,9 @@ def signing_key_create(
             algorithm=algorithm,
             state=KeyState.PENDING,
             public_jwk=public,
-            private_key_wrapped=jose.private_key_wrap(private_key, kek=kek, kid=kid),
+            private_key_wrapped=jose.private_key_wrap(
+                private_key, kek=kek, kid=kid, algorithm=algorithm
+            ),
             kek_id=kek_id,
             created_at=now,
             activate_after=now + timedelta(seconds=settings.KEY_PUBLISH_DELAY),
@@ -538,7 +546,10 @@ def signing_key_revoke(
         was_active = key.state == KeyState.ACTIVE
         key.state = KeyState.REVOKED
         key.revoked_at = timezone.now()
-        key.save(update_fields=["state", "revoked_at"])
+        # Destroy the private half: setting the state back with an UPDATE then
+        # revives nothing, since the ring trusts only rows that decrypt.
+        key.private_key_wrapped = b""
+        key.save(update_fields=["state", "revoked_at", "private_key_wrapped"])
         audit_record(
             event_type=EventType.KEY_REVOKED,
             actor=actor,
@@ -555,22 +566,32 @@ def signing_key_revoke(
 
 
 def signing_keys_rewrap(*, actor: Actor, context: RequestContext | None = None) -> int:
-    """Re-encrypt every private key under the newest key-encryption key."""
+    """Re-encrypt every authentic private key under the newest key-encryption key.
+
+    A row that does not authenticate (forged, tampered, or under a KEK this
+    server lacks) is left as it is and logged: re-encrypting it would make a
+    forgery authentic. Revoked keys have no private half left to move.
+    """
     kek_id, kek = _newest_kek()
     keks = settings.SERVER_SECRETS.key_encryption_keys
     rewrapped = 0
     with transaction.atomic():
-        for key in SigningKey.objects.select_for_update().exclude(kek_id=kek_id):
-            old_kek = keks.get(key.kek_id)
-            if old_kek is None:
-                raise LookupError(
-                    f"key {key.kid} is wrapped under KEK {key.kek_id}, not configured"
-                )
-            private_key = jose.private_key_unwrap(
-                bytes(key.private_key_wrapped), kek=old_kek, kid=key.kid
-            )
+        rows = (
+            SigningKey.objects.select_for_update()
+            .exclude(kek_id=kek_id)
+            .exclude(state=KeyState.REVOKED)
+            .order_by("created_at", "id")
+        )
+        for key in rows:
+            try:
+                private_key = signing_key_unwrap(key=key, keks=keks)
+            except KeyNotAuthentic as exc:
+                logger.warning("keys rewrap: key %r left as it is: %s", key.kid, exc.reason)
+                continue
             previous = key.kek_id
-            key.private_key_wrapped = jose.private_key_wrap(private_key, kek=kek, kid=key.kid)
+            key.private_key_wrapped = jose.private_key_wrap(
+                private_key, kek=kek, kid=key.kid, algorithm=key.algorithm
+            )
             key.kek_id = kek_id
             key.save(update_fields=["private_key_wrapped", "kek_id"])
             audit_record(
@@ -584,6 +605,30 @@ def signing_keys_rewrap(*, actor: Actor, context: RequestContext | None = None) 
         if rewrapped:
             keyring_changed()
     return rewrapped
+
+
+def signing_key_problem_record(*, kid: str, reason: str, trusted: bool) -> bool:
+    """Record a ``key.rejected`` event for a distrusted key row, once per kid and reason.
+
+    Called by the keyring on every load that finds the problem, in every
+    process: the row lock serialises concurrent loaders on PostgreSQL, and the
+    existing event makes every later call a no-op. Returns whether it recorded.
+    """
+    with transaction.atomic():
+        list(SigningKey.objects.select_for_update().filter(kid=kid).values_list("pk", flat=True))
+        if AuditEvent.objects.filter(
+            event_type=EventType.KEY_REJECTED, target_id=kid[:128], reason=reason
+        ).exists():
+            return False
+        audit_record(
+            event_type=EventType.KEY_REJECTED,
+            actor=Actor.system("keyring"),
+            target=Target(kind="signing_key", id=kid[:128], display=""),
+            outcome=Outcome.FAILURE,
+            reason=reason,
+            details={"kid": kid, "reason": reason, "still_trusted": trusted},
+        )
+    return True
 
 
 def signing_key_first_ensure() -> SigningKey | None:

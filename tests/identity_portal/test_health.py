@@ -23,6 +23,8 @@ def test_readyz_reports_database_broker_and_signing_key(client, signing_key):
     assert body["checks"]["database"] is True
     assert body["checks"]["broker"] is True
     assert body["checks"]["signing_key"] is True
+    assert body["checks"]["signing_keys_authentic"] is True
+    assert body["key_problems"] == []
     assert "no-store" in response["Cache-Control"]
 
 
@@ -34,7 +36,12 @@ def test_readyz_is_503_when_the_broker_is_unreachable(client, signing_key):
     assert response.status_code == 503
     body = json.loads(response.content)
     assert body["status"] == "not ready"
-    assert body["checks"] == {"database": True, "broker": False, "signing_key": True}
+    assert body["checks"] == {
+        "database": True,
+        "broker": False,
+        "signing_key": True,
+        "signing_keys_authentic": True,
+    }
 
 
 def test_readyz_is_503_without_an_active_signing_key(client):

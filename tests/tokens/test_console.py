@@ -4,6 +4,7 @@ from django.contrib.auth.models import Group
 
 from audit.models import AuditEvent
 from audit.roles import AUDITORS
+from tokens.keyring import keyring_reset
 from tokens.models import SigningKey
 
 pytestmark = pytest.mark.django_db
@@ -42,3 +43,13 @@ def test_an_auditor_looks_but_cannot_revoke(client, signing_key):
     assert page.status_code == 200
     assert "revoke_keys" not in page.content.decode()
     assert SigningKey.objects.get(pk=signing_key.pk).state == "active"
+
+
+def test_the_console_names_the_problem_of_a_distrusted_key(client, admin_user, signing_key):
+    SigningKey.objects.filter(pk=signing_key.pk).update(algorithm="EdDSA")
+    keyring_reset()
+    client.force_login(admin_user)
+
+    page = client.get(URL).content.decode()
+
+    assert '<td class="field-problem">not_authentic</td>' in page

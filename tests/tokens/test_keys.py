@@ -40,11 +40,15 @@ def test_a_key_is_wrapped_under_the_newest_kek_with_its_thumbprint_as_kid(algori
     assert key.kek_id == "k2"
     assert key.state == KeyState.PENDING
     kek = settings.SERVER_SECRETS.key_encryption_keys["k2"]
-    private = jose.private_key_unwrap(bytes(key.private_key_wrapped), kek=kek, kid=key.kid)
+    private = jose.private_key_unwrap(
+        bytes(key.private_key_wrapped), kek=kek, kid=key.kid, algorithm=algorithm
+    )
     assert jose.public_jwk(private.public_key()) == key.public_jwk
     # The kid is bound as associated data: the blob does not decrypt as another key's.
     with pytest.raises(InvalidTag):
-        jose.private_key_unwrap(bytes(key.private_key_wrapped), kek=kek, kid="other")
+        jose.private_key_unwrap(
+            bytes(key.private_key_wrapped), kek=kek, kid="other", algorithm=algorithm
+        )
     der = private.private_bytes(
         serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -139,6 +143,7 @@ def test_keys_command_rotates_lists_revokes_and_never_prints_private_material():
     created = json.loads(_keys("rotate", "--alg", "EdDSA", "--now"))
     pending = json.loads(_keys("rotate"))
     listed_out = _keys("list")
+    wrapped = bytes(SigningKey.objects.get(kid=created["kid"]).private_key_wrapped)
     revoked = json.loads(_keys("revoke", created["kid"]))
 
     assert (created["algorithm"], created["state"]) == ("EdDSA", "active")
@@ -149,10 +154,11 @@ def test_keys_command_rotates_lists_revokes_and_never_prints_private_material():
         (pending["kid"], "ES256", "pending"),
     ]
     assert all("private_key_wrapped" not in k and "d" not in k for k in listed)
-    wrapped = bytes(SigningKey.objects.get(kid=created["kid"]).private_key_wrapped)
     assert base64.b64encode(wrapped).decode() not in listed_out
     assert wrapped.hex() not in listed_out
     assert revoked == {"kid": created["kid"], "state": "revoked"}
+    # A revoked key's private half is erased: no UPDATE of its state revives it.
+    assert bytes(SigningKey.objects.get(kid=created["kid"]).private_key_wrapped) == b""
 
 
 def test_alg_confusion_never_verifies():

@@ -1,4 +1,4 @@
-"""Revocation holds on every process at once: checked from a second, real process."""
+"""Key changes reach every process: checked with a second, real process."""
 
 import json
 import os
@@ -7,9 +7,11 @@ import sys
 
 import pytest
 
+import tokens.keyring as keyring_module
 from audit.context import Actor
 from tests.fixtures.celery_worker import ROOT, _database_url
 from tests.tokens.helpers import FORM, basic, token_request
+from tokens.keyring import keyring_current
 from tokens.services import signing_key_revoke
 
 # Reads one token, then answers "is it active?" for every line it is sent.
@@ -91,3 +93,47 @@ def test_a_token_revoked_here_is_inactive_in_another_process(
     )
 
     assert ask() is False
+
+
+class _Clock:
+    """The keyring's monotonic clock, moved by hand (time-machine does not move it)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_a_key_rotated_by_another_process_signs_here_after_the_check_interval(
+    transactional_db, signing_key, monkeypatch, settings
+):
+    settings.KEYRING_CHECK_INTERVAL = 1.0
+    clock = _Clock()
+    monkeypatch.setattr(keyring_module, "monotonic", clock)
+    ring = keyring_current()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "identity_portal.settings_test",
+        "DATABASE_URL": _database_url(),
+    }
+
+    rotated = subprocess.run(
+        [sys.executable, "manage.py", "keys", "rotate", "--alg", "ES256", "--now"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    new_kid = json.loads(rotated.stdout)["kid"]
+
+    clock.now += 0.9
+    assert keyring_current() is ring
+    assert ring.signer("ES256").kid == signing_key.kid
+    clock.now += 0.2
+    assert keyring_current().signer("ES256").kid == new_kid
+    assert signing_key.kid in keyring_current().verifiers

@@ -2,6 +2,7 @@
 
 import json
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.context import Actor
@@ -17,7 +18,12 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action", required=True)
         rotate = sub.add_parser("rotate", help="Create a key; it signs after the publish delay.")
-        rotate.add_argument("--alg", choices=KeyAlgorithm.values, default=KeyAlgorithm.ES256)
+        rotate.add_argument(
+            "--alg",
+            choices=KeyAlgorithm.values,
+            default=None,
+            help="Default: TOKEN_SIGNING_ALGORITHM, the algorithm tokens are signed with.",
+        )
         rotate.add_argument("--now", action="store_true", help="Activate at once.")
         sub.add_parser("list", help="Every key's public metadata, as JSON.")
         revoke = sub.add_parser("revoke", help="Withdraw a key at once (emergency).")
@@ -28,9 +34,9 @@ class Command(BaseCommand):
         actor = Actor.cli("manage.py keys")
         action = options["action"]
         if action == "rotate":
-            key = signing_key_create(
-                algorithm=options["alg"], activate_now=options["now"], actor=actor
-            )
+            # Read at run time, not at import: the setting may differ per environment.
+            algorithm = options["alg"] or settings.TOKEN_SIGNING_ALGORITHM
+            key = signing_key_create(algorithm=algorithm, activate_now=options["now"], actor=actor)
             self.stdout.write(
                 json.dumps({"kid": key.kid, "algorithm": key.algorithm, "state": key.state})
             )
@@ -43,8 +49,7 @@ class Command(BaseCommand):
                 raise CommandError(f"No key {options['kid']!r}.") from exc
             self.stdout.write(json.dumps({"kid": key.kid, "state": key.state}))
         elif action == "rewrap":
-            try:
-                count = signing_keys_rewrap(actor=actor)
-            except LookupError as exc:
-                raise CommandError(str(exc)) from exc
+            # Rows that do not authenticate are left as they are (logged, and
+            # named by `keys list`): re-encrypting them would launder a forgery.
+            count = signing_keys_rewrap(actor=actor)
             self.stdout.write(json.dumps({"rewrapped": count}))

@@ -1,0 +1,159 @@
+"""Token verification, check by check: each test fails when one check is removed.
+
+Every algorithm's signature is verified (ES256, EdDSA, RS256); the ``typ``
+and the stored checksum are compared; a keyring sees another process's key
+change once its check interval has passed, and not before.
+"""
+
+import io
+import json
+
+import pytest
+from django.core.cache import cache
+from django.core.management import call_command
+from django.test import override_settings
+
+import tokens.keyring as keyring_module
+from audit.context import Actor
+from tests.tokens.helpers import token_request
+from tokens import jose
+from tokens.keyring import keyring_current
+from tokens.models import IssuedToken, SigningKey
+from tokens.selectors import token_checksum, token_record_for, token_verify
+from tokens.services import signing_key_create
+
+pytestmark = pytest.mark.django_db
+ACTOR = Actor.cli("test")
+ALGORITHMS = ["ES256", "EdDSA", "RS256"]
+
+
+def _issue(client, registered) -> str:
+    response = token_request(client, registered)
+    assert response.status_code == 200, response.content
+    return json.loads(response.content)["access_token"]
+
+
+def _tampered(token: str) -> str:
+    head, claims, signature = token.split(".")
+    raw = bytearray(jose.b64url_decode(signature))
+    raw[len(raw) // 2] ^= 0x01
+    return f"{head}.{claims}.{jose.b64url(bytes(raw))}"
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_a_token_of_each_algorithm_verifies_and_a_tampered_or_foreign_one_is_refused(
+    algorithm, client, machine_factory
+):
+    key = signing_key_create(algorithm=algorithm, activate_now=True, actor=ACTOR)
+    with override_settings(TOKEN_SIGNING_ALGORITHM=algorithm):
+        token = _issue(client, machine_factory())
+    parsed = jose.jws_parse(token)
+    verifiers = keyring_current().verifiers
+    # Same kid and algorithm in the header, signed by a key that is not ours.
+    foreign = jose.Signer(
+        kid=key.kid, algorithm=algorithm, private_key=jose.private_key_generate(algorithm)
+    ).sign(claims=parsed.claims, typ="at+jwt")
+
+    assert parsed.header == {"alg": algorithm, "kid": key.kid, "typ": "at+jwt"}
+    assert jose.jws_verify(parsed, verifiers).kid == key.kid
+    assert token_verify(token=token).claims == parsed.claims
+    for bad in (_tampered(token), foreign):
+        with pytest.raises(jose.InvalidJWS, match="bad signature"):
+            jose.jws_verify(jose.jws_parse(bad), verifiers)
+        assert token_verify(token=bad) is None
+        assert token_record_for(token=bad) is None
+
+
+def _resigned(token: str, *, typ: str = "at+jwt", extra: dict | None = None) -> str:
+    """The same claims (and jti), validly signed again by our own active key."""
+    claims = {**jose.jws_parse(token).claims, **(extra or {})}
+    return keyring_current().signer("ES256").sign(claims=claims, typ=typ)
+
+
+def test_a_validly_signed_token_that_is_not_the_stored_one_is_refused(
+    client, signing_key, machine_factory
+):
+    token = _issue(client, machine_factory())
+    # Signed by our key with the stored jti: only the checksum tells it apart.
+    twin = _resigned(token, extra={"scope": "orders:read orders:write"})
+
+    assert token_verify(token=token) is not None
+    assert token_record_for(token=token) is not None
+    assert token_verify(token=twin) is None
+    assert token_record_for(token=twin) is None
+
+
+def test_a_token_of_another_type_is_not_an_access_token(client, signing_key, machine_factory):
+    token = _issue(client, machine_factory())
+    id_typed = _resigned(token, typ="JWT")
+    # The record matches it exactly: only the typ check refuses it.
+    IssuedToken.objects.update(checksum=token_checksum(id_typed))
+
+    assert token_verify(token=id_typed) is None
+    # The control: the same setup with the access token type verifies.
+    at_typed = _resigned(token)
+    IssuedToken.objects.update(checksum=token_checksum(at_typed))
+    assert token_verify(token=at_typed).claims == jose.jws_parse(token).claims
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_keyring_sees_another_process_change_after_the_interval_and_not_before(
+    signing_key, monkeypatch, settings
+):
+    settings.KEYRING_CHECK_INTERVAL = 1.0
+    clock = _Clock()
+    monkeypatch.setattr(keyring_module, "monotonic", clock)
+    ring = keyring_current()
+    assert ring.signer("ES256").kid == signing_key.kid
+
+    # Another process rotates: the rows change, and after its commit it bumps
+    # the shared version; this process's ring is not touched.
+    with monkeypatch.context() as other_process:
+        other_process.setattr("tokens.services.keyring_changed", lambda: None)
+        rotated = signing_key_create(activate_now=True, actor=ACTOR)
+    cache.set(keyring_module.VERSION_CACHE_KEY, int(ring.version) + 1, timeout=None)
+
+    clock.now += 0.999
+    assert keyring_current() is ring
+    assert ring.signer("ES256").kid == signing_key.kid
+
+    clock.now += 0.002
+    reloaded = keyring_current()
+    assert reloaded is not ring
+    assert reloaded.signer("ES256").kid == rotated.kid
+    assert sorted(reloaded.verifiers) == sorted([signing_key.kid, rotated.kid])
+
+
+def test_the_keyring_does_not_reload_while_the_shared_version_is_unchanged(
+    signing_key, monkeypatch, settings
+):
+    settings.KEYRING_CHECK_INTERVAL = 1.0
+    clock = _Clock()
+    monkeypatch.setattr(keyring_module, "monotonic", clock)
+    ring = keyring_current()
+
+    clock.now += 30
+    assert keyring_current() is ring
+    assert ring.checked_at == clock.now
+
+
+def _keys(*args: str) -> dict:
+    out = io.StringIO()
+    call_command("keys", *args, stdout=out)
+    return json.loads(out.getvalue())
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_keys_rotate_without_alg_uses_the_configured_signing_algorithm(algorithm):
+    with override_settings(TOKEN_SIGNING_ALGORITHM=algorithm):
+        created = _keys("rotate")
+
+    assert (created["algorithm"], created["state"]) == (algorithm, "pending")
+    assert SigningKey.objects.get(kid=created["kid"]).algorithm == algorithm
