@@ -64,3 +64,36 @@ def bystander(db):
     return get_user_model().objects.create_user(
         username="bob", password="correct horse battery", is_staff=True
     )
+
+
+@pytest.fixture
+def witness_file(settings, tmp_path):
+    """A file witness of its own for the test (the suite's default witness is the log)."""
+    path = tmp_path / "witness.jsonl"
+    settings.AUDIT_WITNESS = [f"file:{path}"]
+    return path
+
+
+@pytest.fixture
+def committed(django_capture_on_commit_callbacks):
+    """Run a service and then its on-commit work (the witness writes), as a real commit would."""
+
+    def run(service, /, **kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            return service(**kwargs)
+
+    return run
+
+
+def verify_command(*args: str) -> tuple[int, str, str]:
+    """``manage.py audit_verify``: exit code, stdout, stderr."""
+    import io
+
+    from django.core.management import call_command
+
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command("audit_verify", *args, stdout=out, stderr=err)
+    except SystemExit as exc:
+        return exc.code, out.getvalue(), err.getvalue()
+    return 0, out.getvalue(), err.getvalue()
