@@ -51,7 +51,7 @@ class Witness:
     target: str = ""
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.target}" if self.target else self.kind
+        return {"log": "log", "file": f"file:{self.target}"}.get(self.kind, self.target)
 
 
 def witness_parse(value: str) -> Witness:

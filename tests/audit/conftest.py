@@ -97,3 +97,24 @@ def verify_command(*args: str) -> tuple[int, str, str]:
     except SystemExit as exc:
         return exc.code, out.getvalue(), err.getvalue()
     return 0, out.getvalue(), err.getvalue()
+
+
+def rehash_from(position: int) -> None:
+    """Recompute prev_hash and hash from ``position`` on, exactly as the sealer would.
+
+    What an attacker does after editing or inserting an event, so that the chain
+    of events is self-consistent again and only signed heads can tell.
+    """
+    from audit import chain
+    from audit.models import AuditEvent
+
+    before = AuditEvent.objects.filter(position=position - 1).values_list("hash", flat=True)
+    prev = before.first() or chain.GENESIS_HASH
+    for event in AuditEvent.objects.filter(position__gte=position).order_by("position"):
+        values = {name: getattr(event, name) for name in chain.RECORD_FIELDS}
+        digest = chain.event_hash(chain.event_record(values), prev)
+        tamper(
+            "UPDATE audit_auditevent SET prev_hash = %s, hash = %s WHERE id = %s",
+            [prev, digest, event.pk],
+        )
+        prev = digest
