@@ -324,3 +324,24 @@ def test_export_with_a_rewritten_witnessed_position_fails(witnessed, tmp_path, c
         "position 6: differs from a witnessed checkpoint",
         "line 4: position 4: differs from a witnessed checkpoint",
     ]
+
+
+def test_offline_script_compares_the_export_with_a_witness(witnessed, tmp_path, committed):
+    from tests.audit.test_export import _offline
+
+    out = _export(tmp_path, committed)
+
+    intact = _offline(out, "--witness", str(witnessed))
+    lines = witnessed.read_text().splitlines()
+    other = tmp_path / "other-witness.jsonl"
+    entry = json.loads(lines[1])
+    entry["head_hash"] = "e" * 64
+    other.write_text("\n".join([lines[0], json.dumps(entry), *lines[2:]]) + "\n")
+    edited = _offline(out, "--witness", str(other))
+
+    assert intact.returncode == 0, intact.stdout
+    assert intact.stdout.endswith(f", matches witness {witnessed}\n")
+    assert edited.returncode == 1
+    assert edited.stdout.startswith(
+        "FAIL line 2: position 4: a checkpoint here has an invalid signature or an untrusted key"
+    )
