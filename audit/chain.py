@@ -46,8 +46,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 GENESIS_HASH = "0" * 64
 # Version 2: CSV cells that a spreadsheet would run as a formula are written with a
 # leading ``'`` (see ``csv_escape``); version 1 files wrote every cell as-is.
-FORMAT_VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+# Version 3: the manifest's checkpoint is chained (signs ``prev_checkpoint``), which a
+# verifier of version 2 would take for a bad signature.
+FORMAT_VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)
 
 # A spreadsheet treats a cell starting with one of these as a formula (or, for ``'``,
 # swallows it as the "text" marker), so CSV exports prefix such cells with ``'``.

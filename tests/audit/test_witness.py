@@ -345,3 +345,16 @@ def test_offline_script_compares_the_export_with_a_witness(witnessed, tmp_path, 
     assert edited.stdout.startswith(
         "FAIL line 2: position 4: a checkpoint here has an invalid signature or an untrusted key"
     )
+
+
+def test_a_malformed_witness_setting_is_refused_at_start_up(settings):
+    from audit.checks import audit_witness_configuration
+
+    settings.AUDIT_WITNESS = ["log", "htps://typo.test"]
+
+    [error] = audit_witness_configuration()
+
+    assert (error.id, error.msg) == (
+        "audit.E001",
+        "AUDIT_WITNESS entry 'htps://typo.test' is not file:PATH, log or https://URL",
+    )
