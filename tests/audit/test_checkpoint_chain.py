@@ -288,3 +288,109 @@ def test_verify_passes_after_pruning_with_chained_checkpoints(pruned):
     assert report.ok
     assert (report.anchor_position, report.checked, report.checkpoints) == (3, 3, 2)
     assert verify_command()[0] == 0
+
+
+def _legacy_checkpoint(position: int, head_hash: str) -> AuditCheckpoint:
+    """A checkpoint as signed before checkpoints were chained (no prev_checkpoint)."""
+    from audit.signing import audit_key_id, audit_sign
+
+    checkpoint = AuditCheckpoint(
+        created_at=datetime.now(UTC),
+        kind=CheckpointKind.SCHEDULED,
+        position=position,
+        head_hash=head_hash,
+        anchor_position=0,
+        anchor_hash=chain.GENESIS_HASH,
+        key_id=audit_key_id(),
+        prev_checkpoint="",
+    )
+    checkpoint.signature = audit_sign(chain.checkpoint_payload(checkpoint_values(checkpoint)))
+    checkpoint.save(force_insert=True)
+    return checkpoint
+
+
+def test_legacy_unchained_checkpoints_verify_before_the_chained_ones(make_events):
+    make_events(2)
+    audit_seal_pending()
+    legacy = _legacy_checkpoint(2, AuditEvent.objects.get(position=2).hash)
+    chained = audit_checkpoint_create()
+
+    assert "prev_checkpoint" not in chain.checkpoint_payload(checkpoint_values(legacy))
+    assert chained.prev_checkpoint == chain.checkpoint_digest(checkpoint_values(legacy))
+    assert audit_chain_verify().ok
+
+
+def test_a_legacy_checkpoint_replayed_after_chained_ones_is_named(make_events):
+    make_events(2)
+    audit_seal_pending()
+    legacy = _legacy_checkpoint(2, AuditEvent.objects.get(position=2).hash)
+    audit_checkpoint_create()
+    tamper(
+        "INSERT INTO audit_auditcheckpoint (created_at, kind, position, head_hash, "
+        "anchor_position, anchor_hash, key_id, signature, prev_checkpoint) "
+        "SELECT created_at, kind, position, head_hash, anchor_position, anchor_hash, key_id, "
+        "signature, prev_checkpoint FROM audit_auditcheckpoint WHERE id = %s",
+        [legacy.pk],
+    )
+
+    problem = _problem()
+
+    assert (problem.position, problem.message) == (
+        2,
+        "an unchained checkpoint follows chained ones",
+    )
+
+
+def test_a_signed_checkpoint_moving_the_head_back_is_named(three_checkpoints):
+    back = _checkpoint_insert(
+        kind=CheckpointKind.SCHEDULED,
+        position=4,
+        head_hash=AuditEvent.objects.get(position=4).hash,
+        anchor_position=0,
+        anchor_hash=chain.GENESIS_HASH,
+    )
+
+    problem = _problem()
+
+    assert (problem.position, problem.message) == (
+        4,
+        "a checkpoint here moves the head back from position 6",
+    )
+    assert problem.checkpoint == chain.describe_checkpoint(checkpoint_values(back))
+
+
+def test_a_forged_newest_row_is_never_chained_onto(three_checkpoints):
+    last = three_checkpoints[-1]
+    tamper(
+        "INSERT INTO audit_auditcheckpoint (created_at, kind, position, head_hash, "
+        "anchor_position, anchor_hash, key_id, signature, prev_checkpoint) "
+        "VALUES (%s, 'scheduled', 6, %s, 0, %s, 'attacker', 'unsigned', '')",
+        [datetime.now(UTC), "f" * 64, chain.GENESIS_HASH],
+    )
+    forged = AuditCheckpoint.objects.get(key_id="attacker")
+
+    ours = audit_checkpoint_create()
+
+    assert ours.prev_checkpoint == chain.checkpoint_digest(checkpoint_values(last))
+    assert _problem().checkpoint.startswith(f"checkpoint id {forged.pk} (scheduled, position 6,")
+    tamper("DELETE FROM audit_auditcheckpoint WHERE id = %s", [forged.pk])
+    assert audit_chain_verify().ok  # the forged row was never part of what we signed
+
+
+def test_an_old_event_reinserted_below_the_anchor_does_not_rebase_the_sealer(db):
+    with time_machine.travel(START, tick=False):
+        for n in range(3):
+            record_token_event(n)
+        audit_seal_pending()
+        old = AuditEvent.objects.filter(position=2).values().get()
+    with time_machine.travel(START + timedelta(days=401), tick=False):
+        assert audit_prune().anchor_position == 3
+    columns = [name for name in old if name != "id"]
+    marks = ", ".join(["%s"] * len(columns))
+    sql = f"INSERT INTO audit_auditevent ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
+    values = [old[name] for name in columns]
+    values[columns.index("details")] = chain.canonical_json(old["details"]).decode()
+    tamper(sql, values)
+
+    assert audit_chain_head() == audit_chain_anchor()
+    assert audit_chain_head()[0] == 3

@@ -358,3 +358,24 @@ def test_a_malformed_witness_setting_is_refused_at_start_up(settings):
         "audit.E001",
         "AUDIT_WITNESS entry 'htps://typo.test' is not file:PATH, log or https://URL",
     )
+
+
+def test_a_rollback_is_named_even_when_the_clock_went_back(make_events, witness_file, committed):
+    """The database's newest checkpoint is older in the chain, though not by its time."""
+    make_events(1)
+    audit_seal_pending()
+    with time_machine.travel(datetime(2026, 6, 1, tzinfo=UTC), tick=False):
+        kept = committed(audit_checkpoint_create)
+    make_events(1)
+    audit_seal_pending()
+    with time_machine.travel(datetime(2026, 3, 1, tzinfo=UTC), tick=False):
+        newest = committed(audit_checkpoint_create)
+    tamper("DELETE FROM audit_auditcheckpoint WHERE id = %s", [newest.pk])
+
+    code, _, err = verify_command()
+
+    assert code == 1
+    assert (
+        f"position 2: rolled back: the database's newest is checkpoint id {kept.pk} "
+        "(scheduled, position 1, created 2026-06-01T00:00:00.000000Z)"
+    ) in err
