@@ -29,7 +29,7 @@ class Command(BaseCommand):
         except (OSError, ValueError) as exc:
             raise CommandError(f"cannot read the witness: {exc}") from exc
         report = audit_chain_verify(witnesses=witnesses)
-        compared = ", ".join(f"{name} ({count})" for name, count in report.witnessed.items())
+        compared = ", ".join(f"{name} ({len(entries)})" for name, entries in witnesses.items())
         summary = (
             f"{report.checked} sealed events from position {report.anchor_position + 1}, "
             f"{report.checkpoints} checkpoints, {report.unsealed} not yet sealed; "
