@@ -13,6 +13,15 @@ the standard library and ``cryptography``; the script loads it by path.
 - Checkpoints and export manifests are signed with Ed25519 over their canonical
   JSON (without the ``signature`` member); the key id is the RFC 7638 thumbprint
   of the public key's OKP JWK.
+- Checkpoints are chained: each signs ``prev_checkpoint``, the SHA-256 of the
+  previous checkpoint's canonical signed payload with its ``signature`` member
+  (``GENESIS_CHECKPOINT`` for the first), so removing, inserting or reordering a
+  checkpoint breaks every later link. Checkpoints signed before the chain existed
+  carry no ``prev_checkpoint`` and may only precede the chained ones.
+- A witness is a JSON Lines copy of the checkpoints kept outside the database
+  (one signed checkpoint per line, in order). Verification compares it with the
+  database or export: every witnessed checkpoint must still be there, and the
+  newest one must not be newer than what the database holds (a rollback).
 """
 
 from __future__ import annotations
@@ -37,8 +46,10 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 GENESIS_HASH = "0" * 64
 # Version 2: CSV cells that a spreadsheet would run as a formula are written with a
 # leading ``'`` (see ``csv_escape``); version 1 files wrote every cell as-is.
-FORMAT_VERSION = 2
-SUPPORTED_VERSIONS = (1, 2)
+# Version 3: the manifest's checkpoint is chained (signs ``prev_checkpoint``), which a
+# verifier of version 2 would take for a bad signature.
+FORMAT_VERSION = 3
+SUPPORTED_VERSIONS = (1, 2, 3)
 
 # A spreadsheet treats a cell starting with one of these as a formula (or, for ``'``,
 # swallows it as the "text" marker), so CSV exports prefix such cells with ``'``.
@@ -66,6 +77,7 @@ RECORD_FIELDS = (
 EXPORT_FIELDS = (*RECORD_FIELDS, "prev_hash", "hash")
 TIMESTAMP_FIELDS = ("occurred_at", "sealed_at")
 
+# What a checkpoint signed before checkpoints were chained covers.
 CHECKPOINT_FIELDS = (
     "kind",
     "position",
@@ -75,6 +87,9 @@ CHECKPOINT_FIELDS = (
     "created_at",
     "key_id",
 )
+# What every checkpoint signs now: the same plus the digest of the one before it.
+CHAINED_CHECKPOINT_FIELDS = (*CHECKPOINT_FIELDS, "prev_checkpoint")
+GENESIS_CHECKPOINT = "0" * 64
 
 
 def b64url(data: bytes) -> str:
@@ -163,7 +178,12 @@ def signature_valid(
 
 
 def checkpoint_payload(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
-    payload = {name: checkpoint[name] for name in CHECKPOINT_FIELDS}
+    """The signed members; an unchained (older) checkpoint signed without ``prev_checkpoint``."""
+    chained = bool(checkpoint.get("prev_checkpoint"))
+    payload = {
+        name: checkpoint[name]
+        for name in (CHAINED_CHECKPOINT_FIELDS if chained else CHECKPOINT_FIELDS)
+    }
     if isinstance(payload["created_at"], datetime):
         payload["created_at"] = format_timestamp(payload["created_at"])
     return payload
@@ -173,6 +193,26 @@ def checkpoint_valid(checkpoint: Mapping[str, Any], keys: Mapping[str, Ed25519Pu
     key = keys.get(checkpoint["key_id"])
     return key is not None and signature_valid(
         key, checkpoint_payload(checkpoint), checkpoint["signature"]
+    )
+
+
+def checkpoint_signed(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """The signed payload with its signature: the form witnesses and manifests carry."""
+    return {**checkpoint_payload(checkpoint), "signature": checkpoint["signature"]}
+
+
+def checkpoint_digest(checkpoint: Mapping[str, Any]) -> str:
+    """What the next checkpoint names as ``prev_checkpoint``."""
+    return hashlib.sha256(canonical_json(checkpoint_signed(checkpoint))).hexdigest()
+
+
+def describe_checkpoint(checkpoint: Mapping[str, Any]) -> str:
+    """How a report names a checkpoint: its row id when known, kind, position and time."""
+    payload = checkpoint_payload(checkpoint)
+    row = f" id {checkpoint['id']}" if checkpoint.get("id") is not None else ""
+    return (
+        f"checkpoint{row} ({payload['kind']}, position {payload['position']}, "
+        f"created {payload['created_at']})"
     )
 
 
@@ -186,11 +226,159 @@ class Problem:
     position: int | None
     message: str
     line: int | None = None
+    # The checkpoint the problem is about, as ``describe_checkpoint`` names it.
+    checkpoint: str | None = None
 
     def __str__(self) -> str:
         where = f"line {self.line}: " if self.line is not None else ""
         at = f"position {self.position}: " if self.position is not None else ""
-        return f"{where}{at}{self.message}"
+        about = f" [{self.checkpoint}]" if self.checkpoint else ""
+        return f"{where}{at}{self.message}{about}"
+
+
+class CheckpointChain:
+    """Checks checkpoints fed in the order they were written, and collects what they sign.
+
+    Each must carry a valid signature by a trusted key, link to the one before it,
+    be signed by a key no older than its predecessor's (keys are given newest
+    first: a retired key that leaks cannot sign past its successor), and never move
+    the head or the prune anchor back. Every head and anchor is a signed claim
+    "position P has hash H"; two claims that disagree are a problem here, and the
+    event walk checks the rest against ``claims``.
+    """
+
+    def __init__(self, keys: Mapping[str, Ed25519PublicKey], *, source: str = "") -> None:
+        self.keys = keys
+        self.source = source
+        self.rank = {key_id: rank for rank, key_id in enumerate(keys)}
+        self.digest = GENESIS_CHECKPOINT
+        self.chained = False
+        self.key_rank: int | None = None
+        self.position = 0
+        self.anchor_position, self.anchor_hash = 0, GENESIS_HASH
+        self.claims: dict[int, tuple[str, str]] = {}
+        self.digests: set[str] = set()
+        self.newest: Mapping[str, Any] | None = None
+        self.count = 0
+
+    def feed(self, checkpoint: Mapping[str, Any], *, line: int | None = None) -> Problem | None:
+        name = self.source + describe_checkpoint(checkpoint)
+        position = checkpoint["position"]
+
+        def problem(message: str, at: int | None = position) -> Problem:
+            return Problem(at, message, line, name)
+
+        if not checkpoint_valid(checkpoint, self.keys):
+            return problem("a checkpoint here has an invalid signature or an untrusted key")
+        payload = checkpoint_payload(checkpoint)
+        prev = checkpoint.get("prev_checkpoint") or ""
+        if prev:
+            if prev != self.digest:
+                return problem(
+                    "a checkpoint here does not follow the one before it "
+                    "(a checkpoint was removed, inserted or reordered)"
+                )
+            self.chained = True
+        elif self.chained:
+            return problem("an unchained checkpoint follows chained ones")
+        rank = self.rank[payload["key_id"]]
+        if self.key_rank is not None and rank > self.key_rank:
+            return problem(f"signed by key {payload['key_id']} after a newer key took over")
+        if position < self.position:
+            return problem(f"a checkpoint here moves the head back from position {self.position}")
+        anchor = (payload["anchor_position"], payload["anchor_hash"])
+        if anchor[0] < self.anchor_position or (
+            anchor[0] == self.anchor_position and anchor[1] != self.anchor_hash
+        ):
+            return problem("the prune anchor moved back or changed", anchor[0])
+        for at, digest in ((position, payload["head_hash"]), anchor):
+            if at <= 0:
+                continue
+            known, where = self.claims.setdefault(at, (digest, name))
+            if known != digest:
+                return problem(f"checkpoints disagree here (also {where})", at)
+        self.digest = checkpoint_digest(checkpoint)
+        self.digests.add(self.digest)
+        self.key_rank, self.position = rank, position
+        self.anchor_position, self.anchor_hash = anchor
+        self.newest = checkpoint
+        self.count += 1
+        return None
+
+
+def witness_entries(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """The checkpoints of a witness file with their line numbers (blank lines skipped)."""
+    entries = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            if not isinstance(entry, dict) or not {*CHECKPOINT_FIELDS, "signature"} <= set(entry):
+                raise ValueError(f"{path} line {number}: not a witnessed checkpoint")
+            entries.append((number, entry))
+    return entries
+
+
+def witness_chain(
+    entries: Iterable[tuple[int, Mapping[str, Any]]],
+    keys: Mapping[str, Ed25519PublicKey],
+    *,
+    name: str = "witness",
+) -> tuple[CheckpointChain, Problem | None]:
+    """The witness's own chain (a copy that was itself edited is reported, not trusted)."""
+    witnessed = CheckpointChain(keys, source=f"{name}: ")
+    for number, entry in entries:
+        problem = witnessed.feed(entry, line=number)
+        if problem is not None:
+            return witnessed, problem
+    return witnessed, None
+
+
+def witness_compare(
+    held: CheckpointChain,
+    entries: list[tuple[int, Mapping[str, Any]]],
+    keys: Mapping[str, Ed25519PublicKey],
+    *,
+    name: str = "witness",
+) -> Problem | None:
+    """The first witnessed checkpoint the database no longer holds, or None.
+
+    Checkpoints are never deleted, so each one in the witness must be in the
+    database's chain, byte for byte (matched by digest). A witness whose newest
+    checkpoint is newer than the database's newest means the database was
+    rolled back to an older copy; any other missing one was deleted or rewritten.
+    """
+    witnessed, problem = witness_chain(entries, keys, name=name)
+    if problem is not None:
+        return problem
+    if not entries:
+        return None
+    last_line, last = entries[-1]
+    newest_held = held.newest
+    # Rolled back: the database's chain stops inside the witness's (or, when it was
+    # continued since, its newest checkpoint is older than the witness's newest).
+    if checkpoint_digest(last) not in held.digests and (
+        newest_held is None
+        or checkpoint_digest(newest_held) in witnessed.digests
+        or checkpoint_payload(newest_held)["created_at"] < checkpoint_payload(last)["created_at"]
+    ):
+        held_name = describe_checkpoint(newest_held) if newest_held else "no checkpoint at all"
+        return Problem(
+            last["position"],
+            f"rolled back: the database's newest is {held_name}, older than the witness's newest",
+            None,
+            f"{name} line {last_line}: {describe_checkpoint(last)}",
+        )
+    for number, entry in entries:
+        if checkpoint_digest(entry) not in held.digests:
+            return Problem(
+                entry["position"],
+                "a witnessed checkpoint is missing from the database (deleted or rewritten)",
+                None,
+                f"{name} line {number}: {describe_checkpoint(entry)}",
+            )
+    return None
 
 
 class ChainWalker:
@@ -299,17 +487,60 @@ def manifest_payload(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in manifest.items() if name != "signature"}
 
 
+def _witness_export_problems(
+    manifest: Mapping[str, Any],
+    witness: list[tuple[int, Mapping[str, Any]]],
+    keys: Mapping[str, Ed25519PublicKey],
+    name: str,
+) -> tuple[list[str], dict[int, tuple[str, str]]]:
+    """What a witness says about an export: problems, and the claims its lines must meet.
+
+    The export's own checkpoint was signed when it was made; every checkpoint the
+    witness holds from before then must be at or behind its head (else the export
+    came from a database rolled back to an older copy), and every witnessed head or
+    anchor at a position the export covers must be the hash the export has there.
+    """
+    witnessed, problem = witness_chain(witness, keys, name=name)
+    if problem is not None:
+        return [str(problem)], {}
+    problems: list[str] = []
+    for own in manifest["checkpoints"]:
+        own_payload = checkpoint_payload(own)
+        for number, entry in witness:
+            payload = checkpoint_payload(entry)
+            if (
+                payload["created_at"] <= own_payload["created_at"]
+                and payload["position"] > own_payload["position"]
+            ):
+                problems.append(
+                    f"position {own_payload['position']}: rolled back: the export's checkpoint "
+                    f"is behind {name} line {number}: {describe_checkpoint(entry)}"
+                )
+                break
+        for at, digest in (
+            (own_payload["position"], own_payload["head_hash"]),
+            (own_payload["anchor_position"], own_payload["anchor_hash"]),
+        ):
+            known = witnessed.claims.get(at)
+            if at > 0 and known is not None and known[0] != digest:
+                problems.append(f"position {at}: differs from a witnessed checkpoint [{known[1]}]")
+    return problems, witnessed.claims
+
+
 def verify_export(
     export_path: Path,
     manifest: Mapping[str, Any],
     *,
     trusted_keys: Iterable[Mapping[str, str]] | None = None,
+    witnesses: Mapping[str, list[tuple[int, Mapping[str, Any]]]] | None = None,
 ) -> list[str]:
     """Every problem found in an export and its manifest; an empty list means intact.
 
     Without ``trusted_keys`` the manifest's own public key is used: that proves the
     file matches its manifest, and the printed key id must then be compared with the
-    portal's published ``/.well-known/audit-keys.json``.
+    portal's published ``/.well-known/audit-keys.json`` (which also lists the retired
+    keys older checkpoints were signed with). ``witnesses`` (name -> entries) are
+    copies of the checkpoints kept outside the database.
     """
     problems: list[str] = []
     version = manifest.get("version")
@@ -329,6 +560,12 @@ def verify_export(
         if not checkpoint_valid(checkpoint, keys):
             problems.append(f"checkpoint at position {checkpoint['position']}: bad signature")
         checkpoints[checkpoint["position"]] = checkpoint["head_hash"]
+    witnessed: dict[int, tuple[str, str]] = {}
+    for name, entries in (witnesses or {}).items():
+        found, claims = _witness_export_problems(manifest, entries, keys, name)
+        problems += found
+        for at, claim in claims.items():
+            witnessed.setdefault(at, claim)
 
     walker = ChainWalker(
         anchor_position=manifest["anchor_position"],
@@ -346,6 +583,13 @@ def verify_export(
             expected = checkpoints.get(record["position"])
             if expected is not None and expected != values["hash"]:
                 problems.append(f"line {number}: position {record['position']}: not checkpointed")
+                break
+            claim = witnessed.get(record["position"])
+            if claim is not None and claim[0] != values["hash"]:
+                problems.append(
+                    f"line {number}: position {record['position']}: "
+                    f"differs from a witnessed checkpoint [{claim[1]}]"
+                )
                 break
             count += 1
             first = record["position"] if first is None else first
@@ -366,12 +610,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("export", type=Path)
     parser.add_argument("--manifest", type=Path, help="default: EXPORT.manifest.json")
     parser.add_argument("--jwks", type=Path, help="trusted keys (the portal's audit-keys.json)")
+    parser.add_argument(
+        "--witness",
+        type=Path,
+        action="append",
+        default=[],
+        help="a witness file (JSON Lines of checkpoints kept outside the database); repeatable",
+    )
     args = parser.parse_args(argv)
     manifest_path = args.manifest or args.export.with_name(args.export.name + ".manifest.json")
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         trusted = json.loads(args.jwks.read_text(encoding="utf-8"))["keys"] if args.jwks else None
-        problems = verify_export(args.export, manifest, trusted_keys=trusted)
+        witnesses = {f"witness {path}": witness_entries(path) for path in args.witness}
+        problems = verify_export(args.export, manifest, trusted_keys=trusted, witnesses=witnesses)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         sys.stderr.write(f"cannot verify: {exc}\n")
         return 2
@@ -382,7 +634,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.write(
         f"OK {manifest['count']} events, positions {manifest['first_position']}.."
         f"{manifest['last_position']}, signed by key {manifest['key_id']}"
-        f"{'' if args.jwks else ' (compare with the published audit-keys.json)'}\n"
+        f"{'' if args.jwks else ' (compare with the published audit-keys.json)'}"
+        f"{''.join(f', matches {name}' for name in witnesses)}\n"
     )
     return 0
 

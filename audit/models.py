@@ -114,6 +114,10 @@ class AuditCheckpoint(models.Model):
     anchor_hash = models.CharField(max_length=64)
     key_id = models.CharField(max_length=64)
     signature = models.CharField(max_length=128)
+    # SHA-256 of the previous checkpoint's signed payload and signature (signed
+    # here): deleting, inserting or reordering checkpoints breaks the next link.
+    # Empty only on checkpoints signed before the chain existed.
+    prev_checkpoint = models.CharField(max_length=64, blank=True, default="", db_default="")
 
     objects = AuditCheckpointQuerySet.as_manager()
 

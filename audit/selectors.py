@@ -17,11 +17,11 @@ from django.db.models import Max, Min, Q, QuerySet
 from audit import chain
 from audit.choices import ActorKind
 from audit.models import AuditCheckpoint, AuditEvent
-from audit.signing import audit_verification_keys
+from audit.signing import audit_public_jwks, audit_verification_keys
 
 # Stored columns read to rebuild an event's record (RECORD_FIELDS) plus its seal.
 EVENT_COLUMNS = (*chain.RECORD_FIELDS, "prev_hash", "hash")
-CHECKPOINT_COLUMNS = (*chain.CHECKPOINT_FIELDS, "signature")
+CHECKPOINT_COLUMNS = ("id", *chain.CHAINED_CHECKPOINT_FIELDS, "signature")
 
 
 @dataclass(frozen=True)
@@ -94,31 +94,98 @@ def audit_events_stream(
         low = high
 
 
-def audit_chain_head() -> tuple[int, str]:
-    """The newest sealed position and its hash (checkpoints remember it after a prune)."""
-    event = (
+# --- Seal reads: the only places that read an event's position and hash directly ---
+
+
+def audit_sealed_head() -> tuple[int, str] | None:
+    """The newest sealed event's position and hash, or None when no sealed event is left."""
+    return (
         AuditEvent.objects.filter(position__isnull=False)
         .order_by("-position")
         .values_list("position", "hash")
         .first()
     )
-    checkpoint = (
-        AuditCheckpoint.objects.order_by("-position", "-id")
-        .values_list("position", "head_hash")
+
+
+def audit_sealed_first_at_or_below(*, position: int) -> int | None:
+    """The lowest sealed position at or below ``position`` (none should exist below an anchor)."""
+    return (
+        AuditEvent.objects.filter(position__lte=position)
+        .aggregate(first=Min("position"))
+        .get("first")
+    )
+
+
+# --- Checkpoints ----------------------------------------------------------------
+
+
+def audit_checkpoints_after(*, after_id: int, limit: int) -> list[dict[str, Any]]:
+    """Checkpoint rows written after row ``after_id``, oldest first (what a witness lacks)."""
+    return list(
+        AuditCheckpoint.objects.filter(id__gt=after_id)
+        .order_by("id")
+        .values(*CHECKPOINT_COLUMNS)[:limit]
+    )
+
+
+def _checkpoint_authentic(row: dict[str, Any], keys: dict[str, Any]) -> bool:
+    """Signed by one of our keys and linked to the row before it (when it is chained)."""
+    if not chain.checkpoint_valid(row, keys):
+        return False
+    if not row["prev_checkpoint"]:
+        return True
+    before = (
+        AuditCheckpoint.objects.filter(id__lt=row["id"])
+        .order_by("-id")
+        .values(*CHECKPOINT_COLUMNS)
         .first()
     )
-    candidates = [head for head in (event, checkpoint) if head is not None]
-    return max(candidates, default=(0, chain.GENESIS_HASH))
+    expected = chain.checkpoint_digest(before) if before else chain.GENESIS_CHECKPOINT
+    return row["prev_checkpoint"] == expected
+
+
+def audit_checkpoint_last() -> dict[str, Any] | None:
+    """The newest checkpoint whose signature verifies: the next one chains onto it.
+
+    A row that does not verify (an attacker's insert) is stepped over, so it never
+    becomes part of what we sign; ``audit_verify`` reports it.
+    """
+    keys = audit_verification_keys()
+    for row in AuditCheckpoint.objects.order_by("-id").values(*CHECKPOINT_COLUMNS).iterator():
+        if chain.checkpoint_valid(row, keys):
+            return row
+    return None
 
 
 def audit_chain_anchor() -> tuple[int, str]:
-    """Where the chain starts: the newest prune anchor, or the genesis."""
-    anchor = (
-        AuditCheckpoint.objects.order_by("-anchor_position", "-id")
-        .values_list("anchor_position", "anchor_hash")
-        .first()
+    """Where the chain starts: the anchor of the newest authentic prune, or the genesis.
+
+    Only a checkpoint whose signature verifies under our keys and that links to
+    the checkpoint before it counts, so a row written straight into the table
+    cannot move where the sealer continues or where verification starts.
+    """
+    keys = audit_verification_keys()
+    rows = (
+        AuditCheckpoint.objects.filter(anchor_position__gt=0)
+        .order_by("-anchor_position", "-id")
+        .values(*CHECKPOINT_COLUMNS)
+        .iterator()
     )
-    return anchor or (0, chain.GENESIS_HASH)
+    for row in rows:
+        if _checkpoint_authentic(row, keys):
+            return row["anchor_position"], row["anchor_hash"]
+    return 0, chain.GENESIS_HASH
+
+
+def audit_chain_head() -> tuple[int, str]:
+    """The newest sealed position and its hash; after a prune left no event, the anchor.
+
+    Checkpoint rows count only through ``audit_chain_anchor`` (signed and chained):
+    an unsigned row claiming a far-ahead head must not re-base the sealer.
+    """
+    anchor = audit_chain_anchor()
+    event = audit_sealed_head()
+    return max(event, anchor) if event is not None else anchor
 
 
 def audit_unsealed_count() -> int:
@@ -132,6 +199,8 @@ class VerifyReport:
     anchor_position: int = 0
     checkpoints: int = 0
     unsealed: int = 0
+    # Witness name -> how many checkpoints it holds (all found in the database).
+    witnessed: dict[str, int] = field(default_factory=dict)
     problem: chain.Problem | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -140,41 +209,41 @@ class VerifyReport:
         return self.problem is None
 
 
-def audit_chain_verify(*, chunk_size: int = 5000) -> VerifyReport:
-    """Walk every signed checkpoint and every sealed event; stop at the first break.
+def audit_chain_verify(
+    *,
+    chunk_size: int = 5000,
+    witnesses: dict[str, list[tuple[int, dict[str, Any]]]] | None = None,
+) -> VerifyReport:
+    """Walk the checkpoints, compare the witnesses, then walk the events; stop at the first break.
 
-    Checkpoints are checked first (signature, then agreement with the events):
-    a chain recomputed after tampering is self-consistent, but it no longer
-    matches a head that was signed before the tampering.
+    Checkpoints come first (signature under one of our keys, link to the previous
+    checkpoint, no disagreement between what they sign): a chain recomputed after
+    tampering is self-consistent, but it no longer matches heads signed before.
+    The witnesses (copies outside the database) then catch what a database holder
+    can do to the checkpoints themselves: delete the newest, re-insert older ones,
+    restore an old backup. Last, every sealed event is checked against its
+    neighbour and against every signed head and anchor at its position.
     """
     report = VerifyReport(unsealed=audit_unsealed_count())
     keys = audit_verification_keys()
-    signed_heads: dict[int, str] = {}
-    anchor_position, anchor_hash = 0, chain.GENESIS_HASH
-    for checkpoint in (
-        AuditCheckpoint.objects.order_by("id")
-        .values(*CHECKPOINT_COLUMNS)
-        .iterator(chunk_size=chunk_size)
-    ):
-        report.checkpoints += 1
-        if not chain.checkpoint_valid(checkpoint, keys):
-            report.problem = chain.Problem(
-                checkpoint["position"], "a checkpoint here has an invalid signature"
-            )
+    held = chain.CheckpointChain(keys)
+    rows = AuditCheckpoint.objects.order_by("id").values(*CHECKPOINT_COLUMNS)
+    for checkpoint in rows.iterator(chunk_size=chunk_size):
+        report.problem = held.feed(checkpoint)
+        if report.problem is not None:
+            report.checkpoints = held.count
             return report
-        if checkpoint["anchor_position"] > anchor_position:
-            anchor_position, anchor_hash = checkpoint["anchor_position"], checkpoint["anchor_hash"]
-        known = signed_heads.setdefault(checkpoint["position"], checkpoint["head_hash"])
-        if known != checkpoint["head_hash"]:
-            report.problem = chain.Problem(checkpoint["position"], "checkpoints disagree here")
-            return report
+    report.checkpoints = held.count
+    anchor_position, anchor_hash = held.anchor_position, held.anchor_hash
     report.anchor_position = anchor_position
 
-    stray = (
-        AuditEvent.objects.filter(position__lte=anchor_position)
-        .aggregate(first=Min("position"))
-        .get("first")
-    )
+    for name, entries in (witnesses or {}).items():
+        report.problem = chain.witness_compare(held, entries, keys, name=name)
+        if report.problem is not None:
+            return report
+        report.witnessed[name] = len(entries)
+
+    stray = audit_sealed_first_at_or_below(position=anchor_position)
     if stray is not None:
         report.problem = chain.Problem(stray, "event present at or below the prune anchor")
         return report
@@ -185,18 +254,46 @@ def audit_chain_verify(*, chunk_size: int = 5000) -> VerifyReport:
     events = AuditEvent.objects.all()
     for values in audit_events_stream(events=events, after=anchor_position, chunk_size=chunk_size):
         problem = walker.feed(chain.event_record(values), values["prev_hash"], values["hash"])
-        if problem is None and signed_heads.get(walker.position, walker.hash) != walker.hash:
+        claim = held.claims.get(walker.position)
+        if problem is None and claim is not None and claim[0] != walker.hash:
             problem = chain.Problem(
-                walker.position, "differs from its signed checkpoint (rewritten at or before)"
+                walker.position,
+                "differs from its signed checkpoint (rewritten at or before)",
+                checkpoint=claim[1],
             )
         if problem is not None:
             report.problem = problem
             return report
         report.checked += 1
     report.head_position = walker.position
-    newest_signed = max((p for p in signed_heads if p > anchor_position), default=anchor_position)
+    newest_signed = max((p for p in held.claims if p > anchor_position), default=anchor_position)
     if newest_signed > walker.position:
         report.problem = chain.Problem(
-            walker.position + 1, f"missing (a checkpoint signed position {newest_signed})"
+            walker.position + 1,
+            f"missing (a checkpoint signed position {newest_signed})",
+            checkpoint=held.claims[newest_signed][1],
         )
     return report
+
+
+def audit_keys_published() -> list[dict[str, Any]]:
+    """Every configured audit key's public JWK, newest first, with its status and period."""
+    periods = {
+        row["key_id"]: row
+        for row in AuditCheckpoint.objects.order_by()
+        .values("key_id")
+        .annotate(first=Min("created_at"), last=Max("created_at"))
+    }
+    keys = []
+    for rank, jwk in enumerate(audit_public_jwks()):
+        period = periods.get(jwk["kid"], {})
+        first, last = period.get("first"), period.get("last")
+        keys.append(
+            {
+                **jwk,
+                "status": "current" if rank == 0 else "retired",
+                "not_before": chain.format_timestamp(first) if first else None,
+                "not_after": chain.format_timestamp(last) if last and rank > 0 else None,
+            }
+        )
+    return keys

@@ -32,10 +32,12 @@ from audit.selectors import (
     AuditFilters,
     audit_chain_anchor,
     audit_chain_head,
+    audit_checkpoint_last,
     audit_events_filter,
     audit_events_stream,
 )
 from audit.signing import audit_key_id, audit_public_jwk, audit_sign
+from audit.witness import audit_witness_publish
 
 # pg_advisory_xact_lock key of the chain head ("audit" in ASCII).
 CHAIN_LOCK_KEY = 0x6175646974
@@ -191,9 +193,24 @@ def audit_seal_pending(*, batch_size: int | None = None, max_batches: int | None
 # --- Checkpoints --------------------------------------------------------------
 
 
+def checkpoint_values(checkpoint: AuditCheckpoint) -> dict[str, Any]:
+    """A checkpoint's stored values, as ``chain`` and the witnesses read them."""
+    return {
+        name: getattr(checkpoint, name)
+        for name in ("id", *chain.CHAINED_CHECKPOINT_FIELDS, "signature")
+    }
+
+
 def _checkpoint_insert(
     *, kind: str, position: int, head_hash: str, anchor_position: int, anchor_hash: str
 ) -> AuditCheckpoint:
+    """Sign and insert the next checkpoint, chained to the last one (call under the chain lock).
+
+    Once the transaction commits, the checkpoint (and any a witness missed) is
+    copied to the witnesses outside the database; a failing witness never undoes
+    or blocks the checkpoint.
+    """
+    last = audit_checkpoint_last()
     checkpoint = AuditCheckpoint(
         created_at=timezone.now(),
         kind=kind,
@@ -202,12 +219,12 @@ def _checkpoint_insert(
         anchor_position=anchor_position,
         anchor_hash=anchor_hash,
         key_id=audit_key_id(),
+        prev_checkpoint=chain.checkpoint_digest(last) if last else chain.GENESIS_CHECKPOINT,
     )
-    payload = chain.checkpoint_payload(
-        {name: getattr(checkpoint, name) for name in chain.CHECKPOINT_FIELDS}
-    )
-    checkpoint.signature = audit_sign(payload)
+    checkpoint.signature = audit_sign(chain.checkpoint_payload(checkpoint_values(checkpoint)))
     checkpoint.save(force_insert=True)
+    values = checkpoint_values(checkpoint)
+    transaction.on_commit(lambda: audit_witness_publish(checkpoint=values), robust=True)
     return checkpoint
 
 
@@ -373,14 +390,7 @@ def audit_export(
         "last_position": last,
         "anchor_position": checkpoint.anchor_position,
         "anchor_hash": checkpoint.anchor_hash,
-        "checkpoints": [
-            {
-                **chain.checkpoint_payload(
-                    {name: getattr(checkpoint, name) for name in chain.CHECKPOINT_FIELDS}
-                ),
-                "signature": checkpoint.signature,
-            }
-        ],
+        "checkpoints": [chain.checkpoint_signed(checkpoint_values(checkpoint))],
         "key_id": public_jwk["kid"],
         "public_key": public_jwk,
     }

@@ -51,10 +51,12 @@ def production_configuration(app_configs=None, **kwargs) -> list[checks.CheckMes
                     id="identity_portal.E003",
                 )
             )
-    if "AUDIT_SIGNING_KEY" not in secrets.missing and len(secrets.audit_signing_key) != 32:
+    if "AUDIT_SIGNING_KEY" not in secrets.missing and any(
+        len(seed) != 32 for seed in secrets.audit_signing_keys or (b"",)
+    ):
         errors.append(
             checks.Error(
-                "AUDIT_SIGNING_KEY must be a 32-byte Ed25519 seed, base64url.",
+                "AUDIT_SIGNING_KEY(S) must be 32-byte Ed25519 seeds, base64url.",
                 id="identity_portal.E004",
             )
         )

@@ -2,8 +2,9 @@
 
 Four secrets never live in code: Django's ``SECRET_KEY``, the peppers that key
 client-secret digests, the key-encryption keys that wrap signing keys, and the
-audit signing key. Production passes them in the environment (a system check
-refuses to start without them). The embedded default generates them once into
+audit signing keys (``AUDIT_SIGNING_KEYS``, or the single ``AUDIT_SIGNING_KEY``).
+Production passes them in the environment (a system check refuses to start
+without them). The embedded default generates them once into
 ``var/secrets.json`` with mode 0600 and reuses them, so a second ``make run``
 still verifies yesterday's secrets and decrypts yesterday's keys.
 
@@ -60,9 +61,16 @@ class ServerSecrets:
     secret_key: str = field(repr=False)
     peppers: dict[str, bytes] = field(repr=False)
     key_encryption_keys: dict[str, bytes] = field(repr=False)
-    audit_signing_key: bytes = field(repr=False)
+    # Ed25519 seeds, newest first: the first signs checkpoints and manifests, the
+    # others stay so that what they signed before a rotation still verifies.
+    audit_signing_keys: tuple[bytes, ...] = field(repr=False)
     # Names of the secrets that came from neither the environment nor var/.
     missing: tuple[str, ...] = ()
+
+    @property
+    def audit_signing_key(self) -> bytes:
+        """The audit key that signs now (the newest)."""
+        return self.audit_signing_keys[0] if self.audit_signing_keys else b""
 
 
 _ENV_NAMES = ("SECRET_KEY", "SECRET_PEPPERS", "KEY_ENCRYPTION_KEYS", "AUDIT_SIGNING_KEY")
@@ -94,6 +102,22 @@ def _load_or_create_file(path: Path) -> dict[str, str]:
     return generated
 
 
+def parse_audit_keys(value: str) -> tuple[bytes, ...]:
+    """``AUDIT_SIGNING_KEYS``: base64url seeds, newest first, each optionally ``label:``-prefixed.
+
+    The label is only the operator's note (the published key id is the RFC 7638
+    thumbprint of the public key), so the format reads like ``SECRET_PEPPERS``.
+    """
+    seeds: list[bytes] = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        _, _, encoded = item.rpartition(":")
+        seed = b64url_decode(encoded)
+        if seed in seeds:
+            raise SecretFormatError("AUDIT_SIGNING_KEYS lists a key twice")
+        seeds.append(seed)
+    return tuple(seeds)
+
+
 def load_server_secrets(environ: dict[str, str], var_dir: Path, *, generate: bool) -> ServerSecrets:
     """Collect the server secrets: environment first, then the generated file.
 
@@ -101,6 +125,9 @@ def load_server_secrets(environ: dict[str, str], var_dir: Path, *, generate: boo
     values are reported in ``missing`` for the system check to refuse.
     """
     values = {name: environ[name] for name in _ENV_NAMES if environ.get(name)}
+    # The list of audit keys (rotation) takes the place of the single-key variable.
+    if environ.get("AUDIT_SIGNING_KEYS", "").strip():
+        values["AUDIT_SIGNING_KEY"] = environ["AUDIT_SIGNING_KEYS"]
     missing = tuple(name for name in _ENV_NAMES if name not in values)
     if missing and generate:
         stored = _load_or_create_file(var_dir / "secrets.json")
@@ -111,6 +138,6 @@ def load_server_secrets(environ: dict[str, str], var_dir: Path, *, generate: boo
         secret_key=values.get("SECRET_KEY", ""),
         peppers=parse_keyring(values.get("SECRET_PEPPERS", "")),
         key_encryption_keys=parse_keyring(values.get("KEY_ENCRYPTION_KEYS", "")),
-        audit_signing_key=b64url_decode(values.get("AUDIT_SIGNING_KEY", "")),
+        audit_signing_keys=parse_audit_keys(values.get("AUDIT_SIGNING_KEY", "")),
         missing=missing,
     )

@@ -205,6 +205,13 @@ AUDIT_CHECKPOINT_INTERVAL = env_int("AUDIT_CHECKPOINT_INTERVAL", 300)
 # Sealed events older than this are pruned (0 keeps everything).
 AUDIT_RETENTION_DAYS = env_int("AUDIT_RETENTION_DAYS", 400)
 AUDIT_SEAL_BATCH_SIZE = env_int("AUDIT_SEAL_BATCH_SIZE", 1000)
+# Where every checkpoint is copied outside the database (audit/witness.py), comma-separated:
+# file:PATH (append-only JSON Lines), log (the audit.witness logger), https://URL (POST).
+# Embedded tier: a file under VAR_DIR; production: the log, until a real witness is named.
+AUDIT_WITNESS = env_list(
+    "AUDIT_WITNESS", "log" if PRODUCTION else f"file:{VAR_DIR / 'audit-witness.jsonl'}"
+)
+AUDIT_WITNESS_TIMEOUT = env_int("AUDIT_WITNESS_TIMEOUT", 5)
 AUDIT_EXPORT_CHUNK_SIZE = env_int("AUDIT_EXPORT_CHUNK_SIZE", 2000)
 # Who may call the audit API: machines with a bearer access token of ours (first, so an
 # unauthenticated caller gets its WWW-Authenticate challenge), console sessions.
@@ -345,4 +352,6 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    # The log witness of audit checkpoints is a record, not chatter: kept at any LOG_LEVEL.
+    "loggers": {"audit.witness": {"level": "INFO"}},
 }

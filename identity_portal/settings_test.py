@@ -19,6 +19,8 @@ os.environ.setdefault(
     "k2:NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ0NDQ,k1:MzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzMzM",
 )
 os.environ.setdefault("AUDIT_SIGNING_KEY", "NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU1NTU")
+# No shared witness file: tests that need a witness configure their own (tmp_path).
+os.environ.setdefault("AUDIT_WITNESS", "log")
 
 from identity_portal.settings import *  # noqa: F403
 from identity_portal.settings import CACHE_URL

@@ -2,9 +2,11 @@
 """Verify a Machine Identity Portal audit export offline: needs Python 3.11+ and cryptography.
 
     python3 verify_audit_export.py EXPORT [--manifest EXPORT.manifest.json] [--jwks audit-keys.json]
+                                          [--witness WITNESS.jsonl ...]
 
 Exit 0 when the file matches its signed manifest and every line chains; 1 naming the
-first altered, missing or reordered line; 2 when it cannot be read. The rules live in
+first altered, missing or reordered line (or the witnessed checkpoint it contradicts);
+2 when it cannot be read. The rules live in
 ``audit/chain.py`` (standard library + cryptography only), loaded here by path so the
 portal and this script share one implementation. Copy both files together, keeping
 ``audit/chain.py`` beside this script's parent, or pass --chain PATH.

@@ -64,3 +64,57 @@ def bystander(db):
     return get_user_model().objects.create_user(
         username="bob", password="correct horse battery", is_staff=True
     )
+
+
+@pytest.fixture
+def witness_file(settings, tmp_path):
+    """A file witness of its own for the test (the suite's default witness is the log)."""
+    path = tmp_path / "witness.jsonl"
+    settings.AUDIT_WITNESS = [f"file:{path}"]
+    return path
+
+
+@pytest.fixture
+def committed(django_capture_on_commit_callbacks):
+    """Run a service and then its on-commit work (the witness writes), as a real commit would."""
+
+    def run(service, /, **kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            return service(**kwargs)
+
+    return run
+
+
+def verify_command(*args: str) -> tuple[int, str, str]:
+    """``manage.py audit_verify``: exit code, stdout, stderr."""
+    import io
+
+    from django.core.management import call_command
+
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        call_command("audit_verify", *args, stdout=out, stderr=err)
+    except SystemExit as exc:
+        return exc.code, out.getvalue(), err.getvalue()
+    return 0, out.getvalue(), err.getvalue()
+
+
+def rehash_from(position: int) -> None:
+    """Recompute prev_hash and hash from ``position`` on, exactly as the sealer would.
+
+    What an attacker does after editing or inserting an event, so that the chain
+    of events is self-consistent again and only signed heads can tell.
+    """
+    from audit import chain
+    from audit.models import AuditEvent
+
+    before = AuditEvent.objects.filter(position=position - 1).values_list("hash", flat=True)
+    prev = before.first() or chain.GENESIS_HASH
+    for event in AuditEvent.objects.filter(position__gte=position).order_by("position"):
+        values = {name: getattr(event, name) for name in chain.RECORD_FIELDS}
+        digest = chain.event_hash(chain.event_record(values), prev)
+        tamper(
+            "UPDATE audit_auditevent SET prev_hash = %s, hash = %s WHERE id = %s",
+            [prev, digest, event.pk],
+        )
+        prev = digest

@@ -280,7 +280,7 @@ def test_formula_cells_are_escaped_in_csv_and_still_verify(db, tmp_path):
     assert (second["target_id"], second["target_display"]) == ("'\tx", "'\rcr")
     assert second["reason"] == "plain 'not at the start'"
     manifest = json.loads(manifest_path_for(out).read_text())
-    assert manifest["version"] == 2
+    assert manifest["version"] == 3
     assert chain.verify_export(out, manifest) == []
     result = _offline(out)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -356,8 +356,8 @@ def test_version_1_csv_cells_are_read_as_written(db, tmp_path):
 def test_unknown_manifest_version_is_refused(sealed, tmp_path):
     out = _export(tmp_path, "csv")
     manifest = json.loads(manifest_path_for(out).read_text())
-    manifest["version"] = 3
+    manifest["version"] = 4
 
     assert chain.verify_export(out, manifest) == [
-        "manifest: format version 3 is not supported by this verifier"
+        "manifest: format version 4 is not supported by this verifier"
     ]

@@ -156,7 +156,7 @@ def test_seal_and_checkpoint_commands(make_events, capsys):
     assert "checkpoint at position 3" in out
 
 
-def test_audit_keys_are_published_as_jwks(client):
+def test_audit_keys_are_published_as_jwks(client, db):
     response = client.get("/.well-known/audit-keys.json")
 
     assert response.status_code == 200

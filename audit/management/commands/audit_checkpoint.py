@@ -8,4 +8,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         checkpoint = audit_checkpoint_create()
-        self.stdout.write(f"checkpoint at position {checkpoint.position} ({checkpoint.head_hash})")
+        self.stdout.write(
+            f"checkpoint at position {checkpoint.position} ({checkpoint.head_hash}), "
+            f"signed by key {checkpoint.key_id}"
+        )

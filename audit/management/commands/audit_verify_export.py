@@ -17,13 +17,16 @@ class Command(BaseCommand):
         parser.add_argument("export", type=Path)
         parser.add_argument("--manifest", type=Path)
         parser.add_argument("--jwks", type=Path)
+        parser.add_argument("--witness", type=Path, action="append", default=[])
 
-    def handle(self, *args, export, manifest=None, jwks=None, **options):
+    def handle(self, *args, export, manifest=None, jwks=None, witness=(), **options):
         argv = [str(export)]
         if manifest:
             argv += ["--manifest", str(manifest)]
         if jwks:
             argv += ["--jwks", str(jwks)]
+        for path in witness:
+            argv += ["--witness", str(path)]
         status = chain.main(argv)
         if status:
             sys.exit(status)
