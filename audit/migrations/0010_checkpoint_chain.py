@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("audit", "0008_console_user_events"),
+        ("audit", "0009_key_rejected_event"),
     ]
 
     operations = [
