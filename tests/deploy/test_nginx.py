@@ -251,10 +251,14 @@ def test_a_token_over_https_and_the_client_address_the_proxy_reports(proxied, ma
     )
     assert answer.headers["Cache-Control"] == "no-store"
     assert answer.headers["X-Request-ID"] == "nginx-plain"
+    # A resource server verifies it with the JWKS it fetches through the same proxy.
+    with proxied.session() as session:
+        jwks = session.get(f"{proxied.base}/.well-known/jwks.json", timeout=10)
+    access_token = answer.json()["access_token"]
+    header = jwt.get_unverified_header(access_token)
+    key = next(k for k in jwt.PyJWKSet.from_dict(jwks.json()).keys if k.key_id == header["kid"])
     claims = jwt.decode(
-        answer.json()["access_token"],
-        options={"verify_signature": False},
-        audience=API,
+        access_token, key=key, algorithms=["ES256"], audience=API, issuer=proxied.base
     )
     assert (claims["iss"], claims["client_id"]) == (proxied.base, registered.client_id)
     assert _recorded(["nginx-plain", "nginx-forged-dash", "nginx-forged-underscore"]) == [
