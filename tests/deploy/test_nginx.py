@@ -142,8 +142,9 @@ def _wait_for_port(port: int, proc: subprocess.Popen, log: Path) -> None:
 class Proxied:
     """The deployment under test: where to reach it and what it logged."""
 
-    def __init__(self, *, base: str, cafile: Path, portal_log: Path):
+    def __init__(self, *, base: str, plain: str, cafile: Path, portal_log: Path):
         self.base = base
+        self.plain = plain
         self.cafile = cafile
         self.portal_log = portal_log
 
@@ -202,7 +203,10 @@ def proxied(tmp_path, signing_key):
         try:
             _wait_for_port(tls_port, proc, nginx_dir / "error.log")
             yield Proxied(
-                base=issuer, cafile=nginx_dir / "portal.crt", portal_log=portal_dir / "server.log"
+                base=issuer,
+                plain=f"http://localhost:{http_port}",
+                cafile=nginx_dir / "portal.crt",
+                portal_log=portal_dir / "server.log",
             )
         finally:
             proc.terminate()
@@ -268,7 +272,19 @@ def test_a_token_over_https_and_the_client_address_the_proxy_reports(proxied, ma
     ]
 
 
-def test_metrics_are_not_served_through_the_proxy(proxied):
+def test_metrics_are_not_served_through_the_proxy_and_plain_http_only_redirects(proxied):
+    with requests.Session() as plain:
+        plain.trust_env = False
+        redirected = plain.post(
+            f"{proxied.plain}/oauth/token?x=1",
+            data={"grant_type": "client_credentials"},
+            timeout=10,
+            allow_redirects=False,
+        )
+    assert (redirected.status_code, redirected.headers["Location"]) == (
+        301,
+        "https://localhost/oauth/token?x=1",
+    )
     with proxied.session() as session:
         answers = {
             path: session.get(f"{proxied.base}{path}", timeout=10, allow_redirects=False)
