@@ -162,10 +162,11 @@ def _tags(values: Iterable[str]) -> list[str]:
 
 
 def _secret_add(*, machine: Machine, actor: Actor, now: datetime) -> tuple[ClientSecret, str]:
-    generated = secret_generate()
+    generated = secret_generate(client_id=machine.client_id)
     row = ClientSecret.objects.create(
         machine=machine,
         digest=generated.digest,
+        digest_version=generated.digest_version,
         pepper_id=generated.pepper_id,
         display_prefix=generated.display_prefix,
         last_four=generated.last_four,

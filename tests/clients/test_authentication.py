@@ -250,7 +250,7 @@ def test_a_tombstone_keeps_a_stale_reader_from_caching(
         machine_update(actor=cli_actor, machine=machine, access_token_ttl=60)
 
     # ...and tries to cache what it read after the change committed.
-    added = cache.add(machine_cache_key(machine.client_id), stale, 300)
+    added = cache.add(machine_cache_key(machine.client_id), machine_auth_entry_encode(stale), 300)
 
     assert added is False
     assert machine_auth_entry_get(machine.client_id).machine.access_token_ttl == 60
@@ -286,7 +286,7 @@ def test_a_tombstone_outlives_a_slow_reader(
         machine_update(actor=cli_actor, machine=machine, access_token_ttl=60)
 
     time_machine.move_to("2026-01-05 12:00:09+00:00", tick=False)  # a reader 9 s late
-    added = cache.add(machine_cache_key(machine.client_id), stale, 300)
+    added = cache.add(machine_cache_key(machine.client_id), machine_auth_entry_encode(stale), 300)
 
     assert added is False
     assert machine_auth_entry_get(machine.client_id).machine.access_token_ttl == 60
@@ -318,7 +318,7 @@ def test_the_tombstone_write_is_retried_once(
 
     with django_capture_on_commit_callbacks(execute=True):
         secret_revoke(actor=cli_actor, secret=ClientSecret.objects.get(machine=machine))
-    added = cache.add(key, stale, 300)
+    added = cache.add(key, machine_auth_entry_encode(stale), 300)
 
     assert added is False
     assert cache.get(key) == "tombstone"
