@@ -579,6 +579,9 @@ def machine_disable(
     if machine.deleted_at is not None:
         raise ValidationError("The machine is deleted.")
     if not machine.enabled:
+        # Told again: repeating a disable is how an operator retries after the cache
+        # could not be told the first time.
+        machine_cache_invalidate(client_id=machine.client_id)
         return machine
     machine.enabled = False
     machine.save(update_fields=["enabled", "updated"])
@@ -614,6 +617,7 @@ def machine_delete(
     """Disable the machine and revoke every secret; the row and its audit history stay."""
     machine = _lock(machine)
     if machine.deleted_at is not None:
+        machine_cache_invalidate(client_id=machine.client_id)  # a retry tells the cache again
         return machine
     now = timezone.now()
     revoked = list(machine.secrets.filter(revoked_at__isnull=True).values_list("pk", flat=True))
@@ -711,6 +715,7 @@ def secret_revoke(
     machine = _lock(secret.machine)
     secret = ClientSecret.objects.get(pk=secret.pk, machine=machine)
     if secret.revoked_at is not None:
+        machine_cache_invalidate(client_id=machine.client_id)  # a retry tells the cache again
         return secret
     secret.revoked_at = timezone.now()
     secret.save(update_fields=["revoked_at"])
