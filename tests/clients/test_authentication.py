@@ -173,6 +173,48 @@ def test_ip_allow_list(machine_and_secret, cli_actor):
     assert _denials() == [("ip_not_allowed", "192.0.2.1", machine.client_id, "failure")]
 
 
+@pytest.mark.parametrize("source_ip", [None, "", "not-an-address", "10.0.0.1%eth0", "unix:/run/s"])
+def test_an_allow_list_refuses_a_missing_or_unparseable_source_address(
+    machine_and_secret, cli_actor, source_ip
+):
+    machine, raw = machine_and_secret
+    machine_update(actor=cli_actor, machine=machine, ip_allowlist=["0.0.0.0/0", "::/0"])
+
+    with pytest.raises(ClientAuthError) as raised:
+        client_authenticate(
+            credentials=_creds(machine.client_id, raw), context=RequestContext(source_ip=source_ip)
+        )
+
+    assert raised.value.reason == "ip_not_allowed"
+    assert [d[0] for d in _denials()] == ["ip_not_allowed"]
+    assert not Machine.objects.get(pk=machine.pk).last_used_at
+
+
+def test_an_allow_list_refuses_a_token_request_without_a_usable_peer_address(
+    client, machine_and_secret, cli_actor
+):
+    from tests.tokens.helpers import FORM, basic
+    from tokens.models import IssuedToken
+
+    machine, raw = machine_and_secret
+    machine_update(actor=cli_actor, machine=machine, ip_allowlist=["0.0.0.0/0", "::/0"])
+
+    response = client.post(
+        "/oauth/token",
+        data="grant_type=client_credentials",
+        content_type=FORM,
+        HTTP_AUTHORIZATION=basic(machine.client_id, raw),
+        REMOTE_ADDR="unix:/run/granian.sock",
+    )
+
+    assert response.status_code == 401
+    assert response.content == (
+        b'{"error": "invalid_client", "error_description": "Client authentication failed."}'
+    )
+    assert IssuedToken.objects.count() == 0
+    assert [d[0] for d in _denials()] == ["ip_not_allowed"]
+
+
 def test_max_secret_age_expires_a_secret(machine_and_secret, request_ctx, cli_actor, time_machine):
     machine, raw = machine_and_secret
     machine_update(actor=cli_actor, machine=machine, max_secret_age=3600)
