@@ -245,3 +245,30 @@ def test_celery_accepts_json_only_and_refuses_a_pickled_message(tmp_path):
     assert not marker.exists()
     json_type, json_encoding, json_body = dumps({"a": 1}, serializer="json")
     assert loads(json_body, json_type, json_encoding, accept=accept) == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    "backend",
+    ["identity_portal.cache.FileBasedCache", pytest.param("redis", marks=pytest.mark.redis)],
+)
+def test_cache_backed_sessions_keep_working(settings, tmp_path, backend):
+    from django.contrib.sessions.backends.cache import SessionStore
+    from django.core.cache import caches
+
+    if backend == "redis":
+        config = {"BACKEND": "identity_portal.cache.RedisCache", "LOCATION": settings.REDIS_URL}
+    else:
+        config = {"BACKEND": backend, "LOCATION": str(tmp_path / "sessions")}
+    settings.CACHES = {**settings.CACHES, "sessions": config}
+    settings.SESSION_CACHE_ALIAS = "sessions"
+
+    store = SessionStore()
+    store["_auth_user_id"] = "42"
+    store["flags"] = {"mfa": True, "seen": [1, 2]}
+    store.save()
+    loaded = SessionStore(session_key=store.session_key)
+
+    assert dict(loaded.items()) == {"_auth_user_id": "42", "flags": {"mfa": True, "seen": [1, 2]}}
+    assert loaded.exists(store.session_key) is True
+    store.delete()
+    caches["sessions"].close()
