@@ -128,3 +128,35 @@ def test_flipping_a_rows_digest_version_verifies_nothing(machine_and_secret):
     assert _reason(machine.client_id, raw) == "wrong_secret"
     ClientSecret.objects.filter(pk=legacy.pk).update(digest_version=1)
     assert _reason(machine.client_id, raw) == "ok"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrating_a_database_of_the_previous_release_binds_its_digests(machine_and_secret):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    machine, _ = machine_and_secret
+    raw = SECRET_PREFIX + "M" * 43
+    unbound = hmac.new(_pepper(), raw.encode(), hashlib.sha256).hexdigest()
+    # Only rows of the previous release: going back drops the version column, and a
+    # version-2 row would come back as a legacy one (the migration cannot be reversed).
+    ClientSecret.objects.all().delete()
+    executor = MigrationExecutor(connection)
+    executor.migrate([("clients", "0001_initial")])
+    try:
+        with connection.cursor() as cursor:  # a row as the previous release wrote it
+            cursor.execute(
+                "INSERT INTO clients_clientsecret (machine_id, digest, pepper_id, display_prefix,"
+                " last_four, created_at, created_by) VALUES (%s, %s, 'p2', %s, %s, %s, '')",
+                [machine.pk, unbound, raw[:11], raw[-4:], machine.created],
+            )
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+    row = ClientSecret.objects.get()
+    assert row.digest_version == 1
+    assert row.digest == secret_digest(
+        secret=raw, client_id=machine.client_id, pepper_id="p2", version=1
+    )
+    assert _reason(machine.client_id, raw) == "ok"
