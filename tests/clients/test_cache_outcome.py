@@ -95,6 +95,7 @@ def test_cli_revoke_secret_exits_3_when_the_cache_was_not_told(
 
 def test_cli_reports_plain_success_when_the_cache_was_told(machine_and_secret):
     machine, _ = machine_and_secret
+    cache.delete(machine_cache_key(machine.client_id))  # the registration's own tombstone
     out = StringIO()
 
     call_command("machine", "disable", machine.client_id, stdout=out)
@@ -109,6 +110,7 @@ def test_repeating_a_disable_tells_the_cache_again(machine_and_secret, monkeypat
     with pytest.raises(CommandError):
         call_command("machine", "disable", machine.client_id, stdout=StringIO())
     monkeypatch.undo()  # the cache is back
+    cache.delete(machine_cache_key(machine.client_id))  # the registration's own tombstone
 
     call_command("machine", "disable", machine.client_id, stdout=StringIO())
 

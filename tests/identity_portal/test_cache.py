@@ -124,6 +124,15 @@ def test_values_are_authenticated_envelopes_bound_to_their_key(settings):
     assert serializer.loads(b"~1j" + tag + body, "mip:1:k") is MISS
 
 
+def test_an_authentic_value_of_an_unknown_kind_is_a_miss(settings):
+    serializer = SignedSerializer()
+    body = pickle.dumps("a future kind")
+
+    value = b"~1p" + serializer._tag("mip:1:k", b"p", body) + body
+
+    assert serializer.loads(value, "mip:1:k") is MISS
+
+
 def test_a_pickle_is_a_miss_that_runs_nothing_and_is_logged_once(tmp_path, caplog):
     serializer = SignedSerializer()
     payload, marker = _planted(tmp_path)
