@@ -65,8 +65,8 @@ KIND_JSON = b"j"
 KIND_BYTES = b"b"
 _TAG_LENGTH = 32
 _HEADER_LENGTH = len(MAGIC) + 1 + _TAG_LENGTH
-# What the key that authenticates cache values is derived from SECRET_KEY with: a key
-# used for nothing else, so a cache value can never stand for a session or a signature.
+# The MAC key is HMAC(SECRET_KEY, this label): a key of its own, so a cache value can
+# never pass for a session, a signed cookie or anything else SECRET_KEY signs.
 _MAC_CONTEXT = b"machine-identity-portal/cache-values/v1"
 # Keys whose refused values were already logged by this process (bounded).
 _REPORTED_MAX = 1024

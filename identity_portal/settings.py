@@ -150,6 +150,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache: shared by every worker process --------------------------------
+# Our backends store authenticated JSON, never pickles (identity_portal/cache.py); a
+# system check refuses Django's own pickling backends here.
 REDIS_URL = ENV.get("REDIS_URL", "")
 CACHE_URL = ENV.get("CACHE_URL", REDIS_URL)
 if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
