@@ -2,7 +2,9 @@
 
 Everything here reads sealed events in position order with keyset batches
 (``position > last``), so a million events never sit in memory and a
-concurrent sealer only ever appends past what has been read.
+concurrent sealer only ever appends past what has been read. An event's
+chain fields live in its ``AuditSeal`` row; ``audit_events_sealed`` joins
+them back under the names the chain and the exports use.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Max, Min, Q, QuerySet
+from django.db.models import F, Max, Min, Q, QuerySet
 
 from audit import chain
 from audit.choices import ActorKind
-from audit.models import AuditCheckpoint, AuditEvent
+from audit.models import AuditCheckpoint, AuditEvent, AuditSeal
 from audit.signing import audit_verification_keys
 
 # Stored columns read to rebuild an event's record (RECORD_FIELDS) plus its seal.
@@ -49,9 +51,19 @@ class AuditFilters:
         }
 
 
+def audit_events_sealed() -> QuerySet[AuditEvent]:
+    """Sealed events, each with ``position``, ``prev_hash``, ``hash`` and ``sealed_at``."""
+    return AuditEvent.objects.filter(seal__isnull=False).annotate(
+        position=F("seal__position"),
+        prev_hash=F("seal__prev_hash"),
+        hash=F("seal__hash"),
+        sealed_at=F("seal__sealed_at"),
+    )
+
+
 def audit_events_filter(*, filters: AuditFilters) -> QuerySet[AuditEvent]:
     """Sealed events matching ``filters``. ``actor`` is ``kind:id`` or a bare id."""
-    events = AuditEvent.objects.filter(position__isnull=False)
+    events = audit_events_sealed()
     if filters.since is not None:
         events = events.filter(occurred_at__gte=filters.since)
     if filters.until is not None:
@@ -85,7 +97,7 @@ def audit_events_stream(
     statistics), and filtered exports simply get fewer rows per window.
     """
     if up_to is None:
-        up_to = AuditEvent.objects.aggregate(head=Max("position"))["head"] or 0
+        up_to = audit_chain_head()[0]
     low = after
     while low < up_to:
         high = min(low + chunk_size, up_to)
@@ -95,20 +107,23 @@ def audit_events_stream(
 
 
 def audit_chain_head() -> tuple[int, str]:
-    """The newest sealed position and its hash (checkpoints remember it after a prune)."""
-    event = (
-        AuditEvent.objects.filter(position__isnull=False)
-        .order_by("-position")
-        .values_list("position", "hash")
-        .first()
-    )
-    checkpoint = (
-        AuditCheckpoint.objects.order_by("-position", "-id")
-        .values_list("position", "head_hash")
-        .first()
-    )
-    candidates = [head for head in (event, checkpoint) if head is not None]
-    return max(candidates, default=(0, chain.GENESIS_HASH))
+    """The newest sealed position and its hash, or the genesis.
+
+    From the seal table alone: a prune keeps the seal row of the last position
+    it removed, so the head survives a prune of everything, and no checkpoint
+    row (which anyone with INSERT could add, unsigned) can re-base the sealer.
+    """
+    head = AuditSeal.objects.order_by("-position").values_list("position", "hash").first()
+    return head or (0, chain.GENESIS_HASH)
+
+
+def audit_sealed_horizon() -> int:
+    """The highest sealed event id: every committed event at or below it is sealed.
+
+    The sealer keeps this true (``audit.services.audit_seal_pending``), so
+    finding what to seal is an index range scan above it.
+    """
+    return AuditSeal.objects.aggregate(top=Max("event_id"))["top"] or 0
 
 
 def audit_chain_anchor() -> tuple[int, str]:
@@ -122,7 +137,8 @@ def audit_chain_anchor() -> tuple[int, str]:
 
 
 def audit_unsealed_count() -> int:
-    return AuditEvent.objects.filter(position__isnull=True).count()
+    """Committed events waiting for the sealer (above the sealed horizon)."""
+    return AuditEvent.objects.filter(id__gt=audit_sealed_horizon()).count()
 
 
 @dataclass
@@ -171,18 +187,18 @@ def audit_chain_verify(*, chunk_size: int = 5000) -> VerifyReport:
     report.anchor_position = anchor_position
 
     stray = (
-        AuditEvent.objects.filter(position__lte=anchor_position)
+        audit_events_sealed()
+        .filter(position__lte=anchor_position)
         .aggregate(first=Min("position"))
         .get("first")
     )
     if stray is not None:
         report.problem = chain.Problem(stray, "event present at or below the prune anchor")
         return report
-
     walker = chain.ChainWalker(
         anchor_position=anchor_position, anchor_hash=anchor_hash, contiguous=True
     )
-    events = AuditEvent.objects.all()
+    events = audit_events_sealed()
     for values in audit_events_stream(events=events, after=anchor_position, chunk_size=chunk_size):
         problem = walker.feed(chain.event_record(values), values["prev_hash"], values["hash"])
         if problem is None and signed_heads.get(walker.position, walker.hash) != walker.hash:
@@ -198,5 +214,17 @@ def audit_chain_verify(*, chunk_size: int = 5000) -> VerifyReport:
     if newest_signed > walker.position:
         report.problem = chain.Problem(
             walker.position + 1, f"missing (a checkpoint signed position {newest_signed})"
+        )
+        return report
+    skipped = (
+        AuditEvent.objects.filter(seal__isnull=True, id__lt=audit_sealed_horizon())
+        .values_list("id", flat=True)
+        .first()
+    )
+    if skipped is not None:
+        # The sealer seals every committed event below its horizon: a row here was
+        # inserted behind its back (an explicit id), outside the chain.
+        report.problem = chain.Problem(
+            None, f"event id {skipped} is below the sealed head but not sealed"
         )
     return report

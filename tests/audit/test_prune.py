@@ -12,7 +12,12 @@ from audit import chain
 from audit.choices import CheckpointKind, EventType
 from audit.context import Actor
 from audit.models import AuditCheckpoint, AuditEvent
-from audit.selectors import AuditFilters, audit_chain_verify
+from audit.selectors import (
+    AuditFilters,
+    audit_chain_verify,
+    audit_events_sealed,
+    audit_unsealed_count,
+)
 from audit.services import audit_export, audit_prune, audit_seal_pending, manifest_path_for
 from tests.audit.conftest import record_token_event
 
@@ -39,10 +44,8 @@ def test_prune_removes_only_sealed_events_past_retention(db, settings):
         result = audit_prune()
 
     assert (result.deleted, result.anchor_position) == (3, 3)
-    assert sorted(
-        AuditEvent.objects.filter(position__isnull=False).values_list("position", flat=True)
-    ) == [4, 5]
-    assert AuditEvent.objects.filter(position__isnull=True).count() == 2
+    assert sorted(audit_events_sealed().values_list("position", flat=True)) == [4, 5]
+    assert audit_unsealed_count() == 2
     pruned = AuditEvent.objects.get(event_type=EventType.AUDIT_PRUNED)
     assert pruned.details["deleted"] == 3
     assert pruned.details["up_to_position"] == 3
@@ -103,5 +106,5 @@ def test_prune_everything_then_keep_sealing(db):
         call_command("audit_prune")
     audit_seal_pending()
 
-    assert list(AuditEvent.objects.values_list("position", flat=True)) == [6]
+    assert list(audit_events_sealed().values_list("position", flat=True)) == [6]
     assert audit_chain_verify().ok
