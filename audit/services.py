@@ -213,8 +213,21 @@ def _seal_batch(*, batch_size: int, up_to: int | None) -> int:
             )
         )
         prev_hash = digest
-    # One multi-row INSERT; on PostgreSQL the trigger checks each row extends the head.
-    AuditSeal.objects.bulk_create(seals)
+    if connection.vendor == "postgresql":
+        # One INSERT from arrays (one short statement, whatever the batch size); the
+        # trigger checks the rows extend the head.
+        columns = list(
+            zip(*((s.position, s.event_id, s.prev_hash, s.hash) for s in seals), strict=True)
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO audit_auditseal (position, event_id, prev_hash, hash, sealed_at) "
+                "SELECT p, e, ph, h, %s FROM unnest(%s::bigint[], %s::bigint[], %s::text[], "
+                "%s::text[]) AS v(p, e, ph, h)",
+                [connection.ops.adapt_datetimefield_value(sealed_at), *map(list, columns)],
+            )
+    else:
+        AuditSeal.objects.bulk_create(seals)
     return len(rows)
 
 

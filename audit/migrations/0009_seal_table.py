@@ -118,12 +118,10 @@ ALTER TABLE audit_auditevent ALTER COLUMN id DROP IDENTITY IF EXISTS;
 CREATE SEQUENCE audit_auditevent_id_seq OWNED BY audit_auditevent.id;
 SELECT setval('audit_auditevent_id_seq',
               coalesce((SELECT max(id) FROM audit_auditevent), 0) + 1, false);
-CREATE FUNCTION audit_event_next_id() RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    PERFORM pg_current_xact_id();
-    RETURN nextval('{schema}.audit_auditevent_id_seq');
-END $$;
-ALTER TABLE audit_auditevent ALTER COLUMN id SET DEFAULT audit_event_next_id();
+-- CASE evaluates its condition first: the xid, then the id. No function call.
+ALTER TABLE audit_auditevent ALTER COLUMN id SET DEFAULT
+    CASE WHEN pg_current_xact_id() IS NOT NULL
+        THEN nextval('{schema}.audit_auditevent_id_seq'::regclass) END;
 
 -- Written only by the migration role: the runtime role gets no privilege on either.
 CREATE TABLE audit_retention_floor (
@@ -152,41 +150,43 @@ BEGIN
         USING ERRCODE = 'insufficient_privilege';
 END $$;
 
--- A seal extends the head: the next position, linked to the head's hash, for an
--- existing event above every sealed one (the sealer seals in id order).
-CREATE FUNCTION audit_seal_extends_head() RETURNS trigger LANGUAGE plpgsql
+-- Seals extend the head: the new rows are the top of the table and each links to
+-- the row before it (hash, and a higher event id: the sealer seals in id order)
+-- for an event that exists. Checked once per statement over the inserted rows.
+CREATE FUNCTION audit_seals_extend_head() RETURNS trigger LANGUAGE plpgsql
 SET search_path = {path} AS $$
 DECLARE
-    head_position bigint := 0;
-    head_hash text := '{chain.GENESIS_HASH}';
-    horizon bigint;
+    bad record;
 BEGIN
-    SELECT position, hash INTO head_position, head_hash
-        FROM audit_auditseal ORDER BY position DESC LIMIT 1;
-    IF NOT FOUND THEN
-        head_position := 0;
-        head_hash := '{chain.GENESIS_HASH}';
+    IF (SELECT max(position) FROM audit_auditseal)
+        IS DISTINCT FROM (SELECT max(position) FROM audit_new_seals) THEN
+        RAISE EXCEPTION 'audit seals only extend the chain: inserted below the head'
+            USING ERRCODE = 'insufficient_privilege';
     END IF;
-    IF NEW.position IS DISTINCT FROM head_position + 1
-        OR NEW.prev_hash IS DISTINCT FROM head_hash THEN
-        RAISE EXCEPTION 'audit seals only extend the chain: position % after head %',
-            NEW.position, head_position USING ERRCODE = 'insufficient_privilege';
+    SELECT n.position, n.event_id INTO bad
+        FROM audit_new_seals n
+        LEFT JOIN audit_auditseal p ON p.position = n.position - 1
+        WHERE n.event_id IS NULL
+            OR NOT EXISTS (SELECT 1 FROM audit_auditevent e WHERE e.id = n.event_id)
+            OR CASE WHEN n.position = 1 THEN n.prev_hash IS DISTINCT FROM '{chain.GENESIS_HASH}'
+                ELSE p.position IS NULL OR n.prev_hash IS DISTINCT FROM p.hash
+                    OR n.event_id <= coalesce(p.event_id, 0) END
+        ORDER BY n.position LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'audit seals only extend the chain: position % (event %) breaks it',
+            bad.position, bad.event_id
+            USING ERRCODE = 'insufficient_privilege';
     END IF;
-    SELECT max(event_id) INTO horizon FROM audit_auditseal;
-    IF NEW.event_id IS NULL OR NEW.event_id <= coalesce(horizon, 0)
-        OR NOT EXISTS (SELECT 1 FROM audit_auditevent WHERE id = NEW.event_id) THEN
-        RAISE EXCEPTION 'audit seals follow event ids: event % after sealed event %',
-            NEW.event_id, horizon USING ERRCODE = 'insufficient_privilege';
-    END IF;
-    RETURN NEW;
+    RETURN NULL;
 END $$;
 
 CREATE TRIGGER audit_event_guard BEFORE UPDATE OR DELETE ON audit_auditevent
     FOR EACH ROW EXECUTE FUNCTION audit_row_guard();
 CREATE TRIGGER audit_seal_guard BEFORE UPDATE OR DELETE ON audit_auditseal
     FOR EACH ROW EXECUTE FUNCTION audit_row_guard();
-CREATE TRIGGER audit_seal_append BEFORE INSERT ON audit_auditseal
-    FOR EACH ROW EXECUTE FUNCTION audit_seal_extends_head();
+CREATE TRIGGER audit_seal_append AFTER INSERT ON audit_auditseal
+    REFERENCING NEW TABLE AS audit_new_seals
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_seals_extend_head();
 CREATE TRIGGER audit_checkpoint_guard BEFORE UPDATE OR DELETE ON audit_auditcheckpoint
     FOR EACH ROW EXECUTE FUNCTION audit_refuse_change();
 CREATE TRIGGER audit_event_no_truncate BEFORE TRUNCATE ON audit_auditevent

@@ -135,14 +135,29 @@ def test_the_sealer_waits_for_an_open_transaction_then_seals_in_id_order(monkeyp
 
 
 def test_event_ids_are_drawn_after_the_transaction_has_its_xid():
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SELECT pg_current_xact_id_if_assigned()")
-        assert cursor.fetchone() == (None,)
-        cursor.execute("SELECT audit_event_next_id()")
-        cursor.execute("SELECT pg_current_xact_id_if_assigned() IS NOT NULL")
-        assert cursor.fetchone() == (True,)
+    with connection.cursor() as cursor:
         cursor.execute(
             "SELECT column_default FROM information_schema.columns "
             "WHERE table_name = 'audit_auditevent' AND column_name = 'id'"
         )
-        assert cursor.fetchone() == ("audit_event_next_id()",)
+        [default] = cursor.fetchone()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_current_xact_id_if_assigned()")
+        assert cursor.fetchone() == (None,)
+        # The column's default, evaluated alone: it gives the transaction its xid.
+        cursor.execute(f"SELECT {default}")
+        cursor.execute("SELECT pg_current_xact_id_if_assigned() IS NOT NULL")
+        assert cursor.fetchone() == (True,)
+    assert default.split() == [
+        "CASE",
+        "WHEN",
+        "(pg_current_xact_id()",
+        "IS",
+        "NOT",
+        "NULL)",
+        "THEN",
+        "nextval('audit_auditevent_id_seq'::regclass)",
+        "ELSE",
+        "NULL::bigint",
+        "END",
+    ]

@@ -81,12 +81,12 @@ def test_a_seal_must_extend_the_head(make_events):
     )
 
     # An old position again (already sealed), a gap, a wrong link: refused.
-    _refused(insert, [1, third.pk, chain.GENESIS_HASH, "f" * 64], match="only extend the chain")
-    _refused(insert, [4, third.pk, head.hash, "f" * 64], match="only extend the chain")
-    _refused(insert, [3, third.pk, "0" * 64, "f" * 64], match="only extend the chain")
+    _refused(insert, [1, third.pk, chain.GENESIS_HASH, "f" * 64], match="audit_auditseal_pkey")
+    _refused(insert, [4, third.pk, head.hash, "f" * 64], match=r"position 4 \(event")
+    _refused(insert, [3, third.pk, "0" * 64, "f" * 64], match=r"position 3 \(event")
     # The right place, but an event already sealed, or one that does not exist.
-    _refused(insert, [3, first.pk, head.hash, "f" * 64], match="follow event ids")
-    _refused(insert, [3, third.pk + 100, head.hash, "f" * 64], match="follow event ids")
+    _refused(insert, [3, first.pk, head.hash, "f" * 64], match="audit_auditseal_event_id_key")
+    _refused(insert, [3, third.pk + 100, head.hash, "f" * 64], match=r"position 3 \(event")
 
     assert _state() == before
     assert audit_seal_pending() == 1
