@@ -64,7 +64,13 @@ class Command(BaseCommand):
                 raise CommandError("--retention-floor-days must be 0 or more")
             statements += retention_floor_set_sql(days=floor)
         if not options["execute"]:
-            self.stdout.write(";\n".join(statements) + ";")
+            # Printed without the password: a terminal or a CI log is no place for it.
+            shown = [s for s in statements if " PASSWORD " not in s]
+            self.stdout.write(";\n".join(shown) + ";")
+            if role.password:
+                self.stdout.write(
+                    f"-- then set its password: \\password {role.name} in psql, or use --execute"
+                )
             return
         with transaction.atomic(), connection.cursor() as cursor:
             for statement in statements:
