@@ -17,8 +17,6 @@ tables can still drop a trigger: that is why the chain, the signed
 checkpoints and the runtime role of ``db_roles`` exist.
 """
 
-import json
-
 import django.db.models.deletion
 from django.db import migrations, models
 from django.utils import timezone
@@ -76,13 +74,12 @@ def move_seals(apps, schema_editor):
             return
         # The old sealer took unsealed events in any id order; the new one seals
         # above the highest sealed id only. Unsealed events below it get sealed now.
-        cursor.execute(
-            f"SELECT id, {', '.join(EVENT_COLUMNS)} FROM audit_auditevent "  # noqa: S608
-            "WHERE position IS NULL AND id < %s ORDER BY id",
-            [horizon],
+        events = apps.get_model("audit", "AuditEvent").objects.using(connection.alias)
+        stragglers = list(
+            events.filter(position__isnull=True, id__lt=horizon)
+            .order_by("id")
+            .values("id", *EVENT_COLUMNS)
         )
-        names = [column.name for column in cursor.description]
-        stragglers = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         if not stragglers:
             return
         cursor.execute("SELECT position, hash FROM audit_auditseal ORDER BY position DESC LIMIT 1")
@@ -90,8 +87,6 @@ def move_seals(apps, schema_editor):
         sealed_at = timezone.now()
         for row in stragglers:
             position += 1
-            if isinstance(row["details"], str):
-                row["details"] = json.loads(row["details"])
             row.update(position=position, sealed_at=sealed_at)
             digest = chain.event_hash(chain.event_record(row), prev_hash)
             cursor.execute(
