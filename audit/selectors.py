@@ -127,13 +127,24 @@ def audit_sealed_horizon() -> int:
 
 
 def audit_chain_anchor() -> tuple[int, str]:
-    """Where the chain starts: the newest prune anchor, or the genesis."""
-    anchor = (
-        AuditCheckpoint.objects.order_by("-anchor_position", "-id")
-        .values_list("anchor_position", "anchor_hash")
+    """Where the chain starts: the last pruned position and its hash, or the genesis.
+
+    From the seal table, like the head: a prune keeps the seal row of the last
+    position it removed (its event gone), so the lowest seal row says where the
+    chain starts. The runtime role can neither change nor delete seal rows,
+    whereas it can INSERT a checkpoint row, signed or not, naming any anchor.
+    """
+    first = (
+        AuditSeal.objects.order_by("position")
+        .values_list("position", "prev_hash", "hash", "event_id")
         .first()
     )
-    return anchor or (0, chain.GENESIS_HASH)
+    if first is None:
+        return 0, chain.GENESIS_HASH
+    position, prev_hash, digest, event_id = first
+    if event_id is not None and AuditEvent.objects.filter(pk=event_id).exists():
+        return position - 1, prev_hash
+    return position, digest
 
 
 def audit_unsealed_count() -> int:

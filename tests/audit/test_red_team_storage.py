@@ -21,12 +21,14 @@ import time_machine
 from django.db import connection
 
 from audit import chain
+from audit.context import Actor
 from audit.models import AuditCheckpoint, AuditEvent, AuditSeal
-from audit.selectors import audit_chain_head, audit_chain_verify
+from audit.selectors import AuditFilters, audit_chain_head, audit_chain_verify
 from audit.services import (
     _checkpoint_build,
     _checkpoint_columns,
     audit_checkpoint_create,
+    audit_export,
     audit_prune,
     audit_seal_pending,
 )
@@ -333,3 +335,32 @@ def test_the_legitimate_prune_and_sealing_work_as_the_runtime_role(runtime_role)
         {name: getattr(prune, name) for name in (*chain.CHECKPOINT_FIELDS, "signature")},
         audit_verification_keys(),
     )
+
+
+def test_an_unsigned_checkpoint_row_rebases_nothing(runtime_role, trail, tmp_path):
+    # INSERT is the runtime role's right: a checkpoint claiming a later head and anchor.
+    with psycopg.connect(
+        host=connection.settings_dict["HOST"] or "127.0.0.1",
+        port=connection.settings_dict["PORT"] or 5432,
+        dbname=connection.settings_dict["NAME"],
+        user=runtime_role.name,
+        password=runtime_role.password,
+    ) as conn:
+        conn.execute(
+            "INSERT INTO audit_auditcheckpoint (created_at, kind, position, head_hash, "
+            "anchor_position, anchor_hash, key_id, signature) VALUES "
+            "(now(), 'scheduled', 1000, repeat('e', 64), 2, repeat('e', 64), 'k', 'forged')"
+        )
+    record_token_event(9)
+
+    assert audit_seal_pending() == 1
+    assert audit_chain_head()[0] == 4
+    checkpoint = audit_checkpoint_create()
+    out = tmp_path / "all.jsonl"
+    manifest = audit_export(fmt="jsonl", filters=AuditFilters(), out_path=out, actor=Actor.cli("t"))
+    report = audit_chain_verify()
+
+    assert (checkpoint.position, checkpoint.anchor_position) == (4, 0)
+    assert (manifest["anchor_position"], manifest["first_position"], manifest["count"]) == (0, 1, 4)
+    assert chain.verify_export(out, manifest) == []
+    assert str(report.problem) == "position 1000: a checkpoint here has an invalid signature"
