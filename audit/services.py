@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from audit import chain
@@ -318,6 +318,10 @@ def audit_checkpoint_create(*, kind: str = CheckpointKind.SCHEDULED) -> AuditChe
 # --- Retention ----------------------------------------------------------------
 
 
+class AuditPruneRefused(Exception):
+    """The database refused the prune (the retention floor, most likely); nothing changed."""
+
+
 @dataclass(frozen=True)
 class PruneResult:
     deleted: int
@@ -346,10 +350,14 @@ def _prune_prefix(*, up_to: int, checkpoint: AuditCheckpoint) -> int:
     """
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT audit_prune_prefix(%s, %s::jsonb)",
-                [up_to, json.dumps(_checkpoint_columns(checkpoint))],
-            )
+            try:
+                cursor.execute(
+                    "SELECT audit_prune_prefix(%s, %s::jsonb)",
+                    [up_to, json.dumps(_checkpoint_columns(checkpoint))],
+                )
+            except DatabaseError as exc:
+                diag = getattr(exc.__cause__, "diag", None)
+                raise AuditPruneRefused(getattr(diag, "message_primary", None) or str(exc)) from exc
             return cursor.fetchone()[0]
     # The embedded tier: one trust domain, nothing below the ORM to ask.
     with connection.cursor() as cursor:

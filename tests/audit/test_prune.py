@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import time_machine
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
+from django.db import connection
 
 from audit import chain
 from audit.choices import CheckpointKind, EventType
@@ -108,3 +110,24 @@ def test_prune_everything_then_keep_sealing(db):
 
     assert list(audit_events_sealed().values_list("position", flat=True)) == [6]
     assert audit_chain_verify().ok
+
+
+@pytest.mark.postgres
+def test_the_database_refuses_a_prune_inside_its_retention_floor(db):
+    _history(db)
+    with connection.cursor() as cursor:
+        # As the migration role would, with db_roles --retention-floor-days.
+        cursor.execute("UPDATE audit_retention_floor SET days = 100000")
+    before = (AuditEvent.objects.count(), AuditCheckpoint.objects.count())
+
+    with (
+        time_machine.travel(START + timedelta(days=401), tick=False),
+        pytest.raises(CommandError) as refused,
+    ):
+        call_command("audit_prune")
+
+    assert str(refused.value) == (
+        "audit prune refused: position 1 is within the 100000 day retention floor; "
+        "nothing was deleted"
+    )
+    assert (AuditEvent.objects.count(), AuditCheckpoint.objects.count()) == before
