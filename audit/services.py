@@ -149,10 +149,12 @@ def _committed_below() -> int | None:
     So the sealer reads the highest visible id with its snapshot, then waits for
     the transactions of this database that were running at that snapshot. Every
     event at or below that id was drawn by a transaction that had its xid already
-    (the id default, ``audit_event_next_id()``, takes the xid first), so once
-    those are done nothing below it can still appear. None when one of them is
-    still running after ``AUDIT_SEAL_WAIT`` seconds: this run seals nothing new,
-    the next one tries again.
+    (the id column's default takes the xid before ``nextval``, migration 0009),
+    so once those are done nothing below it can still appear. None when one of
+    them is still running after ``SEAL_WAIT_SECONDS``: this run seals nothing
+    new, the next one tries again. Only sessions whose ``backend_xid`` this role
+    may see are waited for: the runtime role sees its own, which are the ones
+    that write events.
     """
     with connection.cursor() as cursor:
         cursor.execute(
