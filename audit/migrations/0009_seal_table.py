@@ -15,6 +15,8 @@ the retention floor in ``audit_retention_floor`` (a table the runtime role
 cannot write; ``manage.py db_roles`` grants the rest). A role that owns the
 tables can still drop a trigger: that is why the chain, the signed
 checkpoints and the runtime role of ``db_roles`` exist.
+
+Irreversible: going back would mean rewriting every event row again.
 """
 
 import django.db.models.deletion
