@@ -33,21 +33,25 @@ def make_events(db):
     return make
 
 
-def tamper(sql: str, params=None) -> None:
-    """Change the audit table behind the application's back, as an attacker with SQL would.
+AUDIT_TABLES = ("audit_auditevent", "audit_auditseal", "audit_auditcheckpoint")
 
-    On PostgreSQL the immutability triggers are switched off around the change
-    (the triggers themselves are tested separately).
+
+def tamper(sql: str, params=None) -> None:
+    """Change the audit tables behind the application's back, as an attacker with SQL would.
+
+    On PostgreSQL the immutability triggers are switched off around the change,
+    as the tables' owner (or a superuser) could (the triggers themselves, and
+    the runtime role that cannot do this, are tested separately).
     """
     with connection.cursor() as cursor:
         postgres = connection.vendor == "postgresql"
         if postgres:
-            cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER USER")
-            cursor.execute("ALTER TABLE audit_auditcheckpoint DISABLE TRIGGER USER")
+            for table in AUDIT_TABLES:
+                cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
         cursor.execute(sql, params)
         if postgres:
-            cursor.execute("ALTER TABLE audit_auditevent ENABLE TRIGGER USER")
-            cursor.execute("ALTER TABLE audit_auditcheckpoint ENABLE TRIGGER USER")
+            for table in AUDIT_TABLES:
+                cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
 
 
 @pytest.fixture
