@@ -31,6 +31,7 @@ from audit.services import (
     audit_export,
     audit_prune,
     audit_seal_pending,
+    checkpoint_values,
 )
 from audit.signing import audit_verification_keys
 from identity_portal.database_roles import (
@@ -331,10 +332,9 @@ def test_the_legitimate_prune_and_sealing_work_as_the_runtime_role(runtime_role)
     assert list(AuditSeal.objects.values_list("position", flat=True)) == [3, 4, 5]
     prune = AuditCheckpoint.objects.get(kind="prune")
     assert (prune.position, prune.anchor_position) == (4, 3)
-    assert chain.checkpoint_valid(
-        {name: getattr(prune, name) for name in (*chain.CHECKPOINT_FIELDS, "signature")},
-        audit_verification_keys(),
-    )
+    # The row the function wrote is the one the application signed, chained fields and all.
+    assert prune.prev_checkpoint == chain.GENESIS_CHECKPOINT
+    assert chain.checkpoint_valid(checkpoint_values(prune), audit_verification_keys())
 
 
 def test_an_unsigned_checkpoint_row_rebases_nothing(runtime_role, trail, tmp_path):
@@ -363,4 +363,9 @@ def test_an_unsigned_checkpoint_row_rebases_nothing(runtime_role, trail, tmp_pat
     assert (checkpoint.position, checkpoint.anchor_position) == (4, 0)
     assert (manifest["anchor_position"], manifest["first_position"], manifest["count"]) == (0, 1, 4)
     assert chain.verify_export(out, manifest) == []
-    assert str(report.problem) == "position 1000: a checkpoint here has an invalid signature"
+    forged = AuditCheckpoint.objects.get(position=1000)
+    assert str(report.problem) == (
+        "position 1000: a checkpoint here has an invalid signature or an untrusted key "
+        f"[checkpoint id {forged.pk} (scheduled, position 1000, created "
+        f"{chain.format_timestamp(forged.created_at)})]"
+    )
