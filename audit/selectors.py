@@ -17,7 +17,7 @@ from typing import Any
 from django.db.models import F, Max, Min, Q, QuerySet
 
 from audit import chain
-from audit.choices import ActorKind
+from audit.choices import ActorKind, CheckpointKind
 from audit.models import AuditCheckpoint, AuditEvent, AuditSeal
 from audit.signing import audit_public_jwks, audit_verification_keys
 
@@ -217,7 +217,21 @@ def audit_chain_verify(
     held = chain.CheckpointChain(keys)
     rows = AuditCheckpoint.objects.order_by("id").values(*CHECKPOINT_COLUMNS)
     for checkpoint in rows.iterator(chunk_size=chunk_size):
+        anchored_at = held.anchor_position
         report.problem = held.feed(checkpoint)
+        if (
+            report.problem is None
+            and checkpoint["anchor_position"] > anchored_at
+            and checkpoint["kind"] != CheckpointKind.PRUNE
+        ):
+            # Only a prune moves the anchor, and it signs its own checkpoint: the
+            # anchor of the others is read from the seal table, where a superuser who
+            # deleted the oldest events would otherwise have it signed as a prune.
+            report.problem = chain.Problem(
+                checkpoint["anchor_position"],
+                "the prune anchor moved without a prune checkpoint",
+                checkpoint=chain.describe_checkpoint(checkpoint),
+            )
         if report.problem is not None:
             report.checkpoints = held.count
             return report
@@ -264,6 +278,14 @@ def audit_chain_verify(
             walker.position + 1,
             f"missing (a checkpoint signed position {newest_signed})",
             checkpoint=held.claims[newest_signed][1],
+        )
+        return report
+    seal_anchor = audit_chain_anchor()
+    if seal_anchor != (anchor_position, anchor_hash):
+        # What the sealer, checkpoints and exports start from must be what was signed.
+        report.problem = chain.Problem(
+            seal_anchor[0],
+            f"the seal table's anchor is not the signed prune anchor (position {anchor_position})",
         )
         return report
     skipped = (

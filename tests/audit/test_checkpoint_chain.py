@@ -253,6 +253,22 @@ def test_an_event_left_at_or_below_the_prune_anchor_is_named(pruned):
     )
 
 
+def test_a_seal_row_planted_below_the_anchor_is_named(pruned):
+    """A seal without an event below the prune anchor: no event to find there, but the
+    seal table's anchor (what the sealer, checkpoints and exports start from) moved."""
+    tamper(
+        "INSERT INTO audit_auditseal (position, event_id, prev_hash, hash, sealed_at) "
+        "VALUES (2, NULL, '', %s, %s)",
+        ["e" * 64, datetime.now(UTC)],
+    )
+
+    assert audit_chain_anchor() == (2, "e" * 64)
+    assert (_problem().position, _problem().message) == (
+        2,
+        "the seal table's anchor is not the signed prune anchor (position 3)",
+    )
+
+
 def test_an_anchor_that_moves_back_is_named(pruned):
     bad = _checkpoint_insert(
         kind=CheckpointKind.PRUNE,

@@ -294,3 +294,28 @@ def test_rollback_then_new_activity_is_still_caught_by_the_witness(history, make
         "BROKEN at position 6: position 6: a witnessed checkpoint is missing from the database "
         f"(deleted or rewritten) [witness {history} line 3: checkpoint id {newest.pk} "
     ) in err
+
+
+def test_deleted_oldest_events_are_not_laundered_by_the_next_checkpoint(
+    history, make_events, committed
+):
+    """A prune faked as a superuser: the oldest events and seals deleted, the seal of
+    position 3 kept as if it were a prune's anchor, no signed prune checkpoint. The
+    seal table's anchor moves to 3 and the next checkpoint signs it."""
+    superuser_sql(
+        "DELETE FROM audit_auditevent WHERE id IN "
+        "(SELECT event_id FROM audit_auditseal WHERE position <= 3)"
+    )
+    superuser_sql("DELETE FROM audit_auditseal WHERE position < 3")
+    make_events(1)
+    audit_seal_pending()
+    laundering = committed(audit_checkpoint_create)
+    assert laundering.anchor_position == 3
+
+    code, _, err = verify_command()
+
+    assert code == 1
+    assert (
+        "BROKEN at position 3: position 3: the prune anchor moved without a prune checkpoint "
+        f"[checkpoint id {laundering.pk} (scheduled, position 7, created "
+    ) in err
