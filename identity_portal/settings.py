@@ -62,6 +62,9 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", f"{_issuer_host},127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", ISSUER)
 
 INSTALLED_APPS = [
+    # First, so that its audited createsuperuser and changepassword commands
+    # take the place of django.contrib.auth's (the first app that names a command wins).
+    "identity_portal",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -70,7 +73,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "oauth2_provider",
-    "identity_portal",
     "audit",
     "clients",
     "tokens",
