@@ -173,6 +173,10 @@ else:
         }
     }
 
+# One host runs every process: a file cache is then shared by all of them, and
+# production may start without Redis (checked in identity_portal.checks).
+SINGLE_NODE = env_bool("SINGLE_NODE", False)
+
 # --- Celery ---------------------------------------------------------------
 CELERY_BROKER_URL = ENV.get("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"
 CELERY_BROKER_DIR = VAR_DIR / "broker"
