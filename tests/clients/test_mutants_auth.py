@@ -1,13 +1,17 @@
 """Client authentication and secrets: checks pinned by the mutation run (`make mutate`).
 
 Each test here kills mutants that survived the rest of the suite: the usable-secret
-predicate at its edges, the denial event's exact actor and target, and exception
-messages that must never carry the failure reason.
+predicate at its edges, the denial event's exact actor and target, exception
+messages that must never carry the failure reason, and every refusal of malformed
+credentials with its exact error, description and status (the description is
+what the client reads), each length bound at its edge.
 """
 
+import base64
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.test import RequestFactory
 
 from audit.choices import EventType
 from audit.models import AuditEvent
@@ -17,9 +21,12 @@ from clients.authentication import (
     MalformedClientRequest,
     Throttled,
     client_authenticate,
+    client_credentials_from_request,
 )
+from clients.constants import AUTHORIZATION_HEADER_MAX_LENGTH
 from clients.credentials import secret_is_usable
 
+FORM = "application/x-www-form-urlencoded"
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 DENIAL_FIELDS = (
     "actor_kind",
@@ -152,3 +159,125 @@ def test_a_known_machines_denial_names_the_machine_as_actor_and_target(
             {"method": "client_secret_basic"},
         )
     ]
+
+
+# --- reading the credentials: each refusal with its exact RFC 6749 5.2 error --------
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _request(body: str = "grant_type=client_credentials", path: str = "/oauth/token", **extra):
+    return RequestFactory().post(path, data=body, content_type=FORM, **extra)
+
+
+def _refusal(request) -> tuple[str, str, int, bool]:
+    with pytest.raises(MalformedClientRequest) as raised:
+        client_credentials_from_request(request)
+    error = raised.value
+    return (error.error, error.description, error.status, error.used_basic)
+
+
+TOO_LONG = ("invalid_request", "client credentials are too long", 400, True)
+NOT_ASCII = ("invalid_request", "client credentials must be printable ASCII", 400, True)
+MALFORMED_BASIC = ("invalid_request", "malformed Basic credentials", 400, True)
+REQUIRED_BASIC = ("invalid_client", "client authentication required", 401, True)
+
+
+@pytest.mark.parametrize(
+    ("header", "refusal"),
+    [
+        ("Bearer abc", ("invalid_client", "use HTTP Basic authentication", 401, True)),
+        # A character outside the base64 alphabet is refused, not skipped ("cid:sec" otherwise).
+        ("Basic Y2lk*OnNlYw==", MALFORMED_BASIC),
+        ("Basic " + _b64(b"\xff\xfe:\xff"), MALFORMED_BASIC),  # not UTF-8
+        ("Basic " + _b64(b"no-colon-here"), MALFORMED_BASIC),
+        # Percent-escapes that are not UTF-8 are refused, not replaced.
+        ("Basic " + _b64(b"cid:%ff%fe"), MALFORMED_BASIC),
+        ("Basic " + _b64(b"%ff:sec"), MALFORMED_BASIC),
+        ("Basic " + _b64(b"c" * 256 + b":sec"), TOO_LONG),
+        ("Basic " + _b64(b"cid:" + b"s" * 513), TOO_LONG),
+        ("Basic " + _b64(b"cid\x00:sec"), NOT_ASCII),
+        ("Basic " + _b64(b"cid:s\x7fc"), NOT_ASCII),
+        ("Basic " + _b64(b":sec"), REQUIRED_BASIC),
+        ("Basic " + _b64(b"cid:"), REQUIRED_BASIC),
+    ],
+)
+def test_a_malformed_basic_header_gets_its_exact_error(header, refusal):
+    assert _refusal(_request(HTTP_AUTHORIZATION=header)) == refusal
+
+
+def test_credentials_at_their_length_limits_are_read():
+    client_id, secret = "c" * 255, "s" * 512
+    request = _request(HTTP_AUTHORIZATION="Basic " + _b64(f"{client_id}:{secret}".encode()))
+
+    assert client_credentials_from_request(request) == ClientCredentials(
+        client_id=client_id, secret=secret, method="client_secret_basic"
+    )
+
+
+def test_the_authorization_header_bound_admits_exactly_its_maximum():
+    # Trailing blanks count towards the header's length and are stripped before decoding.
+    header = "Basic " + _b64(b"cid:" + b"s" * 600)
+    at_limit = header.ljust(AUTHORIZATION_HEADER_MAX_LENGTH)
+    over = header.ljust(AUTHORIZATION_HEADER_MAX_LENGTH + 1)
+
+    assert _refusal(_request(HTTP_AUTHORIZATION=at_limit)) == TOO_LONG
+    assert _refusal(_request(HTTP_AUTHORIZATION=over)) == (
+        "invalid_request",
+        "Authorization header too large",
+        400,
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "extra", "refusal"),
+    [
+        (
+            "client_id=a&client_id=b&client_secret=s",
+            {},
+            ("invalid_request", "a parameter is repeated", 400, False),
+        ),
+        (
+            "client_id=cid&client_secret=sec",
+            {"HTTP_AUTHORIZATION": "Basic " + _b64(b"cid:sec")},
+            ("invalid_request", "use one client authentication method, not two", 400, True),
+        ),
+        (
+            "client_id=other",
+            {"HTTP_AUTHORIZATION": "Basic " + _b64(b"cid:sec")},
+            ("invalid_request", "client_id differs from the Basic credentials", 400, True),
+        ),
+        ("", {}, ("invalid_client", "client authentication required", 401, False)),
+        ("client_secret=s", {}, ("invalid_request", "client_id is required", 400, False)),
+        ("client_id=a", {}, ("invalid_client", "client authentication required", 401, False)),
+        (
+            "client_id=a&client_secret=" + "s" * 513,
+            {},
+            ("invalid_request", "client credentials are too long", 400, False),
+        ),
+    ],
+)
+def test_malformed_form_credentials_get_their_exact_error(body, extra, refusal):
+    assert _refusal(_request(body, **extra)) == refusal
+
+
+def test_credentials_in_the_url_get_their_exact_error():
+    request = _request("", path="/oauth/token?client_id=cid&client_secret=sec")
+
+    assert _refusal(request) == (
+        "invalid_request",
+        "client credentials are not accepted in the URL",
+        400,
+        False,
+    )
+
+
+def test_an_unrelated_query_parameter_does_not_refuse_the_credentials():
+    request = _request(path="/oauth/token?trace=1", HTTP_AUTHORIZATION="Basic " + _b64(b"cid:sec"))
+
+    assert client_credentials_from_request(request) == ClientCredentials(
+        client_id="cid", secret="sec", method="client_secret_basic"
+    )
