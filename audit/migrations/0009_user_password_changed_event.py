@@ -4,15 +4,51 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('audit', '0008_console_user_events'),
+        ("audit", "0008_console_user_events"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='auditevent',
-            name='event_type',
-            field=models.CharField(choices=[('token.issued', 'Token Issued'), ('token.denied', 'Token Denied'), ('token.revoked', 'Token Revoked'), ('token.introspected', 'Token Introspected'), ('machine.registered', 'Machine Registered'), ('machine.updated', 'Machine Updated'), ('machine.disabled', 'Machine Disabled'), ('machine.enabled', 'Machine Enabled'), ('machine.deleted', 'Machine Deleted'), ('secret.created', 'Secret Created'), ('secret.rotated', 'Secret Rotated'), ('secret.revoked', 'Secret Revoked'), ('secret.expired', 'Secret Expired'), ('scope.created', 'Scope Created'), ('scope.updated', 'Scope Updated'), ('audience.created', 'Audience Created'), ('audience.updated', 'Audience Updated'), ('key.created', 'Key Created'), ('key.activated', 'Key Activated'), ('key.retired', 'Key Retired'), ('key.revoked', 'Key Revoked'), ('key.rewrapped', 'Key Rewrapped'), ('user.created', 'User Created'), ('user.updated', 'User Updated'), ('user.deleted', 'User Deleted'), ('user.password_changed', 'User Password Changed'), ('role.granted', 'Role Granted'), ('role.revoked', 'Role Revoked'), ('console.login', 'Console Login'), ('console.login_failed', 'Console Login Failed'), ('console.logout', 'Console Logout'), ('audit.exported', 'Audit Exported'), ('audit.pruned', 'Audit Pruned')], max_length=64),
+            model_name="auditevent",
+            name="event_type",
+            field=models.CharField(
+                choices=[
+                    ("token.issued", "Token Issued"),
+                    ("token.denied", "Token Denied"),
+                    ("token.revoked", "Token Revoked"),
+                    ("token.introspected", "Token Introspected"),
+                    ("machine.registered", "Machine Registered"),
+                    ("machine.updated", "Machine Updated"),
+                    ("machine.disabled", "Machine Disabled"),
+                    ("machine.enabled", "Machine Enabled"),
+                    ("machine.deleted", "Machine Deleted"),
+                    ("secret.created", "Secret Created"),
+                    ("secret.rotated", "Secret Rotated"),
+                    ("secret.revoked", "Secret Revoked"),
+                    ("secret.expired", "Secret Expired"),
+                    ("scope.created", "Scope Created"),
+                    ("scope.updated", "Scope Updated"),
+                    ("audience.created", "Audience Created"),
+                    ("audience.updated", "Audience Updated"),
+                    ("key.created", "Key Created"),
+                    ("key.activated", "Key Activated"),
+                    ("key.retired", "Key Retired"),
+                    ("key.revoked", "Key Revoked"),
+                    ("key.rewrapped", "Key Rewrapped"),
+                    ("user.created", "User Created"),
+                    ("user.updated", "User Updated"),
+                    ("user.deleted", "User Deleted"),
+                    ("user.password_changed", "User Password Changed"),
+                    ("role.granted", "Role Granted"),
+                    ("role.revoked", "Role Revoked"),
+                    ("console.login", "Console Login"),
+                    ("console.login_failed", "Console Login Failed"),
+                    ("console.logout", "Console Logout"),
+                    ("audit.exported", "Audit Exported"),
+                    ("audit.pruned", "Audit Pruned"),
+                ],
+                max_length=64,
+            ),
         ),
     ]
