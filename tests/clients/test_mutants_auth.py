@@ -24,7 +24,8 @@ from clients.authentication import (
     client_credentials_from_request,
 )
 from clients.constants import AUTHORIZATION_HEADER_MAX_LENGTH
-from clients.credentials import secret_is_usable
+from clients.credentials import UnknownPepper, secret_digest, secret_is_usable
+from clients.models import ClientSecret
 
 FORM = "application/x-www-form-urlencoded"
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -281,3 +282,59 @@ def test_an_unrelated_query_parameter_does_not_refuse_the_credentials():
     assert client_credentials_from_request(request) == ClientCredentials(
         client_id="cid", secret="sec", method="client_secret_basic"
     )
+
+
+def test_credentials_in_the_url_are_refused_even_without_the_secret():
+    request = _request("client_secret=sec", path="/oauth/token?client_id=cid")
+
+    assert _refusal(request) == (
+        "invalid_request",
+        "client credentials are not accepted in the URL",
+        400,
+        False,
+    )
+
+
+def test_a_body_that_cannot_be_parsed_gets_its_exact_error(settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 10
+
+    assert _refusal(_request("&".join(f"f{i}=v" for i in range(20)))) == (
+        "invalid_request",
+        "request body refused",
+        400,
+        False,
+    )
+
+
+def test_a_digest_under_a_retired_pepper_names_the_pepper():
+    with pytest.raises(UnknownPepper) as raised:
+        secret_digest(secret="mip_cs_x", pepper_id="retired")
+
+    assert raised.value.args == ("retired",)
+
+
+# Secrets are tried newest first: the retired one is tried before the valid one when newer.
+@pytest.mark.parametrize("retired_is_newer", [True, False])
+def test_a_secret_under_a_retired_pepper_does_not_hide_the_valid_one(
+    machine_and_secret, request_ctx, retired_is_newer
+):
+    machine, raw = machine_and_secret
+    valid = ClientSecret.objects.get(machine=machine)
+    offset = timedelta(seconds=1 if retired_is_newer else -1)
+    ClientSecret.objects.create(
+        machine=machine,
+        digest="0" * 64,
+        pepper_id="retired",
+        display_prefix=valid.display_prefix,
+        last_four="0000",
+        created_at=valid.created_at + offset,
+    )
+
+    found = client_authenticate(
+        credentials=ClientCredentials(
+            client_id=machine.client_id, secret=raw, method="client_secret_basic"
+        ),
+        context=request_ctx,
+    )
+
+    assert found.pk == machine.pk

@@ -8,6 +8,8 @@ signatures are verified end to end in the token verification tests.)
 import json
 
 import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric import ec, rsa, x25519
 
 from tokens import jose
 
@@ -143,3 +145,116 @@ def test_a_header_naming_no_key_of_ours_in_its_algorithm_is_refused(es256, heade
 
     with pytest.raises(jose.InvalidJWS, match=r"^unknown key or algorithm$"):
         jose.jws_verify(parsed, {KID: verifier})
+
+
+# --- base64url, JWKs and key wrapping ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "decoded"), [("YWJj", b"abc"), ("YQ", b"a"), ("_-8", b"\xff\xef")]
+)
+def test_b64url_decode_reads_unpadded_base64url(value, decoded):
+    assert jose.b64url_decode(value) == decoded
+
+
+@pytest.mark.parametrize("value", ["YW*j", "YW Jj", "YW=j", "é", "YWJj\n"])
+def test_b64url_decode_refuses_anything_outside_the_alphabet(value):
+    # Skipping stray characters would let many strings decode to one token.
+    with pytest.raises(jose.InvalidJWS, match=r"^not base64url$"):
+        jose.b64url_decode(value)
+
+
+def test_a_signature_segment_outside_the_alphabet_is_refused(es256):
+    signer, _ = es256
+    header, claims, signature = _token(signer).split(".")
+
+    with pytest.raises(jose.InvalidJWS, match=r"^not base64url$"):
+        jose.jws_parse(f"{header}.{claims}.{signature[:10]}*{signature[10:]}")
+
+
+def test_tokens_are_compact_json():
+    signer = jose.Signer(kid=KID, algorithm="EdDSA", private_key=jose.private_key_generate("EdDSA"))
+    header, claims, _ = signer.sign(claims={"a": 1, "b": [1, 2]}, typ="at+jwt").split(".")
+
+    assert jose.b64url_decode(header) == b'{"alg":"EdDSA","kid":"test-kid","typ":"at+jwt"}'
+    assert jose.b64url_decode(claims) == b'{"a":1,"b":[1,2]}'
+
+
+def _ec_key_with_a_short(coordinate: str):
+    """A P-256 key whose x (or y) has a leading zero byte (about 1 key in 256)."""
+    for d in range(1, 5000):
+        key = ec.derive_private_key(d, ec.SECP256R1())
+        if getattr(key.public_key().public_numbers(), coordinate) < 2**248:
+            return key
+    raise AssertionError("no such key")
+
+
+@pytest.mark.parametrize("coordinate", ["x", "y"])
+def test_ec_coordinates_are_always_32_bytes(coordinate):
+    # RFC 7518 6.2.1.2: the full coordinate size, leading zeros kept (else the kid changes).
+    public_key = _ec_key_with_a_short(coordinate).public_key()
+
+    jwk = jose.public_jwk(public_key)
+
+    assert [len(jose.b64url_decode(jwk[c])) for c in ("x", "y")] == [32, 32]
+    assert jose.public_key_from_jwk(jwk, "ES256").public_numbers() == public_key.public_numbers()
+
+
+@pytest.fixture(scope="module")
+def rsa2048():
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def test_rsa_members_have_no_leading_zero_and_2048_bits_are_enough(rsa2048):
+    # RFC 7518 6.3.1: n and e as unsigned big-endian integers without leading zeros.
+    public_key = rsa2048.public_key()
+
+    jwk = jose.public_jwk(public_key)
+
+    assert jwk["e"] == "AQAB"
+    assert len(jose.b64url_decode(jwk["n"])) == 256
+    assert jose.public_key_from_jwk(jwk, "RS256").public_numbers() == public_key.public_numbers()
+
+
+def test_an_rsa_key_under_2048_bits_is_refused():
+    short = {"kty": "RSA", "n": jose.b64url((2**2046 + 1).to_bytes(256, "big")), "e": "AQAB"}
+
+    with pytest.raises(ValueError, match=r"^RSA key too short$"):
+        jose.public_key_from_jwk(short, "RS256")
+
+
+def test_a_jwk_must_fit_its_algorithm(rsa2048):
+    ec_jwk = jose.public_jwk(jose.private_key_generate("ES256").public_key())
+    ed_jwk = jose.public_jwk(jose.private_key_generate("EdDSA").public_key())
+    rsa_jwk = jose.public_jwk(rsa2048.public_key())
+    p384 = {**ec_jwk, "crv": "P-384"}
+    mismatched = [
+        (ec_jwk, "EdDSA"),
+        (ec_jwk, "RS256"),
+        (p384, "ES256"),
+        (ed_jwk, "ES256"),
+        (ed_jwk, "RS256"),
+        ({**ed_jwk, "crv": "Ed448"}, "EdDSA"),
+        (rsa_jwk, "ES256"),
+        (rsa_jwk, "EdDSA"),
+        (ec_jwk, "HS256"),
+    ]
+
+    for jwk, algorithm in mismatched:
+        with pytest.raises(ValueError, match=r"^the key does not fit its algorithm$"):
+            jose.public_key_from_jwk(jwk, algorithm)
+
+
+def test_unsupported_key_types_and_algorithms_are_named():
+    with pytest.raises(ValueError, match=r"^unsupported key type$"):
+        jose.public_jwk(x25519.X25519PrivateKey.generate().public_key())
+    with pytest.raises(ValueError, match=r"^unsupported algorithm 'HS256'$"):
+        jose.private_key_generate("HS256")
+
+
+def test_unwrapping_a_key_of_another_type_is_refused():
+    kek = b"k" * 32
+    wrapped = jose.private_key_wrap(x25519.X25519PrivateKey.generate(), kek=kek, kid=KID)
+
+    with pytest.raises(InvalidTag, match=r"^unexpected key type$"):
+        jose.private_key_unwrap(wrapped, kek=kek, kid=KID)
