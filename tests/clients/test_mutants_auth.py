@@ -12,8 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.test import RequestFactory
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from audit.choices import EventType
+from audit.context import Actor
 from audit.models import AuditEvent
 from clients.authentication import (
     ClientAuthError,
@@ -23,9 +25,10 @@ from clients.authentication import (
     client_authenticate,
     client_credentials_from_request,
 )
-from clients.constants import AUTHORIZATION_HEADER_MAX_LENGTH
+from clients.constants import AUTHORIZATION_HEADER_MAX_LENGTH, LAST_USED_WRITE_INTERVAL
 from clients.credentials import UnknownPepper, secret_digest, secret_is_usable
 from clients.models import ClientSecret
+from clients.services import machine_register
 
 FORM = "application/x-www-form-urlencoded"
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -338,3 +341,54 @@ def test_a_secret_under_a_retired_pepper_does_not_hide_the_valid_one(
     )
 
     assert found.pk == machine.pk
+
+
+def test_last_used_is_written_again_after_the_interval_and_per_secret(
+    machine_and_secret, request_ctx, time_machine
+):
+    machine, raw = machine_and_secret
+    other, other_raw = machine_register(
+        actor=Actor.cli("pytest"), name="other-job", scopes=["read"], audiences=[]
+    )
+    start = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    later = start + timedelta(seconds=LAST_USED_WRITE_INTERVAL + 1)
+
+    def authenticate(client_id, secret):
+        client_authenticate(
+            credentials=ClientCredentials(
+                client_id=client_id, secret=secret, method="client_secret_basic"
+            ),
+            context=request_ctx,
+        )
+
+    time_machine.move_to(start, tick=False)
+    authenticate(machine.client_id, raw)
+    authenticate(other.client_id, other_raw)
+    time_machine.move_to(later, tick=False)
+    authenticate(machine.client_id, raw)
+
+    used = {
+        secret.machine.name: secret.last_used_at
+        for secret in ClientSecret.objects.select_related("machine")
+    }
+    assert used == {"billing-job": later, "other-job": start}
+
+
+def test_a_denial_while_the_cache_is_down_claims_no_throttling(
+    machine_and_secret, request_ctx, monkeypatch
+):
+    machine, raw = machine_and_secret
+
+    def cache_down(**kwargs):
+        raise RedisConnectionError("down")
+
+    monkeypatch.setattr("clients.authentication.throttle_failure_record", cache_down)
+    with pytest.raises(ClientAuthError):
+        client_authenticate(
+            credentials=ClientCredentials(
+                client_id=machine.client_id, secret=raw + "x", method="client_secret_post"
+            ),
+            context=request_ctx,
+        )
+
+    assert [row[-2:] for row in _denials()] == [("wrong_secret", {"method": "client_secret_post"})]
