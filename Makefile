@@ -64,7 +64,7 @@ mutate: $(VENV)/.installed-dev
 	env -u DATABASE_URL -u REDIS_URL -u CACHE_URL -u CELERY_BROKER_URL -u REQUIRE_SERVICES \
 	  $(BIN)/mutmut run --max-children $(MUTATE_CHILDREN) $(MUTATE_TARGETS) > mutants.log 2>&1 \
 	  || { tail -50 mutants.log; exit 1; }
-	@echo "Score per module (killed, survived, timeout, no tests, other):"
+	@echo "Score per module:"
 	@$(BIN)/mutmut results --all true | awk -F': ' '/: / && $$2 != "not checked" { \
 	  name = $$1; sub(/^ +/, "", name); module = substr(name, 1, index(name, ".x") - 1); \
 	  modules[module] = 1; count[module, $$2]++; total[$$2]++ } \
