@@ -344,8 +344,11 @@ def test_a_secret_under_a_retired_pepper_does_not_hide_the_valid_one(
 
 
 def test_last_used_is_written_again_after_the_interval_and_per_secret(
-    machine_and_secret, request_ctx, time_machine
+    machine_and_secret, request_ctx, time_machine, settings
 ):
+    # A process-local cache, whose expiry follows the moved clock (Redis expires
+    # keys in its own real time, which time-machine cannot move).
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     machine, raw = machine_and_secret
     other, other_raw = machine_register(
         actor=Actor.cli("pytest"), name="other-job", scopes=["read"], audiences=[]
