@@ -31,6 +31,7 @@ class EventType(models.TextChoices):
     USER_CREATED = "user.created"
     USER_UPDATED = "user.updated"
     USER_DELETED = "user.deleted"
+    USER_PASSWORD_CHANGED = "user.password_changed"
     ROLE_GRANTED = "role.granted"
     ROLE_REVOKED = "role.revoked"
     CONSOLE_LOGIN = "console.login"

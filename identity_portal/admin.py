@@ -15,13 +15,19 @@ The toolkit's own token, grant and ID-token pages are removed: tokens live in
 
 from __future__ import annotations
 
+from functools import partial
+
+import oauth2_provider.admin  # noqa: F401  (its pages registered first, then removed below)
 from django.contrib import admin
-from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.admin.forms import AdminAuthenticationForm, AdminPasswordChangeForm
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
+from django.contrib.auth.views import PasswordChangeView
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.urls import reverse
 from oauth2_provider.models import (
     get_access_token_model,
     get_grant_model,
@@ -30,7 +36,7 @@ from oauth2_provider.models import (
 )
 
 from audit.choices import EventType
-from audit.context import Actor, client_ip, request_context
+from audit.context import Actor, RequestContext, client_ip, request_context
 from audit.roles import can_read_audit
 from clients.machine_cache import cache_safely
 from clients.throttling import throttle_failure_record, throttle_keys, throttle_retry_after
@@ -87,6 +93,49 @@ class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
 
 
 admin.site.login_form = ThrottledAdminAuthenticationForm
+
+
+class AuditedPasswordChangeForm(AdminPasswordChangeForm):
+    """A console user's change of their own password, audited.
+
+    The new password and its ``user.password_changed`` event commit together;
+    the event names who and from where, never the password.
+    """
+
+    def __init__(self, user, *args, context: RequestContext, **kwargs):
+        super().__init__(user, *args, **kwargs)
+        self.audit_context = context
+
+    def save(self, commit: bool = True):
+        with transaction.atomic():
+            user = super().save(commit=commit)
+            console_user_record(
+                event_type=EventType.USER_PASSWORD_CHANGED,
+                user=user,
+                actor=Actor.user(user),
+                context=self.audit_context,
+                details={},
+            )
+        return user
+
+
+def console_password_change(request, extra_context=None):
+    """The console's own-password page (``AdminSite.password_change``) with the audited form.
+
+    Django's site picks the form class without the request; this one hands the
+    form the request's context (address, user agent, request id) for the event.
+    """
+    site = admin.site
+    request.current_app = site.name
+    return PasswordChangeView.as_view(
+        form_class=partial(AuditedPasswordChangeForm, context=request_context(request)),
+        success_url=reverse("admin:password_change_done", current_app=site.name),
+        extra_context={**site.each_context(request), **(extra_context or {})},
+    )(request)
+
+
+# The site's URLs look the view up on the instance when they are built.
+admin.site.password_change = console_password_change
 
 
 def _superuser(request) -> bool:

@@ -2,7 +2,8 @@
 
 Registered without a tag so every management command (migrate, serve) and the
 WSGI entry point run them: a production process must not start at all with
-generated, missing or short secrets, DEBUG on, or SQLite.
+generated, missing or short secrets, DEBUG on, SQLite, or a cache that the
+other hosts do not share.
 """
 
 from __future__ import annotations
@@ -11,6 +12,16 @@ from django.conf import settings
 from django.core import checks
 
 from identity_portal.server_secrets import MIN_KEY_BYTES, MIN_SECRET_KEY_LENGTH
+
+# Caches that live on one host (or in one process): a change announced through
+# them (a revoked key, a disabled machine, throttle counts) never reaches the others.
+HOST_LOCAL_CACHES = frozenset(
+    {
+        "django.core.cache.backends.filebased.FileBasedCache",
+        "django.core.cache.backends.locmem.LocMemCache",
+        "django.core.cache.backends.dummy.DummyCache",
+    }
+)
 
 
 def _weak_secret_key(value: str) -> bool:
@@ -74,3 +85,28 @@ def production_configuration(app_configs=None, **kwargs) -> list[checks.CheckMes
             checks.Error("ISSUER must be an https:// URL in production.", id="identity_portal.E007")
         )
     return errors
+
+
+@checks.register()
+def production_shared_cache(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Production needs a cache every node shares, unless one host runs everything.
+
+    The keyring's change marker, the machine cache and throttling all live in
+    the cache: with a cache per host, a key revoked on one node keeps signing
+    and a disabled machine keeps getting tokens on the others.
+    """
+    if not settings.PRODUCTION or settings.SINGLE_NODE:
+        return []
+    backend = settings.CACHES["default"]["BACKEND"]
+    if backend not in HOST_LOCAL_CACHES:
+        return []
+    return [
+        checks.Error(
+            f"Production needs a cache shared by every node; the cache is {backend}.",
+            hint=(
+                "Set REDIS_URL or CACHE_URL to a redis:// URL. If one host runs every "
+                "process (web and workers), set SINGLE_NODE=true instead."
+            ),
+            id="identity_portal.E008",
+        )
+    ]

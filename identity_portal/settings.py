@@ -62,6 +62,9 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", f"{_issuer_host},127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", ISSUER)
 
 INSTALLED_APPS = [
+    # First, so that its audited createsuperuser and changepassword commands
+    # take the place of django.contrib.auth's (the first app that names a command wins).
+    "identity_portal",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -70,7 +73,6 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "oauth2_provider",
-    "identity_portal",
     "audit",
     "clients",
     "tokens",
@@ -175,6 +177,10 @@ else:
             "LOCATION": str(VAR_DIR / "cache"),
         }
     }
+
+# One host runs every process: a file cache is then shared by all of them, and
+# production may start without Redis (checked in identity_portal.checks).
+SINGLE_NODE = env_bool("SINGLE_NODE", False)
 
 # --- Celery ---------------------------------------------------------------
 CELERY_BROKER_URL = ENV.get("CELERY_BROKER_URL") or REDIS_URL or "filesystem://"

@@ -360,18 +360,39 @@ def token_revoke(*, machine, token: str, context: RequestContext) -> bool:
 
 
 def token_introspect(*, machine, token: str, context: RequestContext) -> dict[str, Any]:
-    """RFC 7662 answer for a caller allowed to introspect, with its audit event."""
+    """RFC 7662 answer for a caller allowed to introspect, with its audit event.
+
+    A token is active for the caller only if one of its audiences is an audience
+    the caller may itself address (RFC 7662 section 4, RFC 9068 section 4): a
+    low-value resource server must not learn whether a token meant for another
+    is live, nor read its claims. Such a probe answers ``active: false`` like an
+    unknown token, and is recorded as a failure (the token's jti, never its content).
+    """
     verified: VerifiedToken | None = token_verify(token=token)
+    audience_allowed = True
+    if verified is not None:
+        audience = verified.claims.get("aud")
+        # RFC 7519 4.1.3: a string or an array of strings; ours are strings.
+        token_audiences = (
+            {audience}
+            if isinstance(audience, str)
+            else {a for a in audience if isinstance(a, str)}
+            if isinstance(audience, list)
+            else set()
+        )
+        audience_allowed = not token_audiences.isdisjoint(machine_grants(machine=machine).audiences)
+    active = verified is not None and audience_allowed
     with transaction.atomic():
         audit_record(
             event_type=EventType.TOKEN_INTROSPECTED,
             actor=machine_actor(machine),
             target=Target(kind="token", id=verified.claims["jti"] if verified else ""),
-            outcome=Outcome.SUCCESS,
-            details={"active": verified is not None},
+            outcome=Outcome.SUCCESS if audience_allowed else Outcome.FAILURE,
+            reason="" if audience_allowed else "audience_not_allowed",
+            details={"active": active},
             context=context,
         )
-    if verified is None:
+    if not active:
         return {"active": False}
     return {"active": True, "token_type": "Bearer", **verified.claims}
 

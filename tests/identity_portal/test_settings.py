@@ -27,6 +27,7 @@ STRONG = {
     "AUDIT_SIGNING_KEY": b64url_encode(b"c" * 32),
     "DATABASE_URL": "postgres://portal@127.0.0.1:5432/portal",
     "ISSUER": "https://id.example.com",
+    "CACHE_URL": "redis://127.0.0.1:6379/0",
 }
 
 

@@ -2,7 +2,9 @@
 
 The caller authenticates like at the token endpoint and must hold the scope
 ``tokens:introspect`` among its allowed scopes. Anything that is not an
-active access token of ours answers ``{"active": false}`` and nothing more.
+active access token of ours answers ``{"active": false}`` and nothing more;
+so does an active token none of whose audiences the caller may itself address
+(RFC 7662 section 4, RFC 9068 section 4), and that probe is audited as a failure.
 """
 
 from __future__ import annotations

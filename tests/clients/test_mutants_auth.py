@@ -1,0 +1,397 @@
+"""Client authentication and secrets: checks pinned by the mutation run (`make mutate`).
+
+Each test here kills mutants that survived the rest of the suite: the usable-secret
+predicate at its edges, the denial event's exact actor and target, exception
+messages that must never carry the failure reason, and every refusal of malformed
+credentials with its exact error, description and status (the description is
+what the client reads), each length bound at its edge.
+"""
+
+import base64
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.test import RequestFactory
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from audit.choices import EventType
+from audit.context import Actor
+from audit.models import AuditEvent
+from clients.authentication import (
+    ClientAuthError,
+    ClientCredentials,
+    MalformedClientRequest,
+    Throttled,
+    client_authenticate,
+    client_credentials_from_request,
+)
+from clients.constants import AUTHORIZATION_HEADER_MAX_LENGTH, LAST_USED_WRITE_INTERVAL
+from clients.credentials import UnknownPepper, secret_digest, secret_is_usable
+from clients.models import ClientSecret
+from clients.services import machine_register
+
+FORM = "application/x-www-form-urlencoded"
+NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+DENIAL_FIELDS = (
+    "actor_kind",
+    "actor_id",
+    "actor_display",
+    "target_kind",
+    "target_id",
+    "target_display",
+    "outcome",
+    "reason",
+    "details",
+)
+
+
+def _usable(**overrides) -> bool:
+    values = {
+        "created_at": NOW - timedelta(seconds=10),
+        "expires_at": None,
+        "revoked_at": None,
+        "max_secret_age": None,
+        "now": NOW,
+    }
+    values.update(overrides)
+    return secret_is_usable(**values)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "usable"),
+    [
+        ({}, True),
+        ({"revoked_at": NOW - timedelta(seconds=1)}, False),
+        # Revoked wins even when the secret would otherwise be usable for a long time.
+        ({"revoked_at": NOW, "expires_at": NOW + timedelta(days=1)}, False),
+        ({"expires_at": NOW + timedelta(seconds=1)}, True),
+        ({"expires_at": NOW}, False),  # expires at this instant: no longer usable
+        ({"expires_at": NOW - timedelta(seconds=1)}, False),
+        ({"max_secret_age": 60}, True),  # created 10 s ago, may live 60 s
+        ({"max_secret_age": 10}, False),  # created exactly max_secret_age ago
+        ({"max_secret_age": 9}, False),
+        # The earlier of its own expiry and the machine's maximum age applies.
+        ({"max_secret_age": 5, "expires_at": NOW + timedelta(days=1)}, False),
+        ({"max_secret_age": 3600, "expires_at": NOW - timedelta(seconds=1)}, False),
+    ],
+)
+def test_secret_is_usable_at_its_edges(overrides, usable):
+    assert _usable(**overrides) is usable
+
+
+def test_the_failure_message_never_names_the_reason():
+    error = ClientAuthError(reason="wrong_secret", used_basic=True)
+
+    assert str(error) == "client authentication failed"
+    assert error.args == ("client authentication failed",)
+    assert (error.reason, error.used_basic) == ("wrong_secret", True)
+
+
+def test_malformed_request_and_throttled_carry_their_values():
+    malformed = MalformedClientRequest(
+        error="invalid_request", description="a parameter is repeated", status=400, used_basic=False
+    )
+    throttled = Throttled(retry_after=7)
+
+    assert str(malformed) == "a parameter is repeated"
+    assert (malformed.error, malformed.status, malformed.used_basic) == (
+        "invalid_request",
+        400,
+        False,
+    )
+    assert (throttled.args, throttled.retry_after) == ((7,), 7)
+
+
+def _denials():
+    return list(
+        AuditEvent.objects.filter(event_type=EventType.TOKEN_DENIED)
+        .order_by("id")
+        .values_list(*DENIAL_FIELDS)
+    )
+
+
+def test_an_unknown_clients_denial_names_it_truncated_as_actor_and_target(db, request_ctx):
+    client_id = "u" * 200  # within the 255 accepted, longer than the 128 recorded
+
+    with pytest.raises(ClientAuthError):
+        client_authenticate(
+            credentials=ClientCredentials(
+                client_id=client_id, secret="whatever", method="client_secret_post"
+            ),
+            context=request_ctx,
+        )
+
+    recorded = "u" * 128
+    assert _denials() == [
+        (
+            "anonymous",
+            recorded,
+            recorded,
+            "machine",
+            recorded,
+            recorded,
+            "failure",
+            "unknown_client",
+            {"method": "client_secret_post"},
+        )
+    ]
+
+
+def test_a_known_machines_denial_names_the_machine_as_actor_and_target(
+    machine_and_secret, request_ctx
+):
+    machine, raw = machine_and_secret
+
+    with pytest.raises(ClientAuthError):
+        client_authenticate(
+            credentials=ClientCredentials(
+                client_id=machine.client_id, secret=raw + "x", method="client_secret_basic"
+            ),
+            context=request_ctx,
+        )
+
+    assert _denials() == [
+        (
+            "machine",
+            machine.client_id,
+            "billing-job",
+            "machine",
+            machine.client_id,
+            "billing-job",
+            "failure",
+            "wrong_secret",
+            {"method": "client_secret_basic"},
+        )
+    ]
+
+
+# --- reading the credentials: each refusal with its exact RFC 6749 5.2 error --------
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _request(body: str = "grant_type=client_credentials", path: str = "/oauth/token", **extra):
+    return RequestFactory().post(path, data=body, content_type=FORM, **extra)
+
+
+def _refusal(request) -> tuple[str, str, int, bool]:
+    with pytest.raises(MalformedClientRequest) as raised:
+        client_credentials_from_request(request)
+    error = raised.value
+    return (error.error, error.description, error.status, error.used_basic)
+
+
+TOO_LONG = ("invalid_request", "client credentials are too long", 400, True)
+NOT_ASCII = ("invalid_request", "client credentials must be printable ASCII", 400, True)
+MALFORMED_BASIC = ("invalid_request", "malformed Basic credentials", 400, True)
+REQUIRED_BASIC = ("invalid_client", "client authentication required", 401, True)
+
+
+@pytest.mark.parametrize(
+    ("header", "refusal"),
+    [
+        ("Bearer abc", ("invalid_client", "use HTTP Basic authentication", 401, True)),
+        # A character outside the base64 alphabet is refused, not skipped ("cid:sec" otherwise).
+        ("Basic Y2lk*OnNlYw==", MALFORMED_BASIC),
+        ("Basic " + _b64(b"\xff\xfe:\xff"), MALFORMED_BASIC),  # not UTF-8
+        ("Basic " + _b64(b"no-colon-here"), MALFORMED_BASIC),
+        # Percent-escapes that are not UTF-8 are refused, not replaced.
+        ("Basic " + _b64(b"cid:%ff%fe"), MALFORMED_BASIC),
+        ("Basic " + _b64(b"%ff:sec"), MALFORMED_BASIC),
+        ("Basic " + _b64(b"c" * 256 + b":sec"), TOO_LONG),
+        ("Basic " + _b64(b"cid:" + b"s" * 513), TOO_LONG),
+        ("Basic " + _b64(b"cid\x00:sec"), NOT_ASCII),
+        ("Basic " + _b64(b"cid:s\x7fc"), NOT_ASCII),
+        ("Basic " + _b64(b":sec"), REQUIRED_BASIC),
+        ("Basic " + _b64(b"cid:"), REQUIRED_BASIC),
+    ],
+)
+def test_a_malformed_basic_header_gets_its_exact_error(header, refusal):
+    assert _refusal(_request(HTTP_AUTHORIZATION=header)) == refusal
+
+
+def test_credentials_at_their_length_limits_are_read():
+    client_id, secret = "c" * 255, "s" * 512
+    request = _request(HTTP_AUTHORIZATION="Basic " + _b64(f"{client_id}:{secret}".encode()))
+
+    assert client_credentials_from_request(request) == ClientCredentials(
+        client_id=client_id, secret=secret, method="client_secret_basic"
+    )
+
+
+def test_the_authorization_header_bound_admits_exactly_its_maximum():
+    # Trailing blanks count towards the header's length and are stripped before decoding.
+    header = "Basic " + _b64(b"cid:" + b"s" * 600)
+    at_limit = header.ljust(AUTHORIZATION_HEADER_MAX_LENGTH)
+    over = header.ljust(AUTHORIZATION_HEADER_MAX_LENGTH + 1)
+
+    assert _refusal(_request(HTTP_AUTHORIZATION=at_limit)) == TOO_LONG
+    assert _refusal(_request(HTTP_AUTHORIZATION=over)) == (
+        "invalid_request",
+        "Authorization header too large",
+        400,
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "extra", "refusal"),
+    [
+        (
+            "client_id=a&client_id=b&client_secret=s",
+            {},
+            ("invalid_request", "a parameter is repeated", 400, False),
+        ),
+        (
+            "client_id=cid&client_secret=sec",
+            {"HTTP_AUTHORIZATION": "Basic " + _b64(b"cid:sec")},
+            ("invalid_request", "use one client authentication method, not two", 400, True),
+        ),
+        (
+            "client_id=other",
+            {"HTTP_AUTHORIZATION": "Basic " + _b64(b"cid:sec")},
+            ("invalid_request", "client_id differs from the Basic credentials", 400, True),
+        ),
+        ("", {}, ("invalid_client", "client authentication required", 401, False)),
+        ("client_secret=s", {}, ("invalid_request", "client_id is required", 400, False)),
+        ("client_id=a", {}, ("invalid_client", "client authentication required", 401, False)),
+        (
+            "client_id=a&client_secret=" + "s" * 513,
+            {},
+            ("invalid_request", "client credentials are too long", 400, False),
+        ),
+    ],
+)
+def test_malformed_form_credentials_get_their_exact_error(body, extra, refusal):
+    assert _refusal(_request(body, **extra)) == refusal
+
+
+def test_credentials_in_the_url_get_their_exact_error():
+    request = _request("", path="/oauth/token?client_id=cid&client_secret=sec")
+
+    assert _refusal(request) == (
+        "invalid_request",
+        "client credentials are not accepted in the URL",
+        400,
+        False,
+    )
+
+
+def test_an_unrelated_query_parameter_does_not_refuse_the_credentials():
+    request = _request(path="/oauth/token?trace=1", HTTP_AUTHORIZATION="Basic " + _b64(b"cid:sec"))
+
+    assert client_credentials_from_request(request) == ClientCredentials(
+        client_id="cid", secret="sec", method="client_secret_basic"
+    )
+
+
+def test_credentials_in_the_url_are_refused_even_without_the_secret():
+    request = _request("client_secret=sec", path="/oauth/token?client_id=cid")
+
+    assert _refusal(request) == (
+        "invalid_request",
+        "client credentials are not accepted in the URL",
+        400,
+        False,
+    )
+
+
+def test_a_body_that_cannot_be_parsed_gets_its_exact_error(settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 10
+
+    assert _refusal(_request("&".join(f"f{i}=v" for i in range(20)))) == (
+        "invalid_request",
+        "request body refused",
+        400,
+        False,
+    )
+
+
+def test_a_digest_under_a_retired_pepper_names_the_pepper():
+    with pytest.raises(UnknownPepper) as raised:
+        secret_digest(secret="mip_cs_x", pepper_id="retired")
+
+    assert raised.value.args == ("retired",)
+
+
+# Secrets are tried newest first: the retired one is tried before the valid one when newer.
+@pytest.mark.parametrize("retired_is_newer", [True, False])
+def test_a_secret_under_a_retired_pepper_does_not_hide_the_valid_one(
+    machine_and_secret, request_ctx, retired_is_newer
+):
+    machine, raw = machine_and_secret
+    valid = ClientSecret.objects.get(machine=machine)
+    offset = timedelta(seconds=1 if retired_is_newer else -1)
+    ClientSecret.objects.create(
+        machine=machine,
+        digest="0" * 64,
+        pepper_id="retired",
+        display_prefix=valid.display_prefix,
+        last_four="0000",
+        created_at=valid.created_at + offset,
+    )
+
+    found = client_authenticate(
+        credentials=ClientCredentials(
+            client_id=machine.client_id, secret=raw, method="client_secret_basic"
+        ),
+        context=request_ctx,
+    )
+
+    assert found.pk == machine.pk
+
+
+def test_last_used_is_written_again_after_the_interval_and_per_secret(
+    machine_and_secret, request_ctx, time_machine, settings
+):
+    # A process-local cache, whose expiry follows the moved clock (Redis expires
+    # keys in its own real time, which time-machine cannot move).
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    machine, raw = machine_and_secret
+    other, other_raw = machine_register(
+        actor=Actor.cli("pytest"), name="other-job", scopes=["read"], audiences=[]
+    )
+    start = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    later = start + timedelta(seconds=LAST_USED_WRITE_INTERVAL + 1)
+
+    def authenticate(client_id, secret):
+        client_authenticate(
+            credentials=ClientCredentials(
+                client_id=client_id, secret=secret, method="client_secret_basic"
+            ),
+            context=request_ctx,
+        )
+
+    time_machine.move_to(start, tick=False)
+    authenticate(machine.client_id, raw)
+    authenticate(other.client_id, other_raw)
+    time_machine.move_to(later, tick=False)
+    authenticate(machine.client_id, raw)
+
+    used = {
+        secret.machine.name: secret.last_used_at
+        for secret in ClientSecret.objects.select_related("machine")
+    }
+    assert used == {"billing-job": later, "other-job": start}
+
+
+def test_a_denial_while_the_cache_is_down_claims_no_throttling(
+    machine_and_secret, request_ctx, monkeypatch
+):
+    machine, raw = machine_and_secret
+
+    def cache_down(**kwargs):
+        raise RedisConnectionError("down")
+
+    monkeypatch.setattr("clients.authentication.throttle_failure_record", cache_down)
+    with pytest.raises(ClientAuthError):
+        client_authenticate(
+            credentials=ClientCredentials(
+                client_id=machine.client_id, secret=raw + "x", method="client_secret_post"
+            ),
+            context=request_ctx,
+        )
+
+    assert [row[-2:] for row in _denials()] == [("wrong_secret", {"method": "client_secret_post"})]
