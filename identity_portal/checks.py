@@ -13,15 +13,11 @@ from django.core import checks
 
 from identity_portal.server_secrets import MIN_KEY_BYTES, MIN_SECRET_KEY_LENGTH
 
-# Caches that live on one host (or in one process): a change announced through
-# them (a revoked key, a disabled machine, throttle counts) never reaches the others.
-HOST_LOCAL_CACHES = frozenset(
-    {
-        "django.core.cache.backends.filebased.FileBasedCache",
-        "django.core.cache.backends.locmem.LocMemCache",
-        "django.core.cache.backends.dummy.DummyCache",
-    }
-)
+# The caches every node shares. Any other (a file cache, local memory, a dummy)
+# lives on one host: a change announced through it (a revoked key, a disabled
+# machine, throttle counts) never reaches the others. An allow-list, so a new
+# host-local backend is refused rather than missed.
+SHARED_CACHES = frozenset({"identity_portal.cache.RedisCache"})
 
 
 def _weak_secret_key(value: str) -> bool:
@@ -98,7 +94,7 @@ def production_shared_cache(app_configs=None, **kwargs) -> list[checks.CheckMess
     if not settings.PRODUCTION or settings.SINGLE_NODE:
         return []
     backend = settings.CACHES["default"]["BACKEND"]
-    if backend not in HOST_LOCAL_CACHES:
+    if backend in SHARED_CACHES:
         return []
     return [
         checks.Error(

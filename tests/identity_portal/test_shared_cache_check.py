@@ -9,7 +9,7 @@ from tests.identity_portal.test_settings import STRONG, _manage
 WITHOUT_CACHE = {key: value for key, value in STRONG.items() if key != "CACHE_URL"}
 REFUSAL = (
     "?: (identity_portal.E008) Production needs a cache shared by every node; the cache is "
-    "django.core.cache.backends.filebased.FileBasedCache."
+    "identity_portal.cache.FileBasedCache."
 )
 HINT = (
     "\tHINT: Set REDIS_URL or CACHE_URL to a redis:// URL. If one host runs every process "
