@@ -16,9 +16,7 @@ JTI_BYTES = 18
 # Key states in which a key is published in JWKS and its signatures are trusted.
 PUBLISHED_STATES = ("pending", "active", "retiring")
 
-# RSA keys below this size are refused (NIST SP 800-131A).
 RSA_KEY_BITS = 3072
-RSA_MIN_KEY_BITS = 2048
 
 # Protocol endpoints refuse bodies larger than this before parsing them.
 MAX_FORM_BYTES = 8192

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.urls import reverse
 
 from clients.models import Scope
-from tokens import jose
+from core import jose
 from tokens.choices import KeyAlgorithm, KeyState
 from tokens.constants import ACCESS_TOKEN_TYP, OPENID_SCOPE, PUBLISHED_STATES
 from tokens.keyring import keyring_current

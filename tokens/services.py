@@ -23,7 +23,9 @@ from audit.choices import ActorKind, EventType, Outcome
 from audit.context import Actor, RequestContext, Target
 from audit.models import AuditEvent
 from audit.services import audit_event_fields, audit_record
-from tokens import jose
+from core import jose
+from core.errors import InvalidScope, InvalidTarget, TemporarilyUnavailable
+from tokens import key_material
 from tokens.choices import KeyAlgorithm, KeyState
 from tokens.constants import (
     ACCESS_TOKEN_TYP,
@@ -31,7 +33,6 @@ from tokens.constants import (
     JTI_BYTES,
     OPENID_SCOPE,
 )
-from tokens.errors import InvalidScope, InvalidTarget, TemporarilyUnavailable
 from tokens.keyring import (
     KeyNotAuthentic,
     NoSigningKey,
@@ -447,7 +448,7 @@ def signing_key_create(
     """Generate a key, wrap its private half, publish it (pending or active at once)."""
     if algorithm not in KeyAlgorithm.values:
         raise ValueError(f"unsupported algorithm {algorithm!r}")
-    private_key = jose.private_key_generate(algorithm)
+    private_key = key_material.private_key_generate(algorithm)
     public = jose.public_jwk(private_key.public_key())
     kid = jose.jwk_thumbprint(public)
     kek_id, kek = _newest_kek()
@@ -458,7 +459,7 @@ def signing_key_create(
             algorithm=algorithm,
             state=KeyState.PENDING,
             public_jwk=public,
-            private_key_wrapped=jose.private_key_wrap(
+            private_key_wrapped=key_material.private_key_wrap(
                 private_key, kek=kek, kid=kid, algorithm=algorithm
             ),
             kek_id=kek_id,
@@ -589,7 +590,7 @@ def signing_keys_rewrap(*, actor: Actor, context: RequestContext | None = None) 
                 logger.warning("keys rewrap: key %r left as it is: %s", key.kid, exc.reason)
                 continue
             previous = key.kek_id
-            key.private_key_wrapped = jose.private_key_wrap(
+            key.private_key_wrapped = key_material.private_key_wrap(
                 private_key, kek=kek, kid=key.kid, algorithm=key.algorithm
             )
             key.kek_id = kek_id

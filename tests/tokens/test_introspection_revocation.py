@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from audit.context import Actor
 from audit.models import AuditEvent
+from core import jose
 from tests.tokens.helpers import FORM, basic, token_request
-from tokens import jose
 from tokens.keyring import keyring_current
 from tokens.models import IssuedToken
 from tokens.services import signing_key_create, signing_key_revoke, signing_keys_advance

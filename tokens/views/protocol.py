@@ -26,8 +26,8 @@ from clients.authentication import (
     client_authenticate,
     client_credentials_from_request,
 )
+from core.errors import InvalidRequest, OAuthError, TemporarilyUnavailable
 from tokens.constants import MAX_FORM_BYTES, MAX_FORM_FIELDS
-from tokens.errors import InvalidRequest, OAuthError, TemporarilyUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from django.http import HttpResponse
 
-from tokens.errors import InvalidRequest
+from core.errors import InvalidRequest
 from tokens.services import token_revoke
 from tokens.views.protocol import (
     form_parse,

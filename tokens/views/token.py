@@ -14,13 +14,13 @@ from urllib.parse import urlsplit
 
 from django.http import HttpResponse
 
-from tokens.constants import GRANT_CLIENT_CREDENTIALS, TOKEN_TYPE
-from tokens.errors import (
+from core.errors import (
     InvalidRequest,
     InvalidScope,
     InvalidTarget,
     UnsupportedGrantType,
 )
+from tokens.constants import GRANT_CLIENT_CREDENTIALS, TOKEN_TYPE
 from tokens.services import token_issue
 from tokens.views.protocol import (
     form_parse,
