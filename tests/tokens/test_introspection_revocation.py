@@ -22,11 +22,6 @@ from tokens.services import signing_key_create, signing_key_revoke, signing_keys
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def introspector(machine_factory):
-    return machine_factory(name="gateway", scopes=("tokens:introspect",), default_scopes=())
-
-
 def _issue(client, registered, **params) -> str:
     response = token_request(client, registered, **params)
     assert response.status_code == 200, response.content
