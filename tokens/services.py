@@ -26,7 +26,7 @@ from audit.context import Actor, RequestContext, Target
 from audit.models import AuditEvent
 from audit.services import audit_event_fields, audit_record
 from core import jose
-from core.errors import InvalidScope, InvalidTarget, TemporarilyUnavailable
+from core.errors import InvalidScope, InvalidTarget, TemporarilyUnavailable, UnauthorizedClient
 from tokens import key_material
 from tokens.choices import KeyAlgorithm, KeyState
 from tokens.constants import (
@@ -411,9 +411,12 @@ def _insert_record_and_event(*, record: dict[str, Any], event: dict[str, Any]) -
 
 
 def token_revoke(*, machine, token: str, context: RequestContext) -> bool:
-    """Revoke one of the machine's own tokens (RFC 7009); another's is left alone.
+    """Revoke one of the machine's own tokens (RFC 7009); another's is refused and left alone.
 
-    Returns whether a token was revoked; the endpoint answers 200 either way.
+    Returns whether a token was revoked (an unknown, invalid or already revoked
+    token answers 200 all the same, RFC 7009 section 2.2). A token issued to
+    another client raises ``UnauthorizedClient`` (section 2.1: the request is
+    refused and the client told) after its failure event is committed.
     """
     record = token_record_for(token=token)
     owned = record is not None and record.machine_id == machine.pk
@@ -434,6 +437,8 @@ def token_revoke(*, machine, token: str, context: RequestContext) -> bool:
             details={"jti": record.jti, "already_revoked": not revoked} if owned else {},
             context=context,
         )
+    if record is not None and not owned:
+        raise UnauthorizedClient("The token was not issued to this client.")
     return revoked
 
 

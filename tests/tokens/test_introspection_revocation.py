@@ -167,7 +167,8 @@ def test_a_machine_revokes_its_own_token_and_nobody_elses(
     again = _post(client, "/oauth/revoke", owner, token=token)
     junk = _post(client, "/oauth/revoke", owner, token="junk")
 
-    assert [r.status_code for r in (by_other, by_owner, again, junk)] == [200, 200, 200, 200]
+    assert [r.status_code for r in (by_other, by_owner, again, junk)] == [400, 200, 200, 200]
+    assert json.loads(by_other.content)["error"] == "unauthorized_client"
     assert still_active is True
     assert _introspect(client, introspector, token) == {"active": False}
     assert IssuedToken.objects.get().revoked_at is not None
