@@ -54,16 +54,23 @@ def error_response(error: OAuthError) -> HttpResponse:
     payload = {"error": error.error}
     if error.description:
         payload["error_description"] = error.description
-    return json_response(payload, status=error.status)
+    response = json_response(payload, status=error.status)
+    if error.status == 401:
+        response["WWW-Authenticate"] = BASIC_REALM
+    return response
 
 
-def invalid_client_response(*, used_basic: bool) -> HttpResponse:
-    """RFC 6749 section 5.2: 401 with a challenge when the client used Basic."""
+def invalid_client_response() -> HttpResponse:
+    """RFC 6749 section 5.2: 401 ``invalid_client``, always with a challenge.
+
+    RFC 6749 requires the challenge when the client used Basic; RFC 9110
+    section 15.5.2 requires one on every 401, so a client that sent its
+    credentials in the body, or none, is told which scheme to use too.
+    """
     response = HttpResponse(INVALID_CLIENT_BODY, status=401, content_type="application/json")
     response["Cache-Control"] = "no-store"
     response["Pragma"] = "no-cache"
-    if used_basic:
-        response["WWW-Authenticate"] = BASIC_REALM
+    response["WWW-Authenticate"] = BASIC_REALM
     return response
 
 
@@ -148,7 +155,7 @@ def machine_authenticate(request, form: dict[str, list[str]]):
 
     ``form`` is the body from ``form_parse``. Returns ``(machine, context)``;
     raises ``ClientRefused`` carrying the RFC 6749 answer (400, 401 with a
-    challenge for Basic, or 429).
+    challenge, or 429).
     """
     context = request_context(request)
     try:
@@ -156,12 +163,12 @@ def machine_authenticate(request, form: dict[str, list[str]]):
         machine = client_authenticate(credentials=credentials, context=context)
     except MalformedClientRequest as exc:
         if exc.error == "invalid_client":
-            raise ClientRefused(invalid_client_response(used_basic=exc.used_basic)) from exc
+            raise ClientRefused(invalid_client_response()) from exc
         error = OAuthError(exc.description)
         error.error, error.status = exc.error, exc.status
         raise ClientRefused(error_response(error)) from exc
     except ClientAuthError as exc:
-        raise ClientRefused(invalid_client_response(used_basic=exc.used_basic)) from exc
+        raise ClientRefused(invalid_client_response()) from exc
     except Throttled as exc:
         raise ClientRefused(throttled_response(retry_after=exc.retry_after)) from exc
     return machine, context
