@@ -41,8 +41,9 @@ def token(request) -> HttpResponse:
         "access_token": issued.access_token,
         "token_type": TOKEN_TYPE,
         "expires_in": issued.expires_in,
-        "scope": issued.scope,
     }
+    if issued.scope:  # "" is not a scope (RFC 6749 section 3.3): no scopes, no member
+        payload["scope"] = issued.scope
     if issued.id_token is not None:
         payload["id_token"] = issued.id_token
     return json_response(payload)
