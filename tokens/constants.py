@@ -20,4 +20,7 @@ RSA_KEY_BITS = 3072
 
 # Protocol endpoints refuse bodies larger than this before parsing them.
 MAX_FORM_BYTES = 8192
-MAX_FORM_FIELDS = 16
+# Unknown parameters are ignored (RFC 6749 section 3.2), so a client may send more than
+# the protocol defines; the body bound above already caps the parsing work, and this
+# only refuses a body that is nothing but separators with its own clear message.
+MAX_FORM_FIELDS = 512

@@ -11,6 +11,7 @@ from urllib.parse import quote_plus
 import pytest
 
 from tests.tokens.helpers import FORM, basic, form_body, issue_token
+from tokens.constants import MAX_FORM_FIELDS
 from tokens.models import IssuedToken
 
 pytestmark = pytest.mark.django_db
@@ -82,3 +83,38 @@ def test_unknown_parameters_are_ignored_at_introspection_and_revocation(
     assert introspected.status_code == 200 and json.loads(introspected.content)["active"] is True
     assert revoked.status_code == 200
     assert IssuedToken.objects.get().revoked_at is not None
+
+
+def test_a_body_of_more_parameters_than_the_bound_is_refused_by_name(
+    client, signing_key, machine_factory
+):
+    registered = machine_factory()
+    body = "grant_type=client_credentials" + "&x=1" * MAX_FORM_FIELDS
+
+    response = client.post(
+        "/oauth/token",
+        data=body,
+        content_type=FORM,
+        HTTP_AUTHORIZATION=basic(registered.client_id, registered.secret),
+    )
+
+    assert response.status_code == 400
+    assert json.loads(response.content) == {
+        "error": "invalid_request",
+        "error_description": "The body has too many parameters.",
+    }
+    assert IssuedToken.objects.count() == 0
+
+
+def test_exactly_the_bound_of_parameters_is_accepted(client, signing_key, machine_factory):
+    registered = machine_factory()
+    body = "grant_type=client_credentials" + "&x=1" * (MAX_FORM_FIELDS - 1)
+
+    response = client.post(
+        "/oauth/token",
+        data=body,
+        content_type=FORM,
+        HTTP_AUTHORIZATION=basic(registered.client_id, registered.secret),
+    )
+
+    assert response.status_code == 200

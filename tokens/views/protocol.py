@@ -94,9 +94,11 @@ def form_parse(request) -> dict[str, list[str]]:
     """The form parameters of a POST, refusing anything that is not a clean form.
 
     Raises ``InvalidRequest`` for a wrong content type, an oversized body,
-    bytes that are not UTF-8, control characters (NUL included) or too many
-    fields. Empty values are dropped: RFC 6749 section 3.1 treats a
-    parameter sent without a value as omitted.
+    bytes that are not UTF-8, control characters (NUL included) or more
+    parameters than ``MAX_FORM_FIELDS``. Empty values are dropped: RFC 6749
+    section 3.1 treats a parameter sent without a value as omitted. Repeated
+    parameters are kept: only the protocol's own may not repeat (``form_single``
+    and the token endpoint), unknown ones are ignored (RFC 6749 section 3.2).
     """
     content_type, params = parse_header_parameters(request.META.get("CONTENT_TYPE", ""))
     if content_type != FORM_CONTENT_TYPE:
@@ -114,13 +116,13 @@ def form_parse(request) -> dict[str, list[str]]:
         raise InvalidRequest("The body is too large.")
     try:
         text = body.decode("ascii")
-        pairs = parse_qsl(
-            text,
-            keep_blank_values=True,
-            encoding="utf-8",
-            errors="strict",
-            max_num_fields=MAX_FORM_FIELDS,
-        )
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("The body is not a valid UTF-8 form.") from exc
+    # Counted as parse_qsl's max_num_fields would, but answered with the real problem.
+    if text.count("&") + 1 > MAX_FORM_FIELDS:
+        raise InvalidRequest("The body has too many parameters.")
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidRequest("The body is not a valid UTF-8 form.") from exc
     form: dict[str, list[str]] = {}

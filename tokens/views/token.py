@@ -13,7 +13,7 @@ from django.http import HttpResponse
 
 from core.errors import InvalidRequest
 from tokens.constants import TOKEN_TYPE
-from tokens.grants import grant_for
+from tokens.grants import CLIENT_AUTH_PARAMETERS, grant_for
 from tokens.services import token_issue
 from tokens.views.protocol import (
     form_parse,
@@ -31,8 +31,10 @@ def token(request) -> HttpResponse:
     if grant_type is None:
         raise InvalidRequest("The grant_type parameter is missing.")
     grant = grant_for(grant_type)
-    for name, values in form.items():
-        if name != "resource" and len(values) > 1:
+    # RFC 6749 section 3.2 (erratum 5708): the parameters the protocol defines may
+    # not repeat; unknown ones are ignored, repeated or not.
+    for name in (*grant.parameters, *CLIENT_AUTH_PARAMETERS):
+        if len(form.get(name, ())) > 1:
             raise InvalidRequest(f"The parameter {name} is repeated.")
     machine, context = machine_authenticate(request, form)
     decision = grant.decide(machine=machine, params=grant.parse(form), context=context)
