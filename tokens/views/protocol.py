@@ -26,7 +26,13 @@ from clients.authentication import (
     client_authenticate,
     client_credentials_from_request,
 )
-from core.errors import InvalidRequest, OAuthError, TemporarilyUnavailable
+from core.errors import (
+    InvalidClient,
+    InvalidRequest,
+    OAuthError,
+    SlowDown,
+    TemporarilyUnavailable,
+)
 from tokens.constants import MAX_FORM_BYTES, MAX_FORM_FIELDS
 
 logger = logging.getLogger(__name__)
@@ -36,7 +42,7 @@ BASIC_REALM = 'Basic realm="Machine Identity Portal"'
 # One body for every client authentication failure: an unknown client and a
 # wrong secret must be indistinguishable from outside.
 INVALID_CLIENT_BODY = json.dumps(
-    {"error": "invalid_client", "error_description": "Client authentication failed."}
+    {"error": InvalidClient.error, "error_description": InvalidClient().description}
 ).encode("ascii")
 
 
@@ -75,10 +81,7 @@ def invalid_client_response() -> HttpResponse:
 
 
 def throttled_response(*, retry_after: int) -> HttpResponse:
-    response = json_response(
-        {"error": "slow_down", "error_description": "Too many requests; retry later."},
-        status=429,
-    )
+    response = error_response(SlowDown("Too many requests; retry later."))
     response["Retry-After"] = str(max(1, int(retry_after)))
     return response
 
