@@ -30,10 +30,11 @@ from oauth2_provider.models import (
 )
 
 from audit.choices import EventType
-from audit.context import Actor, client_ip, request_context
+from audit.context import Actor, request_context
 from clients.machine_cache import cache_safely
 from clients.throttling import throttle_failure_record, throttle_keys, throttle_retry_after
 from core.admin import RoleGatedAdminMixin
+from core.client_address import client_ip
 from identity_portal.services import console_roles_record, console_user_record
 
 for _model in (
