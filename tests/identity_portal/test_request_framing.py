@@ -27,7 +27,9 @@ def _chunks(body: bytes) -> io.BytesIO:
     return io.BytesIO(body)
 
 
-def _served(path: str, body: bytes, *, chunked: bool = True, **meta) -> tuple[int, dict, bytes]:
+def _served(
+    path: str, body: bytes | io.BytesIO, *, chunked: bool = True, **meta
+) -> tuple[int, dict, bytes]:
     """One request through the application the web server loads, framed as granian frames it."""
     environ = {
         "REQUEST_METHOD": "POST",
@@ -40,14 +42,14 @@ def _served(path: str, body: bytes, *, chunked: bool = True, **meta) -> tuple[in
         "REMOTE_ADDR": "127.0.0.1",
         "CONTENT_TYPE": FORM,
         "wsgi.url_scheme": "http",
-        "wsgi.input": _chunks(body),
+        "wsgi.input": body if isinstance(body, io.BytesIO) else _chunks(body),
         **meta,
     }
     if chunked:
         # granian passes no CONTENT_LENGTH for a chunked body (RFC 9112 section 6.1).
         environ["HTTP_TRANSFER_ENCODING"] = "chunked"
     else:
-        environ["CONTENT_LENGTH"] = str(len(body))
+        environ["CONTENT_LENGTH"] = str(len(environ["wsgi.input"].getvalue()))
     captured = {}
 
     def start_response(status, headers, exc_info=None):
@@ -110,18 +112,19 @@ def test_chunked_introspection_and_revocation_are_read(
 
 def test_a_chunked_body_over_the_bound_is_refused_unread(signing_key, machine_factory, settings):
     registered = machine_factory()
-    body = form_body(
-        grant_type="client_credentials", pad="a" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
-    )
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    stream = _chunks(form_body(grant_type="client_credentials", pad="a" * (3 * limit)))
 
     status, _, content = _served(
-        "/oauth/token", body, HTTP_AUTHORIZATION=basic(registered.client_id, registered.secret)
+        "/oauth/token", stream, HTTP_AUTHORIZATION=basic(registered.client_id, registered.secret)
     )
 
     assert (status, json.loads(content)) == (
         400,
         {"error": "invalid_request", "error_description": "The body is too large."},
     )
+    # Read one byte past the bound, never the whole body into memory.
+    assert stream.tell() == limit + 1
     assert IssuedToken.objects.count() == 0
 
 
