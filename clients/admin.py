@@ -3,10 +3,14 @@
 Thin: forms check shapes, services do every write and its audit event.
 Security admins change; auditors see the same pages read-only. A raw secret
 is shown once, on a page rendered for that one response (never a message
-stored in the session) and marked ``Cache-Control: no-store``.
+stored in the session) and marked ``Cache-Control: no-store``. A change that
+is saved but could not be told to the cache (``clients.cache_outcome``)
+comes with a warning next to its success message.
 """
 
 from __future__ import annotations
+
+import functools
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -17,6 +21,7 @@ from django.urls import path, reverse
 from django.utils.cache import add_never_cache_headers, patch_cache_control
 
 from audit.context import Actor, request_context
+from clients.cache_outcome import cache_failures_collected
 from clients.forms import AudienceForm, MachineForm, RotateSecretForm
 from clients.models import Audience, ClientSecret, Machine, Scope
 from clients.selectors import secret_expiry
@@ -37,8 +42,30 @@ from core.admin import RoleGatedAdminMixin
 from core.roles import is_security_admin
 
 
+def _warns_when_cache_not_told(view):
+    """Run an admin view and add a warning for each change the cache did not hear of.
+
+    Around the whole view: Django's change and delete views commit (and the
+    cache is told) only when their own transaction ends.
+    """
+
+    @functools.wraps(view)
+    def wrapped(self, request, *args, **kwargs):
+        with cache_failures_collected() as failures:
+            response = view(self, request, *args, **kwargs)
+        for message in failures:
+            messages.warning(request, message)
+        return response
+
+    return wrapped
+
+
 class RoleGatedAdmin(RoleGatedAdminMixin, admin.ModelAdmin):
     """Security admins change; auditors only look; nobody else sees the page."""
+
+    changeform_view = _warns_when_cache_not_told(admin.ModelAdmin.changeform_view)
+    changelist_view = _warns_when_cache_not_told(admin.ModelAdmin.changelist_view)
+    delete_view = _warns_when_cache_not_told(admin.ModelAdmin.delete_view)
 
     def save_related(self, request, form, formsets, change):
         """The services already wrote the relations."""
@@ -197,6 +224,7 @@ class MachineAdmin(RoleGatedAdmin):
             count += 1
         self.message_user(request, f"{count} machine(s) enabled.", messages.SUCCESS)
 
+    @_warns_when_cache_not_told
     def rotate_secret_view(self, request, object_id: int):
         if not is_security_admin(request.user):
             raise PermissionDenied
@@ -228,6 +256,7 @@ class MachineAdmin(RoleGatedAdmin):
             },
         )
 
+    @_warns_when_cache_not_told
     def revoke_secret_view(self, request, object_id: int, secret_id: int):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])

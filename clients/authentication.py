@@ -41,7 +41,12 @@ from clients.constants import (
     LAST_USED_WRITE_INTERVAL,
     SECRET_PREFIX,
 )
-from clients.credentials import UnknownPepper, current_pepper_id, secret_digest
+from clients.credentials import (
+    UnknownDigestVersion,
+    UnknownPepper,
+    current_pepper_id,
+    secret_digest,
+)
 from clients.machine_cache import (
     CachedSecret,
     MachineAuthEntry,
@@ -194,15 +199,24 @@ def client_credentials_from_request(
 
 
 def _matching_secret(entry: MachineAuthEntry, secret: str) -> CachedSecret | None:
-    digests: dict[str, str] = {}
+    """The cached secret this one matches. Its digest covers the machine's client_id,
+    so a secret row moved to this machine from another matches nothing."""
+    client_id = entry.machine.client_id
+    digests: dict[tuple[str, int], str] = {}
     for candidate in entry.secrets:
-        digest = digests.get(candidate.pepper_id)
+        form = (candidate.pepper_id, candidate.digest_version)
+        digest = digests.get(form)
         if digest is None:
             try:
-                digest = secret_digest(secret=secret, pepper_id=candidate.pepper_id)
-            except UnknownPepper:
-                continue  # a retired pepper: its secrets no longer verify
-            digests[candidate.pepper_id] = digest
+                digest = secret_digest(
+                    secret=secret,
+                    client_id=client_id,
+                    pepper_id=candidate.pepper_id,
+                    version=candidate.digest_version,
+                )
+            except (UnknownPepper, UnknownDigestVersion):
+                continue  # a retired pepper or an unknown format: verifies nothing
+            digests[form] = digest
         if hmac.compare_digest(digest, candidate.digest):
             return candidate
     return None
@@ -221,11 +235,11 @@ def _ip_allowed(ip: str | None, entry: MachineAuthEntry) -> bool:
 
 
 def _failure_reason(
-    entry: MachineAuthEntry | None, secret: str, ip: str | None, now: float
+    entry: MachineAuthEntry | None, client_id: str, secret: str, ip: str | None, now: float
 ) -> tuple[str, CachedSecret | None]:
     if entry is None:
         # Same work as a known client, so timing says little about existence.
-        secret_digest(secret=secret, pepper_id=current_pepper_id())
+        secret_digest(secret=secret, client_id=client_id, pepper_id=current_pepper_id())
         return "unknown_client", None
     match = _matching_secret(entry, secret)
     if match is None:
@@ -310,7 +324,9 @@ def client_authenticate(*, credentials: ClientCredentials, context: RequestConte
     if retry_after:
         raise Throttled(retry_after=retry_after)
     entry = machine_auth_entry_resolve(credentials.client_id, values.get(machine_key))
-    reason, match = _failure_reason(entry, credentials.secret, context.source_ip, now)
+    reason, match = _failure_reason(
+        entry, credentials.client_id, credentials.secret, context.source_ip, now
+    )
     if reason:
         blocked_for = cache_safely(throttle_failure_record, keys=keys, now=now, default=0)
         _deny(

@@ -7,6 +7,11 @@ SECRET_RANDOM_BYTES = 32
 # How much of a secret people see to recognise it: the prefix plus a few characters.
 SECRET_DISPLAY_PREFIX_LENGTH = len(SECRET_PREFIX) + 4
 
+# The format of new secret digests (ClientSecret.digest_version; clients.credentials):
+# 2 binds the machine's client_id. Version 1 rows are earlier digests bound by a migration.
+DIGEST_VERSION = 2
+DIGEST_VERSIONS = (1, 2)
+
 # A rotation keeps the new secret and at most one previous one usable, so a leaked
 # old secret cannot linger through a series of rotations.
 MAX_USABLE_SECRETS = 2
@@ -28,10 +33,12 @@ AUTHORIZATION_HEADER_MAX_LENGTH = 2048
 # after a change keeps a concurrent reader from caching what it read before it (a
 # cold load takes milliseconds; ten seconds also covers a reader stalled by GC or
 # a slow database, at the cost of ten seconds of uncached reads after a change).
-MACHINE_CACHE_VERSION = 2  # bump when MachineAuthEntry, Machine or the encoding changes shape
+MACHINE_CACHE_VERSION = 3  # bump when MachineAuthEntry, Machine or the encoding changes shape
 # Tombstoned too on every change, for a release after a bump: during a rolling
-# deploy the nodes still on the previous version read and fill those keys.
-MACHINE_CACHE_PREVIOUS_VERSIONS = (1,)
+# deploy the nodes still on the previous version read and fill those keys. (Version 2
+# was pickled: a node of that release reading the new, authenticated tombstone fails
+# that request instead of serving the entry, which is the safe side.)
+MACHINE_CACHE_PREVIOUS_VERSIONS = (2, 1)
 MACHINE_CACHE_TTL = 300
 MACHINE_CACHE_MISS_TTL = 30
 MACHINE_CACHE_TOMBSTONE_TTL = 10

@@ -5,6 +5,23 @@ single HMAC-SHA256 under a server-side pepper is enough (NIST SP 800-63B
 5.1.2.2): a slow password hasher would only hand attackers a denial of
 service. The pepper id is stored with each digest so peppers can rotate: the
 newest pepper hashes new secrets, every configured pepper verifies.
+
+A digest binds its machine: it covers the machine's client_id as well as the
+secret, so a ``clientsecret`` row moved to another machine (one UPDATE by
+someone holding the database credentials but not the peppers) matches no
+secret there. Two formats, named by ``ClientSecret.digest_version``:
+
+- 2: ``HMAC(pepper, "mip-cs-v2" 0x00 client_id 0x00 secret)``, every new secret;
+- 1: ``HMAC(pepper, "mip-cs-v1w" 0x00 client_id 0x00 hex(HMAC(pepper, secret)))``,
+  the unbound digests of earlier releases, bound to their machine by
+  migration ``clients.0002`` without knowing the secret. They verify with
+  one more HMAC and need no re-digesting (the secret would be needed for that,
+  and re-digesting on use would bind a row an attacker had moved to the
+  machine it was moved to).
+
+The first field keeps the formats apart: flipping a row's version does not
+turn one format's input into the other's. A client_id never holds NUL (RFC 6749
+VSCHAR, checked before any lookup), so the framing is unambiguous.
 """
 
 from __future__ import annotations
@@ -18,6 +35,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 
 from clients.constants import (
+    DIGEST_VERSION,
     MAX_SECRET_AGE,
     SECRET_DISPLAY_PREFIX_LENGTH,
     SECRET_PREFIX,
@@ -29,12 +47,17 @@ class UnknownPepper(LookupError):
     """A digest names a pepper that is no longer configured."""
 
 
+class UnknownDigestVersion(LookupError):
+    """A row names a digest format this release does not know: it verifies nothing."""
+
+
 @dataclass(frozen=True)
 class GeneratedSecret:
     """A new secret: ``raw`` goes to the caller once, the rest is stored."""
 
     raw: str
     digest: str
+    digest_version: int
     pepper_id: str
     display_prefix: str
     last_four: str
@@ -47,21 +70,45 @@ def current_pepper_id() -> str:
     return next(iter(settings.SERVER_SECRETS.peppers))
 
 
-def secret_digest(*, secret: str, pepper_id: str) -> str:
-    """HMAC-SHA256 of the secret under the named pepper, hex."""
+def _pepper(pepper_id: str) -> bytes:
     try:
-        pepper = settings.SERVER_SECRETS.peppers[pepper_id]
+        return settings.SERVER_SECRETS.peppers[pepper_id]
     except KeyError as exc:
         raise UnknownPepper(pepper_id) from exc
-    return hmac.new(pepper, secret.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
-def secret_generate() -> GeneratedSecret:
+def _hmac_hex(pepper: bytes, *fields: bytes) -> str:
+    return hmac.new(pepper, b"\x00".join(fields), hashlib.sha256).hexdigest()
+
+
+def secret_digest_legacy_bind(*, unbound_digest: str, client_id: str, pepper: bytes) -> str:
+    """A version-1 digest from an earlier release's ``HMAC(pepper, secret)``."""
+    return _hmac_hex(pepper, b"mip-cs-v1w", client_id.encode("utf-8"), unbound_digest.encode())
+
+
+def secret_digest(
+    *, secret: str, client_id: str, pepper_id: str, version: int = DIGEST_VERSION
+) -> str:
+    """The digest of ``secret`` for the machine ``client_id`` under the named pepper, hex."""
+    pepper = _pepper(pepper_id)
+    if "\x00" in client_id:
+        raise ValueError("a client_id never holds NUL")
+    if version == 2:
+        return _hmac_hex(pepper, b"mip-cs-v2", client_id.encode("utf-8"), secret.encode("utf-8"))
+    if version == 1:
+        unbound = hmac.new(pepper, secret.encode("utf-8"), hashlib.sha256).hexdigest()
+        return secret_digest_legacy_bind(unbound_digest=unbound, client_id=client_id, pepper=pepper)
+    raise UnknownDigestVersion(version)
+
+
+def secret_generate(*, client_id: str) -> GeneratedSecret:
+    """A new secret for the machine ``client_id`` (its digest binds that machine)."""
     raw = SECRET_PREFIX + secrets.token_urlsafe(SECRET_RANDOM_BYTES)
     pepper_id = current_pepper_id()
     return GeneratedSecret(
         raw=raw,
-        digest=secret_digest(secret=raw, pepper_id=pepper_id),
+        digest=secret_digest(secret=raw, client_id=client_id, pepper_id=pepper_id),
+        digest_version=DIGEST_VERSION,
         pepper_id=pepper_id,
         display_prefix=raw[:SECRET_DISPLAY_PREFIX_LENGTH],
         last_four=raw[-4:],

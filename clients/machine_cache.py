@@ -10,24 +10,36 @@ Every service that changes a machine, its scopes, audiences or secrets calls
 after commit by a short-lived tombstone rather than deleted. A reader that
 loaded the old rows just before the commit stores its entry with
 ``cache.add``, which a tombstone refuses, so a stale entry cannot outlive a
-revocation (a plain delete would let that reader put it back).
+revocation (a plain delete would let that reader put it back). When the
+tombstone cannot be written, the caller hears it (``clients.cache_outcome``).
+
+The entry is stored as JSON bytes, never a pickle: anyone who can write to
+the cache must not be able to run code in a web worker. The cache backend
+(``identity_portal.cache``) authenticates every value under a key derived
+from ``SECRET_KEY`` and bound to its cache key, so a forged or moved entry is
+a miss; the decoder also checks that the entry is the requested machine's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import logging
-import pickle
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
 from django.core.cache import cache
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
+from django.db.models.base import ModelState
 from django.db.models.query import QuerySet
 from redis.exceptions import RedisError
 
+from clients.cache_outcome import cache_failure_report
 from clients.constants import (
     CACHED_SECRETS_PER_MACHINE,
     MACHINE_CACHE_MISS_TTL,
@@ -56,6 +68,7 @@ class CachedSecret:
 
     id: int
     pepper_id: str
+    digest_version: int
     digest: str
     expires_at: float | None
     revoked_at: float | None
@@ -64,8 +77,8 @@ class CachedSecret:
 @dataclass(frozen=True)
 class MachineAuthEntry:
     """What one cache GET returns. The related rows are kept apart from ``machine``
-    because a pickled prefetch cache (whole QuerySets) costs three times as much
-    to unpickle; ``machine_with_relations`` puts them back."""
+    so the stored form holds plain rows, not QuerySets; ``machine_with_relations``
+    puts them back."""
 
     machine: Machine
     allowed_scopes: tuple[Scope, ...]
@@ -144,6 +157,7 @@ def machine_auth_entry_load(client_id: str) -> MachineAuthEntry | None:
             CachedSecret(
                 id=row.pk,
                 pepper_id=row.pepper_id,
+                digest_version=row.digest_version,
                 digest=row.digest,
                 expires_at=expiry.timestamp() if expiry else None,
                 revoked_at=row.revoked_at.timestamp() if row.revoked_at else None,
@@ -160,38 +174,167 @@ def machine_auth_entry_load(client_id: str) -> MachineAuthEntry | None:
     )
 
 
-# Per process: an entry's pickled bytes -> the entry. Unpickling a Machine costs
-# more than the cache round trip's own parsing, and an entry changes only when
-# the machine does, so equal bytes are decoded once. Entries are never
-# mutated by their readers (``machine_with_relations`` only sets a cache of
-# the same relations), so sharing one between requests is safe.
-_decoded: dict[bytes, MachineAuthEntry] = {}
-_DECODED_MAX = 4096
+def _plain(value: Any) -> Any:
+    """A model field's value as JSON; ``Field.to_python`` turns it back."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+def _fields(model) -> tuple:
+    return tuple(model._meta.concrete_fields)
+
+
+def _row(instance) -> list:
+    """The instance's concrete field values, in field order."""
+    return [_plain(getattr(instance, f.attname)) for f in _fields(type(instance))]
+
+
+# Per model: (attname, converter or None) per concrete field. Only dates and UUIDs are
+# not JSON types; every other value is stored as the ORM loaded it.
+_layouts: dict[type, tuple[tuple[str, Callable[[Any], Any] | None], ...]] = {}
+
+
+def _converter(field) -> Callable[[Any], Any] | None:
+    if isinstance(field, models.DateTimeField | models.DateField | models.UUIDField):
+        return field.to_python
+    return None
+
+
+def _layout(model) -> tuple[tuple[str, Callable[[Any], Any] | None], ...]:
+    layout = _layouts.get(model)
+    if layout is None:
+        layout = tuple((f.attname, _converter(f)) for f in _fields(model))
+        _layouts[model] = layout
+    return layout
+
+
+def _instance(model, row: list):
+    """A model instance as the ORM would have loaded it (no query, nothing to save).
+
+    Built as unpickling builds one (``Model.__reduce__``: the class's ``__new__``
+    and the field values set directly), which costs a fraction of ``__init__``.
+    """
+    layout = _layout(model)
+    if type(row) is not list or len(row) != len(layout):
+        raise ValueError(f"{model.__name__}: a row of another shape")
+    values = {}
+    for (attname, convert), value in zip(layout, row, strict=True):
+        values[attname] = value if convert is None or value is None else convert(value)
+    instance = model.__new__(model)
+    instance.__dict__.update(values)
+    state = instance._state = ModelState()
+    state.adding = False
+    state.db = "default"
+    return instance
 
 
 def machine_auth_entry_encode(entry: MachineAuthEntry) -> bytes:
-    return pickle.dumps(entry, pickle.HIGHEST_PROTOCOL)
+    machine = entry.machine
+    default_audience = machine.default_audience if machine.default_audience_id else None
+    document = {
+        "machine": _row(machine),
+        "default_audience": _row(default_audience) if default_audience else None,
+        "allowed_scopes": [_row(scope) for scope in entry.allowed_scopes],
+        "default_scopes": [_row(scope) for scope in entry.default_scopes],
+        "allowed_audiences": [_row(audience) for audience in entry.allowed_audiences],
+        "secrets": [
+            [s.id, s.pepper_id, s.digest_version, s.digest, s.expires_at, s.revoked_at]
+            for s in entry.secrets
+        ],
+        "networks": [str(network) for network in entry.networks],
+    }
+    return json.dumps(document, separators=(",", ":")).encode("utf-8")
+
+
+def _decode(raw: bytes) -> MachineAuthEntry:
+    document = json.loads(raw)
+    machine = _instance(Machine, document["machine"])
+    if document["default_audience"] is not None:
+        audience = _instance(Audience, document["default_audience"])
+        if audience.pk != machine.default_audience_id:
+            raise ValueError("default audience is not the machine's")
+        Machine.default_audience.field.set_cached_value(machine, audience)
+    return MachineAuthEntry(
+        machine=machine,
+        allowed_scopes=tuple(_instance(Scope, row) for row in document["allowed_scopes"]),
+        default_scopes=tuple(_instance(Scope, row) for row in document["default_scopes"]),
+        allowed_audiences=tuple(_instance(Audience, row) for row in document["allowed_audiences"]),
+        secrets=tuple(
+            CachedSecret(
+                id=int(id_),
+                pepper_id=str(pepper_id),
+                digest_version=int(version),
+                digest=str(digest),
+                expires_at=None if expires_at is None else float(expires_at),
+                revoked_at=None if revoked_at is None else float(revoked_at),
+            )
+            for id_, pepper_id, version, digest, expires_at, revoked_at in document["secrets"]
+        ),
+        networks=tuple(ipaddress.ip_network(cidr) for cidr in document["networks"]),
+    )
+
+
+# Per process: an entry's bytes -> the entry. Building a Machine and its rows costs
+# far more than the cache round trip's own parsing, and an entry changes only when
+# the machine does, so equal bytes are decoded once. Entries are never mutated by
+# their readers (``machine_with_relations`` only sets a cache of the same
+# relations), so sharing one between requests is safe.
+_decoded: dict[bytes, MachineAuthEntry] = {}
+_DECODED_MAX = 4096
+# Decode failures already logged by this process (one line, not one per request).
+_undecodable: set[bytes] = set()
+
+
+class UndecodableEntry(ValueError):
+    """The cached bytes are not an entry of ours."""
 
 
 def machine_auth_entry_decode(raw: bytes) -> MachineAuthEntry:
     entry = _decoded.get(raw)
     if entry is None:
-        # Our own bytes, from our own cache: the same trust as Django's pickled cache values.
-        entry = pickle.loads(raw)  # noqa: S301
+        try:
+            entry = _decode(raw)
+        except (ValueError, TypeError, KeyError, AttributeError, ValidationError) as exc:
+            # Only reachable with a cache backend that does not authenticate its
+            # values, or after a change of the entry's shape without a version bump.
+            raise UndecodableEntry(type(exc).__name__) from None
         if len(_decoded) >= _DECODED_MAX:
             _decoded.clear()
         _decoded[raw] = entry
     return entry
 
 
+def _cached_entry(client_id: str, raw: bytes) -> MachineAuthEntry | None:
+    """The entry in ``raw`` if it decodes and is ``client_id``'s, else None (a miss)."""
+    try:
+        entry = machine_auth_entry_decode(raw)
+    except UndecodableEntry as exc:
+        reason = str(exc)
+    else:
+        if entry.machine.client_id == client_id:
+            return entry
+        reason = "another machine's entry"
+    key = hashlib.sha256(raw).digest()
+    if key not in _undecodable and len(_undecodable) < 1024:
+        _undecodable.add(key)
+        logger.warning("machine cache: ignored an entry that is not usable (%s)", reason)
+    return None
+
+
 def machine_auth_entry_resolve(client_id: str, cached: object) -> MachineAuthEntry | None:
     """Turn what the cache returned for ``client_id`` into an entry, loading on a miss."""
     if isinstance(cached, bytes):
-        return machine_auth_entry_decode(cached)
+        entry = _cached_entry(client_id, cached)
+        if entry is not None:
+            return entry
+        return machine_auth_entry_load(client_id)  # not ours: a miss that does not cache
     if cached == _MISSING:
         return None
     entry = machine_auth_entry_load(client_id)
-    if cached is None:  # a tombstone means: do not cache yet
+    if cached is None:  # a tombstone (or anything else) means: do not cache yet
         value, ttl = (
             (machine_auth_entry_encode(entry), MACHINE_CACHE_TTL)
             if entry
@@ -205,6 +348,13 @@ def machine_auth_entry_get(client_id: str) -> MachineAuthEntry | None:
     return machine_auth_entry_resolve(
         client_id, cache_safely(cache.get, machine_cache_key(client_id))
     )
+
+
+MACHINE_CACHE_FAILURE_MESSAGE = (
+    "The change is saved, but the cache could not be told: other processes may keep "
+    f"using the previous state of this machine and its secrets for up to {MACHINE_CACHE_TTL} s. "
+    "Check the cache (Redis), then repeat the action to tell it again."
+)
 
 
 def _tombstone_write(key: str) -> None:
@@ -230,6 +380,7 @@ def _tombstone_write(key: str) -> None:
                     MACHINE_CACHE_TTL,
                     type(exc).__name__,
                 )
+                cache_failure_report(message=MACHINE_CACHE_FAILURE_MESSAGE)
 
 
 def machine_cache_invalidate(*, client_id: str) -> None:

@@ -7,6 +7,8 @@ from django.core.validators import RegexValidator
 from django.db import models
 from oauth2_provider.models import AbstractApplication
 
+from clients.constants import DIGEST_VERSION
+
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 scope_token_validator = RegexValidator(
     r"^[\x21\x23-\x5B\x5D-\x7E]{1,64}$", "A scope is 1-64 printable ASCII characters, no space."
@@ -133,12 +135,16 @@ class ClientSecret(models.Model):
     """One credential of a machine, stored only as a peppered HMAC-SHA256 digest.
 
     Several per machine, so a rotation has a grace period. ``pepper_id`` names
-    the server pepper that keyed ``digest`` so peppers can rotate too. People
-    recognise a secret by ``display_prefix`` and ``last_four``.
+    the server pepper that keyed ``digest`` so peppers can rotate too. The
+    digest covers the machine's client_id (``digest_version``, see
+    ``clients.credentials``), so the row authenticates nothing if it is moved
+    to another machine. People recognise a secret by ``display_prefix`` and
+    ``last_four``.
     """
 
     machine = models.ForeignKey(Machine, on_delete=models.CASCADE, related_name="secrets")
     digest = models.CharField(max_length=64, unique=True)
+    digest_version = models.PositiveSmallIntegerField(default=DIGEST_VERSION)
     pepper_id = models.CharField(max_length=32)
     display_prefix = models.CharField(max_length=32)
     last_four = models.CharField(max_length=4)

@@ -162,10 +162,11 @@ def _tags(values: Iterable[str]) -> list[str]:
 
 
 def _secret_add(*, machine: Machine, actor: Actor, now: datetime) -> tuple[ClientSecret, str]:
-    generated = secret_generate()
+    generated = secret_generate(client_id=machine.client_id)
     row = ClientSecret.objects.create(
         machine=machine,
         digest=generated.digest,
+        digest_version=generated.digest_version,
         pepper_id=generated.pepper_id,
         display_prefix=generated.display_prefix,
         last_four=generated.last_four,
@@ -578,6 +579,9 @@ def machine_disable(
     if machine.deleted_at is not None:
         raise ValidationError("The machine is deleted.")
     if not machine.enabled:
+        # Told again: repeating a disable is how an operator retries after the cache
+        # could not be told the first time.
+        machine_cache_invalidate(client_id=machine.client_id)
         return machine
     machine.enabled = False
     machine.save(update_fields=["enabled", "updated"])
@@ -613,6 +617,7 @@ def machine_delete(
     """Disable the machine and revoke every secret; the row and its audit history stay."""
     machine = _lock(machine)
     if machine.deleted_at is not None:
+        machine_cache_invalidate(client_id=machine.client_id)  # a retry tells the cache again
         return machine
     now = timezone.now()
     revoked = list(machine.secrets.filter(revoked_at__isnull=True).values_list("pk", flat=True))
@@ -710,6 +715,7 @@ def secret_revoke(
     machine = _lock(secret.machine)
     secret = ClientSecret.objects.get(pk=secret.pk, machine=machine)
     if secret.revoked_at is not None:
+        machine_cache_invalidate(client_id=machine.client_id)  # a retry tells the cache again
         return secret
     secret.revoked_at = timezone.now()
     secret.save(update_fields=["revoked_at"])

@@ -8,6 +8,10 @@ a fixed window (the bucket is in the key), so they are forgotten after a
 quiet window and nobody is ever locked out for good: a permanent lockout
 would let anyone deny service to a machine by failing on its behalf.
 
+An IPv6 client is counted by its /64, not its single address: one host
+commonly holds a whole /64 (SLAAC, privacy addresses) and could otherwise
+spread its guesses over 2**64 addresses. IPv4 stays per address.
+
 Blocks store their end as a timestamp compared with the current time, so they
 behave the same in every cache backend and under time travel in tests.
 """
@@ -15,6 +19,7 @@ behave the same in every cache backend and under time travel in tests.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 import time
 from dataclasses import dataclass
@@ -44,6 +49,27 @@ class ThrottleKeys:
         return (self.block_pair, self.block_ip)
 
 
+def throttle_source(ip: str | None) -> str:
+    """Who is counted: an IPv4 address, the /64 of an IPv6 one ("none" without one).
+
+    An IPv4-mapped IPv6 address counts as its IPv4 address. A value that is no
+    address (a WSGI server's oddity) is counted as itself.
+    """
+    if not ip:
+        return "none"
+    if ":" not in ip:
+        return ip  # IPv4 (or no address at all): as before, no parsing on the hot path
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
 def throttle_keys(
     *, client_id: str, ip: str | None, now: float | None = None, realm: str = "clients"
 ) -> ThrottleKeys:
@@ -55,7 +81,7 @@ def throttle_keys(
     """
     now = time.time() if now is None else now
     bucket = int(now // THROTTLE_WINDOW)
-    address = ip or "none"
+    address = throttle_source(ip)
     pair = hashlib.sha256(f"{client_id}\x00{address}".encode()).hexdigest()[:40]
     return ThrottleKeys(
         block_pair=f"{realm}:throttle:block:pair:{pair}",

@@ -7,6 +7,7 @@ class IdentityPortalConfig(AppConfig):
 
     def ready(self) -> None:
         from identity_portal import (  # noqa: F401  (registers checks and receivers)
+            cache,
             checks,
             console_audit,
         )

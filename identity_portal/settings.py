@@ -150,6 +150,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache: shared by every worker process --------------------------------
+# Our backends store authenticated JSON, never pickles (identity_portal/cache.py); a
+# system check refuses Django's own pickling backends here.
 REDIS_URL = ENV.get("REDIS_URL", "")
 CACHE_URL = ENV.get("CACHE_URL", REDIS_URL)
 if CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
@@ -166,7 +168,7 @@ elif CACHE_URL:
 else:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "BACKEND": "identity_portal.cache.FileBasedCache",
             "LOCATION": str(VAR_DIR / "cache"),
         }
     }
@@ -187,6 +189,12 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 5}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Anyone who can write to the broker must not be able to run code in a worker: JSON
+# messages only, never pickle (identity_portal/cache.py does the same for the cache).
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_RESULT_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 
 from audit.context import Actor, request_context
+from clients.cache_outcome import cache_failures_collected
 from core.admin import RoleGatedAdminMixin
 from tokens.keyring import keyring_current
 from tokens.models import SigningKey
@@ -65,9 +66,12 @@ class SigningKeyAdmin(RoleGatedAdminMixin, admin.ModelAdmin):
     )
     def rotate_algorithm(self, request, queryset):
         actor, context = Actor.user(request.user), request_context(request)
-        for algorithm in sorted(set(queryset.values_list("algorithm", flat=True))):
-            key = signing_key_create(algorithm=algorithm, actor=actor, context=context)
-            self.message_user(request, f"Published {algorithm} key {key.kid} (pending).")
+        with cache_failures_collected() as failures:
+            for algorithm in sorted(set(queryset.values_list("algorithm", flat=True))):
+                key = signing_key_create(algorithm=algorithm, actor=actor, context=context)
+                self.message_user(request, f"Published {algorithm} key {key.kid} (pending).")
+        for message in failures:
+            self.message_user(request, message, level=messages.ERROR)
 
     @admin.action(
         description="Revoke at once (emergency): out of JWKS, its tokens inactive",
@@ -75,6 +79,9 @@ class SigningKeyAdmin(RoleGatedAdminMixin, admin.ModelAdmin):
     )
     def revoke_keys(self, request, queryset):
         actor, context = Actor.user(request.user), request_context(request)
-        for kid in queryset.values_list("kid", flat=True):
-            signing_key_revoke(kid=kid, actor=actor, context=context)
-            self.message_user(request, f"Revoked key {kid}.", level=messages.WARNING)
+        with cache_failures_collected() as failures:
+            for kid in queryset.values_list("kid", flat=True):
+                signing_key_revoke(kid=kid, actor=actor, context=context)
+                self.message_user(request, f"Revoked key {kid}.", level=messages.WARNING)
+        for message in failures:
+            self.message_user(request, message, level=messages.ERROR)

@@ -34,6 +34,7 @@ from django.core.cache import cache
 from django.db import DatabaseError, transaction
 from redis.exceptions import RedisError
 
+from clients.cache_outcome import cache_failure_report
 from core import jose
 from tokens import key_material
 from tokens.choices import KeyProblemReason, KeyState
@@ -43,6 +44,13 @@ from tokens.models import SigningKey
 logger = logging.getLogger(__name__)
 
 VERSION_CACHE_KEY = "tokens:keyring:version"
+# What the console and the CLI say when the version bump after a key change failed:
+# processes that can still read the old version keep their parsed ring.
+KEYRING_NOT_TOLD = (
+    "The key change is saved, but the cache could not be told: other web processes may "
+    "keep signing and verifying with the previous keys until they reach the cache. "
+    "Repeat the change once the cache answers."
+)
 # Without a reachable cache, how stale the ring may get before a database reload.
 FALLBACK_RELOAD_SECONDS = 5.0
 
@@ -267,6 +275,7 @@ def keyring_changed() -> None:
             cache.set(VERSION_CACHE_KEY, _new_version(), timeout=None)
         except (RedisError, OSError):
             logger.warning("keyring: cache unreachable; other processes reload within seconds")
+            cache_failure_report(message=KEYRING_NOT_TOLD)
 
     transaction.on_commit(bump)
 

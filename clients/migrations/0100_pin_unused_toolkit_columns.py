@@ -30,7 +30,7 @@ def pin(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("clients", "0001_initial"),
+        ("clients", "0002_clientsecret_digest_version"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

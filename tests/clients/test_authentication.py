@@ -173,6 +173,47 @@ def test_ip_allow_list(machine_and_secret, cli_actor):
     assert _denials() == [("ip_not_allowed", "192.0.2.1", machine.client_id, "failure")]
 
 
+@pytest.mark.parametrize("source_ip", [None, "", "not-an-address", "10.0.0.1%eth0", "unix:/run/s"])
+def test_an_allow_list_refuses_a_missing_or_unparseable_source_address(
+    machine_and_secret, cli_actor, source_ip
+):
+    from clients.authentication import _ip_allowed
+
+    machine, _ = machine_and_secret
+    machine_update(actor=cli_actor, machine=machine, ip_allowlist=["0.0.0.0/0", "::/0"])
+    entry = machine_auth_entry_load(machine.client_id)
+
+    assert _ip_allowed("192.0.2.1", entry) is True
+    assert _ip_allowed(source_ip, entry) is False
+
+
+@pytest.mark.parametrize("remote_addr", [None, ""])
+def test_an_allow_list_refuses_a_token_request_without_a_peer_address(
+    client, machine_and_secret, cli_actor, remote_addr
+):
+    from tests.tokens.helpers import FORM, basic
+    from tokens.models import IssuedToken
+
+    machine, raw = machine_and_secret
+    machine_update(actor=cli_actor, machine=machine, ip_allowlist=["0.0.0.0/0", "::/0"])
+
+    response = client.post(
+        "/oauth/token",
+        data="grant_type=client_credentials",
+        content_type=FORM,
+        HTTP_AUTHORIZATION=basic(machine.client_id, raw),
+        REMOTE_ADDR=remote_addr,
+    )
+
+    assert response.status_code == 401
+    assert response.content == (
+        b'{"error": "invalid_client", "error_description": "Client authentication failed."}'
+    )
+    assert IssuedToken.objects.count() == 0
+    assert _denials() == [("ip_not_allowed", None, machine.client_id, "failure")]
+    assert not Machine.objects.get(pk=machine.pk).last_used_at
+
+
 def test_max_secret_age_expires_a_secret(machine_and_secret, request_ctx, cli_actor, time_machine):
     machine, raw = machine_and_secret
     machine_update(actor=cli_actor, machine=machine, max_secret_age=3600)
@@ -250,7 +291,7 @@ def test_a_tombstone_keeps_a_stale_reader_from_caching(
         machine_update(actor=cli_actor, machine=machine, access_token_ttl=60)
 
     # ...and tries to cache what it read after the change committed.
-    added = cache.add(machine_cache_key(machine.client_id), stale, 300)
+    added = cache.add(machine_cache_key(machine.client_id), machine_auth_entry_encode(stale), 300)
 
     assert added is False
     assert machine_auth_entry_get(machine.client_id).machine.access_token_ttl == 60
@@ -286,7 +327,7 @@ def test_a_tombstone_outlives_a_slow_reader(
         machine_update(actor=cli_actor, machine=machine, access_token_ttl=60)
 
     time_machine.move_to("2026-01-05 12:00:09+00:00", tick=False)  # a reader 9 s late
-    added = cache.add(machine_cache_key(machine.client_id), stale, 300)
+    added = cache.add(machine_cache_key(machine.client_id), machine_auth_entry_encode(stale), 300)
 
     assert added is False
     assert machine_auth_entry_get(machine.client_id).machine.access_token_ttl == 60
@@ -318,7 +359,7 @@ def test_the_tombstone_write_is_retried_once(
 
     with django_capture_on_commit_callbacks(execute=True):
         secret_revoke(actor=cli_actor, secret=ClientSecret.objects.get(machine=machine))
-    added = cache.add(key, stale, 300)
+    added = cache.add(key, machine_auth_entry_encode(stale), 300)
 
     assert added is False
     assert cache.get(key) == "tombstone"

@@ -42,7 +42,8 @@ def test_secret_format_has_256_random_bits_and_a_scannable_prefix(machine_and_se
     assert row.display_prefix == raw[:11]
     assert row.last_four == raw[-4:]
     assert row.pepper_id == "p2"  # the newest pepper hashes
-    assert row.digest == secret_digest(secret=raw, pepper_id="p2")
+    assert row.digest_version == 2
+    assert row.digest == secret_digest(secret=raw, client_id=machine.client_id, pepper_id="p2")
     assert str(row) == f"{raw[:11]}…{raw[-4:]}"
 
 
@@ -65,7 +66,7 @@ def test_secrets_appear_nowhere_in_the_database_but_as_digests(
     for raw in (first, second):
         assert raw not in text
         assert raw[len(SECRET_PREFIX) :] not in text
-    assert secret_digest(secret=second, pepper_id="p2") in text
+    assert secret_digest(secret=second, client_id=machine.client_id, pepper_id="p2") in text
     assert Machine.objects.get(pk=machine.pk).client_secret == ""
 
 
@@ -74,7 +75,7 @@ def test_a_secret_under_an_older_pepper_still_verifies(machine_and_secret):
     raw = SECRET_PREFIX + "x" * 43
     ClientSecret.objects.create(
         machine=machine,
-        digest=secret_digest(secret=raw, pepper_id="p1"),
+        digest=secret_digest(secret=raw, client_id=machine.client_id, pepper_id="p1"),
         pepper_id="p1",
         display_prefix=raw[:11],
         last_four=raw[-4:],

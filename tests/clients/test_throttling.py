@@ -145,3 +145,52 @@ def test_throttle_state_is_in_redis(machine_and_secret, time_machine, settings):
     assert settings.CACHES["default"]["BACKEND"] == "identity_portal.cache.RedisCache"
     blocks = [key for key in cache._cache.get_client().keys("*throttle:block*")]
     assert len(blocks) == 1
+
+
+# --- who is counted: an IPv4 address, the /64 of an IPv6 address ---------------
+
+
+def _pair(client_id: str, source: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(f"{client_id}\x00{source}".encode()).hexdigest()[:40]
+
+
+@pytest.mark.parametrize(
+    ("ip", "source"),
+    [
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("2001:DB8:1:2:0:0:0:ffff", "2001:db8:1:2::/64"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),  # an IPv4-mapped address counts as the IPv4 one
+        ("203.0.113.7", "203.0.113.7"),
+        (None, "none"),
+    ],
+)
+def test_throttle_keys_count_ipv6_by_its_64_and_ipv4_by_its_address(ip, source):
+    keys = throttle_keys(client_id="billing", ip=ip, now=THROTTLE_WINDOW * 10 + 5)
+
+    assert keys.block_ip == f"clients:throttle:block:ip:{source}"
+    assert keys.fail_ip == f"clients:throttle:fail:ip:{source}:10"
+    assert keys.block_pair == f"clients:throttle:block:pair:{_pair('billing', source)}"
+    assert keys.fail_pair == f"clients:throttle:fail:pair:{_pair('billing', source)}:10"
+
+
+def test_neighbouring_ipv6_networks_and_ipv4_addresses_are_counted_apart():
+    def block(ip):
+        return throttle_keys(client_id="c", ip=ip, now=0).block_ip
+
+    assert block("2001:db8:1:2::1") != block("2001:db8:1:3::1")
+    assert block("198.51.100.9") != block("198.51.100.10")
+
+
+def test_failures_spread_over_one_ipv6_64_are_throttled_together(machine_and_secret, time_machine):
+    machine, raw = machine_and_secret
+    time_machine.move_to(START, tick=False)
+    for index in range(THROTTLE_CLIENT_IP_FREE_FAILURES + 1):
+        _fail(machine.client_id, ip=f"2001:db8:7:7::{index + 1:x}")  # a new address each time
+
+    # Another address of the same /64 is blocked, even with the right secret...
+    assert _throttled(machine.client_id, attempt=raw, ip="2001:db8:7:7:ffff::1") == 1
+    # ...the next /64 is not.
+    _try(machine.client_id, raw, ip="2001:db8:7:8::1")

@@ -22,7 +22,7 @@ from tokens.models import IssuedToken
 VARYING = {"X-Request-ID", "Content-Length", "Date"}
 
 
-def _via_lane(*, body: bytes, method: str = "POST", **meta) -> tuple[int, dict, bytes]:
+def _via_lane(*, body: bytes, method: str = "POST", app=None, **meta) -> tuple[int, dict, bytes]:
     environ = {
         "REQUEST_METHOD": method,
         "PATH_INFO": "/oauth/token",
@@ -47,7 +47,7 @@ def _via_lane(*, body: bytes, method: str = "POST", **meta) -> tuple[int, dict, 
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
     try:
-        result = application(environ, start_response)
+        result = (app or application)(environ, start_response)
         try:
             content = b"".join(result)
         finally:
@@ -184,3 +184,30 @@ def test_a_refused_user_agent_is_a_json_403_in_the_lane(settings, signing_key):
         "error": "invalid_request",
         "error_description": "The request was refused.",
     }
+
+
+@pytest.mark.django_db
+def test_an_http_token_request_is_redirected_to_https_as_djangos_stack_does(
+    client, settings, signing_key, machine_factory
+):
+    registered = machine_factory()
+    settings.SECURE_SSL_REDIRECT = True
+    lane = token_lane.TokenLane()  # reads the setting when built, as the middleware does
+    case = dict(
+        body=b"grant_type=client_credentials",
+        HTTP_AUTHORIZATION=basic(registered.client_id, registered.secret),
+    )
+
+    lane_status, lane_headers, lane_body = _via_lane(app=lane, CONTENT_TYPE=FORM, **case)
+    django_status, django_headers, django_body = _via_django(client, **case)
+
+    assert (lane_status, lane_headers["Location"]) == (301, "https://testserver/oauth/token")
+    assert (django_status, django_headers["Location"]) == (301, "https://testserver/oauth/token")
+    assert lane_body == django_body == b""
+    assert IssuedToken.objects.count() == 0
+    assert AuditEvent.objects.filter(event_type="token.issued").count() == 0
+    # Over HTTPS the same lane issues the token.
+    secure_status, _, _ = _via_lane(
+        app=lane, CONTENT_TYPE=FORM, **{"wsgi.url_scheme": "https", "SERVER_PORT": "443"}, **case
+    )
+    assert secure_status == 200

@@ -353,3 +353,30 @@ def test_an_empty_parameter_counts_as_omitted(client, signing_key, machine_facto
         "error_description": "client_id is required",
     }
     assert IssuedToken.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("peer", "recorded"),
+    [
+        ("/run/portal.sock", None),  # a unix socket peer is no address
+        ("fe80::1%eth0", None),  # a zoned IPv6 address, which inet refuses
+        ("not an address", None),
+        ("2001:db8::7", "2001:db8::7"),
+    ],
+)
+def test_a_peer_that_is_no_storable_address_is_recorded_as_none_and_the_token_issued(
+    client, signing_key, machine_factory, peer, recorded
+):
+    registered = machine_factory()
+
+    response = client.post(
+        "/oauth/token",
+        data="grant_type=client_credentials",
+        content_type=FORM,
+        HTTP_AUTHORIZATION=basic(registered.client_id, registered.secret),
+        REMOTE_ADDR=peer,
+    )
+
+    assert response.status_code == 200
+    event = AuditEvent.objects.get(event_type="token.issued")
+    assert event.source_ip == recorded

@@ -13,6 +13,9 @@ from audit.context import Actor
 
 # Exit status for refused input (unknown machine, scope or audience, bad values).
 USAGE_ERROR = 2
+# Exit status when the change is saved but the cache could not be told about it:
+# other processes may act on the previous state for a while (clients.cache_outcome).
+CACHE_NOT_TOLD = 3
 
 
 def cli_actor(command: str) -> Actor:
@@ -33,6 +36,11 @@ def refuse_invalid(error: ValidationError) -> CommandError:
     else:
         parts = error.messages
     return refuse("; ".join(parts))
+
+
+def cache_not_told(failures: list[str]) -> CommandError:
+    """The change happened (its JSON is printed), but say on stderr what did not."""
+    return CommandError(" ".join(failures), returncode=CACHE_NOT_TOLD)
 
 
 def dump(value: Any) -> str:

@@ -2,6 +2,9 @@
 
 Prints JSON on stdout. The raw secret appears exactly once, in the output of
 ``create`` or ``rotate-secret``. Every change is audited with actor kind ``cli``.
+When the change is saved but the cache could not be told (a revoked secret or
+a disabled machine may keep working elsewhere for a while), the JSON is still
+printed, stderr says so and the exit status is 3.
 """
 
 from __future__ import annotations
@@ -9,7 +12,14 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand
 
-from clients.management.commands._cli import cli_actor, dump, refuse, refuse_invalid
+from clients.cache_outcome import cache_failures_collected
+from clients.management.commands._cli import (
+    cache_not_told,
+    cli_actor,
+    dump,
+    refuse,
+    refuse_invalid,
+)
 from clients.models import ClientSecret, Machine
 from clients.selectors import machine_get, machine_list, secret_expiry, secret_get_by_prefix
 from clients.services import (
@@ -87,11 +97,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, action: str, **options):
         actor = cli_actor(f"machine {action}")
-        try:
-            result = getattr(self, "_" + action.replace("-", "_"))(actor, options)
-        except ValidationError as exc:
-            raise refuse_invalid(exc) from exc
+        with cache_failures_collected() as failures:
+            try:
+                result = getattr(self, "_" + action.replace("-", "_"))(actor, options)
+            except ValidationError as exc:
+                raise refuse_invalid(exc) from exc
         self.stdout.write(dump(result))
+        if failures:
+            raise cache_not_told(failures)
 
     def _machine(self, client_id: str) -> Machine:
         try:

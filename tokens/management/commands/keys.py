@@ -1,4 +1,8 @@
-"""``manage.py keys``: rotate, list, revoke and rewrap signing keys."""
+"""``manage.py keys``: rotate, list, revoke and rewrap signing keys.
+
+When a change is saved but the cache could not be told (other processes may keep
+the previous keys), the JSON is printed, stderr says so and the exit status is 3,
+as for ``manage.py machine``."""
 
 import json
 
@@ -6,6 +10,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from audit.context import Actor
+from clients.cache_outcome import cache_failures_collected
+from clients.management.commands._cli import cache_not_told
 from tokens.choices import KeyAlgorithm
 from tokens.models import SigningKey
 from tokens.selectors import signing_keys_list
@@ -31,6 +37,12 @@ class Command(BaseCommand):
         sub.add_parser("rewrap", help="Re-encrypt private keys under the newest KEK.")
 
     def handle(self, *args, **options):
+        with cache_failures_collected() as failures:
+            self._handle(options)
+        if failures:
+            raise cache_not_told(failures)
+
+    def _handle(self, options):
         actor = Actor.cli("manage.py keys")
         action = options["action"]
         if action == "rotate":
