@@ -53,3 +53,33 @@ def test_the_database_refuses_a_misleading_value(machine_and_secret, column):
 
     machine.refresh_from_db()
     assert getattr(machine, column) == TOOLKIT_PINNED_COLUMNS[column]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrating_resets_misleading_values_left_by_the_previous_release(machine_and_secret):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    machine, _ = machine_and_secret
+    someone = get_user_model().objects.create_user("someone")
+    executor = MigrationExecutor(connection)
+    executor.migrate([("clients", "0002_clientsecret_digest_version")])
+    try:
+        # What a previous release (or a hand in the database) may have left in the row.
+        values = {**MISLEADING, "cimd_expires_at": timezone.now(), "user_id": someone.pk}
+        del values["user"]
+        columns = ", ".join(f"{name} = %s" for name in values)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE clients_machine SET {columns} WHERE id = %s",  # noqa: S608 (our names)
+                [*values.values(), machine.pk],
+            )
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+    machine.refresh_from_db()
+    assert {column: getattr(machine, column) for column in TOOLKIT_PINNED_COLUMNS} == (
+        TOOLKIT_PINNED_COLUMNS
+    )
+    assert machine.name == "billing-job"
