@@ -20,6 +20,8 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed-run
 
 run: $(VENV)/.installed-run
+	@# PostgreSQL with two roles: the migration role creates the runtime role (DATABASE_URL's).
+	@if [ -n "$$MIGRATION_DATABASE_URL" ]; then $(BIN)/python manage.py db_roles --execute; fi
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py first_run
 	$(BIN)/python manage.py collectstatic --no-input --verbosity 0

@@ -20,11 +20,11 @@ class AuditEvent(models.Model):
     """An immutable record of something that happened.
 
     Writers insert concurrently, inside the transaction of the change they
-    record. The seal fields (``position``, ``prev_hash``, ``hash``,
-    ``sealed_at``) are empty at insert and filled exactly once by the sealer,
-    which orders committed events into a hash chain. Events carry kinds, ids
-    and display names rather than foreign keys, so the record outlives what
-    it describes and ``audit`` depends on no other app.
+    record, and the row is never written again: the sealer records its chain
+    position in an ``AuditSeal`` row of its own, so each event costs one
+    insert (one entry per index) and the table is insert-only. Events carry
+    kinds, ids and display names rather than foreign keys, so the record
+    outlives what it describes and ``audit`` depends on no other app.
     """
 
     occurred_at = models.DateTimeField(default=timezone.now, db_index=True)
@@ -46,13 +46,6 @@ class AuditEvent(models.Model):
     request_id = models.CharField(max_length=128, blank=True, default="")
     details = models.JSONField(default=dict, blank=True)
 
-    # Filled once by the sealer.
-    position = models.BigIntegerField(null=True, blank=True, unique=True)
-    # db_default too, so a raw INSERT may leave the seal columns out entirely.
-    prev_hash = models.CharField(max_length=64, blank=True, default="", db_default="")
-    hash = models.CharField(max_length=64, blank=True, default="", db_default="")
-    sealed_at = models.DateTimeField(null=True, blank=True)
-
     objects = AuditEventQuerySet.as_manager()
 
     class Meta:
@@ -64,18 +57,13 @@ class AuditEvent(models.Model):
             models.Index(fields=["event_type"], name="audit_event_type_idx"),
             models.Index(fields=["target_id"], name="audit_target_idx"),
             models.Index(fields=["actor_kind", "actor_id"], name="audit_actor_idx"),
-            models.Index(
-                fields=["id"],
-                name="audit_unsealed_idx",
-                condition=models.Q(position__isnull=True),
-            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.event_type} {self.actor_kind}:{self.actor_id} -> {self.target_id}"
 
     def save(self, *args, **kwargs):
-        # Insert only; sealing goes through the sealer's guarded UPDATE.
+        # Insert only: sealing writes an AuditSeal row, never this one.
         if self.pk is not None and not kwargs.get("force_insert"):
             raise ValidationError("Audit events are append-only.")
         super().save(*args, **kwargs)
@@ -83,9 +71,57 @@ class AuditEvent(models.Model):
     def delete(self, *args, **kwargs):
         raise ValidationError("Audit events are append-only.")
 
-    @property
-    def sealed(self) -> bool:
-        return self.position is not None
+
+class AuditSealQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise ValidationError("Audit seals are insert-only.")
+
+    def delete(self):
+        raise ValidationError("Audit seals are insert-only.")
+
+
+class AuditSeal(models.Model):
+    """One event's place in the hash chain, written once by the sealer.
+
+    ``hash = SHA-256(canonical record || prev_hash)``, where the record is the
+    event's columns plus ``position`` and ``sealed_at`` from this row
+    (``chain.RECORD_FIELDS``). Rows are only ever appended at the head: on
+    PostgreSQL a trigger refuses one whose position or ``prev_hash`` does not
+    extend the newest row, and every UPDATE or DELETE (pruning goes through a
+    function the migration role owns, which keeps the row of the last pruned
+    position as the anchor the chain continues from, its event gone).
+
+    No foreign key: the anchor row outlives its event, and a constraint would
+    add a lookup to every seal for nothing the trigger does not check already.
+    """
+
+    position = models.BigIntegerField(primary_key=True)
+    event = models.OneToOneField(
+        AuditEvent,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        related_name="seal",
+        null=True,
+    )
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+    sealed_at = models.DateTimeField()
+
+    objects = AuditSealQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["position"]
+
+    def __str__(self) -> str:
+        return f"seal {self.position} of event {self.event_id}"
+
+    def save(self, *args, **kwargs):
+        if not kwargs.get("force_insert"):
+            raise ValidationError("Audit seals are insert-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ValidationError("Audit seals are insert-only.")
 
 
 class AuditCheckpointQuerySet(models.QuerySet):

@@ -2,7 +2,9 @@
 
 Everything here reads sealed events in position order with keyset batches
 (``position > last``), so a million events never sit in memory and a
-concurrent sealer only ever appends past what has been read.
+concurrent sealer only ever appends past what has been read. An event's
+chain fields live in its ``AuditSeal`` row; ``audit_events_sealed`` joins
+them back under the names the chain and the exports use.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Max, Min, Q, QuerySet
+from django.db.models import F, Max, Min, Q, QuerySet
 
 from audit import chain
-from audit.choices import ActorKind
-from audit.models import AuditCheckpoint, AuditEvent
+from audit.choices import ActorKind, CheckpointKind
+from audit.models import AuditCheckpoint, AuditEvent, AuditSeal
 from audit.signing import audit_public_jwks, audit_verification_keys
 
 # Stored columns read to rebuild an event's record (RECORD_FIELDS) plus its seal.
@@ -49,9 +51,19 @@ class AuditFilters:
         }
 
 
+def audit_events_sealed() -> QuerySet[AuditEvent]:
+    """Sealed events, each with ``position``, ``prev_hash``, ``hash`` and ``sealed_at``."""
+    return AuditEvent.objects.filter(seal__isnull=False).annotate(
+        position=F("seal__position"),
+        prev_hash=F("seal__prev_hash"),
+        hash=F("seal__hash"),
+        sealed_at=F("seal__sealed_at"),
+    )
+
+
 def audit_events_filter(*, filters: AuditFilters) -> QuerySet[AuditEvent]:
     """Sealed events matching ``filters``. ``actor`` is ``kind:id`` or a bare id."""
-    events = AuditEvent.objects.filter(position__isnull=False)
+    events = audit_events_sealed()
     if filters.since is not None:
         events = events.filter(occurred_at__gte=filters.since)
     if filters.until is not None:
@@ -85,35 +97,13 @@ def audit_events_stream(
     statistics), and filtered exports simply get fewer rows per window.
     """
     if up_to is None:
-        up_to = AuditEvent.objects.aggregate(head=Max("position"))["head"] or 0
+        up_to = audit_chain_head()[0]
     low = after
     while low < up_to:
         high = min(low + chunk_size, up_to)
         window = events.filter(position__gt=low, position__lte=high).order_by("position")
         yield from window.values(*EVENT_COLUMNS)
         low = high
-
-
-# --- Seal reads: the only places that read an event's position and hash directly ---
-
-
-def audit_sealed_head() -> tuple[int, str] | None:
-    """The newest sealed event's position and hash, or None when no sealed event is left."""
-    return (
-        AuditEvent.objects.filter(position__isnull=False)
-        .order_by("-position")
-        .values_list("position", "hash")
-        .first()
-    )
-
-
-def audit_sealed_first_at_or_below(*, position: int) -> int | None:
-    """The lowest sealed position at or below ``position`` (none should exist below an anchor)."""
-    return (
-        AuditEvent.objects.filter(position__lte=position)
-        .aggregate(first=Min("position"))
-        .get("first")
-    )
 
 
 # --- Checkpoints ----------------------------------------------------------------
@@ -126,22 +116,6 @@ def audit_checkpoints_after(*, after_id: int, limit: int) -> list[dict[str, Any]
         .order_by("id")
         .values(*CHECKPOINT_COLUMNS)[:limit]
     )
-
-
-def _checkpoint_authentic(row: dict[str, Any], keys: dict[str, Any]) -> bool:
-    """Signed by one of our keys and linked to the row before it (when it is chained)."""
-    if not chain.checkpoint_valid(row, keys):
-        return False
-    if not row["prev_checkpoint"]:
-        return True
-    before = (
-        AuditCheckpoint.objects.filter(id__lt=row["id"])
-        .order_by("-id")
-        .values(*CHECKPOINT_COLUMNS)
-        .first()
-    )
-    expected = chain.checkpoint_digest(before) if before else chain.GENESIS_CHECKPOINT
-    return row["prev_checkpoint"] == expected
 
 
 def audit_checkpoint_last() -> dict[str, Any] | None:
@@ -157,39 +131,53 @@ def audit_checkpoint_last() -> dict[str, Any] | None:
     return None
 
 
-def audit_chain_anchor() -> tuple[int, str]:
-    """Where the chain starts: the anchor of the newest authentic prune, or the genesis.
-
-    Only a checkpoint whose signature verifies under our keys and that links to
-    the checkpoint before it counts, so a row written straight into the table
-    cannot move where the sealer continues or where verification starts.
-    """
-    keys = audit_verification_keys()
-    rows = (
-        AuditCheckpoint.objects.filter(anchor_position__gt=0)
-        .order_by("-anchor_position", "-id")
-        .values(*CHECKPOINT_COLUMNS)
-        .iterator()
-    )
-    for row in rows:
-        if _checkpoint_authentic(row, keys):
-            return row["anchor_position"], row["anchor_hash"]
-    return 0, chain.GENESIS_HASH
+# --- The chain's ends, from the seal table ----------------------------------
 
 
 def audit_chain_head() -> tuple[int, str]:
-    """The newest sealed position and its hash; after a prune left no event, the anchor.
+    """The newest sealed position and its hash, or the genesis.
 
-    Checkpoint rows count only through ``audit_chain_anchor`` (signed and chained):
-    an unsigned row claiming a far-ahead head must not re-base the sealer.
+    From the seal table alone: a prune keeps the seal row of the last position
+    it removed, so the head survives a prune of everything, and no checkpoint
+    row (which anyone with INSERT could add, unsigned) can re-base the sealer.
     """
-    anchor = audit_chain_anchor()
-    event = audit_sealed_head()
-    return max(event, anchor) if event is not None else anchor
+    head = AuditSeal.objects.order_by("-position").values_list("position", "hash").first()
+    return head or (0, chain.GENESIS_HASH)
+
+
+def audit_sealed_horizon() -> int:
+    """The highest sealed event id: every committed event at or below it is sealed.
+
+    The sealer keeps this true (``audit.services.audit_seal_pending``), so
+    finding what to seal is an index range scan above it.
+    """
+    return AuditSeal.objects.aggregate(top=Max("event_id"))["top"] or 0
+
+
+def audit_chain_anchor() -> tuple[int, str]:
+    """Where the chain starts: the last pruned position and its hash, or the genesis.
+
+    From the seal table, like the head: a prune keeps the seal row of the last
+    position it removed (its event gone), so the lowest seal row says where the
+    chain starts. The runtime role can neither change nor delete seal rows,
+    whereas it can INSERT a checkpoint row, signed or not, naming any anchor.
+    """
+    first = (
+        AuditSeal.objects.order_by("position")
+        .values_list("position", "prev_hash", "hash", "event_id")
+        .first()
+    )
+    if first is None:
+        return 0, chain.GENESIS_HASH
+    position, prev_hash, digest, event_id = first
+    if event_id is not None and AuditEvent.objects.filter(pk=event_id).exists():
+        return position - 1, prev_hash
+    return position, digest
 
 
 def audit_unsealed_count() -> int:
-    return AuditEvent.objects.filter(position__isnull=True).count()
+    """Committed events waiting for the sealer (above the sealed horizon)."""
+    return AuditEvent.objects.filter(id__gt=audit_sealed_horizon()).count()
 
 
 @dataclass
@@ -229,7 +217,21 @@ def audit_chain_verify(
     held = chain.CheckpointChain(keys)
     rows = AuditCheckpoint.objects.order_by("id").values(*CHECKPOINT_COLUMNS)
     for checkpoint in rows.iterator(chunk_size=chunk_size):
+        anchored_at = held.anchor_position
         report.problem = held.feed(checkpoint)
+        if (
+            report.problem is None
+            and checkpoint["anchor_position"] > anchored_at
+            and checkpoint["kind"] != CheckpointKind.PRUNE
+        ):
+            # Only a prune moves the anchor, and it signs its own checkpoint: the
+            # anchor of the others is read from the seal table, where a superuser who
+            # deleted the oldest events would otherwise have it signed as a prune.
+            report.problem = chain.Problem(
+                checkpoint["anchor_position"],
+                "the prune anchor moved without a prune checkpoint",
+                checkpoint=chain.describe_checkpoint(checkpoint),
+            )
         if report.problem is not None:
             report.checkpoints = held.count
             return report
@@ -243,15 +245,19 @@ def audit_chain_verify(
             return report
         report.witnessed[name] = len(entries)
 
-    stray = audit_sealed_first_at_or_below(position=anchor_position)
+    stray = (
+        audit_events_sealed()
+        .filter(position__lte=anchor_position)
+        .aggregate(first=Min("position"))
+        .get("first")
+    )
     if stray is not None:
         report.problem = chain.Problem(stray, "event present at or below the prune anchor")
         return report
-
     walker = chain.ChainWalker(
         anchor_position=anchor_position, anchor_hash=anchor_hash, contiguous=True
     )
-    events = AuditEvent.objects.all()
+    events = audit_events_sealed()
     for values in audit_events_stream(events=events, after=anchor_position, chunk_size=chunk_size):
         problem = walker.feed(chain.event_record(values), values["prev_hash"], values["hash"])
         claim = held.claims.get(walker.position)
@@ -272,6 +278,26 @@ def audit_chain_verify(
             walker.position + 1,
             f"missing (a checkpoint signed position {newest_signed})",
             checkpoint=held.claims[newest_signed][1],
+        )
+        return report
+    seal_anchor = audit_chain_anchor()
+    if seal_anchor != (anchor_position, anchor_hash):
+        # What the sealer, checkpoints and exports start from must be what was signed.
+        report.problem = chain.Problem(
+            seal_anchor[0],
+            f"the seal table's anchor is not the signed prune anchor (position {anchor_position})",
+        )
+        return report
+    skipped = (
+        AuditEvent.objects.filter(seal__isnull=True, id__lt=audit_sealed_horizon())
+        .values_list("id", flat=True)
+        .first()
+    )
+    if skipped is not None:
+        # The sealer seals every committed event below its horizon: a row here was
+        # inserted behind its back (an explicit id), outside the chain.
+        report.problem = chain.Problem(
+            None, f"event id {skipped} is below the sealed head but not sealed"
         )
     return report
 

@@ -15,29 +15,45 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from audit import chain
 from audit.choices import CheckpointKind, EventType, Outcome
 from audit.context import Actor, RequestContext, Target
-from audit.models import AuditCheckpoint, AuditEvent
+from audit.models import AuditCheckpoint, AuditEvent, AuditSeal
 from audit.selectors import (
     AuditFilters,
     audit_chain_anchor,
     audit_chain_head,
     audit_checkpoint_last,
     audit_events_filter,
+    audit_events_sealed,
     audit_events_stream,
+    audit_sealed_horizon,
 )
 from audit.signing import audit_key_id, audit_public_jwk, audit_sign
 from audit.witness import audit_witness_publish
+
+logger = logging.getLogger(__name__)
+
+# An event's own columns that its hashed record covers (the rest come from its seal).
+EVENT_RECORD_COLUMNS = tuple(
+    name for name in chain.RECORD_FIELDS if name not in ("position", "sealed_at")
+)
+
+# How long a sealer run waits for open transactions that may still commit events
+# below the newest id (the token path's are done in milliseconds).
+SEAL_WAIT_SECONDS = 5.0
 
 # pg_advisory_xact_lock key of the chain head ("audit" in ASCII).
 CHAIN_LOCK_KEY = 0x6175646974
@@ -127,62 +143,119 @@ def _chain_lock() -> None:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [CHAIN_LOCK_KEY])
 
 
+def _committed_below() -> int | None:
+    """PostgreSQL: the highest event id below which every event is committed or gone.
+
+    Ids are drawn when a row is inserted, but transactions commit in any order:
+    an event with a lower id can become visible after a higher one was sealed.
+    So the sealer reads the highest visible id with its snapshot, then waits for
+    the transactions of this database that were running at that snapshot. Every
+    event at or below that id was drawn by a transaction that had its xid already
+    (the id column's default takes the xid before ``nextval``, migration 0009),
+    so once those are done nothing below it can still appear. None when one of
+    them is still running after ``SEAL_WAIT_SECONDS``: this run seals nothing
+    new, the next one tries again. Only sessions whose ``backend_xid`` this role
+    may see are waited for: the runtime role sees its own, which are the ones
+    that write events.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(max(id), 0), pg_current_snapshot()::text FROM audit_auditevent"
+        )
+        top, snapshot = cursor.fetchone()
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute(
+            "SELECT array_agg(x::text) FROM pg_snapshot_xip(%s::pg_snapshot) AS x "
+            "WHERE xid(x) IN (SELECT backend_xid FROM pg_stat_activity "
+            "WHERE datname = current_database() AND backend_xid IS NOT NULL)",
+            [snapshot],
+        )
+        running = cursor.fetchone()[0] or []
+        deadline = time.monotonic() + SEAL_WAIT_SECONDS
+        while running:
+            cursor.execute(
+                "SELECT array_agg(x) FROM unnest(%s::text[]) AS x "
+                "WHERE pg_xact_status(x::xid8) = 'in progress'",
+                [running],
+            )
+            running = cursor.fetchone()[0] or []
+            if not running:
+                break
+            if time.monotonic() >= deadline:
+                logger.warning(
+                    "audit sealing waits for %d open transaction(s); nothing new sealed",
+                    len(running),
+                )
+                return None
+            time.sleep(0.005)
+    return top
+
+
 @transaction.atomic
-def _seal_batch(*, batch_size: int, after_id: int) -> tuple[int, int]:
+def _seal_batch(*, batch_size: int, up_to: int | None) -> int:
     _chain_lock()
-    rows = list(
-        AuditEvent.objects.filter(position__isnull=True, id__gt=after_id)
-        .order_by("id")
-        .values("id", *chain.RECORD_FIELDS)[:batch_size]
-    )
+    events = AuditEvent.objects.filter(id__gt=audit_sealed_horizon())
+    if up_to is not None:
+        events = events.filter(id__lte=up_to)
+    rows = list(events.order_by("id").values("id", *EVENT_RECORD_COLUMNS)[:batch_size])
     if not rows:
-        return 0, after_id
+        return 0
     position, prev_hash = audit_chain_head()
     sealed_at = timezone.now()
-    stored_sealed_at = connection.ops.adapt_datetimefield_value(sealed_at)
-    updates = []
+    seals = []
     for row in rows:
         position += 1
         row.update(position=position, sealed_at=sealed_at)
         digest = chain.event_hash(chain.event_record(row), prev_hash)
-        updates.append((row["id"], position, prev_hash, digest))
+        seals.append(
+            AuditSeal(
+                position=position,
+                event_id=row["id"],
+                prev_hash=prev_hash,
+                hash=digest,
+                sealed_at=sealed_at,
+            )
+        )
         prev_hash = digest
-    with connection.cursor() as cursor:
-        # The only UPDATE the trigger allows: empty seal fields filled once.
-        if connection.vendor == "postgresql":
-            ids, positions, prev_hashes, hashes = (list(c) for c in zip(*updates, strict=True))
+    if connection.vendor == "postgresql":
+        # One INSERT from arrays (one short statement, whatever the batch size); the
+        # trigger checks the rows extend the head.
+        columns = list(
+            zip(*((s.position, s.event_id, s.prev_hash, s.hash) for s in seals), strict=True)
+        )
+        with connection.cursor() as cursor:
             cursor.execute(
-                "UPDATE audit_auditevent AS e SET position = v.position, prev_hash = v.prev_hash, "
-                "hash = v.hash, sealed_at = %s "
-                "FROM unnest(%s::bigint[], %s::bigint[], %s::text[], %s::text[]) "
-                "AS v(id, position, prev_hash, hash) WHERE e.id = v.id AND e.position IS NULL",
-                [stored_sealed_at, ids, positions, prev_hashes, hashes],
+                "INSERT INTO audit_auditseal (position, event_id, prev_hash, hash, sealed_at) "
+                "SELECT p, e, ph, h, %s FROM unnest(%s::bigint[], %s::bigint[], %s::text[], "
+                "%s::text[]) AS v(p, e, ph, h)",
+                [connection.ops.adapt_datetimefield_value(sealed_at), *map(list, columns)],
             )
-        else:
-            cursor.executemany(
-                "UPDATE audit_auditevent SET position = %s, prev_hash = %s, hash = %s, "
-                "sealed_at = %s WHERE id = %s AND position IS NULL",
-                [(p, prev, h, stored_sealed_at, i) for i, p, prev, h in updates],
-            )
-        if cursor.rowcount != len(rows):
-            # Someone sealed these rows outside the lock: roll back rather than fork.
-            raise RuntimeError("audit sealing raced with another sealer; nothing was sealed")
-    return len(rows), rows[-1]["id"]
+    else:
+        AuditSeal.objects.bulk_create(seals)
+    return len(rows)
 
 
 def audit_seal_pending(*, batch_size: int | None = None, max_batches: int | None = None) -> int:
     """Give every committed unsealed event the next chain position; return how many.
 
-    Events are taken in id order among those committed now; one whose
-    transaction commits later is sealed by a later run. Each batch is its own
-    short transaction, so the lock is never held for long. Within one run the
-    batches move forward by id (rows just sealed leave dead entries in the
-    unsealed index until vacuum); the next run starts again from the lowest id.
+    Each event is written once, when it is recorded; sealing appends one
+    ``AuditSeal`` row per event and touches no event row. What to seal is found
+    as the events above the sealed horizon (the highest sealed event id), in id
+    order, up to the highest id below which every transaction has finished
+    (``_committed_below``), so an event that commits after a higher id never
+    falls behind the horizon unsealed. Each batch is its own short transaction
+    under the chain lock, so the lock is never held for long.
     """
     batch_size = batch_size or settings.AUDIT_SEAL_BATCH_SIZE
-    total = batches = last_id = 0
+    up_to = None
+    if connection.vendor == "postgresql":
+        # SQLite runs one write transaction at a time: ids arrive in commit order.
+        up_to = _committed_below()
+        if up_to is None:
+            return 0
+    total = batches = 0
     while max_batches is None or batches < max_batches:
-        sealed, last_id = _seal_batch(batch_size=batch_size, after_id=last_id)
+        sealed = _seal_batch(batch_size=batch_size, up_to=up_to)
         total += sealed
         batches += 1
         if sealed < batch_size:
@@ -201,14 +274,14 @@ def checkpoint_values(checkpoint: AuditCheckpoint) -> dict[str, Any]:
     }
 
 
-def _checkpoint_insert(
+def _checkpoint_build(
     *, kind: str, position: int, head_hash: str, anchor_position: int, anchor_hash: str
 ) -> AuditCheckpoint:
-    """Sign and insert the next checkpoint, chained to the last one (call under the chain lock).
+    """A signed checkpoint chained to the last one, not saved yet (call under the chain lock).
 
-    Once the transaction commits, the checkpoint (and any a witness missed) is
-    copied to the witnesses outside the database; a failing witness never undoes
-    or blocks the checkpoint.
+    The one place checkpoints are made: ``_checkpoint_insert`` saves it; a prune
+    hands it to the database's prune function, which writes it in the same
+    transaction as the deletion.
     """
     last = audit_checkpoint_last()
     checkpoint = AuditCheckpoint(
@@ -222,9 +295,28 @@ def _checkpoint_insert(
         prev_checkpoint=chain.checkpoint_digest(last) if last else chain.GENESIS_CHECKPOINT,
     )
     checkpoint.signature = audit_sign(chain.checkpoint_payload(checkpoint_values(checkpoint)))
-    checkpoint.save(force_insert=True)
+    return checkpoint
+
+
+def _checkpoint_witness_on_commit(checkpoint: AuditCheckpoint) -> None:
+    """Once the transaction commits, copy the checkpoint (and any a witness missed) to
+    the witnesses outside the database; a failing witness never undoes or blocks it."""
     values = checkpoint_values(checkpoint)
     transaction.on_commit(lambda: audit_witness_publish(checkpoint=values), robust=True)
+
+
+def _checkpoint_insert(
+    *, kind: str, position: int, head_hash: str, anchor_position: int, anchor_hash: str
+) -> AuditCheckpoint:
+    checkpoint = _checkpoint_build(
+        kind=kind,
+        position=position,
+        head_hash=head_hash,
+        anchor_position=anchor_position,
+        anchor_hash=anchor_hash,
+    )
+    checkpoint.save(force_insert=True)
+    _checkpoint_witness_on_commit(checkpoint)
     return checkpoint
 
 
@@ -246,10 +338,65 @@ def audit_checkpoint_create(*, kind: str = CheckpointKind.SCHEDULED) -> AuditChe
 # --- Retention ----------------------------------------------------------------
 
 
+class AuditPruneRefused(Exception):
+    """The database refused the prune (the retention floor, most likely); nothing changed."""
+
+
 @dataclass(frozen=True)
 class PruneResult:
     deleted: int
     anchor_position: int
+
+
+def _checkpoint_columns(checkpoint: AuditCheckpoint) -> dict[str, Any]:
+    """The checkpoint's columns as JSON for the prune function (every column but the id)."""
+    values = {}
+    for field in AuditCheckpoint._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        value = getattr(checkpoint, field.attname)
+        values[field.column] = value.isoformat() if isinstance(value, datetime) else value
+    return values
+
+
+def _prune_prefix(*, up_to: int, checkpoint: AuditCheckpoint) -> int:
+    """Delete the events sealed at positions up to ``up_to`` and write the prune checkpoint.
+
+    On PostgreSQL the runtime role can do neither itself: ``audit_prune_prefix``
+    (SECURITY DEFINER, owned by the migration role) checks that the positions
+    are a sealed prefix older than the retention floor only the migration role
+    sets, that the checkpoint anchors exactly there at the current head, then
+    deletes and inserts it. The seal row of ``up_to`` stays as the anchor.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            try:
+                cursor.execute(
+                    "SELECT audit_prune_prefix(%s, %s::jsonb)",
+                    [up_to, json.dumps(_checkpoint_columns(checkpoint))],
+                )
+            except DatabaseError as exc:
+                diag = getattr(exc.__cause__, "diag", None)
+                raise AuditPruneRefused(getattr(diag, "message_primary", None) or str(exc)) from exc
+            deleted = cursor.fetchone()[0]
+        # The function inserted the row: learn its id for the witnesses.
+        checkpoint.id = (
+            AuditCheckpoint.objects.filter(signature=checkpoint.signature)
+            .values_list("id", flat=True)
+            .get()
+        )
+        return deleted
+    # The embedded tier: one trust domain, nothing below the ORM to ask.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM audit_auditevent WHERE id IN "
+            "(SELECT event_id FROM audit_auditseal WHERE position <= %s)",
+            [up_to],
+        )
+        deleted = cursor.rowcount
+        cursor.execute("DELETE FROM audit_auditseal WHERE position < %s", [up_to])
+    checkpoint.save(force_insert=True)
+    return deleted
 
 
 @transaction.atomic
@@ -270,26 +417,25 @@ def audit_prune(
     head_position, head_hash = audit_chain_head()
     old_anchor, _ = audit_chain_anchor()
     keep_from = (
-        AuditEvent.objects.filter(position__isnull=False, occurred_at__gte=cutoff)
+        audit_events_sealed()
+        .filter(occurred_at__gte=cutoff)
         .order_by("position")
         .values_list("position", flat=True)
         .first()
     )
     up_to = head_position if keep_from is None else keep_from - 1
-    anchor_hash = AuditEvent.objects.filter(position=up_to).values_list("hash", flat=True).first()
+    anchor_hash = AuditSeal.objects.filter(position=up_to).values_list("hash", flat=True).first()
     if up_to <= old_anchor or anchor_hash is None:
         return PruneResult(deleted=0, anchor_position=old_anchor)
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            # The trigger lets DELETE of sealed events through only with this
-            # transaction-local flag, which ends with this transaction.
-            cursor.execute("SET LOCAL audit.prune = 'on'")
-        cursor.execute(
-            "DELETE FROM audit_auditevent WHERE position IS NOT NULL AND position <= %s", [up_to]
-        )
-        deleted = cursor.rowcount
-        if connection.vendor == "postgresql":
-            cursor.execute("SET LOCAL audit.prune = 'off'")
+    checkpoint = _checkpoint_build(
+        kind=CheckpointKind.PRUNE,
+        position=head_position,
+        head_hash=head_hash,
+        anchor_position=up_to,
+        anchor_hash=anchor_hash,
+    )
+    deleted = _prune_prefix(up_to=up_to, checkpoint=checkpoint)
+    _checkpoint_witness_on_commit(checkpoint)
     audit_record(
         event_type=EventType.AUDIT_PRUNED,
         actor=actor or Actor.system("retention"),
@@ -301,19 +447,35 @@ def audit_prune(
             "retention_days": days,
         },
     )
-    _checkpoint_insert(
-        kind=CheckpointKind.PRUNE,
-        position=head_position,
-        head_hash=head_hash,
-        anchor_position=up_to,
-        anchor_hash=anchor_hash,
-    )
     return PruneResult(deleted=deleted, anchor_position=up_to)
 
 
 # --- Export -------------------------------------------------------------------
 
 EXPORT_FORMATS = ("jsonl", "csv")
+# Exports that start again when a prune lands between their checkpoint and their snapshot.
+EXPORT_ATTEMPTS = 3
+
+
+@contextmanager
+def _export_snapshot():
+    """One read-only REPEATABLE READ transaction for the whole export (PostgreSQL).
+
+    The file is read in many windows; each would otherwise see the database as
+    it is then, and a prune committed half-way would remove lines the signed
+    manifest already promised. With one snapshot the export sees the chain as
+    it was at its first read: nothing deleted after that can go missing. Inside
+    an open transaction (tests) the outer one decides. SQLite: no transaction,
+    since an IMMEDIATE one would hold every writer for the export (the embedded
+    tier prunes from the same host, once a day).
+    """
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
 
 
 def manifest_path_for(out_path: Path) -> Path:
@@ -366,16 +528,23 @@ def audit_export(
     """
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"format must be one of {', '.join(EXPORT_FORMATS)}")
-    checkpoint = audit_checkpoint_create(kind=CheckpointKind.EXPORT)
-    rows = audit_events_stream(
-        events=audit_events_filter(filters=filters),
-        after=checkpoint.anchor_position,
-        up_to=checkpoint.position,
-        chunk_size=chunk_size or settings.AUDIT_EXPORT_CHUNK_SIZE,
-    )
-    with out_path.open("wb") as handle:
-        write = _write_csv if fmt == "csv" else _write_jsonl
-        count, first, last = write(handle, rows)
+    for _attempt in range(EXPORT_ATTEMPTS):
+        checkpoint = audit_checkpoint_create(kind=CheckpointKind.EXPORT)
+        with _export_snapshot():
+            if audit_chain_anchor() != (checkpoint.anchor_position, checkpoint.anchor_hash):
+                continue  # a prune moved the anchor after the checkpoint: sign a new one
+            rows = audit_events_stream(
+                events=audit_events_filter(filters=filters),
+                after=checkpoint.anchor_position,
+                up_to=checkpoint.position,
+                chunk_size=chunk_size or settings.AUDIT_EXPORT_CHUNK_SIZE,
+            )
+            with out_path.open("wb") as handle:
+                write = _write_csv if fmt == "csv" else _write_jsonl
+                count, first, last = write(handle, rows)
+            break
+    else:
+        raise RuntimeError("retention pruning kept moving the audit chain's anchor; export again")
     public_jwk = audit_public_jwk()
     manifest: dict[str, Any] = {
         "version": chain.FORMAT_VERSION,

@@ -87,6 +87,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 2, help="portal web workers (cores)"
     )
+    parser.add_argument(
+        "--sealer",
+        action="store_true",
+        help="run the audit sealer beside the portal at AUDIT_SEAL_INTERVAL (python -m "
+        "bench.sealer); each point then ends once its tokens are sealed, and counts the "
+        "sealer's PostgreSQL work",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "var" / "bench", help="output folder")
     args = parser.parse_args(argv)
     args.only = args.only or list(SERVERS)
@@ -142,8 +149,13 @@ def measure_target(
                 timeout_s=args.timeout,
             )
             server.wait_idle()
+        sealer = getattr(server, "sealer", None)
+        if sealer is not None:
+            # Start from a sealed trail, so the point pays for its own tokens only.
+            sealer.wait_pass_after(time.time())
         db_url = audit_url if audit_url and is_postgres(audit_url) else None
         db_before = postgres_backends_cpu(db_url) if db_url else None
+        sealer_before = sealer.cpu_seconds() if sealer is not None else 0.0
         cpu_before = server.cpu_seconds()
         host_before = host_busy_seconds()
         result = run_wrk(
@@ -156,6 +168,12 @@ def measure_target(
         )
         cpu = server.cpu_seconds() - cpu_before
         host = host_busy_seconds() - host_before
+        sealer_cpu = None
+        if sealer is not None:
+            # End once a pass that started after the load has sealed every token of it.
+            server.wait_idle()
+            sealer.wait_pass_after(time.time())
+            sealer_cpu = sealer.cpu_seconds() - sealer_before
         db_cpu = cpu_delta(db_before, postgres_backends_cpu(db_url)) if db_url else None
         server.wait_idle()
         audit = None
@@ -185,6 +203,11 @@ def measure_target(
             "db_cpu_ms_per_token": (
                 round(db_cpu * 1000 / result.ok, 3) if db_cpu is not None and result.ok else None
             ),
+            "sealer_cpu_ms_per_token": (
+                round(sealer_cpu * 1000 / result.ok, 3)
+                if sealer_cpu is not None and result.ok
+                else None
+            ),
             "load_tool_cpu_s": round(result.load_tool_cpu_s, 3),
             # Cores busy with anything else during the point: other people's work on a
             # shared machine (and, for the stock peer, its database).
@@ -210,6 +233,11 @@ def measure_target(
             + (
                 f" (+{p['db_cpu_ms_per_token']:.2f} in PostgreSQL)"
                 if p["db_cpu_ms_per_token"] is not None
+                else ""
+            )
+            + (
+                f" (+{p['sealer_cpu_ms_per_token']:.2f} in the sealer)"
+                if p["sealer_cpu_ms_per_token"] is not None
                 else ""
             )
             + audit_text
@@ -250,6 +278,7 @@ def build_servers(args: argparse.Namespace, run_id: str, portal_url: str) -> lis
                 database_url=portal_url,
                 machines=args.machines,
                 run_id=run_id,
+                sealer=args.sealer,
             )
         )
     if "stock" in args.only:
@@ -293,6 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             "timeout_s": args.timeout,
             "machines": args.machines,
             "workers": args.workers,
+            "sealer": args.sealer,
         },
         "servers": {},
         "points": [],

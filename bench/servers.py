@@ -316,13 +316,88 @@ class Server(abc.ABC):
             proc.wait(timeout=10)
 
 
+class Sealer:
+    """``python -m bench.sealer`` beside the portal: the audit sealer at its interval.
+
+    A process group of its own, like the servers. ``wait_pass_after`` reads the
+    line it prints after each pass, so a measurement can end only once
+    everything it issued is sealed (the sealing cost of its tokens inside it).
+    """
+
+    def __init__(self, *, out_dir: Path, env: dict[str, str]) -> None:
+        self.env = env
+        self.log_path = out_dir / "sealer.log"
+        self.proc: subprocess.Popen | None = None
+        self.interval = float(env.get("AUDIT_SEAL_INTERVAL") or 10)
+
+    def start(self) -> None:
+        self.log_path.write_bytes(b"")
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.sealer"],
+            env=self.env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.wait_pass_after(0.0)
+
+    def passes(self) -> list[dict]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(item, dict) and "finished" in item:
+                out.append(item)
+        return out
+
+    def wait_pass_after(self, moment: float) -> dict:
+        """The first pass that started after ``moment`` (wall clock), once it finished."""
+        deadline = time.monotonic() + self.interval * 3 + 60
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                raise ServerUnavailable(
+                    f"the sealer stopped; {self.log_path}:\n" + _tail(self.log_path)
+                )
+            for item in self.passes():
+                if item["started"] > moment:
+                    return item
+            time.sleep(0.2)
+        raise ServerUnavailable("the sealer made no pass in time")
+
+    def cpu_seconds(self) -> float:
+        return tree_cpu_seconds(self.proc.pid) if self.proc else 0.0
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
 class Portal(Server):
     """The portal under its own web server (granian), as `manage.py serve` starts it."""
 
     name = "portal"
 
     def __init__(
-        self, *, out_dir: Path, workers: int, database_url: str, machines: int, run_id: str
+        self,
+        *,
+        out_dir: Path,
+        workers: int,
+        database_url: str,
+        machines: int,
+        run_id: str,
+        sealer: bool = False,
     ):
         super().__init__(out_dir=out_dir, workers=workers)
         self.database_url = database_url
@@ -331,6 +406,9 @@ class Portal(Server):
         self.credentials: list[tuple[str, str]] = []
         self.notes["database"] = redact_url(database_url)
         self.notes["workers"] = workers
+        self.sealer = Sealer(out_dir=out_dir, env=self.env()) if sealer else None
+        if self.sealer:
+            self.notes["sealer"] = f"every {self.sealer.interval:g} s"
         argv = web_server_argv(self.env())
         self.notes["threads per worker"] = int(argv[argv.index("--blocking-threads") + 1])
 
@@ -389,9 +467,16 @@ class Portal(Server):
 
     def start(self, *, timeout: float = 60.0) -> None:
         super().start(timeout=timeout)
+        if self.sealer:
+            self.sealer.start()
         wait = getattr(self, "settled_at", 0.0) - time.monotonic()
         if wait > 0:
             time.sleep(wait)
+
+    def stop(self) -> None:
+        if self.sealer:
+            self.sealer.stop()
+        super().stop()
 
     def command(self) -> tuple[list[str], dict[str, str], Path]:
         # The same server and flags as `manage.py serve`.

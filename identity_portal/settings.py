@@ -107,6 +107,9 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------
 DATABASE_URL = ENV.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'portal.sqlite3'}")
+# PostgreSQL: the role that owns the schema, used by `manage.py migrate` and `db_roles`
+# only; DATABASE_URL is then the least-privilege runtime role (identity_portal.database_roles).
+MIGRATION_DATABASE_URL = ENV.get("MIGRATION_DATABASE_URL", "")
 DATABASES = {
     "default": dj_database_url.parse(
         DATABASE_URL,

@@ -38,15 +38,29 @@ def _service_gates(request):
 def django_db_setup(django_db_setup, django_db_blocker):
     """Let the test database's flushes TRUNCATE the audit tables.
 
-    The audit trigger refuses TRUNCATE unless ``audit.allow_truncate`` is on;
-    pytest-django resets the database between transactional tests with one.
+    The audit triggers refuse TRUNCATE to every session, and no setting opens
+    them. pytest-django resets the database between transactional tests with
+    one; the test connection is a superuser, so the flush alone runs with
+    ``session_replication_role = replica`` (ordinary triggers off, for that
+    transaction only), which the application's runtime role could never set.
     """
-    with django_db_blocker.unblock():
-        if connection.vendor == "postgresql":
-            name = connection.ops.quote_name(connection.settings_dict["NAME"])
-            with connection.cursor() as cursor:
-                cursor.execute(f"ALTER DATABASE {name} SET audit.allow_truncate = 'on'")
-                cursor.execute("SET audit.allow_truncate = 'on'")
+    if connection.vendor != "postgresql":
+        yield
+        return
+    operations = type(connection.ops)
+    original = operations.sql_flush
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        statements = original(
+            self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade
+        )
+        return ["SET LOCAL session_replication_role = 'replica'", *statements] if statements else []
+
+    operations.sql_flush = sql_flush
+    try:
+        yield
+    finally:
+        operations.sql_flush = original
 
 
 pytest_plugins = [

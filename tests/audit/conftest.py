@@ -33,21 +33,25 @@ def make_events(db):
     return make
 
 
-def tamper(sql: str, params=None) -> None:
-    """Change the audit table behind the application's back, as an attacker with SQL would.
+AUDIT_TABLES = ("audit_auditevent", "audit_auditseal", "audit_auditcheckpoint")
 
-    On PostgreSQL the immutability triggers are switched off around the change
-    (the triggers themselves are tested separately).
+
+def tamper(sql: str, params=None) -> None:
+    """Change the audit tables behind the application's back, as an attacker with SQL would.
+
+    On PostgreSQL the immutability triggers are switched off around the change,
+    as the tables' owner (or a superuser) could (the triggers themselves, and
+    the runtime role that cannot do this, are tested separately).
     """
     with connection.cursor() as cursor:
         postgres = connection.vendor == "postgresql"
         if postgres:
-            cursor.execute("ALTER TABLE audit_auditevent DISABLE TRIGGER USER")
-            cursor.execute("ALTER TABLE audit_auditcheckpoint DISABLE TRIGGER USER")
+            for table in AUDIT_TABLES:
+                cursor.execute(f"ALTER TABLE {table} DISABLE TRIGGER USER")
         cursor.execute(sql, params)
         if postgres:
-            cursor.execute("ALTER TABLE audit_auditevent ENABLE TRIGGER USER")
-            cursor.execute("ALTER TABLE audit_auditcheckpoint ENABLE TRIGGER USER")
+            for table in AUDIT_TABLES:
+                cursor.execute(f"ALTER TABLE {table} ENABLE TRIGGER USER")
 
 
 @pytest.fixture
@@ -100,21 +104,23 @@ def verify_command(*args: str) -> tuple[int, str, str]:
 
 
 def rehash_from(position: int) -> None:
-    """Recompute prev_hash and hash from ``position`` on, exactly as the sealer would.
+    """Recompute the seals' prev_hash and hash from ``position`` on, exactly as the sealer would.
 
     What an attacker does after editing or inserting an event, so that the chain
-    of events is self-consistent again and only signed heads can tell.
+    of events is self-consistent again and only signed heads can tell. The
+    event's chain fields live in its ``audit_auditseal`` row.
     """
     from audit import chain
-    from audit.models import AuditEvent
+    from audit.models import AuditSeal
+    from audit.selectors import audit_events_sealed
 
-    before = AuditEvent.objects.filter(position=position - 1).values_list("hash", flat=True)
+    before = AuditSeal.objects.filter(position=position - 1).values_list("hash", flat=True)
     prev = before.first() or chain.GENESIS_HASH
-    for event in AuditEvent.objects.filter(position__gte=position).order_by("position"):
+    for event in audit_events_sealed().filter(position__gte=position).order_by("position"):
         values = {name: getattr(event, name) for name in chain.RECORD_FIELDS}
         digest = chain.event_hash(chain.event_record(values), prev)
         tamper(
-            "UPDATE audit_auditevent SET prev_hash = %s, hash = %s WHERE id = %s",
-            [prev, digest, event.pk],
+            "UPDATE audit_auditseal SET prev_hash = %s, hash = %s WHERE position = %s",
+            [prev, digest, event.position],
         )
         prev = digest

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.test import override_settings
 
 from audit.choices import Outcome
-from audit.models import AuditCheckpoint, AuditEvent
+from audit.models import AuditCheckpoint, AuditEvent, AuditSeal
 from audit.services import audit_seal_pending
 from tests.audit.conftest import record_token_event
 
@@ -41,7 +41,7 @@ def test_auditor_pages_through_sealed_events_by_position(sealed, client, auditor
     assert positions == [1, 2, 3, 4, 5]
     assert third["next"] is None
     event = first["results"][0]
-    assert event["hash"] == AuditEvent.objects.get(position=1).hash
+    assert event["hash"] == AuditSeal.objects.get(position=1).hash
     assert event["actor_id"] == "m-1"
     assert event["occurred_at"].endswith("Z")
 

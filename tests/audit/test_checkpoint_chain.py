@@ -15,8 +15,13 @@ import time_machine
 
 from audit import chain
 from audit.choices import CheckpointKind
-from audit.models import AuditCheckpoint, AuditEvent
-from audit.selectors import audit_chain_anchor, audit_chain_head, audit_chain_verify
+from audit.models import AuditCheckpoint, AuditEvent, AuditSeal
+from audit.selectors import (
+    audit_chain_anchor,
+    audit_chain_head,
+    audit_chain_verify,
+    audit_events_sealed,
+)
 from audit.services import (
     _checkpoint_insert,
     audit_checkpoint_create,
@@ -118,7 +123,7 @@ def test_unsigned_checkpoint_row_neither_rebases_the_sealer_nor_verifies(make_ev
     assert audit_chain_anchor() == (0, chain.GENESIS_HASH)
     make_events(1)
     audit_seal_pending()
-    assert AuditEvent.objects.order_by("-position").values_list("position", flat=True)[0] == 4
+    assert AuditSeal.objects.order_by("-position").values_list("position", flat=True)[0] == 4
     problem = _problem()
     assert (problem.position, problem.message) == (
         100,
@@ -134,9 +139,9 @@ def test_a_validly_signed_checkpoint_that_is_not_chained_does_not_move_the_ancho
     prune = _checkpoint_insert(
         kind=CheckpointKind.PRUNE,
         position=4,
-        head_hash=AuditEvent.objects.get(position=4).hash,
+        head_hash=AuditSeal.objects.get(position=4).hash,
         anchor_position=2,
-        anchor_hash=AuditEvent.objects.get(position=2).hash,
+        anchor_hash=AuditSeal.objects.get(position=2).hash,
     )
     audit_checkpoint_create()
     tamper(
@@ -193,6 +198,30 @@ def test_a_signed_checkpoint_disagreeing_with_the_events_is_named(make_events):
 
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
+SEAL_COLUMNS = ("position", "prev_hash", "hash", "sealed_at")
+
+
+def _sealed_rows(**lookup) -> list[dict]:
+    """Events with their seals, as an attacker would save them before a prune."""
+    names = [field.attname for field in AuditEvent._meta.concrete_fields]
+    return list(audit_events_sealed().filter(**lookup).values(*names, *SEAL_COLUMNS))
+
+
+def _reinsert(row: dict) -> None:
+    """Put a pruned event and its seal back, triggers off, as a superuser could."""
+    event = {name: value for name, value in row.items() if name not in SEAL_COLUMNS}
+    event["details"] = chain.canonical_json(event["details"]).decode()
+    marks = ", ".join(["%s"] * len(event))
+    # The model's own column names, nothing from input.
+    tamper(
+        f"INSERT INTO audit_auditevent ({', '.join(event)}) VALUES ({marks})",  # noqa: S608
+        list(event.values()),
+    )
+    tamper(
+        "INSERT INTO audit_auditseal (position, event_id, prev_hash, hash, sealed_at) "
+        "VALUES (%s, %s, %s, %s, %s)",
+        [row["position"], row["id"], row["prev_hash"], row["hash"], row["sealed_at"]],
+    )
 
 
 @pytest.fixture
@@ -205,7 +234,7 @@ def pruned(db):
         for n in range(3, 5):
             record_token_event(n)
         audit_seal_pending()
-    removed = {row["position"]: row for row in AuditEvent.objects.filter(position__lte=3).values()}
+    removed = {row["position"]: row for row in _sealed_rows(position__lte=3)}
     with time_machine.travel(START + timedelta(days=401), tick=False):
         result = audit_prune()
     assert result.anchor_position == 3
@@ -214,14 +243,7 @@ def pruned(db):
 
 
 def test_an_event_left_at_or_below_the_prune_anchor_is_named(pruned):
-    row = pruned[2]
-    columns = [name for name in row if name != "id"]
-    marks = ", ".join(["%s"] * len(columns))
-    # The model's own column names, nothing from input.
-    sql = f"INSERT INTO audit_auditevent ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
-    values = [row[name] for name in columns]
-    values[columns.index("details")] = chain.canonical_json(row["details"]).decode()
-    tamper(sql, values)
+    _reinsert(pruned[2])
 
     problem = _problem()
 
@@ -231,11 +253,27 @@ def test_an_event_left_at_or_below_the_prune_anchor_is_named(pruned):
     )
 
 
+def test_a_seal_row_planted_below_the_anchor_is_named(pruned):
+    """A seal without an event below the prune anchor: no event to find there, but the
+    seal table's anchor (what the sealer, checkpoints and exports start from) moved."""
+    tamper(
+        "INSERT INTO audit_auditseal (position, event_id, prev_hash, hash, sealed_at) "
+        "VALUES (2, NULL, '', %s, %s)",
+        ["e" * 64, datetime.now(UTC)],
+    )
+
+    assert audit_chain_anchor() == (2, "e" * 64)
+    assert (_problem().position, _problem().message) == (
+        2,
+        "the seal table's anchor is not the signed prune anchor (position 3)",
+    )
+
+
 def test_an_anchor_that_moves_back_is_named(pruned):
     bad = _checkpoint_insert(
         kind=CheckpointKind.PRUNE,
         position=6,
-        head_hash=AuditEvent.objects.get(position=6).hash,
+        head_hash=AuditSeal.objects.get(position=6).hash,
         anchor_position=2,
         anchor_hash="e" * 64,
     )
@@ -250,7 +288,7 @@ def test_a_changed_anchor_hash_is_named(pruned):
     _checkpoint_insert(
         kind=CheckpointKind.SCHEDULED,
         position=6,
-        head_hash=AuditEvent.objects.get(position=6).hash,
+        head_hash=AuditSeal.objects.get(position=6).hash,
         anchor_position=3,
         anchor_hash="e" * 64,
     )
@@ -269,7 +307,7 @@ def test_an_anchor_disagreeing_with_a_signed_head_is_named(make_events):
     _checkpoint_insert(
         kind=CheckpointKind.PRUNE,
         position=5,
-        head_hash=AuditEvent.objects.get(position=5).hash,
+        head_hash=AuditSeal.objects.get(position=5).hash,
         anchor_position=3,
         anchor_hash="e" * 64,
     )
@@ -312,7 +350,7 @@ def _legacy_checkpoint(position: int, head_hash: str) -> AuditCheckpoint:
 def test_legacy_unchained_checkpoints_verify_before_the_chained_ones(make_events):
     make_events(2)
     audit_seal_pending()
-    legacy = _legacy_checkpoint(2, AuditEvent.objects.get(position=2).hash)
+    legacy = _legacy_checkpoint(2, AuditSeal.objects.get(position=2).hash)
     chained = audit_checkpoint_create()
 
     assert "prev_checkpoint" not in chain.checkpoint_payload(checkpoint_values(legacy))
@@ -323,7 +361,7 @@ def test_legacy_unchained_checkpoints_verify_before_the_chained_ones(make_events
 def test_a_legacy_checkpoint_replayed_after_chained_ones_is_named(make_events):
     make_events(2)
     audit_seal_pending()
-    legacy = _legacy_checkpoint(2, AuditEvent.objects.get(position=2).hash)
+    legacy = _legacy_checkpoint(2, AuditSeal.objects.get(position=2).hash)
     audit_checkpoint_create()
     tamper(
         "INSERT INTO audit_auditcheckpoint (created_at, kind, position, head_hash, "
@@ -345,7 +383,7 @@ def test_a_signed_checkpoint_moving_the_head_back_is_named(three_checkpoints):
     back = _checkpoint_insert(
         kind=CheckpointKind.SCHEDULED,
         position=4,
-        head_hash=AuditEvent.objects.get(position=4).hash,
+        head_hash=AuditSeal.objects.get(position=4).hash,
         anchor_position=0,
         anchor_hash=chain.GENESIS_HASH,
     )
@@ -382,15 +420,21 @@ def test_an_old_event_reinserted_below_the_anchor_does_not_rebase_the_sealer(db)
         for n in range(3):
             record_token_event(n)
         audit_seal_pending()
-        old = AuditEvent.objects.filter(position=2).values().get()
+        [old] = _sealed_rows(position=2)
     with time_machine.travel(START + timedelta(days=401), tick=False):
         assert audit_prune().anchor_position == 3
-    columns = [name for name in old if name != "id"]
-    marks = ", ".join(["%s"] * len(columns))
-    sql = f"INSERT INTO audit_auditevent ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
-    values = [old[name] for name in columns]
-    values[columns.index("details")] = chain.canonical_json(old["details"]).decode()
-    tamper(sql, values)
+    _reinsert(old)
+    record_token_event(9)
+    audit_seal_pending()
 
-    assert audit_chain_head() == audit_chain_anchor()
-    assert audit_chain_head()[0] == 3
+    # The head comes from the seal table's newest row: the sealer carries on after 3
+    # (with the audit.pruned event and the new one).
+    assert audit_chain_head()[0] == 5
+    assert AuditSeal.objects.get(position=4).prev_hash == AuditSeal.objects.get(position=3).hash
+    # The anchor is the seal table's lowest row, so the re-inserted seal moves it back;
+    # audit_verify names the event against the signed prune anchor.
+    assert audit_chain_anchor() == (1, old["prev_hash"])
+    assert (_problem().position, _problem().message) == (
+        2,
+        "event present at or below the prune anchor",
+    )

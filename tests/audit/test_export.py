@@ -14,7 +14,7 @@ from django.core.management import call_command
 from audit import chain
 from audit.choices import EventType, Outcome
 from audit.context import Actor
-from audit.models import AuditEvent
+from audit.models import AuditEvent, AuditSeal
 from audit.selectors import AuditFilters
 from audit.services import audit_export, audit_seal_pending, manifest_path_for
 from tests.audit.conftest import record_token_event
@@ -66,7 +66,7 @@ def test_jsonl_lines_are_the_hashed_records(sealed, tmp_path):
     out = _export(tmp_path, "jsonl")
 
     lines = [json.loads(line) for line in out.read_text().splitlines()]
-    stored = AuditEvent.objects.get(position=1)
+    stored = AuditSeal.objects.get(position=1)
     assert lines[0]["hash"] == stored.hash
     assert lines[0]["details"] == {
         "jti": "jti-0",

@@ -5,14 +5,21 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import time_machine
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
+from django.db import connection
 
 from audit import chain
 from audit.choices import CheckpointKind, EventType
 from audit.context import Actor
 from audit.models import AuditCheckpoint, AuditEvent
-from audit.selectors import AuditFilters, audit_chain_verify
+from audit.selectors import (
+    AuditFilters,
+    audit_chain_verify,
+    audit_events_sealed,
+    audit_unsealed_count,
+)
 from audit.services import audit_export, audit_prune, audit_seal_pending, manifest_path_for
 from tests.audit.conftest import record_token_event
 
@@ -39,10 +46,8 @@ def test_prune_removes_only_sealed_events_past_retention(db, settings):
         result = audit_prune()
 
     assert (result.deleted, result.anchor_position) == (3, 3)
-    assert sorted(
-        AuditEvent.objects.filter(position__isnull=False).values_list("position", flat=True)
-    ) == [4, 5]
-    assert AuditEvent.objects.filter(position__isnull=True).count() == 2
+    assert sorted(audit_events_sealed().values_list("position", flat=True)) == [4, 5]
+    assert audit_unsealed_count() == 2
     pruned = AuditEvent.objects.get(event_type=EventType.AUDIT_PRUNED)
     assert pruned.details["deleted"] == 3
     assert pruned.details["up_to_position"] == 3
@@ -103,5 +108,26 @@ def test_prune_everything_then_keep_sealing(db):
         call_command("audit_prune")
     audit_seal_pending()
 
-    assert list(AuditEvent.objects.values_list("position", flat=True)) == [6]
+    assert list(audit_events_sealed().values_list("position", flat=True)) == [6]
     assert audit_chain_verify().ok
+
+
+@pytest.mark.postgres
+def test_the_database_refuses_a_prune_inside_its_retention_floor(db):
+    _history(db)
+    with connection.cursor() as cursor:
+        # As the migration role would, with db_roles --retention-floor-days.
+        cursor.execute("UPDATE audit_retention_floor SET days = 100000")
+    before = (AuditEvent.objects.count(), AuditCheckpoint.objects.count())
+
+    with (
+        time_machine.travel(START + timedelta(days=401), tick=False),
+        pytest.raises(CommandError) as refused,
+    ):
+        call_command("audit_prune")
+
+    assert str(refused.value) == (
+        "audit prune refused: position 1 is within the 100000 day retention floor; "
+        "nothing was deleted"
+    )
+    assert (AuditEvent.objects.count(), AuditCheckpoint.objects.count()) == before

@@ -6,9 +6,9 @@ server's audit key and the witness file outside the database. Each test scripts
 one attack and asserts the exit code of ``manage.py audit_verify`` and the
 position or checkpoint it names.
 
-The raw SQL that reads or writes an event's seal (position, prev_hash, hash,
-sealed_at) is kept in the helpers below, so a change of where the seal is stored
-is one local edit.
+An event's seal (position, prev_hash, hash, sealed_at) is its row in
+``audit_auditseal``; the raw SQL that reads or writes seals is kept in the
+helpers below, so a change of where the seal is stored is one local edit.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import pytest
 from django.db import connection
 
 from audit import chain
-from audit.models import AuditCheckpoint, AuditEvent
-from audit.selectors import audit_chain_head
+from audit.models import AuditCheckpoint
+from audit.selectors import audit_chain_head, audit_events_sealed
 from audit.services import audit_checkpoint_create, audit_seal_pending
 from tests.audit.conftest import verify_command
 
@@ -39,18 +39,18 @@ def superuser_sql(sql: str, params=None) -> list[tuple]:
 
 
 def _event_seal(position: int) -> tuple[int, str]:
-    """(row id, hash) of the event at ``position``."""
-    [row] = superuser_sql("SELECT id, hash FROM audit_auditevent WHERE position = %s", [position])
+    """(event id, hash) of the event sealed at ``position``."""
+    [row] = superuser_sql(
+        "SELECT event_id, hash FROM audit_auditseal WHERE position = %s", [position]
+    )
     return row
 
 
 def _forge_event(*, position: int, prev_hash: str, actor_id: str) -> str:
-    """Insert an event already sealed at ``position`` with a correctly recomputed hash."""
+    """Insert an event and its seal at ``position`` with a correctly recomputed hash."""
     now = datetime.now(UTC)
     record = {
-        "position": position,
         "occurred_at": now,
-        "sealed_at": now,
         "event_type": "token.issued",
         "actor_kind": "machine",
         "actor_id": actor_id,
@@ -65,32 +65,45 @@ def _forge_event(*, position: int, prev_hash: str, actor_id: str) -> str:
         "request_id": "",
         "details": {"scope": "admin"},
     }
-    digest = chain.event_hash(chain.event_record(record), prev_hash)
-    columns = [*record, "prev_hash", "hash"]
-    values = [*record.values(), prev_hash, digest]
-    values[columns.index("details")] = chain.canonical_json(record["details"]).decode()
-    marks = ", ".join(["%s"] * len(columns))
+    digest = chain.event_hash(
+        chain.event_record({**record, "position": position, "sealed_at": now}), prev_hash
+    )
+    values = [*record.values()]
+    values[[*record].index("details")] = chain.canonical_json(record["details"]).decode()
+    marks = ", ".join(["%s"] * len(record))
     # The test's own column names, nothing from input.
-    superuser_sql(
-        f"INSERT INTO audit_auditevent ({', '.join(columns)}) VALUES ({marks})",  # noqa: S608
+    [(event_id,)] = superuser_sql(
+        f"INSERT INTO audit_auditevent ({', '.join(record)}) VALUES ({marks}) "  # noqa: S608
+        "RETURNING id",
         values,
+    )
+    superuser_sql(
+        "INSERT INTO audit_auditseal (position, event_id, prev_hash, hash, sealed_at) "
+        "VALUES (%s, %s, %s, %s, %s)",
+        [position, event_id, prev_hash, digest, now],
     )
     return digest
 
 
-def _rehash_from(position: int) -> None:
-    """Recompute prev_hash/hash from ``position`` to the head, as the sealer would."""
-    prev = _event_seal(position - 1)[1] if position > 1 else chain.GENESIS_HASH
-    ids = superuser_sql(
-        "SELECT id FROM audit_auditevent WHERE position >= %s ORDER BY position", [position]
+def _delete_events(condition: str, params=None) -> None:
+    """Delete the events whose seal matches ``condition``, and their seals."""
+    superuser_sql(
+        "DELETE FROM audit_auditevent WHERE id IN "  # noqa: S608 (the test's own SQL)
+        f"(SELECT event_id FROM audit_auditseal WHERE {condition})",
+        params,
     )
-    for (event_id,) in ids:
-        event = AuditEvent.objects.get(pk=event_id)
+    superuser_sql(f"DELETE FROM audit_auditseal WHERE {condition}", params)  # noqa: S608
+
+
+def _rehash_from(position: int) -> None:
+    """Recompute the seals' prev_hash/hash from ``position`` to the head, as the sealer would."""
+    prev = _event_seal(position - 1)[1] if position > 1 else chain.GENESIS_HASH
+    for event in audit_events_sealed().filter(position__gte=position).order_by("position"):
         values = {name: getattr(event, name) for name in chain.RECORD_FIELDS}
         digest = chain.event_hash(chain.event_record(values), prev)
         superuser_sql(
-            "UPDATE audit_auditevent SET prev_hash = %s, hash = %s WHERE id = %s",
-            [prev, digest, event_id],
+            "UPDATE audit_auditseal SET prev_hash = %s, hash = %s WHERE position = %s",
+            [prev, digest, event.position],
         )
         prev = digest
 
@@ -129,7 +142,7 @@ def test_delete_tail_truncate_checkpoints_and_forged_reinsert_is_caught_by_the_w
         f"SELECT {CHECKPOINT_COLUMNS} FROM audit_auditcheckpoint WHERE position <= 4 "  # noqa: S608
         "ORDER BY id"
     )
-    superuser_sql("DELETE FROM audit_auditevent WHERE position > 4")
+    _delete_events("position > 4")
     superuser_sql("TRUNCATE audit_auditcheckpoint")
     for row in keep:
         superuser_sql(
@@ -181,9 +194,9 @@ def test_unsigned_checkpoint_row_neither_rebases_the_sealer_nor_passes(history, 
 
 
 def test_reordered_pair_of_events_is_named(history):
-    superuser_sql("UPDATE audit_auditevent SET position = -3 WHERE position = 3")
-    superuser_sql("UPDATE audit_auditevent SET position = 3 WHERE position = 4")
-    superuser_sql("UPDATE audit_auditevent SET position = 4 WHERE position = -3")
+    superuser_sql("UPDATE audit_auditseal SET position = -3 WHERE position = 3")
+    superuser_sql("UPDATE audit_auditseal SET position = 3 WHERE position = 4")
+    superuser_sql("UPDATE audit_auditseal SET position = 4 WHERE position = -3")
 
     code, _, err = verify_command()
 
@@ -193,9 +206,9 @@ def test_reordered_pair_of_events_is_named(history):
 
 def test_reordered_pair_with_recomputed_hashes_is_named_by_the_checkpoint(history):
     checkpoint = _checkpoint(4)
-    superuser_sql("UPDATE audit_auditevent SET position = -3 WHERE position = 3")
-    superuser_sql("UPDATE audit_auditevent SET position = 3 WHERE position = 4")
-    superuser_sql("UPDATE audit_auditevent SET position = 4 WHERE position = -3")
+    superuser_sql("UPDATE audit_auditseal SET position = -3 WHERE position = 3")
+    superuser_sql("UPDATE audit_auditseal SET position = 3 WHERE position = 4")
+    superuser_sql("UPDATE audit_auditseal SET position = 4 WHERE position = -3")
     _rehash_from(3)
 
     code, _, err = verify_command()
@@ -209,7 +222,8 @@ def test_reordered_pair_with_recomputed_hashes_is_named_by_the_checkpoint(histor
 
 def test_edited_details_field_is_named(history):
     superuser_sql(
-        "UPDATE audit_auditevent SET details = %s WHERE position = 5",
+        "UPDATE audit_auditevent SET details = %s WHERE id = "
+        "(SELECT event_id FROM audit_auditseal WHERE position = 5)",
         ['{"jti": "jti-0", "scope": "admin", "aud": ["https://api.test"], "n": 0}'],
     )
 
@@ -220,7 +234,7 @@ def test_edited_details_field_is_named(history):
 
 
 def test_event_deleted_in_the_middle_is_named(history):
-    superuser_sql("DELETE FROM audit_auditevent WHERE position = 3")
+    _delete_events("position = 3")
 
     code, _, err = verify_command()
 
@@ -230,8 +244,10 @@ def test_event_deleted_in_the_middle_is_named(history):
 
 def test_event_deleted_in_the_middle_and_the_rest_renumbered_is_named(history):
     checkpoint = _checkpoint(4)
-    superuser_sql("DELETE FROM audit_auditevent WHERE position = 3")
-    superuser_sql("UPDATE audit_auditevent SET position = position - 1 WHERE position > 3")
+    _delete_events("position = 3")
+    # Through negative numbers: the primary key is checked row by row.
+    superuser_sql("UPDATE audit_auditseal SET position = 1 - position WHERE position > 3")
+    superuser_sql("UPDATE audit_auditseal SET position = -position WHERE position < 0")
     _rehash_from(3)
 
     code, _, err = verify_command()
@@ -247,7 +263,7 @@ def test_rollback_to_an_older_backup_is_caught_by_the_witness(history):
     """Restore the audit tables as they were when position 4 was checkpointed."""
     backup_checkpoint = _checkpoint(4)
     newest = _checkpoint(6)
-    superuser_sql("DELETE FROM audit_auditevent WHERE position > 4")
+    _delete_events("position > 4")
     superuser_sql("DELETE FROM audit_auditcheckpoint WHERE id > %s", [backup_checkpoint.pk])
     assert verify_command("--witness", "/dev/null")[0] == 0  # an old backup is self-consistent
 
@@ -265,7 +281,7 @@ def test_rollback_then_new_activity_is_still_caught_by_the_witness(history, make
     """After the restore the portal keeps sealing and checkpointing on the old chain."""
     backup_checkpoint = _checkpoint(4)
     newest = _checkpoint(6)
-    superuser_sql("DELETE FROM audit_auditevent WHERE position > 4")
+    _delete_events("position > 4")
     superuser_sql("DELETE FROM audit_auditcheckpoint WHERE id > %s", [backup_checkpoint.pk])
     make_events(3)
     audit_seal_pending()
@@ -277,4 +293,29 @@ def test_rollback_then_new_activity_is_still_caught_by_the_witness(history, make
     assert (
         "BROKEN at position 6: position 6: a witnessed checkpoint is missing from the database "
         f"(deleted or rewritten) [witness {history} line 3: checkpoint id {newest.pk} "
+    ) in err
+
+
+def test_deleted_oldest_events_are_not_laundered_by_the_next_checkpoint(
+    history, make_events, committed
+):
+    """A prune faked as a superuser: the oldest events and seals deleted, the seal of
+    position 3 kept as if it were a prune's anchor, no signed prune checkpoint. The
+    seal table's anchor moves to 3 and the next checkpoint signs it."""
+    superuser_sql(
+        "DELETE FROM audit_auditevent WHERE id IN "
+        "(SELECT event_id FROM audit_auditseal WHERE position <= 3)"
+    )
+    superuser_sql("DELETE FROM audit_auditseal WHERE position < 3")
+    make_events(1)
+    audit_seal_pending()
+    laundering = committed(audit_checkpoint_create)
+    assert laundering.anchor_position == 3
+
+    code, _, err = verify_command()
+
+    assert code == 1
+    assert (
+        "BROKEN at position 3: position 3: the prune anchor moved without a prune checkpoint "
+        f"[checkpoint id {laundering.pk} (scheduled, position 7, created "
     ) in err

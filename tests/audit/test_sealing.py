@@ -10,8 +10,8 @@ from django.core.management import call_command
 
 from audit import chain
 from audit.choices import CheckpointKind
-from audit.models import AuditCheckpoint, AuditEvent
-from audit.selectors import audit_chain_verify
+from audit.models import AuditCheckpoint, AuditEvent, AuditSeal
+from audit.selectors import audit_chain_verify, audit_events_sealed, audit_unsealed_count
 from audit.services import audit_checkpoint_create, audit_seal_pending
 from audit.tasks import audit_checkpoint_task, audit_prune_task, audit_seal_pending_task
 
@@ -20,9 +20,8 @@ def test_audit_record_inserts_an_unsealed_event(make_events):
     [event] = make_events(1)
 
     stored = AuditEvent.objects.get(pk=event.pk)
-    assert stored.position is None
-    assert (stored.prev_hash, stored.hash, stored.sealed_at) == ("", "", None)
-    assert stored.sealed is False
+    assert AuditSeal.objects.count() == 0
+    assert audit_unsealed_count() == 1
     assert stored.details == {
         "jti": "jti-0",
         "scope": "read write",
@@ -36,7 +35,7 @@ def test_sealing_chains_events_in_id_order_from_the_genesis(make_events):
 
     assert audit_seal_pending(batch_size=2) == 5
 
-    sealed = list(AuditEvent.objects.order_by("position"))
+    sealed = list(audit_events_sealed().order_by("position"))
     assert [e.pk for e in sealed] == [e.pk for e in events]
     assert [e.position for e in sealed] == [1, 2, 3, 4, 5]
     assert sealed[0].prev_hash == chain.GENESIS_HASH
@@ -50,10 +49,12 @@ def test_events_recorded_after_a_seal_go_to_the_next_batch(make_events):
     audit_seal_pending()
     make_events(1)
 
-    assert AuditEvent.objects.filter(position__isnull=True).count() == 1
+    assert audit_unsealed_count() == 1
     assert audit_seal_pending() == 1
     assert audit_seal_pending() == 0
-    assert list(AuditEvent.objects.values_list("position", flat=True)) == [1, 2, 3]
+    assert list(AuditSeal.objects.values_list("position", "event_id")) == [
+        (n + 1, pk) for n, pk in enumerate(AuditEvent.objects.values_list("id", flat=True))
+    ]
 
 
 def test_hostile_user_agent_with_nul_is_stored_without_it(db):
@@ -82,18 +83,22 @@ def test_details_carrying_a_secret_are_refused(db):
     assert AuditEvent.objects.count() == 0
 
 
-def test_orm_refuses_to_change_or_delete_events_and_checkpoints(make_events):
+def test_orm_refuses_to_change_or_delete_events_seals_and_checkpoints(make_events):
     [event] = make_events(1)
     audit_seal_pending()
     checkpoint = audit_checkpoint_create()
-    event.refresh_from_db()
-    before = (event.position, event.hash, event.reason)
+    seal = AuditSeal.objects.get()
+    before = list(audit_events_sealed().values_list("position", "hash", "reason"))
 
     for attempt in (
         lambda: AuditEvent.objects.update(reason="x"),
         lambda: AuditEvent.objects.all().delete(),
         event.delete,
         event.save,
+        lambda: AuditSeal.objects.update(position=9),
+        lambda: AuditSeal.objects.all().delete(),
+        seal.delete,
+        seal.save,
         lambda: AuditCheckpoint.objects.update(position=9),
         lambda: AuditCheckpoint.objects.all().delete(),
         checkpoint.delete,
@@ -102,8 +107,7 @@ def test_orm_refuses_to_change_or_delete_events_and_checkpoints(make_events):
         with pytest.raises(ValidationError):
             attempt()
 
-    event.refresh_from_db()
-    assert (event.position, event.hash, event.reason) == before
+    assert list(audit_events_sealed().values_list("position", "hash", "reason")) == before
     assert AuditCheckpoint.objects.count() == 1
 
 
@@ -123,7 +127,7 @@ def test_checkpoint_signs_the_current_head(make_events):
 
     checkpoint = audit_checkpoint_create()
 
-    head = AuditEvent.objects.get(position=3)
+    head = AuditSeal.objects.get(position=3)
     assert (checkpoint.position, checkpoint.head_hash) == (3, head.hash)
     assert checkpoint.signature != ""
 

@@ -10,8 +10,7 @@ import pytest
 from django.core.management import call_command
 
 from audit import chain
-from audit.models import AuditEvent
-from audit.selectors import audit_chain_verify
+from audit.selectors import audit_chain_verify, audit_events_sealed
 from audit.services import audit_checkpoint_create, audit_seal_pending
 from tests.audit.conftest import tamper
 
@@ -20,7 +19,7 @@ from tests.audit.conftest import tamper
 def sealed_chain(make_events):
     make_events(6)
     audit_seal_pending()
-    return list(AuditEvent.objects.order_by("position"))
+    return list(audit_events_sealed().order_by("position"))
 
 
 def _broken_at() -> tuple[int, str]:
@@ -38,7 +37,10 @@ def test_intact_chain_verifies_and_exits_zero(sealed_chain, capsys):
 
 
 def test_altered_event_is_named(sealed_chain, capsys):
-    tamper("UPDATE audit_auditevent SET reason = 'nothing' WHERE position = 3")
+    tamper(
+        "UPDATE audit_auditevent SET reason = 'nothing' WHERE id = "
+        "(SELECT event_id FROM audit_auditseal WHERE position = 3)"
+    )
 
     assert _broken_at() == (3, "altered (hash mismatch)")
     with pytest.raises(SystemExit) as exit_info:
@@ -49,7 +51,8 @@ def test_altered_event_is_named(sealed_chain, capsys):
 
 def test_altered_details_are_found(sealed_chain):
     tamper(
-        "UPDATE audit_auditevent SET details = %s WHERE position = 5",
+        "UPDATE audit_auditevent SET details = %s WHERE id = "
+        "(SELECT event_id FROM audit_auditseal WHERE position = 5)",
         ['{"jti": "jti-4", "scope": "admin", "aud": ["https://api.test"], "n": 4}'],
     )
 
@@ -57,39 +60,44 @@ def test_altered_details_are_found(sealed_chain):
 
 
 def test_deleted_event_is_named(sealed_chain):
-    tamper("DELETE FROM audit_auditevent WHERE position = 4")
+    tamper(
+        "DELETE FROM audit_auditevent WHERE id = "
+        "(SELECT event_id FROM audit_auditseal WHERE position = 4)"
+    )
 
     assert _broken_at() == (4, "missing (the chain jumps here)")
 
 
-def test_cleared_seal_is_a_missing_position(sealed_chain):
-    tamper(
-        "UPDATE audit_auditevent SET position = NULL, hash = '', prev_hash = '', "
-        "sealed_at = NULL WHERE position = 2"
-    )
+def test_deleted_seal_is_a_missing_position(sealed_chain):
+    tamper("DELETE FROM audit_auditseal WHERE position = 2")
 
     assert _broken_at() == (2, "missing (the chain jumps here)")
 
 
 def test_reordered_events_are_named(sealed_chain):
-    tamper("UPDATE audit_auditevent SET position = -1 WHERE position = 2")
-    tamper("UPDATE audit_auditevent SET position = 2 WHERE position = 3")
-    tamper("UPDATE audit_auditevent SET position = 3 WHERE position = -1")
+    tamper("UPDATE audit_auditseal SET position = -1 WHERE position = 2")
+    tamper("UPDATE audit_auditseal SET position = 2 WHERE position = 3")
+    tamper("UPDATE audit_auditseal SET position = 3 WHERE position = -1")
 
     assert _broken_at() == (2, "does not link to the previous event")
 
 
 def test_inserted_event_is_named(sealed_chain):
     forged = sealed_chain[2]
-    tamper("UPDATE audit_auditevent SET position = position + 100 WHERE position >= 3")
-    tamper("UPDATE audit_auditevent SET position = position - 99 WHERE position >= 103")
+    tamper("UPDATE audit_auditseal SET position = position + 100 WHERE position >= 3")
+    tamper("UPDATE audit_auditseal SET position = position - 99 WHERE position >= 103")
     tamper(
-        "INSERT INTO audit_auditevent (occurred_at, event_type, actor_kind, actor_id, "
+        "INSERT INTO audit_auditevent (id, occurred_at, event_type, actor_kind, actor_id, "
         "actor_display, target_kind, target_id, target_display, outcome, reason, user_agent, "
-        "request_id, details, position, prev_hash, hash, sealed_at) "
-        "VALUES (%s, 'token.issued', 'machine', 'evil', '', '', '', '', 'success', '', '', '', "
-        "'{}', 3, %s, %s, %s)",
-        [forged.occurred_at, forged.prev_hash, "f" * 64, forged.sealed_at],
+        "request_id, details) "
+        "VALUES (1000, %s, 'token.issued', 'machine', 'evil', '', '', '', '', 'success', '', '', "
+        "'', '{}')",
+        [forged.occurred_at],
+    )
+    tamper(
+        "INSERT INTO audit_auditseal (position, event_id, prev_hash, hash, sealed_at) "
+        "VALUES (3, 1000, %s, %s, %s)",
+        [forged.prev_hash, "f" * 64, forged.sealed_at],
     )
 
     assert _broken_at() == (3, "altered (hash mismatch)")
@@ -98,14 +106,17 @@ def test_inserted_event_is_named(sealed_chain):
 def test_recomputed_chain_is_caught_by_the_signed_checkpoint(sealed_chain):
     audit_checkpoint_create()
     # Rewrite event 2 and re-hash everything after it, exactly as the sealer would.
-    tamper("UPDATE audit_auditevent SET actor_id = 'someone-else' WHERE position = 2")
+    tamper(
+        "UPDATE audit_auditevent SET actor_id = 'someone-else' WHERE id = "
+        "(SELECT event_id FROM audit_auditseal WHERE position = 2)"
+    )
     prev = sealed_chain[0].hash
-    for event in AuditEvent.objects.order_by("position")[1:]:
+    for event in audit_events_sealed().order_by("position")[1:]:
         values = {name: getattr(event, name) for name in chain.RECORD_FIELDS}
         digest = chain.event_hash(chain.event_record(values), prev)
         tamper(
-            "UPDATE audit_auditevent SET prev_hash = %s, hash = %s WHERE id = %s",
-            [prev, digest, event.pk],
+            "UPDATE audit_auditseal SET prev_hash = %s, hash = %s WHERE position = %s",
+            [prev, digest, event.position],
         )
         prev = digest
 
@@ -114,7 +125,7 @@ def test_recomputed_chain_is_caught_by_the_signed_checkpoint(sealed_chain):
 
 def test_deleting_the_newest_events_is_caught_by_the_checkpoint(sealed_chain):
     audit_checkpoint_create()
-    tamper("DELETE FROM audit_auditevent WHERE position >= 5")
+    tamper("DELETE FROM audit_auditseal WHERE position >= 5")
 
     assert _broken_at() == (5, "missing (a checkpoint signed position 6)")
 

@@ -187,7 +187,11 @@ def test_deleted_newest_checkpoints_and_events_are_a_rollback(witnessed):
     """The truncated tail: events and checkpoints after position 4 gone, as from a backup."""
     newest = AuditCheckpoint.objects.order_by("-id").first()
     tamper("DELETE FROM audit_auditcheckpoint WHERE position > 4")
-    tamper("DELETE FROM audit_auditevent WHERE position > 4")
+    tamper(
+        "DELETE FROM audit_auditevent WHERE id IN "
+        "(SELECT event_id FROM audit_auditseal WHERE position > 4)"
+    )
+    tamper("DELETE FROM audit_auditseal WHERE position > 4")
 
     code, _, err = verify_command()
 
@@ -203,7 +207,10 @@ def test_rewrite_before_the_last_witnessed_checkpoint_is_named(witnessed, make_e
     sealer and a new checkpoint run: the database alone is consistent again."""
     gone = AuditCheckpoint.objects.get(position=4)
     tamper("DELETE FROM audit_auditcheckpoint WHERE position > 2")
-    tamper("UPDATE audit_auditevent SET actor_id = 'someone-else' WHERE position = 3")
+    tamper(
+        "UPDATE audit_auditevent SET actor_id = 'someone-else' WHERE id = "
+        "(SELECT event_id FROM audit_auditseal WHERE position = 3)"
+    )
     rehash_from(3)
     make_events(1)
     audit_seal_pending()
@@ -291,7 +298,11 @@ def test_export_of_a_rolled_back_database_fails_against_the_witness(
     witnessed, tmp_path, committed, settings
 ):
     tamper("DELETE FROM audit_auditcheckpoint WHERE position > 4")
-    tamper("DELETE FROM audit_auditevent WHERE position > 4")
+    tamper(
+        "DELETE FROM audit_auditevent WHERE id IN "
+        "(SELECT event_id FROM audit_auditseal WHERE position > 4)"
+    )
+    tamper("DELETE FROM audit_auditseal WHERE position > 4")
     settings.AUDIT_WITNESS = ["log"]  # the attacker's export is not witnessed
     out = _export(tmp_path, committed)
 
@@ -309,7 +320,10 @@ def test_export_of_a_rolled_back_database_fails_against_the_witness(
 
 def test_export_with_a_rewritten_witnessed_position_fails(witnessed, tmp_path, committed):
     # The attacker rewrites position 3 and re-hashes the rest; the witness saw position 4.
-    tamper("UPDATE audit_auditevent SET actor_id = 'someone-else' WHERE position = 3")
+    tamper(
+        "UPDATE audit_auditevent SET actor_id = 'someone-else' WHERE id = "
+        "(SELECT event_id FROM audit_auditseal WHERE position = 3)"
+    )
     rehash_from(3)
     tamper("DELETE FROM audit_auditcheckpoint")
     out = _export(tmp_path, committed)

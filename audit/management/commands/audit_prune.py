@@ -1,7 +1,7 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from audit.context import Actor
-from audit.services import audit_prune
+from audit.services import AuditPruneRefused, audit_prune
 
 
 class Command(BaseCommand):
@@ -11,7 +11,10 @@ class Command(BaseCommand):
         parser.add_argument("--days", type=int, default=None, help="override the retention")
 
     def handle(self, *args, days=None, **options):
-        result = audit_prune(actor=Actor.cli("manage.py audit_prune"), retention_days=days)
+        try:
+            result = audit_prune(actor=Actor.cli("manage.py audit_prune"), retention_days=days)
+        except AuditPruneRefused as exc:
+            raise CommandError(f"{exc}; nothing was deleted") from exc
         self.stdout.write(
             f"pruned {result.deleted} events; chain anchored at position {result.anchor_position}"
         )
