@@ -31,8 +31,14 @@ class SecretFormatError(ValueError):
 
 
 def b64url_decode(value: str) -> bytes:
+    """Base64url as documented; padded values and the standard alphabet (``+``, ``/``) too.
+
+    Earlier releases accepted both, so an operator's ``openssl rand -base64 32``
+    keeps working; ``core.jose`` is strict (one spelling per JWS segment).
+    """
+    normalized = value.rstrip("=").replace("+", "-").replace("/", "_")
     try:
-        return jose.b64url_decode(value)
+        return jose.b64url_decode(normalized)
     except ValueError as exc:
         raise SecretFormatError("not base64url") from exc
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -87,6 +88,16 @@ def test_keyring_keeps_order_newest_first():
 
     assert list(ring) == ["new", "old"]
     assert ring["old"] == b"o" * 32
+
+
+def test_keyring_values_padded_or_in_the_standard_alphabet_still_parse():
+    key = bytes(range(250, 256)) * 5 + b"\xfb\xff"  # 32 bytes whose base64 has + and /
+    standard = base64.b64encode(key).decode()
+    assert "+" in standard and "/" in standard and standard.endswith("=")
+
+    ring = parse_keyring(f"std:{standard},url:{base64.urlsafe_b64encode(key).decode()}")
+
+    assert ring == {"std": key, "url": key}
 
 
 @pytest.mark.parametrize("value", ["nocolon", ":abc", "id:", "a:AAAA,a:BBBB", "id:***"])
