@@ -9,26 +9,12 @@ from __future__ import annotations
 from django.contrib import admin
 
 from audit.models import AuditCheckpoint, AuditEvent
-from audit.roles import can_read_audit
+from core.admin import RoleGatedAdminMixin
 
 
-class ReadOnlyAuditAdmin(admin.ModelAdmin):
+class ReadOnlyAuditAdmin(RoleGatedAdminMixin, admin.ModelAdmin):
     actions = None
-
-    def has_module_permission(self, request) -> bool:
-        return can_read_audit(request.user)
-
-    def has_view_permission(self, request, obj=None) -> bool:
-        return can_read_audit(request.user)
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+    security_admins_change = False
 
 
 class SealFilter(admin.SimpleListFilter):

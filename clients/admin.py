@@ -21,7 +21,6 @@ from django.urls import path, reverse
 from django.utils.cache import add_never_cache_headers, patch_cache_control
 
 from audit.context import Actor, request_context
-from audit.roles import can_read_audit, is_security_admin
 from clients.cache_outcome import cache_failures_collected
 from clients.forms import AudienceForm, MachineForm, RotateSecretForm
 from clients.models import Audience, ClientSecret, Machine, Scope
@@ -39,6 +38,8 @@ from clients.services import (
     secret_revoke,
     secret_rotate,
 )
+from core.admin import RoleGatedAdminMixin
+from core.roles import is_security_admin
 
 
 def _warns_when_cache_not_told(view):
@@ -59,27 +60,12 @@ def _warns_when_cache_not_told(view):
     return wrapped
 
 
-class RoleGatedAdmin(admin.ModelAdmin):
+class RoleGatedAdmin(RoleGatedAdminMixin, admin.ModelAdmin):
     """Security admins change; auditors only look; nobody else sees the page."""
 
     changeform_view = _warns_when_cache_not_told(admin.ModelAdmin.changeform_view)
     changelist_view = _warns_when_cache_not_told(admin.ModelAdmin.changelist_view)
     delete_view = _warns_when_cache_not_told(admin.ModelAdmin.delete_view)
-
-    def has_module_permission(self, request):
-        return can_read_audit(request.user)
-
-    def has_view_permission(self, request, obj=None):
-        return can_read_audit(request.user)
-
-    def has_add_permission(self, request):
-        return is_security_admin(request.user)
-
-    def has_change_permission(self, request, obj=None):
-        return is_security_admin(request.user)
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def save_related(self, request, form, formsets, change):
         """The services already wrote the relations."""

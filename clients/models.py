@@ -44,13 +44,46 @@ class Audience(models.Model):
         return self.uri
 
 
+# The columns of django-oauth-toolkit's Application that the portal does not use,
+# each pinned by a database constraint to the one value that says so, so that no
+# row (written by the console, a script or someone holding the database) can
+# suggest that a machine has a redirect URI, a toolkit secret, an owner or an
+# OIDC algorithm that something honours. The portal uses ``client_id``,
+# ``name``, ``created`` and ``updated`` for what they say.
+TOOLKIT_PINNED_COLUMNS = {
+    # Every machine is a confidential client (RFC 6749 section 2.1) ...
+    "client_type": AbstractApplication.CLIENT_CONFIDENTIAL,
+    # ... of the client credentials grant; the grants served are tokens.grants.
+    "authorization_grant_type": AbstractApplication.GRANT_CLIENT_CREDENTIALS,
+    # Credentials are ClientSecret rows (peppered digests), never this column.
+    "client_secret": "",
+    "hash_client_secret": False,
+    # No browser flows: no redirects, no logout redirects, no CORS, no consent page.
+    "redirect_uris": "",
+    "post_logout_redirect_uris": "",
+    "allowed_origins": "",
+    "skip_authorization": False,
+    # ID tokens are signed by tokens.keyring's keys, not by the toolkit's per-client algorithm.
+    "algorithm": AbstractApplication.NO_ALGORITHM,
+    # Machines are registered by security admins (created_by), never by dynamic registration.
+    "registration_source": AbstractApplication.RegistrationSource.MANUAL.value,
+    "user": None,
+    "cimd_expires_at": None,
+}
+
+
+def _pinned_condition(column: str, value) -> models.Q:
+    return models.Q(**{f"{column}__isnull": True} if value is None else {column: value})
+
+
 class Machine(AbstractApplication):
     """A service, device or job that authenticates with the client credentials grant.
 
     The swapped django-oauth-toolkit Application. Always a confidential client
     with the client credentials grant only; its credentials are ``ClientSecret``
-    rows (the toolkit's own ``client_secret`` column stays empty). ``subject``
-    is the stable ``sub`` of its tokens, independent of its client_id.
+    rows. The toolkit's columns it does not use are pinned by database
+    constraints (``TOOLKIT_PINNED_COLUMNS``). ``subject`` is the stable ``sub``
+    of its tokens, independent of its client_id.
     """
 
     subject = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
@@ -87,6 +120,12 @@ class Machine(AbstractApplication):
     class Meta(AbstractApplication.Meta):
         swappable = "OAUTH2_PROVIDER_APPLICATION_MODEL"
         ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=_pinned_condition(column, value), name=f"machine_unused_{column}"
+            )
+            for column, value in TOOLKIT_PINNED_COLUMNS.items()
+        ]
 
     def __str__(self) -> str:
         return self.name or self.client_id

@@ -36,10 +36,11 @@ from oauth2_provider.models import (
 )
 
 from audit.choices import EventType
-from audit.context import Actor, RequestContext, client_ip, request_context
-from audit.roles import can_read_audit
+from audit.context import Actor, RequestContext, request_context
 from clients.machine_cache import cache_safely
 from clients.throttling import throttle_failure_record, throttle_keys, throttle_retry_after
+from core.admin import RoleGatedAdminMixin
+from core.client_address import client_ip
 from identity_portal.services import console_roles_record, console_user_record
 
 for _model in (
@@ -143,13 +144,7 @@ def _superuser(request) -> bool:
 
 
 @admin.register(User)
-class ConsoleUserAdmin(UserAdmin):
-    def has_module_permission(self, request):
-        return can_read_audit(request.user)
-
-    def has_view_permission(self, request, obj=None):
-        return can_read_audit(request.user)
-
+class ConsoleUserAdmin(RoleGatedAdminMixin, UserAdmin):
     def has_add_permission(self, request):
         return _superuser(request)
 
@@ -229,18 +224,6 @@ def _roles(user) -> set[str]:
 
 
 @admin.register(Group)
-class ConsoleGroupAdmin(GroupAdmin):
-    def has_module_permission(self, request):
-        return can_read_audit(request.user)
-
-    def has_view_permission(self, request, obj=None):
-        return can_read_audit(request.user)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+class ConsoleGroupAdmin(RoleGatedAdminMixin, GroupAdmin):
+    # The two groups are made by a migration; roles change on the user page.
+    security_admins_change = False

@@ -14,13 +14,13 @@ the first entry is the one that writes (hashes, encrypts), every entry reads.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from core import jose
 
 MIN_KEY_BYTES = 32
 MIN_SECRET_KEY_LENGTH = 50
@@ -31,15 +31,16 @@ class SecretFormatError(ValueError):
 
 
 def b64url_decode(value: str) -> bytes:
-    padded = value + "=" * (-len(value) % 4)
+    """Base64url as documented; padded values and the standard alphabet (``+``, ``/``) too.
+
+    Earlier releases accepted both, so an operator's ``openssl rand -base64 32``
+    keeps working; ``core.jose`` is strict (one spelling per JWS segment).
+    """
+    normalized = value.rstrip("=").replace("+", "-").replace("/", "_")
     try:
-        return base64.b64decode(padded.encode("ascii"), altchars=b"-_", validate=True)
-    except (binascii.Error, UnicodeEncodeError) as exc:
+        return jose.b64url_decode(normalized)
+    except ValueError as exc:
         raise SecretFormatError("not base64url") from exc
-
-
-def b64url_encode(value: bytes) -> str:
-    return base64.urlsafe_b64encode(value).rstrip(b"=").decode("ascii")
 
 
 def parse_keyring(value: str) -> dict[str, bytes]:
@@ -79,9 +80,9 @@ _ENV_NAMES = ("SECRET_KEY", "SECRET_PEPPERS", "KEY_ENCRYPTION_KEYS", "AUDIT_SIGN
 def _generate() -> dict[str, str]:
     return {
         "SECRET_KEY": secrets.token_urlsafe(64),
-        "SECRET_PEPPERS": f"p1:{b64url_encode(secrets.token_bytes(32))}",
-        "KEY_ENCRYPTION_KEYS": f"k1:{b64url_encode(secrets.token_bytes(32))}",
-        "AUDIT_SIGNING_KEY": b64url_encode(secrets.token_bytes(32)),
+        "SECRET_PEPPERS": f"p1:{jose.b64url(secrets.token_bytes(32))}",
+        "KEY_ENCRYPTION_KEYS": f"k1:{jose.b64url(secrets.token_bytes(32))}",
+        "AUDIT_SIGNING_KEY": jose.b64url(secrets.token_bytes(32)),
     }
 
 

@@ -34,19 +34,14 @@ from django.middleware.clickjacking import XFrameOptionsMiddleware
 from django.middleware.common import CommonMiddleware
 from django.middleware.security import SecurityMiddleware
 
+from core.errors import OAuthError, ServerError
 from identity_portal.middleware import RequestIdMiddleware
-from tokens.errors import OAuthError
 from tokens.views.protocol import error_response
 from tokens.views.token import token
 
 TOKEN_PATHS = frozenset({"/oauth/token", "/oauth/token/"})
 
 logger = logging.getLogger("django.request")
-
-
-class _ServerError(OAuthError):
-    error = "server_error"
-    status = 500
 
 
 def _unused(request):  # the middleware below is called method by method
@@ -74,7 +69,7 @@ class TokenLane:
             response = error_response(_refused(403))
         except Exception:
             logger.exception("token lane: unexpected error")
-            response = error_response(_ServerError("Internal error."))
+            response = error_response(ServerError("Internal error."))
         response = self.common.process_response(request, response)
         response = self.xframe.process_response(request, response)
         return self.security.process_response(request, response)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from django.contrib import admin, messages
 
 from audit.context import Actor, request_context
-from audit.roles import can_read_audit, is_security_admin
 from clients.cache_outcome import cache_failures_collected
+from core.admin import RoleGatedAdminMixin
 from tokens.keyring import keyring_current
 from tokens.models import SigningKey
 from tokens.services import signing_key_create, signing_key_revoke
@@ -35,7 +35,7 @@ _PUBLIC_FIELDS = (
 
 
 @admin.register(SigningKey)
-class SigningKeyAdmin(admin.ModelAdmin):
+class SigningKeyAdmin(RoleGatedAdminMixin, admin.ModelAdmin):
     list_display = (
         "kid",
         "algorithm",
@@ -57,23 +57,8 @@ class SigningKeyAdmin(admin.ModelAdmin):
                 return problem.reason
         return "-"
 
-    def has_module_permission(self, request):
-        return can_read_audit(request.user)
-
-    def has_view_permission(self, request, obj=None):
-        return can_read_audit(request.user)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def has_security_admin_permission(self, request):
-        return is_security_admin(request.user)
+    # Rows change only through the lifecycle actions (security admins, services).
+    security_admins_change = False
 
     @admin.action(
         description="Rotate: publish a new key of the same algorithm (signs after the delay)",

@@ -16,10 +16,11 @@ JTI_BYTES = 18
 # Key states in which a key is published in JWKS and its signatures are trusted.
 PUBLISHED_STATES = ("pending", "active", "retiring")
 
-# RSA keys below this size are refused (NIST SP 800-131A).
 RSA_KEY_BITS = 3072
-RSA_MIN_KEY_BITS = 2048
 
 # Protocol endpoints refuse bodies larger than this before parsing them.
 MAX_FORM_BYTES = 8192
-MAX_FORM_FIELDS = 16
+# Unknown parameters are ignored (RFC 6749 section 3.2), so a client may send more than
+# the protocol defines; the body bound above already caps the parsing work, and this
+# only refuses a body that is nothing but separators with its own clear message.
+MAX_FORM_FIELDS = 512

@@ -35,7 +35,8 @@ from django.db import DatabaseError, transaction
 from redis.exceptions import RedisError
 
 from clients.cache_outcome import cache_failure_report
-from tokens import jose
+from core import jose
+from tokens import key_material
 from tokens.choices import KeyProblemReason, KeyState
 from tokens.constants import PUBLISHED_STATES
 from tokens.models import SigningKey
@@ -92,12 +93,12 @@ def signing_key_unwrap(*, key: SigningKey, keks: dict[str, bytes]) -> jose.Priva
     if kek is None:
         raise KeyNotAuthentic(KeyProblemReason.UNKNOWN_KEK)
     try:
-        private_key = jose.private_key_unwrap(
+        private_key = key_material.private_key_unwrap(
             bytes(key.private_key_wrapped), kek=kek, kid=key.kid, algorithm=key.algorithm
         )
     except InvalidTag as exc:
         raise KeyNotAuthentic(KeyProblemReason.NOT_AUTHENTIC) from exc
-    if not jose.private_key_fits(private_key, key.algorithm):
+    if not key_material.private_key_fits(private_key, key.algorithm):
         raise KeyNotAuthentic(KeyProblemReason.WRONG_KEY_TYPE)
     if jose.jwk_thumbprint(jose.public_jwk(private_key.public_key())) != key.kid:
         raise KeyNotAuthentic(KeyProblemReason.KID_MISMATCH)

@@ -12,9 +12,10 @@ from django.conf import settings
 from django.urls import reverse
 
 from clients.models import Scope
-from tokens import jose
+from core import jose
 from tokens.choices import KeyAlgorithm, KeyState
 from tokens.constants import ACCESS_TOKEN_TYP, OPENID_SCOPE, PUBLISHED_STATES
+from tokens.grants import grant_types_supported
 from tokens.keyring import keyring_current
 from tokens.models import IssuedToken, SigningKey
 
@@ -91,7 +92,7 @@ def discovery_document() -> dict[str, Any]:
         "jwks_uri": _absolute("jwks"),
         "introspection_endpoint": _absolute("oauth-introspect"),
         "revocation_endpoint": _absolute("oauth-revoke"),
-        "grant_types_supported": ["client_credentials"],
+        "grant_types_supported": grant_types_supported(),
         # REQUIRED by RFC 8414 yet meaningless without an authorization endpoint:
         # "none" (OAuth 2.0 Multiple Response Type Encoding Practices) claims nothing.
         "response_types_supported": ["none"],

@@ -7,9 +7,11 @@ its ``token.issued`` event are one SQL statement on PostgreSQL.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +25,9 @@ from audit.choices import ActorKind, EventType, Outcome
 from audit.context import Actor, RequestContext, Target
 from audit.models import AuditEvent
 from audit.services import audit_event_fields, audit_record
-from tokens import jose
+from core import jose
+from core.errors import InvalidScope, InvalidTarget, TemporarilyUnavailable, UnauthorizedClient
+from tokens import key_material
 from tokens.choices import KeyAlgorithm, KeyState
 from tokens.constants import (
     ACCESS_TOKEN_TYP,
@@ -31,7 +35,6 @@ from tokens.constants import (
     JTI_BYTES,
     OPENID_SCOPE,
 )
-from tokens.errors import InvalidScope, InvalidTarget, TemporarilyUnavailable
 from tokens.keyring import (
     KeyNotAuthentic,
     NoSigningKey,
@@ -109,14 +112,31 @@ def token_denied_record(
         )
 
 
-def token_issue(
+@dataclass(frozen=True)
+class TokenDecision:
+    """What a grant decided to issue (``tokens.grants``): to whom, which scopes, for which audience.
+
+    ``details`` are what the grant or the client's credential add to the
+    ``token.issued`` event (for example the external token a federated machine
+    presented); the client credentials grant adds nothing.
+    """
+
+    machine: Any
+    scopes: tuple[str, ...]
+    audience: str
+    grant_type: str
+    details: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def token_decide(
     *,
     machine,
     scopes: list[str] | None,
     resource: str | None,
+    grant_type: str,
     context: RequestContext,
-) -> IssuedTokens:
-    """Sign an RFC 9068 access token (and an ID token for ``openid``) and record it.
+) -> TokenDecision:
+    """The policy: scopes within the machine's allowed scopes, the resource within its audiences.
 
     ``scopes`` None means the machine's default scopes; ``resource`` None its
     default audience (RFC 8707). A refused scope or resource raises the RFC
@@ -134,78 +154,136 @@ def token_issue(
             context=context,
         )
         raise
+    return TokenDecision(
+        machine=machine, scopes=tuple(granted), audience=audience, grant_type=grant_type
+    )
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    """The claims of one issuance: the access token's, and the ID token's for ``openid``."""
+
+    access: dict[str, Any]
+    id_token: dict[str, Any] | None
+
+
+def token_claims(*, decision: TokenDecision, now: int, lifetime: int, jti: str) -> TokenClaims:
+    """The RFC 9068 access token claims (and OpenID Connect ID token claims) of a decision."""
+    machine = decision.machine
+    subject = str(machine.subject)
+    expires = now + lifetime
+    access = {
+        "iss": settings.ISSUER,
+        "sub": subject,
+        "aud": decision.audience,
+        "client_id": machine.client_id,
+        "scope": " ".join(decision.scopes),
+        "iat": now,
+        "exp": expires,
+        "jti": jti,
+    }
+    id_token = None
+    if OPENID_SCOPE in decision.scopes:
+        id_token = {
+            "iss": settings.ISSUER,
+            "sub": subject,
+            "aud": machine.client_id,
+            "iat": now,
+            "exp": expires,
+            "name": machine.name,
+            "owner_team": machine.owner_team,
+            "owner_email": machine.owner_email,
+        }
+    return TokenClaims(access=access, id_token=id_token)
+
+
+def token_issue(*, decision: TokenDecision, context: RequestContext) -> IssuedTokens:
+    """Sign what a grant decided, record the token and its ``token.issued`` event.
+
+    The one issuing path for every grant: signing with the in-memory active
+    key, then the token record and audit event in one statement (one round
+    trip on PostgreSQL, ``_insert_record_and_event``).
+    """
     try:
         signer = keyring_current().signer(settings.TOKEN_SIGNING_ALGORITHM)
     except NoSigningKey as exc:
         logger.error("token endpoint: no active signing key; run `manage.py first_run`")
         raise TemporarilyUnavailable("No signing key is active.") from exc
 
+    machine = decision.machine
     now = int(time.time())
     lifetime = min(machine.access_token_ttl, settings.ACCESS_TOKEN_MAX_TTL)
-    expires = now + lifetime
     jti = secrets.token_urlsafe(JTI_BYTES)
-    scope = " ".join(granted)
-    subject = str(machine.subject)
-    access_token = signer.sign(
-        typ=ACCESS_TOKEN_TYP,
-        claims={
-            "iss": settings.ISSUER,
-            "sub": subject,
-            "aud": audience,
-            "client_id": machine.client_id,
-            "scope": scope,
-            "iat": now,
-            "exp": expires,
-            "jti": jti,
-        },
-    )
+    claims = token_claims(decision=decision, now=now, lifetime=lifetime, jti=jti)
+    access_token = signer.sign(typ=ACCESS_TOKEN_TYP, claims=claims.access)
     id_token = None
-    if OPENID_SCOPE in granted:
-        id_token = signer.sign(
-            typ=ID_TOKEN_TYP,
-            claims={
-                "iss": settings.ISSUER,
-                "sub": subject,
-                "aud": machine.client_id,
-                "iat": now,
-                "exp": expires,
-                "name": machine.name,
-                "owner_team": machine.owner_team,
-                "owner_email": machine.owner_email,
-            },
-        )
-    issued_at = datetime.fromtimestamp(now, tz=UTC)
+    if claims.id_token is not None:
+        id_token = signer.sign(typ=ID_TOKEN_TYP, claims=claims.id_token)
+    _token_record(
+        decision=decision,
+        access_token=access_token,
+        jti=jti,
+        issued=now,
+        expires=now + lifetime,
+        signer=signer,
+        openid=id_token is not None,
+        context=context,
+    )
+    return IssuedTokens(
+        access_token=access_token,
+        expires_in=lifetime,
+        scope=claims.access["scope"],
+        id_token=id_token,
+    )
+
+
+def _token_record(
+    *,
+    decision: TokenDecision,
+    access_token: str,
+    jti: str,
+    issued: int,
+    expires: int,
+    signer: jose.Signer,
+    openid: bool,
+    context: RequestContext,
+) -> None:
+    """Persistence and audit: the token record (never the token) and its event, both or neither."""
+    machine = decision.machine
+    scopes = list(decision.scopes)
+    scope = " ".join(scopes)
+    issued_at = datetime.fromtimestamp(issued, tz=UTC)
     expires_at = datetime.fromtimestamp(expires, tz=UTC)
     record = {
         "jti": jti,
         "checksum": token_checksum(access_token),
         "machine_id": machine.pk,
         "scope": scope,
-        "audience": audience,
+        "audience": decision.audience,
         "issued_at": issued_at,
         "expires_at": expires_at,
         "signing_key_id": signer.kid,
     }
+    details = {
+        "jti": jti,
+        "scopes": scopes,
+        "audience": decision.audience,
+        "expires_at": expires_at.isoformat(),
+        "kid": signer.kid,
+        "alg": signer.algorithm,
+        "openid": openid,
+    }
+    if decision.details:
+        details.update(decision.details)
     event = audit_event_fields(
         event_type=EventType.TOKEN_ISSUED,
         actor=machine_actor(machine),
         target=Target(kind="token", id=jti, display=machine.name[:255]),
-        details={
-            "jti": jti,
-            "scopes": granted,
-            "audience": audience,
-            "expires_at": expires_at.isoformat(),
-            "kid": signer.kid,
-            "alg": signer.algorithm,
-            "openid": id_token is not None,
-        },
+        details=details,
         context=context,
         occurred_at=issued_at,
     )
     _insert_record_and_event(record=record, event=event)
-    return IssuedTokens(
-        access_token=access_token, expires_in=lifetime, scope=scope, id_token=id_token
-    )
 
 
 _combined_sql: str | None = None
@@ -333,9 +411,12 @@ def _insert_record_and_event(*, record: dict[str, Any], event: dict[str, Any]) -
 
 
 def token_revoke(*, machine, token: str, context: RequestContext) -> bool:
-    """Revoke one of the machine's own tokens (RFC 7009); another's is left alone.
+    """Revoke one of the machine's own tokens (RFC 7009); another's is refused and left alone.
 
-    Returns whether a token was revoked; the endpoint answers 200 either way.
+    Returns whether a token was revoked (an unknown, invalid or already revoked
+    token answers 200 all the same, RFC 7009 section 2.2). A token issued to
+    another client raises ``UnauthorizedClient`` (section 2.1: the request is
+    refused and the client told) after its failure event is committed.
     """
     record = token_record_for(token=token)
     owned = record is not None and record.machine_id == machine.pk
@@ -356,6 +437,8 @@ def token_revoke(*, machine, token: str, context: RequestContext) -> bool:
             details={"jti": record.jti, "already_revoked": not revoked} if owned else {},
             context=context,
         )
+    if record is not None and not owned:
+        raise UnauthorizedClient("The token was not issued to this client.")
     return revoked
 
 
@@ -468,7 +551,7 @@ def signing_key_create(
     """Generate a key, wrap its private half, publish it (pending or active at once)."""
     if algorithm not in KeyAlgorithm.values:
         raise ValueError(f"unsupported algorithm {algorithm!r}")
-    private_key = jose.private_key_generate(algorithm)
+    private_key = key_material.private_key_generate(algorithm)
     public = jose.public_jwk(private_key.public_key())
     kid = jose.jwk_thumbprint(public)
     kek_id, kek = _newest_kek()
@@ -479,7 +562,7 @@ def signing_key_create(
             algorithm=algorithm,
             state=KeyState.PENDING,
             public_jwk=public,
-            private_key_wrapped=jose.private_key_wrap(
+            private_key_wrapped=key_material.private_key_wrap(
                 private_key, kek=kek, kid=kid, algorithm=algorithm
             ),
             kek_id=kek_id,
@@ -610,7 +693,7 @@ def signing_keys_rewrap(*, actor: Actor, context: RequestContext | None = None) 
                 logger.warning("keys rewrap: key %r left as it is: %s", key.kid, exc.reason)
                 continue
             previous = key.kek_id
-            key.private_key_wrapped = jose.private_key_wrap(
+            key.private_key_wrapped = key_material.private_key_wrap(
                 private_key, kek=kek, kid=key.kid, algorithm=key.algorithm
             )
             key.kek_id = kek_id

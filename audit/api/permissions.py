@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework.permissions import BasePermission
 
-from audit.roles import can_read_audit
+from core.roles import can_read_audit
 
 AUDIT_READ_SCOPE = "audit:read"
 

@@ -9,8 +9,8 @@ from django.db import connection
 
 from audit.choices import ActorKind, EventType, Outcome
 from audit.context import Actor, RequestContext, Target
-from audit.roles import AUDITORS
 from audit.services import audit_record
+from core.roles import AUDITORS
 
 
 def record_token_event(n: int, *, machine: str = "m-1", outcome: str = Outcome.SUCCESS):

@@ -21,9 +21,9 @@ from audit.services import (
     audit_seal_pending,
     manifest_path_for,
 )
+from core.jose import b64url
 from identity_portal.server_secrets import (
     SecretFormatError,
-    b64url_encode,
     load_server_secrets,
     parse_audit_keys,
 )
@@ -50,8 +50,8 @@ def old_seed():
 
 def test_audit_signing_keys_list_wins_over_the_single_key(tmp_path):
     environ = {
-        "AUDIT_SIGNING_KEY": b64url_encode(b"a" * 32),
-        "AUDIT_SIGNING_KEYS": f"a2:{b64url_encode(b'b' * 32)}, {b64url_encode(b'c' * 32)}",
+        "AUDIT_SIGNING_KEY": b64url(b"a" * 32),
+        "AUDIT_SIGNING_KEYS": f"a2:{b64url(b'b' * 32)}, {b64url(b'c' * 32)}",
     }
 
     secrets = load_server_secrets(environ, tmp_path, generate=False)
@@ -63,7 +63,7 @@ def test_audit_signing_keys_list_wins_over_the_single_key(tmp_path):
 
 def test_the_single_audit_key_still_works(tmp_path):
     secrets = load_server_secrets(
-        {"AUDIT_SIGNING_KEY": b64url_encode(b"a" * 32)}, tmp_path, generate=False
+        {"AUDIT_SIGNING_KEY": b64url(b"a" * 32)}, tmp_path, generate=False
     )
 
     assert secrets.audit_signing_keys == (b"a" * 32,)

@@ -7,7 +7,7 @@ from django.contrib.auth.models import Group
 from django.core.cache import cache
 
 from audit.models import AuditEvent
-from audit.roles import AUDITORS, SECURITY_ADMINS
+from core.roles import AUDITORS, SECURITY_ADMINS
 from identity_portal.services import first_admin_ensure
 
 pytestmark = pytest.mark.django_db

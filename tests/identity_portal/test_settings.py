@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -11,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from core.jose import b64url
 from identity_portal.server_secrets import (
     SecretFormatError,
-    b64url_encode,
     load_server_secrets,
     parse_keyring,
 )
@@ -22,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 STRONG = {
     "SECRET_KEY": "s" * 10 + "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJ",
-    "SECRET_PEPPERS": f"p1:{b64url_encode(b'a' * 32)}",
-    "KEY_ENCRYPTION_KEYS": f"k1:{b64url_encode(b'b' * 32)}",
-    "AUDIT_SIGNING_KEY": b64url_encode(b"c" * 32),
+    "SECRET_PEPPERS": f"p1:{b64url(b'a' * 32)}",
+    "KEY_ENCRYPTION_KEYS": f"k1:{b64url(b'b' * 32)}",
+    "AUDIT_SIGNING_KEY": b64url(b"c" * 32),
     "DATABASE_URL": "postgres://portal@127.0.0.1:5432/portal",
     "ISSUER": "https://id.example.com",
     "CACHE_URL": "redis://127.0.0.1:6379/0",
@@ -84,10 +85,20 @@ def test_production_generates_nothing_and_reports_missing(tmp_path):
 
 
 def test_keyring_keeps_order_newest_first():
-    ring = parse_keyring(f"new:{b64url_encode(b'n' * 32)}, old:{b64url_encode(b'o' * 32)}")
+    ring = parse_keyring(f"new:{b64url(b'n' * 32)}, old:{b64url(b'o' * 32)}")
 
     assert list(ring) == ["new", "old"]
     assert ring["old"] == b"o" * 32
+
+
+def test_keyring_values_padded_or_in_the_standard_alphabet_still_parse():
+    key = bytes(range(250, 256)) * 5 + b"\xfb\xff"  # 32 bytes whose base64 has + and /
+    standard = base64.b64encode(key).decode()
+    assert "+" in standard and "/" in standard and standard.endswith("=")
+
+    ring = parse_keyring(f"std:{standard},url:{base64.urlsafe_b64encode(key).decode()}")
+
+    assert ring == {"std": key, "url": key}
 
 
 @pytest.mark.parametrize("value", ["nocolon", ":abc", "id:", "a:AAAA,a:BBBB", "id:***"])
@@ -122,9 +133,9 @@ def test_production_refuses_missing_secrets_and_sqlite(tmp_path):
     [
         ({"SECRET_KEY": "django-insecure-" + "x" * 50}, "E002"),
         ({"SECRET_KEY": "short"}, "E002"),
-        ({"SECRET_PEPPERS": f"p1:{b64url_encode(b'x' * 16)}"}, "E003"),
-        ({"KEY_ENCRYPTION_KEYS": f"k1:{b64url_encode(b'x' * 8)}"}, "E003"),
-        ({"AUDIT_SIGNING_KEY": b64url_encode(b"x" * 31)}, "E004"),
+        ({"SECRET_PEPPERS": f"p1:{b64url(b'x' * 16)}"}, "E003"),
+        ({"KEY_ENCRYPTION_KEYS": f"k1:{b64url(b'x' * 8)}"}, "E003"),
+        ({"AUDIT_SIGNING_KEY": b64url(b"x" * 31)}, "E004"),
         ({"DEBUG": "1"}, "E005"),
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from urllib.parse import quote_plus
 
 import jwt
@@ -26,6 +27,16 @@ def token_request(client, registered, *, path="/oauth/token", **params):
         content_type=FORM,
         HTTP_AUTHORIZATION=basic(registered.client_id, registered.secret),
     )
+
+
+def form_body(**params: str) -> bytes:
+    return "&".join(f"{k}={quote_plus(v)}" for k, v in params.items()).encode()
+
+
+def issue_token(client, registered, **params) -> str:
+    response = token_request(client, registered, **params)
+    assert response.status_code == 200, response.content
+    return json.loads(response.content)["access_token"]
 
 
 def verify(token: str, *, audience: str, typ: str = "at+jwt") -> dict:

@@ -3,7 +3,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 
 from audit.models import AuditEvent
-from audit.roles import AUDITORS
+from core.roles import AUDITORS
 from tokens.keyring import keyring_reset
 from tokens.models import SigningKey
 

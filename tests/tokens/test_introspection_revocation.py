@@ -13,18 +13,13 @@ from django.utils import timezone
 
 from audit.context import Actor
 from audit.models import AuditEvent
+from core import jose
 from tests.tokens.helpers import FORM, basic, token_request
-from tokens import jose
 from tokens.keyring import keyring_current
 from tokens.models import IssuedToken
 from tokens.services import signing_key_create, signing_key_revoke, signing_keys_advance
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def introspector(machine_factory):
-    return machine_factory(name="gateway", scopes=("tokens:introspect",), default_scopes=())
 
 
 def _issue(client, registered, **params) -> str:
@@ -172,7 +167,8 @@ def test_a_machine_revokes_its_own_token_and_nobody_elses(
     again = _post(client, "/oauth/revoke", owner, token=token)
     junk = _post(client, "/oauth/revoke", owner, token="junk")
 
-    assert [r.status_code for r in (by_other, by_owner, again, junk)] == [200, 200, 200, 200]
+    assert [r.status_code for r in (by_other, by_owner, again, junk)] == [400, 200, 200, 200]
+    assert json.loads(by_other.content)["error"] == "unauthorized_client"
     assert still_active is True
     assert _introspect(client, introspector, token) == {"active": False}
     assert IssuedToken.objects.get().revoked_at is not None

@@ -22,7 +22,8 @@ from django.utils import timezone
 
 from audit.context import Actor
 from audit.models import AuditEvent
-from tokens import jose
+from core import jose
+from tokens import key_material
 from tokens.keyring import keyring_current, keyring_reload, keyring_reset
 from tokens.models import SigningKey
 from tokens.selectors import jwks_document
@@ -167,7 +168,7 @@ def test_a_row_that_claims_another_algorithm_is_rejected(signing_key):
 
 
 def _wrap(private, *, kid: str, algorithm: str) -> bytes:
-    return jose.private_key_wrap(private, kek=KEK_K2, kid=kid, algorithm=algorithm)
+    return key_material.private_key_wrap(private, kek=KEK_K2, kid=kid, algorithm=algorithm)
 
 
 def test_a_wrapped_key_of_the_wrong_type_or_kid_is_rejected_even_under_our_kek(db):
@@ -264,7 +265,7 @@ def test_a_format_1_row_is_not_trusted_until_the_migration_rebinds_it(db):
     legacy.refresh_from_db()
     assert (
         jose.public_jwk(
-            jose.private_key_unwrap(
+            key_material.private_key_unwrap(
                 bytes(legacy.private_key_wrapped), kek=KEK_K2, kid=kid, algorithm="ES256"
             ).public_key()
         )

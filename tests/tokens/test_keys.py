@@ -15,7 +15,8 @@ from jwcrypto import jwk as jwcrypto_jwk
 
 from audit.context import Actor
 from audit.models import AuditEvent
-from tokens import jose
+from core import jose
+from tokens import key_material
 from tokens.choices import KeyState
 from tokens.keyring import keyring_current
 from tokens.models import SigningKey
@@ -40,13 +41,13 @@ def test_a_key_is_wrapped_under_the_newest_kek_with_its_thumbprint_as_kid(algori
     assert key.kek_id == "k2"
     assert key.state == KeyState.PENDING
     kek = settings.SERVER_SECRETS.key_encryption_keys["k2"]
-    private = jose.private_key_unwrap(
+    private = key_material.private_key_unwrap(
         bytes(key.private_key_wrapped), kek=kek, kid=key.kid, algorithm=algorithm
     )
     assert jose.public_jwk(private.public_key()) == key.public_jwk
     # The kid is bound as associated data: the blob does not decrypt as another key's.
     with pytest.raises(InvalidTag):
-        jose.private_key_unwrap(
+        key_material.private_key_unwrap(
             bytes(key.private_key_wrapped), kek=kek, kid="other", algorithm=algorithm
         )
     der = private.private_bytes(

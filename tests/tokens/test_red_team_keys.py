@@ -21,9 +21,10 @@ from django.conf import settings
 from django.db import connection
 
 from audit.models import AuditEvent
+from core import jose
 from tests.fixtures.tokens import API
 from tests.tokens.helpers import FORM, basic, token_request
-from tokens import jose
+from tokens import key_material
 from tokens.keyring import keyring_current, keyring_reset
 from tokens.selectors import token_checksum, token_verify
 
@@ -56,7 +57,7 @@ class Attacker:
             serialization.NoEncryption(),
         )
         nonce = os.urandom(12)
-        aad = jose.signing_key_aad(kid=self.kid, algorithm="ES256")
+        aad = key_material.signing_key_aad(kid=self.kid, algorithm="ES256")
         return nonce + AESGCM(AESGCM.generate_key(bit_length=256)).encrypt(nonce, der, aad)
 
     def token(self, *, kid: str, machine) -> str:

@@ -15,8 +15,9 @@ from django.test import override_settings
 
 import tokens.keyring as keyring_module
 from audit.context import Actor
+from core import jose
 from tests.tokens.helpers import token_request
-from tokens import jose
+from tokens import key_material
 from tokens.keyring import keyring_current
 from tokens.models import IssuedToken, SigningKey
 from tokens.selectors import token_checksum, token_record_for, token_verify
@@ -51,7 +52,7 @@ def test_a_token_of_each_algorithm_verifies_and_a_tampered_or_foreign_one_is_ref
     verifiers = keyring_current().verifiers
     # Same kid and algorithm in the header, signed by a key that is not ours.
     foreign = jose.Signer(
-        kid=key.kid, algorithm=algorithm, private_key=jose.private_key_generate(algorithm)
+        kid=key.kid, algorithm=algorithm, private_key=key_material.private_key_generate(algorithm)
     ).sign(claims=parsed.claims, typ="at+jwt")
 
     assert parsed.header == {"alg": algorithm, "kid": key.kid, "typ": "at+jwt"}

@@ -1,7 +1,7 @@
 """Bind each wrapped private key to its row's identity: kid and algorithm (issue 10).
 
 Format 1 used the kid alone as the AES-GCM associated data. Format 2 binds a
-versioned record of kid and algorithm (``tokens.jose.signing_key_aad``); the
+versioned record of kid and algorithm (``tokens.key_material.signing_key_aad``); the
 keyring decrypts format 2 only, so after this migration a row that was not
 re-bound here is not trusted. A row is re-bound only if it is authentic in
 format 1: it decrypts under its own KEK with its own kid, is a key of its
@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.db import migrations
 
-from tokens import jose
+from core import jose
+from tokens import key_material
 
 _NONCE_BYTES = 12
 
@@ -55,11 +56,11 @@ def rebind(apps, schema_editor):
         if kek is None:
             continue
         private_key = _unwrap_format_1(bytes(key.private_key_wrapped), kek=kek, kid=key.kid)
-        if private_key is None or not jose.private_key_fits(private_key, key.algorithm):
+        if private_key is None or not key_material.private_key_fits(private_key, key.algorithm):
             continue
         if jose.jwk_thumbprint(jose.public_jwk(private_key.public_key())) != key.kid:
             continue
-        key.private_key_wrapped = jose.private_key_wrap(
+        key.private_key_wrapped = key_material.private_key_wrap(
             private_key, kek=kek, kid=key.kid, algorithm=key.algorithm
         )
         key.save(update_fields=["private_key_wrapped"])
@@ -74,7 +75,7 @@ def unbind(apps, schema_editor):
         if kek is None:
             continue
         try:
-            private_key = jose.private_key_unwrap(
+            private_key = key_material.private_key_unwrap(
                 bytes(key.private_key_wrapped), kek=kek, kid=key.kid, algorithm=key.algorithm
             )
         except InvalidTag:

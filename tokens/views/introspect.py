@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from django.http import HttpResponse
 
+from core.errors import InsufficientScope, InvalidRequest
 from tokens.constants import INTROSPECT_SCOPE
-from tokens.errors import InsufficientScope, InvalidRequest
 from tokens.selectors import machine_grants
 from tokens.services import token_introspect
 from tokens.views.protocol import (

@@ -26,8 +26,14 @@ from clients.authentication import (
     client_authenticate,
     client_credentials_from_request,
 )
+from core.errors import (
+    InvalidClient,
+    InvalidRequest,
+    OAuthError,
+    SlowDown,
+    TemporarilyUnavailable,
+)
 from tokens.constants import MAX_FORM_BYTES, MAX_FORM_FIELDS
-from tokens.errors import InvalidRequest, OAuthError, TemporarilyUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +42,7 @@ BASIC_REALM = 'Basic realm="Machine Identity Portal"'
 # One body for every client authentication failure: an unknown client and a
 # wrong secret must be indistinguishable from outside.
 INVALID_CLIENT_BODY = json.dumps(
-    {"error": "invalid_client", "error_description": "Client authentication failed."}
+    {"error": InvalidClient.error, "error_description": InvalidClient().description}
 ).encode("ascii")
 
 
@@ -54,24 +60,28 @@ def error_response(error: OAuthError) -> HttpResponse:
     payload = {"error": error.error}
     if error.description:
         payload["error_description"] = error.description
-    return json_response(payload, status=error.status)
-
-
-def invalid_client_response(*, used_basic: bool) -> HttpResponse:
-    """RFC 6749 section 5.2: 401 with a challenge when the client used Basic."""
-    response = HttpResponse(INVALID_CLIENT_BODY, status=401, content_type="application/json")
-    response["Cache-Control"] = "no-store"
-    response["Pragma"] = "no-cache"
-    if used_basic:
+    response = json_response(payload, status=error.status)
+    if error.status == 401:
         response["WWW-Authenticate"] = BASIC_REALM
     return response
 
 
+def invalid_client_response() -> HttpResponse:
+    """RFC 6749 section 5.2: 401 ``invalid_client``, always with a challenge.
+
+    RFC 6749 requires the challenge when the client used Basic; RFC 9110
+    section 15.5.2 requires one on every 401, so a client that sent its
+    credentials in the body, or none, is told which scheme to use too.
+    """
+    response = HttpResponse(INVALID_CLIENT_BODY, status=401, content_type="application/json")
+    response["Cache-Control"] = "no-store"
+    response["Pragma"] = "no-cache"
+    response["WWW-Authenticate"] = BASIC_REALM
+    return response
+
+
 def throttled_response(*, retry_after: int) -> HttpResponse:
-    response = json_response(
-        {"error": "slow_down", "error_description": "Too many requests; retry later."},
-        status=429,
-    )
+    response = error_response(SlowDown("Too many requests; retry later."))
     response["Retry-After"] = str(max(1, int(retry_after)))
     return response
 
@@ -87,9 +97,11 @@ def form_parse(request) -> dict[str, list[str]]:
     """The form parameters of a POST, refusing anything that is not a clean form.
 
     Raises ``InvalidRequest`` for a wrong content type, an oversized body,
-    bytes that are not UTF-8, control characters (NUL included) or too many
-    fields. Empty values are dropped: RFC 6749 section 3.1 treats a
-    parameter sent without a value as omitted.
+    bytes that are not UTF-8, control characters (NUL included) or more
+    parameters than ``MAX_FORM_FIELDS``. Empty values are dropped: RFC 6749
+    section 3.1 treats a parameter sent without a value as omitted. Repeated
+    parameters are kept: only the protocol's own may not repeat (``form_single``
+    and the token endpoint), unknown ones are ignored (RFC 6749 section 3.2).
     """
     content_type, params = parse_header_parameters(request.META.get("CONTENT_TYPE", ""))
     if content_type != FORM_CONTENT_TYPE:
@@ -107,13 +119,13 @@ def form_parse(request) -> dict[str, list[str]]:
         raise InvalidRequest("The body is too large.")
     try:
         text = body.decode("ascii")
-        pairs = parse_qsl(
-            text,
-            keep_blank_values=True,
-            encoding="utf-8",
-            errors="strict",
-            max_num_fields=MAX_FORM_FIELDS,
-        )
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("The body is not a valid UTF-8 form.") from exc
+    # Counted as parse_qsl's max_num_fields would, but answered with the real problem.
+    if text.count("&") + 1 > MAX_FORM_FIELDS:
+        raise InvalidRequest("The body has too many parameters.")
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidRequest("The body is not a valid UTF-8 form.") from exc
     form: dict[str, list[str]] = {}
@@ -148,7 +160,7 @@ def machine_authenticate(request, form: dict[str, list[str]]):
 
     ``form`` is the body from ``form_parse``. Returns ``(machine, context)``;
     raises ``ClientRefused`` carrying the RFC 6749 answer (400, 401 with a
-    challenge for Basic, or 429).
+    challenge, or 429).
     """
     context = request_context(request)
     try:
@@ -156,12 +168,12 @@ def machine_authenticate(request, form: dict[str, list[str]]):
         machine = client_authenticate(credentials=credentials, context=context)
     except MalformedClientRequest as exc:
         if exc.error == "invalid_client":
-            raise ClientRefused(invalid_client_response(used_basic=exc.used_basic)) from exc
+            raise ClientRefused(invalid_client_response()) from exc
         error = OAuthError(exc.description)
         error.error, error.status = exc.error, exc.status
         raise ClientRefused(error_response(error)) from exc
     except ClientAuthError as exc:
-        raise ClientRefused(invalid_client_response(used_basic=exc.used_basic)) from exc
+        raise ClientRefused(invalid_client_response()) from exc
     except Throttled as exc:
         raise ClientRefused(throttled_response(retry_after=exc.retry_after)) from exc
     return machine, context

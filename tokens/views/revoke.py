@@ -1,14 +1,17 @@
 """POST /oauth/revoke: RFC 7009 revocation of a machine's own access tokens.
 
-The answer is 200 whether or not the token was the caller's, known or
-valid (RFC 7009 section 2.2), so it tells nothing about other machines.
+200 for the caller's own token and for a token that is unknown, invalid or
+already revoked (RFC 7009 section 2.2); 400 ``unauthorized_client`` for a
+token issued to another client (section 2.1: refused, and the client told).
+The 200 carries no content, hence no ``Content-Type``: the client reads only
+the status (section 2.2), and ``no-store`` keeps it out of caches.
 """
 
 from __future__ import annotations
 
 from django.http import HttpResponse
 
-from tokens.errors import InvalidRequest
+from core.errors import InvalidRequest
 from tokens.services import token_revoke
 from tokens.views.protocol import (
     form_parse,
@@ -28,5 +31,6 @@ def revoke(request) -> HttpResponse:
     form_single(form, "token_type_hint")
     token_revoke(machine=machine, token=token, context=context)
     response = HttpResponse(status=200)
+    del response["Content-Type"]  # no content (RFC 9110 section 8.3), not an empty text/html page
     response["Cache-Control"] = "no-store"
     return response

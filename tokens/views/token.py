@@ -1,4 +1,4 @@
-"""POST /oauth/token: the client credentials grant (RFC 6749 section 4.4).
+"""POST /oauth/token: the grant types of ``tokens.grants`` (today RFC 6749 section 4.4).
 
 Our own thin view in front of the token service (DESIGN.md decision 1 allows
 it): the toolkit's oauthlib pipeline costs several statements and a
@@ -9,18 +9,11 @@ the tests in tests/tokens/test_token_endpoint.py pin it down.
 
 from __future__ import annotations
 
-import re
-from urllib.parse import urlsplit
-
 from django.http import HttpResponse
 
-from tokens.constants import GRANT_CLIENT_CREDENTIALS, TOKEN_TYPE
-from tokens.errors import (
-    InvalidRequest,
-    InvalidScope,
-    InvalidTarget,
-    UnsupportedGrantType,
-)
+from core.errors import InvalidRequest
+from tokens.constants import TOKEN_TYPE
+from tokens.grants import CLIENT_AUTH_PARAMETERS, grant_for
 from tokens.services import token_issue
 from tokens.views.protocol import (
     form_parse,
@@ -30,37 +23,6 @@ from tokens.views.protocol import (
     protocol_endpoint,
 )
 
-# RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]{1,64}$")
-MAX_SCOPES = 32
-
-
-def _scopes(form) -> list[str] | None:
-    value = form_single(form, "scope")
-    if value is None:
-        return None
-    scopes = [item for item in value.split(" ") if item]
-    if not scopes or len(scopes) > MAX_SCOPES or not all(map(_SCOPE_TOKEN.match, scopes)):
-        raise InvalidScope("The scope parameter is malformed.")
-    return scopes
-
-
-def _resource(form) -> str | None:
-    values = form.get("resource") or []
-    if not values:
-        return None
-    if len(values) > 1:
-        raise InvalidTarget("One resource per token.")
-    resource = values[0]
-    # RFC 8707 section 2: an absolute URI without a fragment.
-    try:
-        parts = urlsplit(resource)
-    except ValueError as exc:  # e.g. "http://[::1": an unclosed IPv6 literal
-        raise InvalidTarget("The resource must be an absolute URI without a fragment.") from exc
-    if not parts.scheme or not (parts.netloc or parts.path) or "#" in resource:
-        raise InvalidTarget("The resource must be an absolute URI without a fragment.")
-    return resource
-
 
 @protocol_endpoint
 def token(request) -> HttpResponse:
@@ -68,21 +30,22 @@ def token(request) -> HttpResponse:
     grant_type = form_single(form, "grant_type")
     if grant_type is None:
         raise InvalidRequest("The grant_type parameter is missing.")
-    if grant_type != GRANT_CLIENT_CREDENTIALS:
-        raise UnsupportedGrantType("Only client_credentials is supported.")
-    for name, values in form.items():
-        if name != "resource" and len(values) > 1:
+    grant = grant_for(grant_type)
+    # RFC 6749 section 3.2 (erratum 5708): the parameters the protocol defines may
+    # not repeat; unknown ones are ignored, repeated or not.
+    for name in (*grant.parameters, *CLIENT_AUTH_PARAMETERS):
+        if len(form.get(name, ())) > 1:
             raise InvalidRequest(f"The parameter {name} is repeated.")
     machine, context = machine_authenticate(request, form)
-    issued = token_issue(
-        machine=machine, scopes=_scopes(form), resource=_resource(form), context=context
-    )
+    decision = grant.decide(machine=machine, params=grant.parse(form), context=context)
+    issued = token_issue(decision=decision, context=context)
     payload = {
         "access_token": issued.access_token,
         "token_type": TOKEN_TYPE,
         "expires_in": issued.expires_in,
-        "scope": issued.scope,
     }
+    if issued.scope:  # "" is not a scope (RFC 6749 section 3.3): no scopes, no member
+        payload["scope"] = issued.scope
     if issued.id_token is not None:
         payload["id_token"] = issued.id_token
     return json_response(payload)

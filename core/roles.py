@@ -3,7 +3,7 @@
 Two groups, created by a data migration: security admins change machines,
 secrets and keys; auditors read and export the record and change nothing.
 A superuser is a security admin. Roles live at the bottom of the import
-graph (``audit``) because every app checks them and ``audit`` imports none.
+graph (``core``) because every app checks them.
 """
 
 from __future__ import annotations

@@ -1,0 +1,28 @@
+"""core.client_address: X-Forwarded-For is believed only from trusted proxies."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import RequestFactory
+
+from core.client_address import client_ip
+
+
+@pytest.mark.parametrize(
+    ("proxies", "peer", "forwarded", "expected"),
+    [
+        ([], "203.0.113.9", "198.51.100.1", "203.0.113.9"),  # no proxy configured
+        (["10.0.0.0/8"], "203.0.113.9", "198.51.100.1", "203.0.113.9"),  # peer not trusted
+        (["10.0.0.0/8"], "10.0.0.2", "198.51.100.1", "198.51.100.1"),
+        # The rightmost hop that is not a trusted proxy, not the client's own claim.
+        (["10.0.0.0/8"], "10.0.0.2", "1.1.1.1, 198.51.100.1, 10.0.0.7", "198.51.100.1"),
+        (["10.0.0.0/8"], "10.0.0.2", "198.51.100.1, not-an-ip", "10.0.0.2"),  # malformed
+        (["10.0.0.0/8"], "10.0.0.2", "", "10.0.0.2"),
+        (["10.0.0.0/8", "bogus"], "10.0.0.2", "2001:db8::1", "2001:db8::1"),
+    ],
+)
+def test_client_ip(settings, proxies, peer, forwarded, expected):
+    settings.TRUSTED_PROXIES = proxies
+    request = RequestFactory().get("/", REMOTE_ADDR=peer, HTTP_X_FORWARDED_FOR=forwarded)
+
+    assert client_ip(request) == expected
