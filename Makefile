@@ -56,8 +56,8 @@ bench-audit: $(VENV)/.installed-dev
 # Each mutant runs only the tests that reach the mutated function. Prints the score per
 # module and every surviving mutant (`.venv/bin/mutmut show NAME` shows its diff);
 # docs/mutation.md explains the survivors that are equivalent. Not part of `make test`.
-MUTATE_TARGETS ?= 'clients.authentication.*' 'clients.credentials.*' 'tokens.jose.*' \
-	'tokens.keyring.*' 'tokens.selectors.x_token_verify__*' 'tokens.selectors.x_token_record_for__*' \
+MUTATE_TARGETS ?= 'clients.authentication.*' 'clients.credentials.*' 'core.jose.*' \
+	'core.client_address.*' 'tokens.key_material.*' 'tokens.keyring.*' 'tokens.selectors.x_token_verify__*' 'tokens.selectors.x_token_record_for__*' \
 	'tokens.selectors.x_token_checksum__*' 'audit.chain.*' 'audit.selectors.x_audit_chain_verify__*' \
 	'audit.selectors.x_audit_chain_anchor__*' 'audit.selectors.x_audit_chain_head__*'
 MUTATE_CHILDREN ?= 2

@@ -311,7 +311,7 @@ def test_a_body_that_cannot_be_parsed_gets_its_exact_error(settings):
 
 def test_a_digest_under_a_retired_pepper_names_the_pepper():
     with pytest.raises(UnknownPepper) as raised:
-        secret_digest(secret="mip_cs_x", pepper_id="retired")
+        secret_digest(secret="mip_cs_x", client_id="m", pepper_id="retired")
 
     assert raised.value.args == ("retired",)
 
