@@ -8,7 +8,7 @@ import time_machine
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from django.conf import settings
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import override_settings
 from django.utils import timezone
 from jwcrypto import jwk as jwcrypto_jwk
@@ -217,3 +217,18 @@ def test_junk_never_verifies_and_never_raises(token):
 
     assert token_verify(token=token) is None
     assert token_record_for(token=token) is None
+
+
+@pytest.mark.django_db
+def test_keys_revoke_takes_a_kid_that_starts_with_a_dash(signing_key):
+    # One kid in 64 starts with "-": argparse must not take it for an option.
+    kid = "-" + signing_key.kid[1:]
+    SigningKey.objects.filter(pk=signing_key.pk).update(kid=kid)
+    out = io.StringIO()
+
+    with pytest.raises(CommandError) as raised:
+        call_command("keys", "revoke", "-" + "x" * 42, stdout=out)
+    call_command("keys", "revoke", kid, stdout=out)
+
+    assert str(raised.value) == f"No key {'-' + 'x' * 42!r}."
+    assert json.loads(out.getvalue()) == {"kid": kid, "state": KeyState.REVOKED}

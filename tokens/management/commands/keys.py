@@ -17,6 +17,9 @@ from tokens.models import SigningKey
 from tokens.selectors import signing_keys_list
 from tokens.services import signing_key_create, signing_key_revoke, signing_keys_rewrap
 
+# An RFC 7638 thumbprint: SHA-256 in unpadded base64url.
+KID_LENGTH = 43
+
 
 class Command(BaseCommand):
     help = "Manage token signing keys."
@@ -35,6 +38,23 @@ class Command(BaseCommand):
         revoke = sub.add_parser("revoke", help="Withdraw a key at once (emergency).")
         revoke.add_argument("kid")
         sub.add_parser("rewrap", help="Re-encrypt private keys under the newest KEK.")
+
+    def create_parser(self, prog_name, subcommand, **kwargs):
+        """A kid is a base64url thumbprint: one in 64 starts with ``-``, which argparse
+        would take for an option. ``revoke`` reads the word after it as the kid."""
+        parser = super().create_parser(prog_name, subcommand, **kwargs)
+        parse_args = parser.parse_args
+
+        def parse_kid_verbatim(args=None, namespace=None):
+            args = list(args or ())
+            if "revoke" in args:
+                at = args.index("revoke") + 1
+                if at < len(args) and args[at].startswith("-") and len(args[at]) == KID_LENGTH:
+                    args.insert(at, "--")
+            return parse_args(args, namespace)
+
+        parser.parse_args = parse_kid_verbatim
+        return parser
 
     def handle(self, *args, **options):
         with cache_failures_collected() as failures:
