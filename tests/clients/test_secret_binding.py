@@ -130,6 +130,7 @@ def test_flipping_a_rows_digest_version_verifies_nothing(machine_and_secret):
     assert _reason(machine.client_id, raw) == "ok"
 
 
+@pytest.mark.migrations
 @pytest.mark.django_db(transaction=True)
 def test_migrating_a_database_of_the_previous_release_binds_its_digests(machine_and_secret):
     from django.db import connection

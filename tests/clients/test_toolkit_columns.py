@@ -55,6 +55,7 @@ def test_the_database_refuses_a_misleading_value(machine_and_secret, column):
     assert getattr(machine, column) == TOOLKIT_PINNED_COLUMNS[column]
 
 
+@pytest.mark.migrations
 @pytest.mark.django_db(transaction=True)
 def test_migrating_resets_misleading_values_left_by_the_previous_release(machine_and_secret):
     from django.db import connection
