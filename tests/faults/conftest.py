@@ -123,7 +123,12 @@ class Answer:
     phase: str
     status: int  # 0: no HTTP answer (connection refused or reset)
     body: bytes
-    seconds: float
+    started: float  # time.monotonic() when sent
+    finished: float  # and when answered
+
+    @property
+    def seconds(self) -> float:
+        return self.finished - self.started
 
     def json(self) -> dict:
         return json.loads(self.body)
@@ -198,7 +203,8 @@ class TokenLoad:
                     phase=phase,
                     status=status,
                     body=body,
-                    seconds=time.monotonic() - started,
+                    started=started,
+                    finished=time.monotonic(),
                 )
             )
             if self.pause:

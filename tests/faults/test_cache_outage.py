@@ -10,6 +10,7 @@ cache's use included, returns with the cache.
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -127,9 +128,10 @@ def test_the_cache_dies_under_load_and_comes_back(
         "ERROR",
     ] * (1 + len(MACHINE_CACHE_PREVIOUS_VERSIONS))
     assert refused_down[0] == 401
-    assert refused_down[1] == (
-        b'{"error": "invalid_client", "error_description": "Client authentication failed."}'
-    )
+    assert json.loads(refused_down[1]) == {
+        "error": "invalid_client",
+        "error_description": "Client authentication failed.",
+    }
     assert refused_after[0] == 401
 
     # Throttling is back with the cache: the free failures, then a block.
