@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -249,3 +250,49 @@ def portal_env(*, cache: str, broker: str, **overrides: str) -> dict[str, str]:
         "WEB_THREADS": "2",
         **overrides,
     }
+
+
+class WorkerWithBeat:
+    """``celery -A identity_portal worker -B``, the embedded deployment's one worker,
+    against the test database and the given broker and cache."""
+
+    def __init__(self, directory: Path, env: dict[str, str]):
+        self.directory = directory
+        self.env = {**os.environ, **env, "VAR_DIR": str(directory)}
+        self.log_path = directory / "worker.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        argv = [sys.executable, "-m", "celery", "-A", "identity_portal", "worker", "-B"]
+        argv += ["--pool", "solo", "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
+        offset = len(self.log()) if self.log_path.exists() else 0
+        with self.log_path.open("a") as log:
+            self.proc = subprocess.Popen(
+                argv, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+        def ready() -> bool:
+            assert self.proc.poll() is None, self.log()[-3000:]
+            return "ready." in self.log()[offset:]
+
+        wait_for(ready, timeout=60)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """SIGKILL, as the OOM killer or a lost node does: nothing is cleaned up."""
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
