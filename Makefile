@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
 
-.PHONY: run test lint format bench bench-audit clean
+.PHONY: run test lint format bench bench-audit soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,15 @@ AUDIT_BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/mip_audit_bench
 AUDIT_BENCH_EVENTS ?= 1000000
 bench-audit: $(VENV)/.installed-dev
 	DATABASE_URL=$(AUDIT_BENCH_DATABASE_URL) $(BIN)/python bench/audit_bench.py --events $(AUDIT_BENCH_EVENTS)
+
+# The soak (not part of `make test`; README "When a dependency fails"): web, worker with
+# beat, PostgreSQL and two redis-servers of its own, SOAK_RATE tokens/s for SOAK_DURATION
+# seconds with the faults of tests/faults injected in turn; report under var/soak/.
+SOAK_RATE ?= 100
+SOAK_DURATION ?= 600
+SOAK_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/mip_soak
+soak: $(VENV)/.installed-run
+	SOAK_DATABASE_URL=$(SOAK_DATABASE_URL) $(BIN)/python -m bench.soak --rate $(SOAK_RATE) --duration $(SOAK_DURATION) $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var

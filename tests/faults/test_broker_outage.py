@@ -72,7 +72,8 @@ def test_the_broker_away_for_a_while_under_load(
             load.run_phase("down", answers=60)
             _keep_away_until(hung_at + AWAY)
             away = time.monotonic() - hung_at
-            sealed_while_away = AuditEvent.objects.filter(position__isnull=False).count()
+            # Work piled up meanwhile: events beat could not get sealed.
+            unsealed_while_away = audit_unsealed_count()
             broker.restart()
             load.run_phase("after", answers=30)
         # Queued work catches up: beat publishes again, the worker reconnects and seals
@@ -88,7 +89,7 @@ def test_the_broker_away_for_a_while_under_load(
     assert away >= AWAY
     issued = AuditEvent.objects.filter(event_type="token.issued").count()
     assert issued == len(answers)
-    assert sealed_while_away < issued
+    assert unsealed_while_away > 0
     # Nothing in the token path waits on the broker: no request took as long as the
     # broker's connect timeout, and the typical one is as fast as before.
     before = load.in_phase("before")
