@@ -267,8 +267,14 @@ class WorkerWithBeat:
         argv += ["--pool", "solo", "--without-gossip", "--without-mingle", "--loglevel", "INFO"]
         offset = len(self.log()) if self.log_path.exists() else 0
         with self.log_path.open("a") as log:
+            # A process group of its own: beat (-B) is a child process, killed with it.
             self.proc = subprocess.Popen(
-                argv, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                argv,
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
         def ready() -> bool:
@@ -281,18 +287,18 @@ class WorkerWithBeat:
         return self.log_path.read_text(errors="replace")
 
     def kill(self) -> None:
-        """SIGKILL, as the OOM killer or a lost node does: nothing is cleaned up."""
-        self.proc.kill()
+        """SIGKILL to the worker and its beat, as a lost node: nothing is cleaned up."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
         self.proc = None
 
     def stop(self) -> None:
         if self.proc is None:
             return
-        self.proc.terminate()
+        os.killpg(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
         self.proc = None
