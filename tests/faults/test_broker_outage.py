@@ -15,6 +15,8 @@ the broker; what it must show is that it never waits on it.
 
 from __future__ import annotations
 
+import http.client
+import json
 import statistics
 import time
 
@@ -45,6 +47,16 @@ def _keep_away_until(deadline: float) -> None:
     wait_for(lambda: time.monotonic() >= deadline, timeout=AWAY + 30, interval=0.1)
 
 
+def _get(port: int, path: str) -> tuple[int, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
 def _median(answers) -> float:
     return statistics.median(a.seconds for a in answers)
 
@@ -70,6 +82,7 @@ def test_the_broker_away_for_a_while_under_load(
             _keep_away_until(hung_at + AWAY / 2)
             broker.kill()
             load.run_phase("down", answers=60)
+            ready_down, healthy_down = _get(port, "/readyz"), _get(port, "/healthz")
             _keep_away_until(hung_at + AWAY)
             away = time.monotonic() - hung_at
             # Work piled up meanwhile: events beat could not get sealed.
@@ -98,3 +111,7 @@ def test_the_broker_away_for_a_while_under_load(
         assert max(a.seconds for a in during) < BROKER_TIMEOUT, phase
         assert _median(during) <= 2 * _median(before) + 0.05, phase
     assert "Connection to broker lost" in worker.log()
+    # Readiness names the broker (a balancer must not check it); liveness does not care.
+    assert ready_down[0] == 503 and ready_down[1]["checks"]["broker"] is False
+    assert {k for k, ok in ready_down[1]["checks"].items() if not ok} == {"broker"}
+    assert healthy_down == (200, {"status": "ok"})

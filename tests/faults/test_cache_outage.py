@@ -20,7 +20,7 @@ from audit.models import AuditEvent
 from clients.constants import MACHINE_CACHE_PREVIOUS_VERSIONS, THROTTLE_CLIENT_IP_FREE_FAILURES
 from clients.machine_cache import machine_cache_key
 from clients.models import ClientSecret
-from clients.services import secret_revoke
+from clients.services import machine_disable, secret_revoke
 from tests.faults.conftest import (
     TokenLoad,
     _basic,
@@ -67,6 +67,7 @@ def test_the_cache_dies_under_load_and_comes_back(
     cache = throwaway_redis("cache")
     loaded = [machine_factory(name=f"loaded-{n}") for n in range(3)]
     revoked = machine_factory(name="revoked-during-outage")
+    disabled = machine_factory(name="disabled-during-outage")
     guesser = machine_factory(name="guessed-during-outage")
     guesser_after = machine_factory(name="guessed-after-outage")
     # This process revokes through the services, so its tombstones go to the same cache.
@@ -83,6 +84,7 @@ def test_the_cache_dies_under_load_and_comes_back(
     with _running_server(tmp_path, **env) as port, TokenLoad(port, loaded) as load:
         load.run_phase("before", answers=60)
         assert _ask(port, revoked, request_id="revoked-before")[0] == 200
+        assert _ask(port, disabled, request_id="disabled-before")[0] == 200
         # The machines are in the cache, as the warm path wants them.
         cached = {k.decode() for k in cache.client().keys("*clients:machine:*")}
         assert f"mip:1:{machine_cache_key(revoked.client_id)}" in cached
@@ -93,17 +95,21 @@ def test_the_cache_dies_under_load_and_comes_back(
         down_failures = _failures(
             port, guesser, count=THROTTLE_CLIENT_IP_FREE_FAILURES + 5, tag="guess-down"
         )
-        # A revocation takes effect at once: machines are read from the database.
+        # A revocation or a disabled machine takes effect at once: machines are read from
+        # the database.
         with caplog.at_level(logging.WARNING, logger="clients.machine_cache"):
             secret_revoke(
                 actor=Actor.system("test"),
                 secret=ClientSecret.objects.get(machine=revoked.machine),
             )
+            machine_disable(actor=Actor.system("test"), machine=disabled.machine)
         refused_down = _ask(port, revoked, request_id="revoked-down")
+        disabled_down = _ask(port, disabled, request_id="disabled-down")
 
         cache.restart()
         load.run_phase("after", answers=90)
         refused_after = _ask(port, revoked, request_id="revoked-after")
+        disabled_after = _ask(port, disabled, request_id="disabled-after")
         after_failures = _failures(
             port, guesser_after, count=THROTTLE_CLIENT_IP_FREE_FAILURES + 1, tag="guess-after"
         )
@@ -115,7 +121,7 @@ def test_the_cache_dies_under_load_and_comes_back(
     # Every request was answered with a token, before, during and after the outage.
     assert statuses_by_phase(answers) == {"before": {200}, "down": {200}, "after": {200}}
     assert_every_token_audited_once(answers)
-    assert AuditEvent.objects.filter(event_type="token.issued").count() == len(answers) + 1
+    assert AuditEvent.objects.filter(event_type="token.issued").count() == len(answers) + 2
 
     assert down_failures == [401] * (THROTTLE_CLIENT_IP_FREE_FAILURES + 5)
     denied = AuditEvent.objects.filter(event_type="token.denied", request_id__startswith="guess-")
@@ -126,13 +132,14 @@ def test_the_cache_dies_under_load_and_comes_back(
     assert [r.levelname for r in caplog.records if "invalidation failed" in r.message] == [
         "WARNING",
         "ERROR",
-    ] * (1 + len(MACHINE_CACHE_PREVIOUS_VERSIONS))
+    ] * (2 * (1 + len(MACHINE_CACHE_PREVIOUS_VERSIONS)))
     assert refused_down[0] == 401
     assert json.loads(refused_down[1]) == {
         "error": "invalid_client",
         "error_description": "Client authentication failed.",
     }
     assert refused_after[0] == 401
+    assert (disabled_down[0], disabled_after[0]) == (401, 401)
 
     # Throttling is back with the cache: the free failures, then a block.
     assert after_failures[:THROTTLE_CLIENT_IP_FREE_FAILURES] == [401] * (
