@@ -507,6 +507,10 @@ def main(argv: list[str] | None = None) -> int:
         "CACHE_URL": cache.url(),
         "CELERY_BROKER_URL": broker.url(),
         "DATABASE_URL": args.database_url,
+        # A witness of this run's own: one kept in var/ across runs would hold checkpoints of
+        # a database since dropped, which audit_verify rightly reports as a rollback.
+        "AUDIT_WITNESS": os.environ.get("SOAK_AUDIT_WITNESS")
+        or f"file:{run_dir / 'audit-witness.jsonl'}",
         "LOG_LEVEL": "WARNING",
         "ACCESS_LOG": "false",
     }
