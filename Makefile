@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
 
-.PHONY: run test lint format bench bench-audit mutate clean
+.PHONY: run test lint format bench bench-audit mutate soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -57,7 +57,8 @@ bench-audit: $(VENV)/.installed-dev
 # module and every surviving mutant (`.venv/bin/mutmut show NAME` shows its diff);
 # docs/mutation.md explains the survivors that are equivalent. Not part of `make test`.
 MUTATE_TARGETS ?= 'clients.authentication.*' 'clients.credentials.*' 'core.jose.*' \
-	'core.client_address.*' 'tokens.key_material.*' 'tokens.keyring.*' 'tokens.selectors.x_token_verify__*' 'tokens.selectors.x_token_record_for__*' \
+	'core.client_address.*' 'tokens.key_material.*' 'tokens.keyring.*' \
+	'tokens.selectors.x_token_verify__*' 'tokens.selectors.x_token_record_for__*' \
 	'tokens.selectors.x_token_checksum__*' 'audit.chain.*' 'audit.selectors.x_audit_chain_verify__*' \
 	'audit.selectors.x_audit_chain_anchor__*' 'audit.selectors.x_audit_chain_head__*'
 MUTATE_CHILDREN ?= 2
@@ -76,6 +77,15 @@ mutate: $(VENV)/.installed-dev
 	  total["killed"], total["survived"], total["timeout"], total["no tests"] }' | sort
 	@echo "Surviving mutants:"
 	@$(BIN)/mutmut results | grep -v ': not checked$$' || true
+
+# The soak (not part of `make test`; README "When a dependency fails"): web, worker with
+# beat, PostgreSQL and two redis-servers of its own, SOAK_RATE tokens/s for SOAK_DURATION
+# seconds with the faults of tests/faults injected in turn; report under var/soak/.
+SOAK_RATE ?= 100
+SOAK_DURATION ?= 600
+SOAK_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/mip_soak
+soak: $(VENV)/.installed-run
+	SOAK_DATABASE_URL=$(SOAK_DATABASE_URL) $(BIN)/python -m bench.soak --rate $(SOAK_RATE) --duration $(SOAK_DURATION) $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var
