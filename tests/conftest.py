@@ -63,6 +63,22 @@ def django_db_setup(django_db_setup, django_db_blocker):
         operations.sql_flush = original
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_process_state(tmp_path_factory):
+    """Each pytest session starts from the process state a new process has.
+
+    ``make mutate`` (mutmut) runs the suite twice in one process before forking
+    its mutants: what a first session leaves in per-process memos or under
+    ``VAR_DIR`` (an HTTPS witness's acknowledged position, the machine cache's
+    logged-once failures, the decoded entries) must not leak into the second.
+    """
+    from clients import machine_cache
+
+    machine_cache._decoded.clear()
+    machine_cache._undecodable.clear()
+    settings.VAR_DIR = str(tmp_path_factory.mktemp("var"))
+
+
 pytest_plugins = [
     "tests.fixtures.core",
     "tests.fixtures.celery_worker",
