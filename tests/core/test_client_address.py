@@ -26,3 +26,26 @@ def test_client_ip(settings, proxies, peer, forwarded, expected):
     request = RequestFactory().get("/", REMOTE_ADDR=peer, HTTP_X_FORWARDED_FOR=forwarded)
 
     assert client_ip(request) == expected
+
+
+@pytest.mark.parametrize(
+    ("proxies", "expected"),
+    [
+        # A proxy written with host bits set is still the network it names.
+        (["10.0.0.1/8"], "198.51.100.1"),
+        # An unreadable entry is skipped, not the end of the list.
+        (["bogus", "10.0.0.0/8"], "198.51.100.1"),
+        (["bogus"], "10.0.0.2"),
+    ],
+)
+def test_trusted_proxy_entries_are_read_leniently_one_by_one(settings, proxies, expected):
+    settings.TRUSTED_PROXIES = proxies
+    request = RequestFactory().get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="198.51.100.1")
+
+    assert client_ip(request) == expected
+
+
+def test_a_trusted_proxy_that_sends_no_forwarded_header_is_the_client(settings):
+    settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
+
+    assert client_ip(RequestFactory().get("/", REMOTE_ADDR="10.0.0.2")) == "10.0.0.2"
