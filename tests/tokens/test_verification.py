@@ -158,3 +158,19 @@ def test_keys_rotate_without_alg_uses_the_configured_signing_algorithm(algorithm
 
     assert (created["algorithm"], created["state"]) == (algorithm, "pending")
     assert SigningKey.objects.get(kid=created["kid"]).algorithm == algorithm
+
+
+def test_a_token_is_inactive_from_the_second_of_its_exp(client, signing_key, machine_factory):
+    # RFC 7519 4.1.4: "on or after" exp the token must not be accepted.
+    token = _issue(client, machine_factory())
+    exp = json.loads(jose.b64url_decode(token.split(".")[1]))["exp"]
+
+    assert token_verify(token=token, now=exp - 0.001) is not None
+    assert token_verify(token=token, now=exp) is None
+
+
+def test_the_associated_data_of_a_wrapped_key_is_a_fixed_format():
+    # Rows wrapped today must unwrap in every later release: the bytes are a contract.
+    assert key_material.signing_key_aad(kid="k1", algorithm="ES256") == (
+        b'mip tokens.SigningKey wrap v2\x00{"alg":"ES256","kid":"k1"}'
+    )
