@@ -118,6 +118,23 @@ def test_a_copy_of_another_rows_blob_does_not_authenticate_under_another_kid(sig
     assert list(keyring_current().verifiers) == [signing_key.kid]
 
 
+def test_a_row_planted_after_another_is_recorded_at_the_next_reload(signing_key):
+    # The first planted row is already reported: that must not stop the second.
+    _private, public, first = _attacker_key()
+    _forged_row(public=public, kid=first, wrapped=bytes(signing_key.private_key_wrapped))
+    keyring_reset()
+    keyring_current()
+    _private, public, second = _attacker_key()
+    _forged_row(public=public, kid=second, wrapped=bytes(signing_key.private_key_wrapped))
+
+    keyring_reload()
+
+    assert [(kid, reason) for kid, reason, *_ in _rejections()] == [
+        (first, "not_authentic"),
+        (second, "not_authentic"),
+    ]
+
+
 def test_an_edited_public_jwk_is_ignored_the_derived_key_is_published_and_reported(
     signing_key, client
 ):
@@ -158,6 +175,11 @@ def test_swapped_blobs_are_both_rejected(signing_key):
         (pending.kid, "not_authentic", False),
     ]
     assert (ring.verifiers, ring.signers, ring.jwks) == ({}, {}, ())
+    # Every distrusted row of one load is recorded, not just the first.
+    assert [(kid, reason) for kid, reason, *_ in _rejections()] == [
+        (signing_key.kid, "not_authentic"),
+        (pending.kid, "not_authentic"),
+    ]
 
 
 def test_a_row_that_claims_another_algorithm_is_rejected(signing_key):
