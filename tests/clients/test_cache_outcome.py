@@ -11,11 +11,11 @@ import pytest
 from django.contrib.messages import get_messages
 from django.core.cache import cache
 from django.core.management import CommandError, call_command
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from clients.cache_outcome import cache_failure_report, cache_failures_collected
 from clients.machine_cache import MACHINE_CACHE_FAILURE_MESSAGE, machine_cache_key
 from clients.models import ClientSecret, Machine
+from tests.fixtures.core import CacheWritesFail
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -26,19 +26,9 @@ WARNING = (
 )
 
 
-class _WritesFail:
-    """The cache, except that every write fails as an unreachable Redis would."""
-
-    def set(self, *args, **kwargs):
-        raise RedisConnectionError("Connection refused")
-
-    def __getattr__(self, name):
-        return getattr(cache, name)
-
-
 @pytest.fixture
 def cache_down_for_writes(monkeypatch):
-    monkeypatch.setattr("clients.machine_cache.cache", _WritesFail())
+    monkeypatch.setattr("clients.machine_cache.cache", CacheWritesFail())
 
 
 def test_the_message_is_the_one_people_read():
@@ -106,7 +96,7 @@ def test_cli_reports_plain_success_when_the_cache_was_told(machine_and_secret):
 
 def test_repeating_a_disable_tells_the_cache_again(machine_and_secret, monkeypatch):
     machine, _ = machine_and_secret
-    monkeypatch.setattr("clients.machine_cache.cache", _WritesFail())
+    monkeypatch.setattr("clients.machine_cache.cache", CacheWritesFail())
     with pytest.raises(CommandError):
         call_command("machine", "disable", machine.client_id, stdout=StringIO())
     monkeypatch.undo()  # the cache is back

@@ -12,8 +12,8 @@ from django.contrib.messages import get_messages
 from django.core.cache import cache
 from django.core.management import CommandError, call_command
 from django.urls import reverse
-from redis.exceptions import ConnectionError as RedisConnectionError
 
+from tests.fixtures.core import CacheWritesFail
 from tokens.choices import KeyState
 from tokens.keyring import KEYRING_NOT_TOLD, VERSION_CACHE_KEY
 from tokens.models import SigningKey
@@ -21,19 +21,9 @@ from tokens.models import SigningKey
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-class _WritesFail:
-    """The cache, except that every write fails as an unreachable Redis would."""
-
-    def set(self, *args, **kwargs):
-        raise RedisConnectionError("Connection refused")
-
-    def __getattr__(self, name):
-        return getattr(cache, name)
-
-
 @pytest.fixture
 def cache_down_for_writes(monkeypatch):
-    monkeypatch.setattr("tokens.keyring.cache", _WritesFail())
+    monkeypatch.setattr("tokens.keyring.cache", CacheWritesFail())
 
 
 def test_keys_revoke_prints_the_change_and_exits_3_when_the_cache_was_not_told(
