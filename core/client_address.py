@@ -28,15 +28,27 @@ def _trusted(peer: str) -> bool:
     return False
 
 
-@lru_cache(maxsize=4096)
+# The longest text form of an IP address without a zone (an IPv4-mapped IPv6).
+_ADDRESS_MAX_LENGTH = len("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255")
+
+
 def _address(value: str) -> str | None:
     """``value`` if it is an IP address an ``inet`` column stores, else None.
 
     A server may hand over a peer that is no address (a unix socket path, an
     empty string) or an IPv6 address with a zone (``fe80::1%eth0``), which
     PostgreSQL refuses: stored as is, the audit insert would fail and the
-    request answer 500. Cached, because the token path asks once per request.
+    request answer 500. Anything longer than an address is refused before the
+    cache, so ``X-Forwarded-For`` hops of any size cannot fill it.
     """
+    if len(value) > _ADDRESS_MAX_LENGTH:
+        return None
+    return _address_parsed(value)
+
+
+@lru_cache(maxsize=4096)
+def _address_parsed(value: str) -> str | None:
+    """Cached, because the token path asks once per request."""
     try:
         address = ipaddress.ip_address(value)
     except ValueError:

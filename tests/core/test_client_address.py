@@ -49,3 +49,23 @@ def test_a_trusted_proxy_that_sends_no_forwarded_header_is_the_client(settings):
     settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
 
     assert client_ip(RequestFactory().get("/", REMOTE_ADDR="10.0.0.2")) == "10.0.0.2"
+
+
+def test_a_hop_longer_than_any_address_is_not_believed_nor_remembered(settings):
+    from core import client_address
+
+    settings.TRUSTED_PROXIES = ["10.0.0.0/8"]
+    longest = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+    before = client_address._address_parsed.cache_info().currsize
+    request = RequestFactory().get(
+        "/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="1" * 60_000 + ", " + longest
+    )
+
+    assert client_ip(request) == longest
+    assert (
+        client_ip(
+            RequestFactory().get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="1" * 60_000)
+        )
+        == "10.0.0.2"
+    )
+    assert client_address._address_parsed.cache_info().currsize <= before + 2
