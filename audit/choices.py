@@ -17,6 +17,8 @@ class EventType(models.TextChoices):
     SECRET_ROTATED = "secret.rotated"
     SECRET_REVOKED = "secret.revoked"
     SECRET_EXPIRED = "secret.expired"
+    CLIENT_KEY_ADDED = "client_key.added"
+    CLIENT_KEY_REMOVED = "client_key.removed"
     SCOPE_CREATED = "scope.created"
     SCOPE_UPDATED = "scope.updated"
     AUDIENCE_CREATED = "audience.created"
