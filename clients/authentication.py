@@ -40,6 +40,7 @@ from clients.constants import (
     CLIENT_SECRET_MAX_LENGTH,
     LAST_USED_WRITE_INTERVAL,
     SECRET_PREFIX,
+    THROTTLE_WINDOW,
 )
 from clients.credentials import (
     UnknownDigestVersion,
@@ -47,6 +48,7 @@ from clients.credentials import (
     current_pepper_id,
     secret_digest,
 )
+from clients.lifecycle import auth_failures_notify
 from clients.machine_cache import (
     CachedSecret,
     MachineAuthEntry,
@@ -55,6 +57,7 @@ from clients.machine_cache import (
     machine_cache_key,
 )
 from clients.models import ClientSecret, Machine
+from clients.secret_uses import secret_use_consume
 from clients.throttling import (
     throttle_failure_record,
     throttle_keys,
@@ -248,6 +251,8 @@ def _failure_reason(
         return "secret_revoked", match
     if match.expires_at is not None and match.expires_at <= now:
         return "secret_expired", match
+    if match.not_before is not None and now < match.not_before:
+        return "secret_not_yet_valid", match
     if not entry.machine.enabled:
         return "machine_disabled", match
     if not _ip_allowed(ip, entry):
@@ -290,6 +295,9 @@ def _deny(
             details=details,
             context=context,
         )
+        if blocked_for and entry is not None:
+            # Failures enough to throttle a known machine: its owner hears of it.
+            auth_failures_notify(machine=entry.machine, now=time.time(), window=THROTTLE_WINDOW)
 
 
 # Per process: secret id -> time before which this process does not even ask the cache,
@@ -327,6 +335,8 @@ def client_authenticate(*, credentials: ClientCredentials, context: RequestConte
     reason, match = _failure_reason(
         entry, credentials.client_id, credentials.secret, context.source_ip, now
     )
+    if not reason and match.limited and not secret_use_consume(secret_id=match.id):
+        reason = "secret_used_up"
     if reason:
         blocked_for = cache_safely(throttle_failure_record, keys=keys, now=now, default=0)
         _deny(
