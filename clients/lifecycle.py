@@ -51,13 +51,9 @@ def machine_stale_action(machine: Machine) -> str:
 
 def _superseded(secret: ClientSecret) -> bool:
     """A newer secret of the machine exists: this one is being rotated away, on purpose."""
-    return (
-        ClientSecret.objects.filter(
-            machine_id=secret.machine_id, created_at__gt=secret.created_at, revoked_at__isnull=True
-        )
-        .exclude(pk=secret.pk)
-        .exists()
-    )
+    return ClientSecret.objects.filter(
+        machine_id=secret.machine_id, id__gt=secret.pk, revoked_at__isnull=True
+    ).exists()
 
 
 def _notify(machine: Machine, *, kind: str, dedup_key: str, payload: dict[str, Any], now) -> bool:
