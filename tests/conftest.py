@@ -99,4 +99,5 @@ pytest_plugins = [
     "tests.fixtures.celery_worker",
     "tests.fixtures.clients",
     "tests.fixtures.tokens",
+    "tests.fixtures.webhooks",
 ]
