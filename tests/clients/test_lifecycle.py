@@ -199,7 +199,7 @@ def test_a_machine_whose_policy_says_disable_is_disabled_and_can_be_enabled_agai
 @override_settings(STALE_MACHINE_ACTION="disable", STALE_MACHINE_DAYS=10)
 def test_the_default_action_and_period_come_from_settings(cli_actor):
     with time_machine.travel(T0, tick=False):
-        reported, _ = _register(cli_actor, name="reported", stale_action="report")
+        _reported, _ = _register(cli_actor, name="reported", stale_action="report")
         _register(cli_actor, name="disabled")
     with time_machine.travel(T0 + timedelta(days=11), tick=False):
         assert machines_stale_sweep().as_dict() == {"reported": 1, "disabled": 1}

@@ -88,7 +88,7 @@ def test_an_owner_hears_the_warning_and_the_expiry_once_each_by_webhook_and_emai
 def test_a_failing_receiver_is_retried_with_backoff_until_it_answers(cli_actor, webhook_receiver):
     webhook_receiver.answers = [500, 503]
     with time_machine.travel(T0, tick=False):
-        endpoint, secret = webhook_endpoint_create(
+        _endpoint, secret = webhook_endpoint_create(
             actor=cli_actor, team="payments", url=webhook_receiver.url
         )
         with transaction.atomic():
@@ -218,7 +218,7 @@ def test_the_endpoint_secret_is_stored_encrypted_and_bound_to_its_endpoint(cli_a
 
 @loopback
 def test_a_delivery_row_written_into_the_database_is_never_sent(cli_actor, webhook_receiver):
-    endpoint, _ = webhook_endpoint_create(
+    _endpoint, _ = webhook_endpoint_create(
         actor=cli_actor, team="payments", url=webhook_receiver.url
     )
     with transaction.atomic():

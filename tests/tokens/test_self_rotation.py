@@ -224,7 +224,7 @@ def test_a_not_before_secret_works_only_from_its_time(
 ):
     registered = machine_factory()
     with time_machine.travel(T0, tick=False):
-        secret, raw = secret_create(
+        _secret, raw = secret_create(
             actor=cli_actor, machine=registered.machine, not_before=T0 + timedelta(hours=2)
         )
         later = replace(registered, secret=raw)
