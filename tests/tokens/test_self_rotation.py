@@ -25,32 +25,31 @@ URL = "/api/v1/machines/self/secret"
 T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def _commits(django_capture_on_commit_callbacks):
+@pytest.fixture
+def committing(django_capture_on_commit_callbacks):
     """Run what waits for commit (the cache tombstones) as a real commit would."""
-    global _committing
-    _committing = django_capture_on_commit_callbacks
-    yield
-    _committing = None
+    return lambda: django_capture_on_commit_callbacks(execute=True)
 
 
-_committing = None
-
-
-def _rotate(client, client_id: str, secret: str):
+@pytest.fixture
+def rotate(client, committing):
     """As ``curl -u id:secret -X POST URL`` sends it: no body, no content type."""
-    with _committing(execute=True):
-        return client.generic("POST", URL, b"", HTTP_AUTHORIZATION=basic(client_id, secret))
+
+    def call(client_id: str, secret: str):
+        with committing():
+            return client.generic("POST", URL, b"", HTTP_AUTHORIZATION=basic(client_id, secret))
+
+    return call
 
 
 def test_a_machine_rotates_its_own_secret_and_both_work_during_the_grace(
-    client, signing_key, machine_factory
+    client, signing_key, machine_factory, rotate
 ):
     registered = machine_factory()
     registered.machine.rotation_grace = 3600
     registered.machine.save(update_fields=["rotation_grace"])
     with time_machine.travel(T0, tick=False):
-        response = _rotate(client, registered.client_id, registered.secret)
+        response = rotate(registered.client_id, registered.secret)
 
         assert response.status_code == 201
         assert response["Content-Type"] == "application/json"
@@ -87,18 +86,22 @@ def test_a_machine_rotates_its_own_secret_and_both_work_during_the_grace(
         assert token_request(client, new).status_code == 200
 
 
-def test_the_new_secret_carries_the_maximum_age_policy(client, signing_key, machine_factory):
+def test_the_new_secret_carries_the_maximum_age_policy(
+    client, signing_key, machine_factory, rotate
+):
     registered = machine_factory()
     registered.machine.max_secret_age = 30 * 86400
     registered.machine.save(update_fields=["max_secret_age"])
     with time_machine.travel(T0, tick=False):
-        body = json.loads(_rotate(client, registered.client_id, registered.secret).content)
+        body = json.loads(rotate(registered.client_id, registered.secret).content)
     assert body["client_secret_expires_at"] == int((T0 + timedelta(days=30)).timestamp())
 
 
-def test_client_secret_post_in_a_form_body_works_too(client, signing_key, machine_factory):
+def test_client_secret_post_in_a_form_body_works_too(
+    client, signing_key, machine_factory, committing
+):
     registered = machine_factory()
-    with _committing(execute=True):
+    with committing():
         response = client.post(
             URL,
             data=f"client_id={registered.client_id}&client_secret={registered.secret}&unknown=1",
@@ -117,26 +120,30 @@ def _assert_refused(response) -> None:
     assert response["WWW-Authenticate"] == 'Basic realm="Machine Identity Portal"'
 
 
-def test_a_wrong_secret_gets_401_audited_and_nothing_changes(client, signing_key, machine_factory):
+def test_a_wrong_secret_gets_401_audited_and_nothing_changes(
+    client, signing_key, machine_factory, rotate
+):
     registered = machine_factory()
-    _assert_refused(_rotate(client, registered.client_id, "mip_cs_" + "x" * 43))
+    _assert_refused(rotate(registered.client_id, "mip_cs_" + "x" * 43))
     assert ClientSecret.objects.filter(machine=registered.machine).count() == 1
     assert not AuditEvent.objects.filter(event_type="secret.rotated").exists()
     denial = AuditEvent.objects.get(event_type="token.denied")
     assert (denial.reason, denial.target_id) == ("wrong_secret", registered.client_id)
 
 
-def test_a_revoked_or_expired_secret_gets_401(client, signing_key, machine_factory, cli_actor):
+def test_a_revoked_or_expired_secret_gets_401(
+    client, signing_key, machine_factory, cli_actor, rotate
+):
     registered = machine_factory()
     secret = ClientSecret.objects.get(machine=registered.machine)
     secret_revoke(actor=cli_actor, secret=secret)
-    _assert_refused(_rotate(client, registered.client_id, registered.secret))
+    _assert_refused(rotate(registered.client_id, registered.secret))
 
     expiring = machine_factory(name="expiring")
     ClientSecret.objects.filter(machine=expiring.machine).update(
         expires_at=timezone.now() - timedelta(seconds=1)
     )
-    _assert_refused(_rotate(client, expiring.client_id, expiring.secret))
+    _assert_refused(rotate(expiring.client_id, expiring.secret))
     reasons = sorted(
         AuditEvent.objects.filter(event_type="token.denied").values_list("reason", flat=True)
     )
@@ -146,14 +153,12 @@ def test_a_revoked_or_expired_secret_gets_401(client, signing_key, machine_facto
 
 
 def test_repeated_failures_are_throttled_like_the_token_endpoint(
-    client, signing_key, machine_factory
+    client, signing_key, machine_factory, rotate
 ):
     registered = machine_factory()
     with time_machine.travel(T0, tick=False):
-        statuses = [
-            _rotate(client, registered.client_id, "mip_cs_wrong").status_code for _ in range(6)
-        ]
-        throttled = _rotate(client, registered.client_id, registered.secret)
+        statuses = [rotate(registered.client_id, "mip_cs_wrong").status_code for _ in range(6)]
+        throttled = rotate(registered.client_id, registered.secret)
     assert statuses == [401] * 6
     assert throttled.status_code == 429
     assert json.loads(throttled.content)["error"] == "slow_down"
@@ -187,21 +192,21 @@ def test_bad_requests_get_a_clear_4xx_and_change_nothing(
 
 
 def test_a_single_use_bootstrap_secret_rotates_itself_a_lasting_one(
-    client, signing_key, machine_factory, cli_actor
+    client, signing_key, machine_factory, cli_actor, rotate, committing
 ):
     registered = machine_factory()
     ClientSecret.objects.filter(machine=registered.machine).update(revoked_at=timezone.now())
-    with _committing(execute=True):
+    with committing():
         secret, raw = secret_create(actor=cli_actor, machine=registered.machine, max_uses=1)
     bootstrap = replace(registered, secret=raw)
 
-    response = _rotate(client, bootstrap.client_id, bootstrap.secret)
+    response = rotate(bootstrap.client_id, bootstrap.secret)
     assert response.status_code == 201
     lasting = replace(registered, secret=json.loads(response.content)["client_secret"])
 
     # The single use is spent: refused everywhere, the lasting secret works.
     _assert_refused(token_request(client, bootstrap))
-    _assert_refused(_rotate(client, bootstrap.client_id, bootstrap.secret))
+    _assert_refused(rotate(bootstrap.client_id, bootstrap.secret))
     assert token_request(client, lasting).status_code == 200
     secret.refresh_from_db()
     assert (secret.max_uses, secret.use_count) == (1, 1)
