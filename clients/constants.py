@@ -1,5 +1,8 @@
 """Fixed values of the machine credential format, client authentication and throttling."""
 
+# The client authentication methods a machine gets when none are named (clients.auth_methods).
+DEFAULT_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+
 # Client secrets start with this so secret scanners can spot a leak.
 SECRET_PREFIX = "mip_cs_"
 # 32 random bytes (256 bits), base64url without padding: 43 characters.

@@ -5,6 +5,8 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import ValidationError
 
+from clients.auth_methods import auth_method_choices
+from clients.constants import DEFAULT_AUTH_METHODS
 from clients.models import Audience, Machine
 from clients.services import audience_uri_check, machine_input_check
 
@@ -22,6 +24,14 @@ class MachineForm(forms.ModelForm):
         required=False,
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="CIDRs, one per line or comma-separated; empty: any address.",
+    )
+    auth_methods = forms.MultipleChoiceField(
+        choices=auth_method_choices,
+        widget=forms.CheckboxSelectMultiple,
+        initial=list(DEFAULT_AUTH_METHODS),
+        label="Authentication methods",
+        help_text="How the machine may prove who it is. A secret is created on registration "
+        "only when a secret method is allowed.",
     )
 
     class Meta:
@@ -42,6 +52,7 @@ class MachineForm(forms.ModelForm):
             "rotation_grace",
             "stale_action",
             "ip_allowlist",
+            "auth_methods",
         ]
 
     def __init__(self, *args, **kwargs):
@@ -88,6 +99,7 @@ class MachineForm(forms.ModelForm):
             "ip_allowlist": data["ip_allowlist"],
             "secret_warning_period": data["secret_warning_period"],
             "stale_action": data["stale_action"],
+            "auth_methods": data["auth_methods"],
         }
 
 

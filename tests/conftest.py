@@ -100,4 +100,5 @@ pytest_plugins = [
     "tests.fixtures.clients",
     "tests.fixtures.tokens",
     "tests.fixtures.webhooks",
+    "tests.fixtures.oidc_issuer",
 ]

@@ -31,7 +31,8 @@ def self_secret(request) -> HttpResponse:
     # An empty body, or a form (client_secret_post); anything else is refused.
     form = form_parse(request) if request.body else {}
     # Unknown parameters are ignored, as at the token endpoint (RFC 6749 section 3.2).
-    machine, context = machine_authenticate(request, form)
+    authenticated, context = machine_authenticate(request, form)
+    machine = authenticated.machine
     rotation = secret_self_rotate(machine=machine, context=context)
     return json_response(
         {
