@@ -15,9 +15,11 @@ grace. The body may be empty or a form (``client_secret_post``); a JSON body
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 
 from clients.services import secret_self_rotate
+from core.errors import InvalidRequest
 from tokens.views.protocol import form_parse, json_response, machine_authenticate, protocol_endpoint
 
 
@@ -33,7 +35,11 @@ def self_secret(request) -> HttpResponse:
     # Unknown parameters are ignored, as at the token endpoint (RFC 6749 section 3.2).
     authenticated, context = machine_authenticate(request, form)
     machine = authenticated.machine
-    rotation = secret_self_rotate(machine=machine, context=context)
+    try:
+        rotation = secret_self_rotate(machine=machine, context=context)
+    except ValidationError as exc:
+        # A machine allowed no secret method has no secret to rotate.
+        raise InvalidRequest(" ".join(exc.messages)) from exc
     return json_response(
         {
             "client_id": machine.client_id,
