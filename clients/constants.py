@@ -43,12 +43,12 @@ AUTHORIZATION_HEADER_MAX_LENGTH = 2048
 # after a change keeps a concurrent reader from caching what it read before it (a
 # cold load takes milliseconds; ten seconds also covers a reader stalled by GC or
 # a slow database, at the cost of ten seconds of uncached reads after a change).
-MACHINE_CACHE_VERSION = 4  # bump when MachineAuthEntry, Machine or the encoding changes shape
+MACHINE_CACHE_VERSION = 5  # bump when MachineAuthEntry, Machine or the encoding changes shape
 # Tombstoned too on every change, for a release after a bump: during a rolling
 # deploy the nodes still on the previous version read and fill those keys. (Version 2
 # was pickled: a node of that release reading the new, authenticated tombstone fails
 # that request instead of serving the entry, which is the safe side.)
-MACHINE_CACHE_PREVIOUS_VERSIONS = (3, 2, 1)
+MACHINE_CACHE_PREVIOUS_VERSIONS = (4, 3, 2, 1)
 MACHINE_CACHE_TTL = 300
 MACHINE_CACHE_MISS_TTL = 30
 MACHINE_CACHE_TOMBSTONE_TTL = 10
