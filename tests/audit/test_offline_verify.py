@@ -512,3 +512,26 @@ def test_witness_entries_skip_blank_lines_and_refuse_other_objects(tmp_path):
     with pytest.raises(ValueError) as refused:
         chain.witness_entries(path)
     assert str(refused.value) == f"{path} line 2: not a witnessed checkpoint"
+
+
+def test_a_witness_of_checkpoints_from_before_chaining_is_read(tmp_path):
+    legacy = checkpoint(1, "a" * 64, prev=None)  # exactly the fields it signed, no link
+    path = tmp_path / "w.jsonl"
+    path.write_text(json.dumps(legacy) + "\n", encoding="utf-8")
+
+    assert chain.witness_entries(path) == [(1, legacy)]
+
+
+def test_a_witness_that_was_itself_edited_is_named_by_its_line():
+    first = checkpoint(1, "a" * 64, created_at=EARLIER)
+    edited = {**following(first, 2, "b" * 64), "position": 3}
+
+    witnessed, problem = chain.witness_chain([(1, first), (5, edited)], _keys(KEY))
+
+    assert witnessed.count == 1
+    assert problem == chain.Problem(
+        3,
+        "a checkpoint here has an invalid signature or an untrusted key",
+        5,
+        f"witness: checkpoint (export, position 3, created {edited['created_at']})",
+    )
