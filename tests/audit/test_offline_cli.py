@@ -157,7 +157,7 @@ def test_usage_names_every_option(capsys, monkeypatch):
 
     out = capsys.readouterr().out
     assert exited.value.code == 0
-    assert "Verify an audit export against its manifest." in out
+    assert "\n\nVerify an audit export against its manifest.\n\n" in out
     assert "--manifest MANIFEST  default: EXPORT.manifest.json" in out
     assert "--jwks JWKS          trusted keys (the portal's audit-keys.json)" in out
     assert (
