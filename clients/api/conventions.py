@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from django.http import Http404
 from django.utils import timezone
 from django.utils.module_loading import import_string
 from rest_framework import exceptions, status
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.utils.encoders import JSONEncoder
@@ -39,6 +41,8 @@ from clients.models import ApiIdempotencyKey
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 PROBLEM_BASE = "https://machine-identity-portal.dev/problems/"
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
+# Visible ASCII, as a header value carries it unchanged through every proxy.
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"
 # Keys in a response body that carry a secret: never stored, never shown twice.
 SECRET_FIELDS = frozenset({"client_secret"})
 
@@ -202,6 +206,8 @@ class ManagementApiView(APIView):
     """Base of every management API view: who may call, how errors and limits look."""
 
     throttle_classes = [CallerRateThrottle]
+    # JSON only: one body format to validate, and the schema says so (415 otherwise).
+    parser_classes = [JSONParser]
 
     def get_authenticators(self):
         # Read per request, like the audit API, so the deployment chooses the classes.
@@ -260,9 +266,9 @@ def idempotent(request, caller: Caller, perform) -> Response:
     key = request.META.get("HTTP_IDEMPOTENCY_KEY")
     if key is None:
         return perform()
-    if not key or len(key) > IDEMPOTENCY_KEY_MAX_LENGTH or not key.isprintable():
+    if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
         raise exceptions.ValidationError(
-            {"Idempotency-Key": [f"1 to {IDEMPOTENCY_KEY_MAX_LENGTH} printable characters"]}
+            {"Idempotency-Key": [f"1 to {IDEMPOTENCY_KEY_MAX_LENGTH} visible ASCII characters"]}
         )
     fingerprint = _fingerprint(request)
     caller_key = f"{caller.kind}:{caller.id}"

@@ -21,6 +21,7 @@ from rest_framework.response import Response
 from audit.context import request_context
 from clients import services
 from clients.api.conventions import (
+    IDEMPOTENCY_KEY_PATTERN,
     ManagementApiView,
     caller_of,
     etag_of,
@@ -47,8 +48,8 @@ from clients.models import ClientSecret, Machine
 from clients.selectors import audience_list, machine_filter, machine_list, scope_list
 
 PROBLEM = OpenApiResponse(description="An RFC 9457 problem document (application/problem+json).")
-ERRORS = {status_code: PROBLEM for status_code in (400, 401, 403, 404, 429)}
-WRITE_ERRORS = {**ERRORS, 409: PROBLEM, 412: PROBLEM, 422: PROBLEM}
+ERRORS = {status_code: PROBLEM for status_code in (400, 401, 403, 404, 406, 429)}
+WRITE_ERRORS = {**ERRORS, 409: PROBLEM, 412: PROBLEM, 415: PROBLEM, 422: PROBLEM}
 IF_MATCH = OpenApiParameter(
     "If-Match",
     OpenApiTypes.STR,
@@ -59,6 +60,7 @@ IDEMPOTENCY_KEY = OpenApiParameter(
     "Idempotency-Key",
     OpenApiTypes.STR,
     OpenApiParameter.HEADER,
+    pattern=IDEMPOTENCY_KEY_PATTERN,
     description="A retry with the same key gets the first answer back (secrets withheld).",
 )
 
@@ -83,12 +85,19 @@ def _represented(machine: Machine) -> dict:
     return machine_representation(fresh, now=timezone.now())
 
 
+class MachinePageSerializer(serializers.Serializer):
+    next = serializers.URLField(allow_null=True, help_text="The next page, or null at the end.")
+    previous = serializers.URLField(allow_null=True)
+    results = MachineSerializer(many=True)
+
+
 class MachineFilterSerializer(serializers.Serializer):
     enabled = serializers.BooleanField(required=False, allow_null=True, default=None)
-    owner_team = serializers.CharField(max_length=255, required=False)
-    scope = serializers.CharField(max_length=64, required=False)
-    audience = serializers.CharField(max_length=255, required=False)
-    search = serializers.CharField(max_length=255, required=False)
+    # Blank means "no filter", as a form submitting an empty field means.
+    owner_team = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    scope = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    audience = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    search = serializers.CharField(max_length=255, required=False, allow_blank=True)
     include_deleted = serializers.BooleanField(required=False, default=False)
 
 
@@ -98,7 +107,7 @@ class MachineListView(ManagementApiView):
     @extend_schema(
         operation_id="machines_list",
         parameters=[MachineFilterSerializer],
-        responses={200: MachineSerializer(many=True), **ERRORS},
+        responses={200: MachinePageSerializer, **ERRORS},
     )
     def get(self, request):
         known = {*MachineFilterSerializer().fields, "cursor", "page_size"}
