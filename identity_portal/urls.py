@@ -58,6 +58,7 @@ urlpatterns = [
         machines_api.SecretDetailView.as_view(),
         name="api-machine-secret",
     ),
+    path("api/v1/apply", machines_api.ApplyView.as_view(), name="api-apply"),
     path("api/v1/scopes", machines_api.ScopeListView.as_view(), name="api-scopes"),
     path("api/v1/audiences", machines_api.AudienceListView.as_view(), name="api-audiences"),
     path("api/v1/keys", keys_api.SigningKeyListView.as_view(), name="api-keys"),

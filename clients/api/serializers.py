@@ -165,3 +165,67 @@ class AudienceSerializer(serializers.ModelSerializer):
         fields = ["uri", "name", "description", "created_at"]
         read_only_fields = ["created_at"]
         extra_kwargs = {"uri": {"validators": []}}
+
+
+class StrictSerializer(serializers.Serializer):
+    """Refuses keys it does not know: in a document, a typo must not be silently ignored."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError({name: ["unknown field"] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class ApplyScopeSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=64)
+    description = serializers.CharField(max_length=2000, allow_blank=True, required=False)
+
+
+class ApplyAudienceSerializer(StrictSerializer):
+    uri = serializers.CharField(max_length=255)
+    name = serializers.CharField(max_length=255, allow_blank=True, required=False)
+    description = serializers.CharField(max_length=2000, allow_blank=True, required=False)
+
+
+class ApplyMachineSerializer(StrictSerializer, MachineWriteSerializer):
+    enabled = serializers.BooleanField(required=False)
+
+
+class ApplyDocumentSerializer(StrictSerializer):
+    """The document ``manage.py apply`` and ``POST /api/v1/apply`` take."""
+
+    scopes = ApplyScopeSerializer(many=True, required=False, max_length=1000)
+    audiences = ApplyAudienceSerializer(many=True, required=False, max_length=1000)
+    machines = ApplyMachineSerializer(many=True, required=False, max_length=10000)
+
+
+class ApplyRequestSerializer(StrictSerializer):
+    document = ApplyDocumentSerializer()
+    dry_run = serializers.BooleanField(default=False)
+    prune = serializers.BooleanField(
+        default=False, help_text="Disable live machines the document does not name."
+    )
+
+
+class PlanStepSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=["create", "change", "enable", "disable", "unchanged"])
+    kind = serializers.ChoiceField(choices=["scope", "audience", "machine"])
+    name = serializers.CharField()
+    fields = serializers.ListField(child=serializers.CharField())
+
+
+class CreatedSecretSerializer(serializers.Serializer):
+    client_id = serializers.CharField()
+    client_secret = serializers.CharField()
+
+
+class ApplyResultSerializer(serializers.Serializer):
+    applied = serializers.BooleanField()
+    changes = serializers.IntegerField()
+    plan = PlanStepSerializer(many=True)
+    secrets = serializers.DictField(
+        child=CreatedSecretSerializer(),
+        help_text="New machines' secrets by machine name, shown in this answer only.",
+    )

@@ -34,6 +34,8 @@ from clients.api.permissions import (
     scopes_grantable_check,
 )
 from clients.api.serializers import (
+    ApplyRequestSerializer,
+    ApplyResultSerializer,
     AudienceSerializer,
     MachineCreatedSerializer,
     MachineSerializer,
@@ -44,6 +46,7 @@ from clients.api.serializers import (
     machine_representation,
     secret_representation,
 )
+from clients.declarative import registry_apply, registry_plan
 from clients.models import ClientSecret, Machine
 from clients.selectors import audience_list, machine_filter, machine_list, scope_list
 
@@ -351,3 +354,44 @@ class AudienceListView(ManagementApiView):
             return Response(AudienceSerializer(audience).data, status=status.HTTP_201_CREATED)
 
         return idempotent(request, caller, perform)
+
+
+class ApplyView(ManagementApiView):
+    permission_classes = [ManagementAccess]
+
+    @extend_schema(
+        operation_id="apply",
+        request=ApplyRequestSerializer,
+        responses={200: ApplyResultSerializer, **WRITE_ERRORS},
+        description=(
+            "Make scopes, audiences and machines match the document (the same as "
+            "`manage.py apply`): one transaction, one audit event per change; with "
+            "`dry_run` only the plan. New machines' secrets are in this answer only."
+        ),
+    )
+    def post(self, request):
+        caller = caller_of(request)
+        data = ApplyRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        document = data.validated_data["document"]
+        prune = data.validated_data["prune"]
+        for entry in document.get("machines", []):
+            scopes_grantable_check(caller, entry.get("scopes", ()))
+        if data.validated_data["dry_run"]:
+            plan, secrets = registry_plan(document=document, prune=prune), {}
+        else:
+            applied = registry_apply(
+                document=document,
+                actor=caller.actor,
+                prune=prune,
+                context=request_context(request),
+                may_change=lambda machine: machine_manageable_check(caller, machine),
+            )
+            plan, secrets = applied.plan, applied.secrets
+        body = {
+            "applied": not data.validated_data["dry_run"],
+            "changes": plan.changes,
+            "plan": [step.as_dict() for step in plan.steps],
+            "secrets": secrets,
+        }
+        return Response(body)
