@@ -36,7 +36,7 @@ MACHINE_PLAIN_FIELDS = (
     "default_audience",
 )
 MACHINE_LIST_FIELDS = ("tags", "ip_allowlist")
-MACHINE_SET_FIELDS = ("scopes", "default_scopes", "audiences")
+MACHINE_SET_FIELDS = ("scopes", "default_scopes", "audiences", "auth_methods")
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,7 @@ def _current_machine_values(machine: Machine) -> dict[str, Any]:
         "scopes": sorted(scope.name for scope in machine.allowed_scopes.all()),
         "default_scopes": sorted(scope.name for scope in machine.default_scopes.all()),
         "audiences": sorted(audience.uri for audience in machine.allowed_audiences.all()),
+        "auth_methods": sorted(machine.auth_methods),
     }
 
 
@@ -263,7 +264,8 @@ def _machine_step(step, entry, actor, context, may_change, applied: Applied) -> 
         )
         if entry.get("enabled") is False:
             services.machine_disable(actor=actor, machine=machine, context=context)
-        applied.secrets[step.name] = {"client_id": machine.client_id, "client_secret": raw}
+        if raw is not None:
+            applied.secrets[step.name] = {"client_id": machine.client_id, "client_secret": raw}
         return
     machine = Machine.objects.get(deleted_at__isnull=True, name=step.name)
     if may_change is not None:

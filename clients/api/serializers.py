@@ -65,6 +65,9 @@ class MachineSerializer(serializers.Serializer):
     max_secret_age = serializers.IntegerField(allow_null=True)
     rotation_grace = serializers.IntegerField()
     ip_allowlist = serializers.ListField(child=serializers.CharField())
+    auth_methods = serializers.ListField(
+        child=serializers.CharField(), help_text="Client authentication methods it may use."
+    )
     created = serializers.DateTimeField()
     updated = serializers.DateTimeField()
     last_used_at = serializers.DateTimeField(allow_null=True)
@@ -90,6 +93,7 @@ def machine_representation(machine: Machine, *, now) -> dict:
         "max_secret_age": machine.max_secret_age,
         "rotation_grace": machine.rotation_grace,
         "ip_allowlist": list(machine.ip_allowlist),
+        "auth_methods": sorted(machine.auth_methods),
         "created": machine.created,
         "updated": machine.updated,
         "last_used_at": machine.last_used_at,
@@ -128,11 +132,20 @@ class MachineWriteSerializer(serializers.Serializer):
     max_secret_age = serializers.IntegerField(min_value=1, allow_null=True, required=False)
     rotation_grace = serializers.IntegerField(min_value=0, max_value=2**31 - 1, required=False)
     ip_allowlist = _strings(64, required=False)
+    auth_methods = _strings(
+        64,
+        required=False,
+        min_length=1,
+        help_text="Default: client_secret_basic and client_secret_post. A secret is made "
+        "only when a secret method is allowed.",
+    )
 
 
 class MachineCreatedSerializer(MachineSerializer):
     client_secret = serializers.CharField(
-        help_text="Shown in this answer only: store it now (the portal keeps only a digest)."
+        required=False,
+        help_text="Shown in this answer only: store it now (the portal keeps only a digest). "
+        "Absent when the machine may use no secret method.",
     )
 
 

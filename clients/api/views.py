@@ -145,7 +145,9 @@ class MachineListView(ManagementApiView):
                 machine, raw = services.machine_register(
                     actor=caller.actor, context=request_context(request), **fields
                 )
-            body = {**_represented(machine), "client_secret": raw}
+            body = _represented(machine)
+            if raw is not None:
+                body["client_secret"] = raw
             return Response(body, status=status.HTTP_201_CREATED)
 
         return idempotent(request, caller, perform)
