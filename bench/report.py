@@ -13,6 +13,9 @@ PORTAL = "portal"
 NODE = "node-oidc-provider"
 STOCK_DEFAULT = "stock-default"
 STOCK_PLAIN = "stock-plain"
+PRIVATE_KEY_JWT = "portal-private-key-jwt"
+# issue 11: a private_key_jwt token costs at most this much more than a secret one.
+MIN_JWT_RATIO = 0.7
 SERIES_ORDER = [PORTAL, NODE, STOCK_PLAIN, STOCK_DEFAULT]
 COLOURS = {PORTAL: "#1f6feb", NODE: "#2da44e", STOCK_PLAIN: "#bf8700", STOCK_DEFAULT: "#cf222e"}
 
@@ -45,6 +48,12 @@ def ratios(points: list[dict]) -> dict[str, dict[str, float | None]]:
                 row[label] = portal["tokens_per_s"] / other["tokens_per_s"]
             else:
                 row[label] = math.inf if portal["tokens_per_s"] > 0 else None
+        jwt = point(points, PRIVATE_KEY_JWT, c)
+        row["private_key_jwt/secret"] = (
+            jwt["tokens_per_s"] / portal["tokens_per_s"]
+            if jwt is not None and portal is not None and portal["tokens_per_s"] > 0
+            else None
+        )
         out[str(c)] = row
     return out
 
@@ -214,10 +223,15 @@ def markdown(result: dict) -> str:
         lines += [f"  - not measured: {' '.join(str(e).split())}" for e in info.get("errors", [])]
     r = result["ratios"]
     if r:
-        lines += ["", "| c | portal/node | portal/stock-default |", "|--:|--:|--:|"]
+        lines += [
+            "",
+            "| c | portal/node | portal/stock-default | private_key_jwt/secret |",
+            "|--:|--:|--:|--:|",
+        ]
         for c, row in r.items():
             lines.append(
-                f"| {c} | {_fmt(row['portal/node'], 2)} | {_fmt(row['portal/stock-default'], 1)} |"
+                f"| {c} | {_fmt(row['portal/node'], 2)} | {_fmt(row['portal/stock-default'], 1)}"
+                f" | {_fmt(row.get('private_key_jwt/secret'), 2)} |"
             )
     lines += ["", f"Targets (issue 6, item 3, at c{TARGET_CONCURRENCY}):"]
     for t in result["targets"]:

@@ -7,6 +7,9 @@
 --   BENCH_AUTHS       Authorization header values ("Basic ..."), separated by ";"
 --   BENCH_RID_PREFIX  prefix of every X-Request-ID of this run point ([A-Za-z0-9-])
 --   BENCH_OUT         output path stem: writes <stem>.ids and <stem>.json in done()
+--   BENCH_BODIES      optional file of single-use bodies, one per line (private_key_jwt
+--                     assertions, each with its own jti): thread i of BENCH_THREADS sends
+--                     lines i, i + n, ... instead of BENCH_BODY
 --
 -- response() keeps the X-Request-ID echoed by every 2xx response, so the
 -- harness can compare what the load tool received with the audit trail.
@@ -33,6 +36,20 @@ function init(args)
   ok = 0
   ids = {}
   statuses = {}
+  bodies = {}
+  local pool = os.getenv("BENCH_BODIES")
+  if pool then
+    local n = tonumber(os.getenv("BENCH_THREADS") or "1")
+    local index = 0
+    for line in io.lines(pool) do
+      if line ~= "" then
+        if index % n == tid - 1 then
+          bodies[#bodies + 1] = line
+        end
+        index = index + 1
+      end
+    end
+  end
 end
 
 function request()
@@ -45,7 +62,12 @@ function request()
     -- Spread the load over every registered machine.
     headers["Authorization"] = auths[(sent + tid) % #auths + 1]
   end
-  return wrk.format("POST", path, headers, body)
+  local sent_body = body
+  if #bodies > 0 then
+    -- Each body once; past the end of the pool the first ones come back (and are refused).
+    sent_body = bodies[(sent - 1) % #bodies + 1]
+  end
+  return wrk.format("POST", path, headers, sent_body)
 end
 
 local function request_id(headers)

@@ -34,7 +34,6 @@ from audit.context import Actor, RequestContext, Target
 from audit.services import audit_record
 from clients.auth_methods import (
     CLIENT_AUTH_PARAMETERS,
-    AuthMethod,
     Credentials,
     Presented,
     Verification,
@@ -42,7 +41,8 @@ from clients.auth_methods import (
     presented_method,
 )
 from clients.auth_methods.client_secret import ClientCredentials, client_id_check
-from clients.constants import AUTHORIZATION_HEADER_MAX_LENGTH, SECRET_PREFIX
+from clients.constants import AUTHORIZATION_HEADER_MAX_LENGTH, SECRET_PREFIX, THROTTLE_WINDOW
+from clients.lifecycle import auth_failures_notify
 from clients.machine_cache import (
     MachineAuthEntry,
     cache_safely,
@@ -50,6 +50,7 @@ from clients.machine_cache import (
     machine_cache_key,
 )
 from clients.models import Machine
+from clients.secret_uses import secret_use_count
 from clients.throttling import (
     throttle_failure_record,
     throttle_keys,
@@ -132,10 +133,8 @@ def _ip_allowed(ip: str | None, entry: MachineAuthEntry) -> bool:
     return any(address in network for network in entry.networks)
 
 
-def _machine_refusal(entry: MachineAuthEntry, method: AuthMethod, ip: str | None) -> str:
+def _machine_refusal(entry: MachineAuthEntry, ip: str | None) -> str:
     """What refuses a machine whose credential verified: the same for every method."""
-    if method.name not in entry.machine.auth_methods:
-        return "method_not_allowed"
     if not entry.machine.enabled:
         return "machine_disabled"
     if not _ip_allowed(ip, entry):
@@ -179,6 +178,9 @@ def _deny(
             details=details,
             context=context,
         )
+        if blocked_for and entry is not None:
+            # Failures enough to throttle a known machine: its owner hears of it.
+            auth_failures_notify(machine=entry.machine, now=time.time(), window=THROTTLE_WINDOW)
 
 
 def client_authenticate(
@@ -200,15 +202,25 @@ def client_authenticate(
     entry = None
     if client_id is not None:
         entry = machine_auth_entry_resolve(client_id, values.get(machine_key))
-    verification = method.verify(credentials=credentials, entry=entry, context=context, now=now)
+    if entry is not None and method.name not in entry.machine.auth_methods:
+        # Before the method's own work: a method the machine may not use verifies nothing
+        # (its keys are not even loaded), whatever the credential.
+        verification = Verification(reason="method_not_allowed")
+    else:
+        verification = method.verify(credentials=credentials, entry=entry, context=context, now=now)
+    if not verification.reason and entry is None:
+        # A method that named no machine cannot succeed, whatever it answered.
+        verification = Verification(reason="unknown_client", details=verification.details)
     if not verification.reason:
-        reason = _machine_refusal(entry, method, context.source_ip)
+        reason = _machine_refusal(entry, context.source_ip)
         if reason:
             verification = Verification(
                 reason=reason,
                 credential_id=verification.credential_id,
                 details=verification.details,
             )
+    if not verification.reason and method.uses_secret:
+        verification = secret_use_count(entry=entry, verification=verification)
     if verification.reason:
         blocked_for = cache_safely(throttle_failure_record, keys=keys, now=now, default=0)
         _deny(

@@ -3,6 +3,11 @@
 # The client authentication methods a machine gets when none are named (clients.auth_methods).
 DEFAULT_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 
+# private_key_jwt: registered public keys per machine (two, so a key can be rolled over),
+# and how far ahead an assertion's exp may be (RFC 7523 3: short-lived).
+MAX_CLIENT_KEYS = 2
+ASSERTION_MAX_LIFETIME = 300
+
 # Client secrets start with this so secret scanners can spot a leak.
 SECRET_PREFIX = "mip_cs_"
 # 32 random bytes (256 bits), base64url without padding: 43 characters.
@@ -21,6 +26,8 @@ MAX_USABLE_SECRETS = 2
 # Longest maximum secret age a machine may set: ten years. Far beyond any policy,
 # far below what ``timedelta`` and the database column hold.
 MAX_SECRET_AGE = 10 * 365 * 24 * 3600
+# Most uses a use-limited (bootstrap) secret may be given.
+MAX_SECRET_USES = 1_000_000
 # Secrets the authentication cache keeps per machine: usable ones plus recently
 # expired or revoked ones, so a denial can name the real reason.
 CACHED_SECRETS_PER_MACHINE = 8
@@ -36,12 +43,12 @@ AUTHORIZATION_HEADER_MAX_LENGTH = 2048
 # after a change keeps a concurrent reader from caching what it read before it (a
 # cold load takes milliseconds; ten seconds also covers a reader stalled by GC or
 # a slow database, at the cost of ten seconds of uncached reads after a change).
-MACHINE_CACHE_VERSION = 4  # bump when MachineAuthEntry, Machine or the encoding changes shape
+MACHINE_CACHE_VERSION = 5  # bump when MachineAuthEntry, Machine or the encoding changes shape
 # Tombstoned too on every change, for a release after a bump: during a rolling
 # deploy the nodes still on the previous version read and fill those keys. (Version 2
 # was pickled: a node of that release reading the new, authenticated tombstone fails
 # that request instead of serving the entry, which is the safe side.)
-MACHINE_CACHE_PREVIOUS_VERSIONS = (3, 2, 1)
+MACHINE_CACHE_PREVIOUS_VERSIONS = (4, 3, 2, 1)
 MACHINE_CACHE_TTL = 300
 MACHINE_CACHE_MISS_TTL = 30
 MACHINE_CACHE_TOMBSTONE_TTL = 10

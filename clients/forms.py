@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.core.exceptions import ValidationError
 
 from clients.auth_methods import auth_method_choices
 from clients.constants import DEFAULT_AUTH_METHODS
 from clients.models import Audience, Machine
-from clients.services import audience_uri_check, machine_input_check
+from clients.services import MAX_JWK_BYTES, audience_uri_check, machine_input_check
 
 # Service argument names that differ from the form's field names.
 _FORM_FIELD = {"scopes": "allowed_scopes", "audiences": "allowed_audiences"}
@@ -48,9 +50,12 @@ class MachineForm(forms.ModelForm):
             "default_audience",
             "access_token_ttl",
             "max_secret_age",
+            "secret_warning_period",
             "rotation_grace",
+            "stale_action",
             "ip_allowlist",
             "auth_methods",
+            "jwks_uri",
         ]
 
     def __init__(self, *args, **kwargs):
@@ -95,8 +100,42 @@ class MachineForm(forms.ModelForm):
             "max_secret_age": data["max_secret_age"],
             "rotation_grace": data["rotation_grace"],
             "ip_allowlist": data["ip_allowlist"],
+            "secret_warning_period": data["secret_warning_period"],
+            "stale_action": data["stale_action"],
             "auth_methods": data["auth_methods"],
+            "jwks_uri": data["jwks_uri"],
         }
+
+
+class ClientKeyForm(forms.Form):
+    """One public JWK, pasted or uploaded; the service refuses anything but a public key."""
+
+    jwk = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 8, "cols": 80}),
+        label="Public JWK",
+        help_text='One key as JSON, e.g. {"kty": "EC", "crv": "P-256", "x": "...", "y": "..."}.',
+    )
+    jwk_file = forms.FileField(required=False, label="or a file holding it")
+
+    def clean(self):
+        cleaned = super().clean()
+        upload = cleaned.get("jwk_file")
+        text = cleaned.get("jwk") or ""
+        if upload is not None:
+            if upload.size > MAX_JWK_BYTES:
+                raise ValidationError("The file is too large for a JWK.")
+            try:
+                text = upload.read().decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValidationError("The file is not UTF-8 text.") from exc
+        if not text.strip():
+            raise ValidationError("Paste a JWK or choose a file.")
+        try:
+            cleaned["parsed"] = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ValidationError("Not JSON.") from exc
+        return cleaned
 
 
 class RotateSecretForm(forms.Form):

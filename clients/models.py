@@ -7,6 +7,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from oauth2_provider.models import AbstractApplication
 
+from clients.choices import StaleAction
 from clients.constants import DEFAULT_AUTH_METHODS, DIGEST_VERSION
 
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
@@ -111,8 +112,27 @@ class Machine(AbstractApplication):
     )
     access_token_ttl = models.PositiveIntegerField(default=600, help_text="Seconds.")
     max_secret_age = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Seconds; a secret older than this expires. Empty: none."
+        null=True,
+        blank=True,
+        help_text="Seconds; a secret older than this expires. Empty: the default "
+        "(SECRET_MAX_AGE); 0: never.",
     )
+    secret_warning_period = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Seconds before a secret's maximum age its owner is warned. "
+        "Empty: the default (SECRET_WARNING_PERIOD).",
+    )
+    stale_action = models.CharField(
+        max_length=16,
+        choices=StaleAction.choices,
+        blank=True,
+        default="",
+        help_text="What happens when the machine is unused for STALE_MACHINE_DAYS. "
+        "Empty: the default (STALE_MACHINE_ACTION).",
+    )
+    # When the machine was last reported stale; a machine used since is judged afresh.
+    stale_reported_at = models.DateTimeField(null=True, blank=True)
     rotation_grace = models.PositiveIntegerField(
         default=24 * 3600, help_text="Seconds the previous secret keeps working after a rotation."
     )
@@ -121,6 +141,12 @@ class Machine(AbstractApplication):
         default=default_auth_methods,
         help_text="The client authentication methods this machine may use.",
     )
+    # private_key_jwt: where the machine publishes its public keys, when it registers none.
+    # The binding (clients.credentials.jwks_uri_binding) is an HMAC under a server
+    # pepper: a URL written into the row by anyone else is never fetched.
+    jwks_uri = models.CharField(max_length=2048, blank=True, default="")
+    jwks_uri_binding = models.CharField(max_length=64, blank=True, default="")
+    jwks_uri_pepper_id = models.CharField(max_length=32, blank=True, default="")
     last_used_at = models.DateTimeField(null=True, blank=True)
     last_used_ip = models.GenericIPAddressField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
@@ -161,12 +187,68 @@ class ClientSecret(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # Bootstrap credentials (as Vault's secret_id_num_uses and a not-before time): the
+    # secret authenticates only from ``not_before`` on, and at most ``max_uses`` times.
+    not_before = models.DateTimeField(null=True, blank=True)
+    max_uses = models.PositiveIntegerField(null=True, blank=True)
+    use_count = models.PositiveIntegerField(default=0)
+    # The lifecycle's state guards: set once by the periodic expiry job, each with its
+    # audit event and notification, so neither is ever sent twice.
+    warned_at = models.DateTimeField(null=True, blank=True)
+    expired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.display_prefix}…{self.last_four}"
+
+
+class ClientKey(models.Model):
+    """A public key a machine signs its ``private_key_jwt`` assertions with (at most two).
+
+    Only the public JWK is stored. The row grants power (whoever holds the
+    private half authenticates as the machine), so it is bound to the server:
+    ``binding`` is an HMAC under the pepper ``pepper_id`` over the machine's
+    client_id, the kid and the JWK (``clients.credentials.client_key_binding``).
+    A key inserted or edited in the database, or moved to another machine,
+    fails the binding and verifies nothing.
+    """
+
+    machine = models.ForeignKey(Machine, on_delete=models.CASCADE, related_name="keys")
+    kid = models.CharField(max_length=128)
+    thumbprint = models.CharField(max_length=64)
+    public_jwk = models.JSONField()
+    binding = models.CharField(max_length=64)
+    pepper_id = models.CharField(max_length=32)
+    created_at = models.DateTimeField()
+    created_by = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["machine", "kid"], name="client_key_unique_kid"),
+            models.UniqueConstraint(
+                fields=["machine", "thumbprint"], name="client_key_unique_thumbprint"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.kid
+
+
+class UsedAssertion(models.Model):
+    """A client assertion's ``jti`` seen while the shared cache was unreachable.
+
+    The replay cache's fallback (``clients.client_assertion``): the unique key
+    refuses a second use until the assertion expires; beat purges expired rows.
+    """
+
+    key = models.CharField(max_length=48, unique=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return self.key
 
 
 class ApiIdempotencyKey(models.Model):

@@ -11,7 +11,9 @@ as digests.
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,15 +24,35 @@ from django.core.validators import URLValidator, validate_email
 from django.db import transaction
 from django.utils import timezone
 
-from audit.choices import EventType
+from audit.choices import ActorKind, EventType
 from audit.context import Actor, RequestContext, Target
 from audit.services import audit_record
 from clients.auth_methods import auth_methods_check, auth_methods_with_secret
-from clients.constants import DEFAULT_AUTH_METHODS, MAX_SECRET_AGE, MAX_USABLE_SECRETS
-from clients.credentials import secret_generate
+from clients.choices import StaleAction
+from clients.constants import (
+    DEFAULT_AUTH_METHODS,
+    MAX_CLIENT_KEYS,
+    MAX_SECRET_AGE,
+    MAX_SECRET_USES,
+    MAX_USABLE_SECRETS,
+)
+from clients.credentials import (
+    client_key_binding,
+    current_pepper_id,
+    jwks_uri_binding,
+    secret_generate,
+)
 from clients.machine_cache import machine_cache_invalidate
-from clients.models import Audience, ClientSecret, Machine, Scope, scope_token_validator
+from clients.models import (
+    Audience,
+    ClientKey,
+    ClientSecret,
+    Machine,
+    Scope,
+    scope_token_validator,
+)
 from clients.selectors import secret_expiry, secret_list_usable
+from core import jose, remote_jwks
 
 # Longest grace a rotation may give the previous secret.
 MAX_ROTATION_GRACE = 30 * 24 * 3600
@@ -93,9 +115,31 @@ def _grace(value: int, *, field: str = "rotation_grace") -> int:
 
 
 def _max_age(value: int | None) -> int | None:
-    if value is not None and (not isinstance(value, int) or not 60 <= value <= MAX_SECRET_AGE):
+    if value is None or value == 0:  # the default policy / no maximum
+        return value
+    if not isinstance(value, int) or not 60 <= value <= MAX_SECRET_AGE:
         raise ValidationError(
-            {"max_secret_age": f"Maximum secret age must be 60 to {MAX_SECRET_AGE} seconds."}
+            {
+                "max_secret_age": f"Maximum secret age must be 60 to {MAX_SECRET_AGE} seconds "
+                "(0: none; empty: the default)."
+            }
+        )
+    return value
+
+
+def _warning_period(value: int | None) -> int | None:
+    if value is not None and (not isinstance(value, int) or not 0 <= value <= MAX_SECRET_AGE):
+        raise ValidationError(
+            {"secret_warning_period": f"The warning period is 0 to {MAX_SECRET_AGE} seconds."}
+        )
+    return value
+
+
+def _stale_action(value: str) -> str:
+    value = value or ""
+    if value and value not in StaleAction.values:
+        raise ValidationError(
+            {"stale_action": f"One of: {', '.join(StaleAction.values)} (empty: the default)."}
         )
     return value
 
@@ -174,6 +218,29 @@ def _auth_methods(values: Iterable[str]) -> list[str]:
     return checked
 
 
+def _jwks_uri(value: str) -> str:
+    """Empty, or a URL ``core.remote_jwks`` would fetch (https, no user info)."""
+    value = (value or "").strip()
+    if value:
+        try:
+            remote_jwks.url_check(value, allow_private=settings.JWKS_URI_ALLOW_PRIVATE)
+        except ValueError as exc:
+            raise ValidationError({"jwks_uri": f"{exc}."}) from exc
+    return value
+
+
+def _jwks_uri_bind(machine: Machine) -> None:
+    """Bind the machine's jwks_uri to it under the newest pepper (nothing when empty)."""
+    if not machine.jwks_uri:
+        machine.jwks_uri_binding = machine.jwks_uri_pepper_id = ""
+        return
+    pepper_id = current_pepper_id()
+    machine.jwks_uri_pepper_id = pepper_id
+    machine.jwks_uri_binding = jwks_uri_binding(
+        client_id=machine.client_id, jwks_uri=machine.jwks_uri, pepper_id=pepper_id
+    )
+
+
 def _uses_secret(machine: Machine) -> bool:
     return bool(auth_methods_with_secret() & set(machine.auth_methods))
 
@@ -186,7 +253,14 @@ def _secret_allowed(machine: Machine) -> None:
         )
 
 
-def _secret_add(*, machine: Machine, actor: Actor, now: datetime) -> tuple[ClientSecret, str]:
+def _secret_add(
+    *,
+    machine: Machine,
+    actor: Actor,
+    now: datetime,
+    max_uses: int | None = None,
+    not_before: datetime | None = None,
+) -> tuple[ClientSecret, str]:
     generated = secret_generate(client_id=machine.client_id)
     row = ClientSecret.objects.create(
         machine=machine,
@@ -197,19 +271,42 @@ def _secret_add(*, machine: Machine, actor: Actor, now: datetime) -> tuple[Clien
         last_four=generated.last_four,
         created_at=now,
         created_by=actor.display[:255],
+        max_uses=max_uses,
+        not_before=not_before,
     )
     return row, generated.raw
+
+
+def _max_uses(value: int | None) -> int | None:
+    if value is not None and (not isinstance(value, int) or not 1 <= value <= MAX_SECRET_USES):
+        raise ValidationError({"max_uses": f"Uses are 1 to {MAX_SECRET_USES} (empty: no limit)."})
+    return value
+
+
+def _not_before(value: datetime | None, *, now: datetime) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or timezone.is_naive(value):
+        raise ValidationError({"not_before": "A time with its time zone."})
+    if value > now + timedelta(seconds=MAX_SECRET_AGE):
+        raise ValidationError({"not_before": "Too far in the future."})
+    return value
 
 
 def _secret_created_record(
     *, machine: Machine, secret: ClientSecret, actor: Actor, context: RequestContext | None
 ) -> None:
     """The ``secret.created`` event: which secret, shown only by its display form."""
+    details: dict[str, Any] = {"secret_id": secret.pk, "display": _secret_display(secret)}
+    if secret.max_uses is not None:
+        details["max_uses"] = secret.max_uses
+    if secret.not_before is not None:
+        details["not_before"] = secret.not_before.isoformat()
     audit_record(
         event_type=EventType.SECRET_CREATED,
         actor=actor,
         target=_target(machine),
-        details={"secret_id": secret.pk, "display": _secret_display(secret)},
+        details=details,
         context=context,
     )
 
@@ -354,6 +451,7 @@ def _machine_summary(machine: Machine) -> dict[str, Any]:
         "access_token_ttl": machine.access_token_ttl,
         "ip_allowlist": list(machine.ip_allowlist),
         "auth_methods": list(machine.auth_methods),
+        "jwks_uri": machine.jwks_uri,
     }
 
 
@@ -372,7 +470,10 @@ def machine_input_check(
     max_secret_age: int | None = None,
     rotation_grace: int = 24 * 3600,
     ip_allowlist: Sequence[str] = (),
+    secret_warning_period: int | None = None,
+    stale_action: str = "",
     auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS,
+    jwks_uri: str = "",
 ) -> dict[str, Any]:
     """Validate a machine's complete settings without writing; the console form shows the errors.
 
@@ -406,7 +507,10 @@ def machine_input_check(
         "max_secret_age": check(_max_age, max_secret_age),
         "rotation_grace": check(_grace, rotation_grace),
         "ip_allowlist": check(_allowlist, ip_allowlist),
+        "secret_warning_period": check(_warning_period, secret_warning_period),
+        "stale_action": check(_stale_action, stale_action),
         "auth_methods": check(_auth_methods, auth_methods),
+        "jwks_uri": check(_jwks_uri, jwks_uri),
     }
     if not errors:
         check(
@@ -444,7 +548,10 @@ def machine_register(
     max_secret_age: int | None = None,
     rotation_grace: int = 24 * 3600,
     ip_allowlist: Sequence[str] = (),
+    secret_warning_period: int | None = None,
+    stale_action: str = "",
     auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS,
+    jwks_uri: str = "",
     created_by=None,
     context: RequestContext | None = None,
 ) -> tuple[Machine, str | None]:
@@ -471,7 +578,10 @@ def machine_register(
         max_secret_age=max_secret_age,
         rotation_grace=rotation_grace,
         ip_allowlist=ip_allowlist,
+        secret_warning_period=secret_warning_period,
+        stale_action=stale_action,
         auth_methods=auth_methods,
+        jwks_uri=jwks_uri,
     )
     allowed = checked.pop("allowed_scopes")
     defaults = checked.pop("default_scopes")
@@ -487,6 +597,9 @@ def machine_register(
         created_by=created_by,
     )
     machine.save()
+    if machine.jwks_uri:
+        _jwks_uri_bind(machine)  # the client_id exists only once saved
+        machine.save(update_fields=["jwks_uri_binding", "jwks_uri_pepper_id"])
     machine.allowed_scopes.set(allowed)
     machine.default_scopes.set(defaults)
     machine.allowed_audiences.set(audience_rows)
@@ -527,7 +640,10 @@ def machine_update(
     max_secret_age: int | None = UNSET,
     rotation_grace: int = UNSET,
     ip_allowlist: Sequence[str] = UNSET,
+    secret_warning_period: int | None = UNSET,
+    stale_action: str = UNSET,
     auth_methods: Sequence[str] = UNSET,
+    jwks_uri: str = UNSET,
     context: RequestContext | None = None,
 ) -> Machine:
     """Change what is given; the audit event names the fields and their new values."""
@@ -546,7 +662,10 @@ def machine_update(
         "max_secret_age": (max_secret_age, _max_age),
         "rotation_grace": (rotation_grace, _grace),
         "ip_allowlist": (ip_allowlist, _allowlist),
+        "secret_warning_period": (secret_warning_period, _warning_period),
+        "stale_action": (stale_action, _stale_action),
         "auth_methods": (auth_methods, _auth_methods),
+        "jwks_uri": (jwks_uri, _jwks_uri),
     }
     for field, (value, clean) in simple.items():
         if value is UNSET:
@@ -583,6 +702,12 @@ def machine_update(
     if machine.default_audience != default:
         machine.default_audience = default
         changed.append("default_audience")
+    if "jwks_uri" in changed:
+        if machine.jwks_uri and machine.keys.exists():
+            raise ValidationError(
+                {"jwks_uri": "The machine has registered keys: remove them to use a jwks_uri."}
+            )
+        _jwks_uri_bind(machine)
     machine.save()
     machine.allowed_scopes.set(allowed)
     machine.default_scopes.set(defaults)
@@ -595,7 +720,16 @@ def machine_update(
         details: dict[str, Any] = {"changed": sorted(set(changed))}
         details["after"] = {
             key: getattr(machine, key)
-            for key in ("name", "owner_team", "owner_email", "tags", "max_secret_age")
+            for key in (
+                "name",
+                "owner_team",
+                "owner_email",
+                "tags",
+                "max_secret_age",
+                "rotation_grace",
+                "secret_warning_period",
+                "stale_action",
+            )
             if key in changed
         }
         details["after"].update({key: after[key] for key in after if key in changed})
@@ -680,22 +814,95 @@ def machine_delete(
 
 @transaction.atomic
 def secret_create(
-    *, actor: Actor, machine: Machine, context: RequestContext | None = None
+    *,
+    actor: Actor,
+    machine: Machine,
+    max_uses: int | None = None,
+    not_before: datetime | None = None,
+    context: RequestContext | None = None,
 ) -> tuple[ClientSecret, str]:
-    """Add a secret next to the current one (up to ``MAX_USABLE_SECRETS``); raw returned once."""
+    """Add a secret next to the current one (up to ``MAX_USABLE_SECRETS``); raw returned once.
+
+    ``max_uses`` and ``not_before`` make it a bootstrap credential: it
+    authenticates from ``not_before`` on, at most ``max_uses`` times (a
+    machine's first act with it is usually to rotate itself a lasting secret).
+    """
     machine = _lock(machine)
     if machine.deleted_at is not None:
         raise ValidationError("The machine is deleted.")
     _secret_allowed(machine)
     now = timezone.now()
+    max_uses = _max_uses(max_uses)
+    not_before = _not_before(not_before, now=now)
     if len(secret_list_usable(machine=machine, now=now)) >= MAX_USABLE_SECRETS:
         raise ValidationError(
             f"The machine already has {MAX_USABLE_SECRETS} usable secrets: rotate or revoke one."
         )
-    secret, raw = _secret_add(machine=machine, actor=actor, now=now)
+    secret, raw = _secret_add(
+        machine=machine, actor=actor, now=now, max_uses=max_uses, not_before=not_before
+    )
     _secret_created_record(machine=machine, secret=secret, actor=actor, context=context)
     machine_cache_invalidate(client_id=machine.client_id)
     return secret, raw
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """A rotation's outcome; ``raw`` is the new secret, returned this once."""
+
+    secret: ClientSecret
+    raw: str
+    expires_at: datetime | None
+    previous_expire_at: datetime | None
+
+    def __repr__(self) -> str:  # never print the raw value by accident
+        return f"Rotation(secret={self.secret.pk})"
+
+
+def _rotate(
+    *, actor: Actor, machine: Machine, grace: int | None, context: RequestContext | None
+) -> Rotation:
+    machine = _lock(machine)
+    if machine.deleted_at is not None:
+        raise ValidationError("The machine is deleted.")
+    _secret_allowed(machine)
+    grace = _grace(machine.rotation_grace if grace is None else grace, field="grace")
+    now = timezone.now()
+    previous = secret_list_usable(machine=machine, now=now)
+    secret, raw = _secret_add(machine=machine, actor=actor, now=now)
+    grace_end = now + timedelta(seconds=grace)
+    expiring: dict[str, str] = {}
+    latest_end: datetime | None = None
+    for index, old in enumerate(previous):
+        if index < MAX_USABLE_SECRETS - 1:
+            current = secret_expiry(secret=old, machine=machine)
+            end = grace_end if current is None else min(grace_end, current)
+        else:
+            end = now  # beyond the limit: stops working at once
+        if old.expires_at != end:
+            old.expires_at = end
+            old.save(update_fields=["expires_at"])
+        expiring[str(old.pk)] = end.isoformat()
+        latest_end = end if latest_end is None else max(latest_end, end)
+    audit_record(
+        event_type=EventType.SECRET_ROTATED,
+        actor=actor,
+        target=_target(machine),
+        details={
+            "secret_id": secret.pk,
+            "display": _secret_display(secret),
+            "grace_seconds": grace,
+            "previous_expire_at": expiring,
+        },
+        context=context,
+    )
+    machine_cache_invalidate(client_id=machine.client_id)
+    return Rotation(
+        secret=secret,
+        raw=raw,
+        expires_at=secret_expiry(secret=secret, machine=machine),
+        previous_expire_at=latest_end,
+    )
 
 
 @transaction.atomic
@@ -712,40 +919,19 @@ def secret_rotate(
     beyond ``MAX_USABLE_SECRETS`` expire now, so two rotations in a row never
     leave three secrets working.
     """
-    machine = _lock(machine)
-    if machine.deleted_at is not None:
-        raise ValidationError("The machine is deleted.")
-    _secret_allowed(machine)
-    grace = _grace(machine.rotation_grace if grace is None else grace, field="grace")
-    now = timezone.now()
-    previous = secret_list_usable(machine=machine, now=now)
-    secret, raw = _secret_add(machine=machine, actor=actor, now=now)
-    grace_end = now + timedelta(seconds=grace)
-    expiring: dict[str, str] = {}
-    for index, old in enumerate(previous):
-        if index < MAX_USABLE_SECRETS - 1:
-            current = secret_expiry(secret=old, machine=machine)
-            end = grace_end if current is None else min(grace_end, current)
-        else:
-            end = now  # beyond the limit: stops working at once
-        if old.expires_at != end:
-            old.expires_at = end
-            old.save(update_fields=["expires_at"])
-        expiring[str(old.pk)] = end.isoformat()
-    audit_record(
-        event_type=EventType.SECRET_ROTATED,
-        actor=actor,
-        target=_target(machine),
-        details={
-            "secret_id": secret.pk,
-            "display": _secret_display(secret),
-            "grace_seconds": grace,
-            "previous_expire_at": expiring,
-        },
-        context=context,
-    )
-    machine_cache_invalidate(client_id=machine.client_id)
-    return secret, raw
+    rotation = _rotate(actor=actor, machine=machine, grace=grace, context=context)
+    return rotation.secret, rotation.raw
+
+
+@transaction.atomic
+def secret_self_rotate(*, machine: Machine, context: RequestContext | None = None) -> Rotation:
+    """The machine, authenticated with its current credentials, rotates its own secret.
+
+    Its previous secret keeps working for the machine's rotation grace, so
+    every instance of a fleet can pick the new one up before the old one stops.
+    """
+    actor = Actor(kind=ActorKind.MACHINE, id=machine.client_id, display=machine.name[:255])
+    return _rotate(actor=actor, machine=machine, grace=None, context=context)
 
 
 @transaction.atomic
@@ -769,3 +955,124 @@ def secret_revoke(
     )
     machine_cache_invalidate(client_id=machine.client_id)
     return secret
+
+
+# --- private_key_jwt keys ----------------------------------------------------------
+
+# A JWK larger than this is no public key of an allowed type (an RSA-4096 JWK is ~800 bytes).
+MAX_JWK_BYTES = 8192
+_JWK_KEPT_MEMBERS = ("kid", "alg", "use")
+
+
+def _client_key_jwk(jwk: Any) -> tuple[dict[str, Any], str]:
+    """The public JWK to store (public members, kid, alg and use) and its RFC 7638 thumbprint.
+
+    Refuses what is not a single public signing key of an allowed type: a
+    private or symmetric JWK (``core.jose`` refuses ``d``, the RSA primes and
+    ``k``, so a private key is never stored), another curve, an RSA key under
+    2048 bits, an ``alg`` outside the allow-list or that the key does not fit.
+    """
+    invalid = "jwk"
+    if not isinstance(jwk, dict):
+        raise ValidationError({invalid: "A JWK is a JSON object (one key, not a key set)."})
+    if len(json.dumps(jwk)) > MAX_JWK_BYTES:
+        raise ValidationError({invalid: "The JWK is too large."})
+    try:
+        public_key = jose.public_key_from_jwk(jwk)
+    except jose.InvalidJWK as exc:
+        raise ValidationError({invalid: f"Not a usable public key: {exc}."}) from exc
+    stored: dict[str, Any] = jose.public_jwk(public_key)
+    thumbprint = jose.jwk_thumbprint(stored)
+    kid = jwk.get("kid", thumbprint)
+    if not isinstance(kid, str) or not 1 <= len(kid) <= 128 or not kid.isascii():
+        raise ValidationError({invalid: "kid must be 1 to 128 ASCII characters."})
+    if not kid.isprintable():
+        raise ValidationError({invalid: "kid must be printable."})
+    stored["kid"] = kid
+    if "use" in jwk:
+        if jwk["use"] != "sig":
+            raise ValidationError({invalid: 'A signing key: "use" must be "sig".'})
+        stored["use"] = "sig"
+    if "alg" in jwk:
+        alg = jwk["alg"]
+        if alg not in jose.ALGORITHMS or not jose.key_fits(public_key, alg):
+            raise ValidationError(
+                {invalid: f"alg must be one of {', '.join(jose.ALGORITHMS)} and fit the key."}
+            )
+        stored["alg"] = alg
+    if not any(jose.key_fits(public_key, alg) for alg in jose.ALGORITHMS):
+        raise ValidationError({invalid: "The key fits none of the allowed algorithms."})
+    return stored, thumbprint
+
+
+def _client_key_summary(key: ClientKey) -> dict[str, Any]:
+    return {
+        "kid": key.kid,
+        "thumbprint": key.thumbprint,
+        "kty": key.public_jwk.get("kty"),
+        "alg": key.public_jwk.get("alg", ""),
+    }
+
+
+@transaction.atomic
+def client_key_add(
+    *, actor: Actor, machine: Machine, jwk: Any, context: RequestContext | None = None
+) -> ClientKey:
+    """Register a public key for ``private_key_jwt`` (at most ``MAX_CLIENT_KEYS``), bound to
+    the machine under the newest pepper; audited as ``client_key.added``."""
+    stored, thumbprint = _client_key_jwk(jwk)
+    machine = _lock(machine)
+    if machine.deleted_at is not None:
+        raise ValidationError("The machine is deleted.")
+    if machine.jwks_uri:
+        raise ValidationError("The machine publishes its keys at its jwks_uri: clear it first.")
+    existing = list(machine.keys.all())
+    if len(existing) >= MAX_CLIENT_KEYS:
+        raise ValidationError(f"The machine already has {MAX_CLIENT_KEYS} keys: remove one first.")
+    if any(key.thumbprint == thumbprint or key.kid == stored["kid"] for key in existing):
+        raise ValidationError("The machine already has this key (or this kid).")
+    pepper_id = current_pepper_id()
+    key = ClientKey.objects.create(
+        machine=machine,
+        kid=stored["kid"],
+        thumbprint=thumbprint,
+        public_jwk=stored,
+        pepper_id=pepper_id,
+        binding=client_key_binding(
+            client_id=machine.client_id, public_jwk=stored, pepper_id=pepper_id
+        ),
+        created_at=timezone.now(),
+        created_by=actor.display[:255],
+    )
+    audit_record(
+        event_type=EventType.CLIENT_KEY_ADDED,
+        actor=actor,
+        target=_target(machine),
+        details=_client_key_summary(key),
+        context=context,
+    )
+    machine_cache_invalidate(client_id=machine.client_id)
+    return key
+
+
+@transaction.atomic
+def client_key_remove(
+    *, actor: Actor, machine: Machine, kid: str, context: RequestContext | None = None
+) -> dict[str, Any]:
+    """Remove a registered key at once; audited as ``client_key.removed``.
+
+    Raises ``ClientKey.DoesNotExist`` for a kid the machine does not have.
+    """
+    machine = _lock(machine)
+    key = ClientKey.objects.get(machine=machine, kid=kid)
+    summary = _client_key_summary(key)
+    key.delete()
+    audit_record(
+        event_type=EventType.CLIENT_KEY_REMOVED,
+        actor=actor,
+        target=_target(machine),
+        details=summary,
+        context=context,
+    )
+    machine_cache_invalidate(client_id=machine.client_id)
+    return summary

@@ -10,11 +10,16 @@ printed, stderr says so and the exit status is 3.
 
 from __future__ import annotations
 
+import argparse
+import json
+from datetime import datetime
+
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand
 
 from clients.auth_methods import auth_methods_supported
 from clients.cache_outcome import cache_failures_collected
+from clients.choices import StaleAction
 from clients.constants import DEFAULT_AUTH_METHODS
 from clients.management.commands._cli import (
     cache_not_told,
@@ -23,15 +28,37 @@ from clients.management.commands._cli import (
     refuse,
     refuse_invalid,
 )
-from clients.models import ClientSecret, Machine
+from clients.models import ClientKey, ClientSecret, Machine
 from clients.selectors import machine_get, machine_list, secret_expiry, secret_get_by_prefix
 from clients.services import (
+    MAX_JWK_BYTES,
+    client_key_add,
+    client_key_remove,
     machine_disable,
     machine_enable,
     machine_register,
+    machine_update,
+    secret_create,
     secret_revoke,
     secret_rotate,
 )
+
+
+def _optional_int(value: str) -> int | str:
+    """An integer, or "" for "the default" (stored as empty)."""
+    return "" if value == "" else int(value)
+
+
+def _aware_time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "an ISO 8601 time, e.g. 2026-06-01T12:00:00+00:00"
+        ) from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError("give the time zone, e.g. +00:00")
+    return parsed
 
 
 def _machine_json(machine: Machine) -> dict:
@@ -50,7 +77,23 @@ def _machine_json(machine: Machine) -> dict:
         "access_token_ttl": machine.access_token_ttl,
         "ip_allowlist": machine.ip_allowlist,
         "auth_methods": list(machine.auth_methods),
+        "jwks_uri": machine.jwks_uri or None,
+        "keys": [_key_json(key) for key in machine.keys.all()],
         "last_used_at": machine.last_used_at.isoformat() if machine.last_used_at else None,
+        "max_secret_age": machine.max_secret_age,
+        "secret_warning_period": machine.secret_warning_period,
+        "rotation_grace": machine.rotation_grace,
+        "stale_action": machine.stale_action,
+    }
+
+
+def _key_json(key: ClientKey) -> dict:
+    return {
+        "kid": key.kid,
+        "thumbprint": key.thumbprint,
+        "kty": key.public_jwk.get("kty"),
+        "alg": key.public_jwk.get("alg"),
+        "created_at": key.created_at.isoformat(),
     }
 
 
@@ -63,6 +106,10 @@ def _secret_json(secret: ClientSecret, machine: Machine) -> dict:
         "expires_at": expiry.isoformat() if expiry else None,
         "revoked_at": secret.revoked_at.isoformat() if secret.revoked_at else None,
         "last_used_at": secret.last_used_at.isoformat() if secret.last_used_at else None,
+        "not_before": secret.not_before.isoformat() if secret.not_before else None,
+        "max_uses": secret.max_uses,
+        "use_count": secret.use_count,
+        "expired_at": secret.expired_at.isoformat() if secret.expired_at else None,
     }
 
 
@@ -95,9 +142,45 @@ class Command(BaseCommand):
             "secret method.",
         )
 
+        create.add_argument("--jwks-uri", default="", help="private_key_jwt: the machine's JWKS.")
+
+        add_key = actions.add_parser(
+            "add-key", help="Register a public JWK for private_key_jwt (at most two)."
+        )
+        add_key.add_argument("client_id")
+        add_key.add_argument("--jwk", required=True, help="A file holding one public JWK (JSON).")
+
+        remove_key = actions.add_parser("remove-key", help="Remove a registered key now.")
+        remove_key.add_argument("client_id")
+        remove_key.add_argument("kid")
+
+        jwks_uri = actions.add_parser(
+            "set-jwks-uri", help="Where the machine publishes its keys ('' clears it)."
+        )
+        jwks_uri.add_argument("client_id")
+        jwks_uri.add_argument("url")
+
         rotate = actions.add_parser("rotate-secret", help="New secret; the old one has a grace.")
         rotate.add_argument("client_id")
         rotate.add_argument("--grace", type=int, default=None, help="Seconds; default: policy.")
+
+        add = actions.add_parser(
+            "add-secret", help="A second secret (e.g. a bootstrap one); prints it once."
+        )
+        add.add_argument("client_id")
+        add.add_argument("--uses", type=int, default=None, help="Authenticates at most N times.")
+        add.add_argument(
+            "--not-before", type=_aware_time, default=None, help="ISO 8601 time with its zone."
+        )
+
+        policy = actions.add_parser(
+            "policy", help="Set the machine's lifecycle policy (empty value: the default)."
+        )
+        policy.add_argument("client_id")
+        policy.add_argument("--max-secret-age", type=_optional_int, help="Seconds; 0: never.")
+        policy.add_argument("--warning-period", type=_optional_int, help="Seconds.")
+        policy.add_argument("--rotation-grace", type=int, help="Seconds.")
+        policy.add_argument("--stale-action", choices=["", *StaleAction.values])
 
         revoke = actions.add_parser("revoke-secret", help="Revoke one secret now.")
         revoke.add_argument("client_id")
@@ -141,11 +224,41 @@ class Command(BaseCommand):
             access_token_ttl=options["ttl"],
             ip_allowlist=options["ip_allowlist"],
             auth_methods=options["auth_methods"] or DEFAULT_AUTH_METHODS,
+            jwks_uri=options["jwks_uri"],
         )
         result = _machine_json(machine)
         if raw is not None:
             result["client_secret"] = raw
         return result
+
+    def _add_key(self, actor, options):
+        machine = self._machine(options["client_id"])
+        try:
+            with open(options["jwk"], encoding="utf-8") as handle:
+                text = handle.read(MAX_JWK_BYTES + 1)
+        except OSError as exc:
+            raise refuse(f"Cannot read {options['jwk']!r}: {exc.strerror}.") from None
+        try:
+            jwk = json.loads(text)
+        except (ValueError, RecursionError):
+            # Never echo the content: it may be a private key given by mistake.
+            raise refuse("The file does not hold a JSON JWK.") from None
+        key = client_key_add(actor=actor, machine=machine, jwk=jwk)
+        return {"client_id": machine.client_id, "added": _key_json(key)}
+
+    def _remove_key(self, actor, options):
+        machine = self._machine(options["client_id"])
+        try:
+            removed = client_key_remove(actor=actor, machine=machine, kid=options["kid"])
+        except ClientKey.DoesNotExist:
+            raise refuse("The machine has no key with this kid.") from None
+        return {"client_id": machine.client_id, "removed": removed}
+
+    def _set_jwks_uri(self, actor, options):
+        machine = machine_update(
+            actor=actor, machine=self._machine(options["client_id"]), jwks_uri=options["url"]
+        )
+        return {"client_id": machine.client_id, "jwks_uri": machine.jwks_uri or None}
 
     def _rotate_secret(self, actor, options):
         machine = self._machine(options["client_id"])
@@ -157,6 +270,38 @@ class Command(BaseCommand):
             "secret": _secret_json(secret, machine),
             "secrets": secrets,
         }
+
+    def _add_secret(self, actor, options):
+        machine = self._machine(options["client_id"])
+        secret, raw = secret_create(
+            actor=actor,
+            machine=machine,
+            max_uses=options["uses"],
+            not_before=options["not_before"],
+        )
+        return {
+            "client_id": machine.client_id,
+            "client_secret": raw,
+            "secret": _secret_json(secret, machine),
+        }
+
+    def _policy(self, actor, options):
+        machine = self._machine(options["client_id"])
+        changes = {}
+        for option, field in (
+            ("max_secret_age", "max_secret_age"),
+            ("warning_period", "secret_warning_period"),
+            ("rotation_grace", "rotation_grace"),
+            ("stale_action", "stale_action"),
+        ):
+            value = options[option]
+            if value is None:
+                continue  # not given: unchanged
+            if value == "" and field != "stale_action":
+                value = None  # empty: the default of the settings
+            changes[field] = value
+        machine = machine_update(actor=actor, machine=machine, **changes)
+        return _machine_json(machine)
 
     def _revoke_secret(self, actor, options):
         machine = self._machine(options["client_id"])
