@@ -249,3 +249,31 @@ class UsedAssertion(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class ApiIdempotencyKey(models.Model):
+    """The first answer to a management API POST sent with an ``Idempotency-Key``.
+
+    A retry of the same request by the same caller gets this answer back instead
+    of doing the change twice. ``body`` never holds a secret (``secret_withheld``
+    says one was removed: a secret is shown once). The row grants nothing, so it
+    needs no binding to a server secret: forging one can only make a caller's own
+    retry answer wrongly, which needs that caller's key. Kept for
+    ``MANAGEMENT_API_IDEMPOTENCY_TTL``.
+    """
+
+    caller = models.CharField(max_length=300)
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    status = models.PositiveSmallIntegerField(null=True)
+    body = models.JSONField(null=True)
+    secret_withheld = models.BooleanField(default=False)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["caller", "key"], name="api_idempotency_caller_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.caller} {self.key}"

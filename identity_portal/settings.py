@@ -9,6 +9,8 @@ Every variable is documented in README.md. Defaults give the embedded tier
 from __future__ import annotations
 
 import os
+import re
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -76,6 +78,8 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "oauth2_provider",
     "jobs",
     "audit",
@@ -250,6 +254,20 @@ AUDIT_API_AUTHENTICATION_CLASSES = [
     "tokens.api.authentication.BearerTokenAuthentication",
     "rest_framework.authentication.SessionAuthentication",
 ]
+# --- Management API ------------------------------------------------------------
+# The `aud` a machine's token must carry (with a management scope) to call /api/v1/.
+MANAGEMENT_API_AUDIENCE = ENV.get("MANAGEMENT_API_AUDIENCE", f"{ISSUER}/api/v1")
+MANAGEMENT_API_AUTHENTICATION_CLASSES = [
+    "tokens.api.authentication.BearerTokenAuthentication",
+    "rest_framework.authentication.SessionAuthentication",
+]
+# Requests per caller (a machine or a console user): "N/second|minute|hour|day".
+MANAGEMENT_API_RATE = ENV.get("MANAGEMENT_API_RATE", "600/minute")
+if not re.fullmatch(r"[1-9][0-9]{0,6}/(second|minute|hour|day)", MANAGEMENT_API_RATE):
+    raise ImproperlyConfigured("MANAGEMENT_API_RATE must look like 600/minute")
+# How long a POST's Idempotency-Key answers a retry with the first result.
+MANAGEMENT_API_IDEMPOTENCY_TTL = timedelta(hours=env_int("MANAGEMENT_API_IDEMPOTENCY_HOURS", 24))
+
 CELERY_BEAT_SCHEDULE.update(
     {
         "audit-seal": {"task": "audit.seal_pending", "schedule": float(AUDIT_SEAL_INTERVAL)},
@@ -423,6 +441,29 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Machine Identity Portal management API",
+    "DESCRIPTION": (
+        "Register and manage machines, their credentials, scopes, audiences and signing "
+        "keys, and read the audit trail. Machines call it with a bearer access token "
+        "carrying a management scope issued for MANAGEMENT_API_AUDIENCE; console users "
+        "with their session and CSRF token."
+    ),
+    "VERSION": "1",
+    "OAS_VERSION": "3.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The schema describes the API, it grants nothing: anyone may read it.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"EventTypeEnum": "audit.choices.EventType"},
 }
 
 # --- Logging ---------------------------------------------------------------

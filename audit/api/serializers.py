@@ -38,8 +38,31 @@ class AuditFilterSerializer(serializers.Serializer):
         )
 
 
-class AuditEventSerializer(serializers.ModelSerializer):
-    """One sealed event: its hashed record plus the seal, as exports write it."""
+class AuditEventSerializer(serializers.Serializer):
+    """One sealed event: its hashed record plus the seal, as exports write it.
+
+    The fields are declared for the API schema; the values come from
+    ``chain.event_record`` so they are exactly what the chain hashed.
+    """
+
+    position = serializers.IntegerField()
+    occurred_at = serializers.CharField()
+    sealed_at = serializers.CharField(allow_null=True)
+    event_type = serializers.ChoiceField(choices=EventType.choices)
+    actor_kind = serializers.CharField()
+    actor_id = serializers.CharField()
+    actor_display = serializers.CharField()
+    target_kind = serializers.CharField()
+    target_id = serializers.CharField()
+    target_display = serializers.CharField()
+    outcome = serializers.ChoiceField(choices=Outcome.choices)
+    reason = serializers.CharField()
+    source_ip = serializers.CharField(allow_null=True)
+    user_agent = serializers.CharField()
+    request_id = serializers.CharField()
+    details = serializers.JSONField()
+    prev_hash = serializers.CharField()
+    hash = serializers.CharField()
 
     def to_representation(self, instance: AuditEvent) -> dict:
         values = {name: getattr(instance, name) for name in chain.RECORD_FIELDS}
@@ -48,8 +71,3 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "prev_hash": instance.prev_hash,
             "hash": instance.hash,
         }
-
-    class Meta:
-        model = AuditEvent
-        fields = (*chain.RECORD_FIELDS, "prev_hash", "hash")
-        read_only_fields = fields

@@ -19,6 +19,9 @@ from django.conf import settings
 from django.http import FileResponse, QueryDict
 from django.utils import timezone
 from django.utils.module_loading import import_string
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.generics import ListAPIView
 from rest_framework.pagination import CursorPagination
@@ -91,11 +94,27 @@ class AuditEventListView(AuditApiMixin, ListAPIView):
         return audit_events_filter(filters=filters)
 
 
+class AuditExportRequestSerializer(AuditFilterSerializer):
+    format = serializers.ChoiceField(choices=EXPORT_FORMATS)
+
+
 class AuditExportView(AuditApiMixin, APIView):
     def perform_content_negotiation(self, request, force=False):
         # format= names the export's file format here, not a DRF renderer.
         return super().perform_content_negotiation(request, force=True)
 
+    @extend_schema(
+        operation_id="audit_export",
+        request={
+            "application/x-www-form-urlencoded": AuditExportRequestSerializer,
+            "application/json": AuditExportRequestSerializer,
+        },
+        responses={
+            (200, "application/zip"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The export and its signed manifest."
+            )
+        },
+    )
     def post(self, request):
         if request.query_params:
             # Refused rather than ignored: a filter left in the URL must not
