@@ -860,7 +860,12 @@ class Rotation:
 
 
 def _rotate(
-    *, actor: Actor, machine: Machine, grace: int | None, context: RequestContext | None
+    *,
+    actor: Actor,
+    machine: Machine,
+    grace: int | None,
+    context: RequestContext | None,
+    by_secret_id: int | None = None,
 ) -> Rotation:
     machine = _lock(machine)
     if machine.deleted_at is not None:
@@ -869,6 +874,12 @@ def _rotate(
     grace = _grace(machine.rotation_grace if grace is None else grace, field="grace")
     now = timezone.now()
     previous = secret_list_usable(machine=machine, now=now)
+    if by_secret_id is not None and previous and previous[0].pk != by_secret_id:
+        # A secret already being replaced (in its grace) may not rotate: whoever leaked
+        # it could otherwise take a fresh secret and cut the owner's newest one short.
+        raise ValidationError(
+            "Rotate with the machine's newest secret; this one is being replaced."
+        )
     secret, raw = _secret_add(machine=machine, actor=actor, now=now)
     grace_end = now + timedelta(seconds=grace)
     expiring: dict[str, str] = {}
@@ -924,14 +935,20 @@ def secret_rotate(
 
 
 @transaction.atomic
-def secret_self_rotate(*, machine: Machine, context: RequestContext | None = None) -> Rotation:
-    """The machine, authenticated with its current credentials, rotates its own secret.
+def secret_self_rotate(
+    *, machine: Machine, secret_id: int | None, context: RequestContext | None = None
+) -> Rotation:
+    """The machine, authenticated with its newest secret, rotates its own secret.
 
     Its previous secret keeps working for the machine's rotation grace, so
     every instance of a fleet can pick the new one up before the old one stops.
+    ``secret_id`` is the secret the request authenticated with: only the newest
+    usable one may rotate (an old one in its grace is refused).
     """
     actor = Actor(kind=ActorKind.MACHINE, id=machine.client_id, display=machine.name[:255])
-    return _rotate(actor=actor, machine=machine, grace=None, context=context)
+    return _rotate(
+        actor=actor, machine=machine, grace=None, context=context, by_secret_id=secret_id
+    )
 
 
 @transaction.atomic
