@@ -25,9 +25,11 @@ from django.contrib.auth.admin import GroupAdmin, UserAdmin
 from django.contrib.auth.models import Group
 from django.contrib.auth.views import PasswordChangeView
 from django.core.cache import cache
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.urls import reverse
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
 from oauth2_provider.models import (
     get_access_token_model,
     get_grant_model,
@@ -41,6 +43,7 @@ from clients.machine_cache import cache_safely
 from clients.throttling import throttle_failure_record, throttle_keys, throttle_retry_after
 from core.admin import RoleGatedAdminMixin
 from core.client_address import client_ip
+from identity_portal.mfa import mfa_is_enrolled, mfa_recovery_codes_left, mfa_reset
 from identity_portal.services import console_roles_record, console_user_record
 
 for _model in (
@@ -145,6 +148,8 @@ def _superuser(request) -> bool:
 
 @admin.register(User)
 class ConsoleUserAdmin(RoleGatedAdminMixin, UserAdmin):
+    change_form_template = "admin/auth/user/console_change_form.html"
+
     def has_add_permission(self, request):
         return _superuser(request)
 
@@ -153,6 +158,41 @@ class ConsoleUserAdmin(RoleGatedAdminMixin, UserAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return _superuser(request)
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:object_id>/reset-mfa/",
+                self.admin_site.admin_view(self.reset_mfa_view),
+                name="auth_user_reset_mfa",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        user = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if user is not None:
+            extra["mfa_enrolled"] = mfa_is_enrolled(user=user)
+            extra["mfa_codes_left"] = mfa_recovery_codes_left(user=user)
+            extra["can_reset_mfa"] = _superuser(request)
+            extra["reset_mfa_url"] = reverse("admin:auth_user_reset_mfa", args=[user.pk])
+        return super().change_view(request, object_id, form_url, extra)
+
+    def reset_mfa_view(self, request, object_id: int):
+        """A superuser removes a user's second factor; the user enrols again at next sign-in."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not _superuser(request):
+            raise PermissionDenied
+        user = get_object_or_404(User, pk=object_id)
+        mfa_reset(user=user, actor=Actor.user(request.user), context=request_context(request))
+        self.message_user(
+            request,
+            f"Two-factor sign-in of {user.get_username()} reset: "
+            "they set up a new authenticator at their next sign-in.",
+        )
+        return HttpResponseRedirect(reverse("admin:auth_user_change", args=[user.pk]))
 
     # Django's admin calls these inside the transaction of the change; the
     # audit event joins it. They also cover the password-change page.

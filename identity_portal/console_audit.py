@@ -39,11 +39,14 @@ def record_logout(sender, request, user, **kwargs) -> None:
     if user is None:  # the session had already expired
         return
     actor = Actor.user(user)
+    # Signed out by the idle timeout (identity_portal.console_session) rather than by hand.
+    reason = getattr(request, "console_logout_reason", "")
     with transaction.atomic():
         audit_record(
             event_type=EventType.CONSOLE_LOGOUT,
             actor=actor,
             target=Target(kind="user", id=actor.id, display=actor.display),
+            details={"reason": reason} if reason else {},
             context=_context(request),
         )
 

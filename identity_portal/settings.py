@@ -89,6 +89,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "identity_portal.console_session.ConsoleSessionMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -266,6 +268,13 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "admin:login"
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600)
+# Every console user signs in with a second factor (TOTP, or a one-time recovery code);
+# off only for a throwaway local setup (identity_portal.console_session).
+CONSOLE_REQUIRE_MFA = env_bool("CONSOLE_REQUIRE_MFA", True)
+# A console session idle this many seconds is signed out (0: only SESSION_COOKIE_AGE applies).
+CONSOLE_IDLE_TIMEOUT = env_int("CONSOLE_IDLE_TIMEOUT", 30 * 60)
+# The name authenticator apps show next to the account.
+OTP_TOTP_ISSUER = ENV.get("OTP_TOTP_ISSUER", "Machine Identity Portal")
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 

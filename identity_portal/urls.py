@@ -6,6 +6,7 @@ from django.views.generic import RedirectView
 from audit.api.views import AuditEventListView, AuditExportView
 from audit.views import audit_keys
 from identity_portal import health
+from identity_portal.mfa_views import console_mfa
 from tokens.views import discovery, introspect, revoke, token
 
 admin.site.site_header = "Machine Identity Portal"
@@ -15,6 +16,8 @@ admin.site.index_title = "Console"
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    # Before the admin site's own URLs: the second step of console sign-in.
+    path("console/mfa/", console_mfa, name="console-mfa"),
     path("console/", admin.site.urls),
     # Browsers ask for /favicon.ico on any page, JSON ones included: answer with the icon.
     path("favicon.ico", RedirectView.as_view(url=static("console/favicon.svg"), permanent=True)),

@@ -20,3 +20,10 @@ LOGOUT_BUTTON = "#logout-form [type=submit]"
 # --- the console's frame ---------------------------------------------------
 CONSOLE_HOME = "/console/"
 USER_TOOLS = "#user-tools"
+
+# --- second factor -------------------------------------------------------------
+MFA_URL = "/console/mfa/"
+MFA_MANUAL_KEY = "#totp-key"
+MFA_QR = "figure.console-qr svg"
+RECOVERY_CODES = "#recovery-codes code"
+MFA_CONTINUE = "#mfa-continue"
