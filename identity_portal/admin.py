@@ -18,10 +18,12 @@ from __future__ import annotations
 from functools import partial
 
 import oauth2_provider.admin  # noqa: F401  (its pages registered first, then removed below)
+from django import forms
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm, AdminPasswordChangeForm
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.models import Group
 from django.contrib.auth.views import PasswordChangeView
 from django.core.cache import cache
@@ -43,6 +45,7 @@ from clients.machine_cache import cache_safely
 from clients.throttling import throttle_failure_record, throttle_keys, throttle_retry_after
 from core.admin import RoleGatedAdminMixin
 from core.client_address import client_ip
+from core.roles import AUDITORS, SECURITY_ADMINS, may_enter_console, role_names
 from identity_portal.mfa import mfa_is_enrolled, mfa_recovery_codes_left, mfa_reset
 from identity_portal.services import console_roles_record, console_user_record
 
@@ -74,7 +77,14 @@ class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
     error_messages = {
         **AdminAuthenticationForm.error_messages,
         "throttled": "Too many failed sign-ins. Try again in %(seconds)s s.",
+        "no_role": "This account holds no console role. Ask a superuser to grant one.",
     }
+
+    def confirm_login_allowed(self, user):
+        """A role lets one in (superuser, security admin, auditor), not the staff flag."""
+        AuthenticationForm.confirm_login_allowed(self, user)
+        if not may_enter_console(user):
+            raise ValidationError(self.error_messages["no_role"], code="no_role")
 
     def clean(self):
         username = str(self.cleaned_data.get("username") or "")
@@ -148,7 +158,55 @@ def _superuser(request) -> bool:
 
 @admin.register(User)
 class ConsoleUserAdmin(RoleGatedAdminMixin, UserAdmin):
+    """Accounts and the roles they hold; Django's per-model permissions play no part.
+
+    The role groups are the only groups offered. Only superusers see the
+    password field (its "Reset password" control is theirs alone) and the
+    second-factor reset.
+    """
+
     change_form_template = "admin/auth/user/console_change_form.html"
+    list_display = ("username", "roles", "two_factor", "is_active", "last_login")
+    list_filter = ("is_superuser", "groups", "is_active")
+    filter_horizontal = ()
+    fieldsets = (
+        (None, {"fields": ("username", "password")}),
+        ("Person", {"fields": ("first_name", "last_name", "email")}),
+        (
+            "Roles",
+            {
+                "fields": ("is_active", "is_superuser", "groups"),
+                "description": "Holding a role is what lets an account into the console: "
+                "security admins change machines, secrets and keys; auditors read and export "
+                "the audit trail; superusers also manage accounts and roles.",
+            },
+        ),
+        ("Dates", {"fields": ("last_login", "date_joined")}),
+    )
+
+    @admin.display(description="Roles")
+    def roles(self, obj) -> str:
+        return ", ".join(role_names(obj)) or "none (cannot sign in)"
+
+    @admin.display(description="Two-factor", boolean=True)
+    def two_factor(self, obj) -> bool:
+        return mfa_is_enrolled(user=obj)
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or _superuser(request):
+            return fieldsets
+        return tuple(
+            (name, {**options, "fields": [f for f in options["fields"] if f != "password"]})
+            for name, options in fieldsets
+        )
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "groups":
+            kwargs["queryset"] = Group.objects.filter(name__in=(SECURITY_ADMINS, AUDITORS))
+            kwargs["help_text"] = ""
+            kwargs["widget"] = forms.CheckboxSelectMultiple
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
 
     def has_add_permission(self, request):
         return _superuser(request)

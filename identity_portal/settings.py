@@ -65,7 +65,7 @@ INSTALLED_APPS = [
     # First, so that its audited createsuperuser and changepassword commands
     # take the place of django.contrib.auth's (the first app that names a command wins).
     "identity_portal",
-    "django.contrib.admin",
+    "identity_portal.apps.ConsoleAdminConfig",  # django.contrib.admin with the console's site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -91,6 +91,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
     "identity_portal.console_session.ConsoleSessionMiddleware",
+    "identity_portal.console_audit.ConsoleRefusalMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]

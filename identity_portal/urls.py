@@ -9,10 +9,6 @@ from identity_portal import health
 from identity_portal.mfa_views import console_mfa
 from tokens.views import discovery, introspect, revoke, token
 
-admin.site.site_header = "Machine Identity Portal"
-admin.site.site_title = "Machine Identity Portal"
-admin.site.index_title = "Console"
-
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

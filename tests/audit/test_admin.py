@@ -55,10 +55,38 @@ def test_nobody_can_add_change_or_delete(events, client, request, who):
     assert client.post(f"{EVENTS}{event.pk}/change/", {"reason": "x"}).status_code == 403
     assert client.post(f"{EVENTS}{event.pk}/delete/", {"post": "yes"}).status_code == 403
 
-    assert list(AuditEvent.objects.order_by("id").values()) == before
+    # Nothing changed; each refusal was recorded, and nothing else.
+    after = list(AuditEvent.objects.order_by("id").values())
+    assert after[: len(before)] == before
+    assert [
+        (e["event_type"], e["outcome"], e["reason"], e["details"]) for e in after[len(before) :]
+    ] == [
+        (
+            "console.access_denied",
+            "failure",
+            "forbidden",
+            {"method": "GET", "path": f"{EVENTS}add/"},
+        ),
+        (
+            "console.access_denied",
+            "failure",
+            "forbidden",
+            {"method": "POST", "path": f"{EVENTS}{event.pk}/change/"},
+        ),
+        (
+            "console.access_denied",
+            "failure",
+            "forbidden",
+            {"method": "POST", "path": f"{EVENTS}{event.pk}/delete/"},
+        ),
+    ]
 
 
 def test_staff_without_an_audit_role_sees_nothing(events, client, bystander):
     console_login(client, bystander)
 
-    assert client.get(EVENTS).status_code == 403
+    response = client.get(EVENTS)
+
+    # No role, no console: the staff flag lets nobody in.
+    assert response.status_code == 302
+    assert response["Location"] == f"/console/login/?next={EVENTS}"

@@ -144,7 +144,14 @@ def test_auditors_look_but_do_not_touch(client, auditor, machine_and_secret):
         403,
         403,
     )
-    assert (AuditEvent.objects.count(), ClientSecret.objects.count()) == before
+    assert ClientSecret.objects.count() == before[1]
+    refused = AuditEvent.objects.order_by("id")[before[0] :]
+    assert [(e.event_type, e.actor_display, e.details["method"]) for e in refused] == [
+        ("console.access_denied", "aud", "GET"),
+        ("console.access_denied", "aud", "POST"),
+        ("console.access_denied", "aud", "POST"),
+        ("console.access_denied", "aud", "POST"),
+    ]
 
 
 def test_staff_without_a_role_sees_nothing(client, db, machine_and_secret):
@@ -156,7 +163,9 @@ def test_staff_without_a_role_sees_nothing(client, db, machine_and_secret):
 
     response = client.get(f"/console/clients/machine/{machine.pk}/change/")
 
-    assert response.status_code == 403
+    # No role, no console: the staff flag lets nobody in.
+    assert response.status_code == 302
+    assert response["Location"].startswith("/console/login/")
 
 
 def test_delete_from_the_console_is_soft(client, security_admin, machine_and_secret):
@@ -340,4 +349,6 @@ def test_a_deleted_machine_is_read_only_in_the_console(
     assert "Revoke now" not in page.content.decode()
     machine.refresh_from_db()
     assert (machine.name, machine.enabled) == ("billing-job", False)
-    assert AuditEvent.objects.count() == before
+    assert list(
+        AuditEvent.objects.order_by("id")[before:].values_list("event_type", flat=True)
+    ) == ["console.access_denied"]

@@ -52,7 +52,14 @@ def operator(monkeypatch):
 
 @pytest.fixture
 def staff_user(db):
-    return User.objects.create_user(username="carol", password=OLD_PASSWORD, is_staff=True)
+    """A console user (an auditor: a role, not the staff flag, lets one in)."""
+    from django.contrib.auth.models import Group
+
+    from core.roles import AUDITORS
+
+    user = User.objects.create_user(username="carol", password=OLD_PASSWORD)
+    user.groups.add(Group.objects.get_or_create(name=AUDITORS)[0])
+    return user
 
 
 def test_a_console_users_own_password_change_is_audited(client, staff_user):

@@ -263,8 +263,18 @@ def test_only_a_superuser_may_reset_and_only_by_post(client, auditor, admin_user
     refused = client.post(f"/console/auth/user/{admin_user.pk}/reset-mfa/")
 
     assert refused.status_code == 403
+    assert "Your role does not allow this" in refused.text
     assert TOTPDevice.objects.filter(user=admin_user).count() == 1
     assert _events("console.mfa_reset") == []
+    assert _events("console.access_denied") == [
+        (
+            "audrey",
+            f"/console/auth/user/{admin_user.pk}/reset-mfa/",
+            "failure",
+            "forbidden",
+            {"method": "POST", "path": f"/console/auth/user/{admin_user.pk}/reset-mfa/"},
+        )
+    ]
 
 
 def test_the_user_page_offers_the_reset_to_superusers_only(client, auditor, admin_user):

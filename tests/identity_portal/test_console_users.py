@@ -111,7 +111,11 @@ def test_staff_without_a_role_see_no_accounts(client):
     plain = User.objects.create_user(username="plain", password="x" * 16, is_staff=True)
     console_login(client, plain)
 
-    assert client.get("/console/auth/user/").status_code == 403
+    response = client.get("/console/auth/user/")
+
+    # No role, no console: the staff flag lets nobody in.
+    assert response.status_code == 302
+    assert response["Location"] == "/console/login/?next=/console/auth/user/"
 
 
 def test_the_toolkits_own_token_pages_are_gone(client, admin_user):
