@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from functools import partial
 
+import django_otp.plugins.otp_static.admin
+import django_otp.plugins.otp_totp.admin  # noqa: F401
 import oauth2_provider.admin  # noqa: F401  (its pages registered first, then removed below)
 from django import forms
 from django.contrib import admin
@@ -32,6 +34,8 @@ from django.db import transaction
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from oauth2_provider.models import (
     get_access_token_model,
     get_grant_model,
@@ -58,8 +62,11 @@ for _model in (
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
 
+# django-otp's own device pages would show authenticator keys and bypass the roles;
+# a user's second factor is seen and reset on the user's page only.
+
 User = get_user_model()
-for _model in (User, Group):
+for _model in (User, Group, TOTPDevice, StaticDevice):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
 

@@ -40,8 +40,11 @@ class ConsoleSessionMiddleware:
         self.console_prefix = reverse("admin:index")
 
     def __call__(self, request):
-        user = request.user
-        if user.is_authenticated:
+        # Without a session cookie nobody is signed in, and the session (hence
+        # ``Vary: Cookie``) stays untouched: machines' requests never carry one.
+        if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+            return self.get_response(request)
+        if request.user.is_authenticated:
             response = self._idle_check(request)
             if response is not None:
                 return response

@@ -137,3 +137,11 @@ def test_the_error_pages_are_the_consoles_own(client, admin_user):
     assert crashed.status_code == 500
     assert b"Something went wrong on our side" in crashed.content
     assert b"console.css" in crashed.content
+
+
+def test_django_otps_own_device_pages_are_gone(client, admin_user):
+    """They would show authenticator keys and ignore the roles; the user page is the place."""
+    console_login(client, admin_user)
+
+    for page in ("otp_totp/totpdevice", "otp_static/staticdevice"):
+        assert client.get(f"/console/{page}/").status_code == 404
