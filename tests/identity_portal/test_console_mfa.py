@@ -312,3 +312,36 @@ def test_without_required_mfa_a_password_is_enough(client, auditor, settings):
     client.force_login(auditor)
 
     assert client.get("/console/").status_code == 200
+
+
+def test_the_mfa_reset_command_unlocks_a_locked_out_superuser(admin_user):
+    import io
+    import json
+
+    from django.core.management import call_command
+
+    TOTPDevice.objects.create(user=admin_user, name="authenticator", confirmed=True)
+    out = io.StringIO()
+
+    call_command("mfa_reset", "root-admin", stdout=out)
+
+    assert json.loads(out.getvalue()) == {"username": "root-admin", "devices_removed": 1}
+    assert not TOTPDevice.objects.filter(user=admin_user).exists()
+    event = AuditEvent.objects.get(event_type="console.mfa_reset")
+    assert (event.actor_kind, event.target_display) == ("cli", "root-admin")
+
+
+def test_the_mfa_reset_command_refuses_an_unknown_user_and_changes_nothing(admin_user):
+    import io
+
+    from django.core.management import call_command
+
+    TOTPDevice.objects.create(user=admin_user, name="authenticator", confirmed=True)
+    err = io.StringIO()
+
+    with pytest.raises(SystemExit) as exited:
+        call_command("mfa_reset", "nobody", stderr=err)
+
+    assert exited.value.code == 2
+    assert TOTPDevice.objects.filter(user=admin_user).count() == 1
+    assert not AuditEvent.objects.filter(event_type="console.mfa_reset").exists()
