@@ -7,7 +7,7 @@ from audit.api.views import AuditEventListView, AuditExportView
 from audit.views import audit_keys
 from identity_portal import health
 from identity_portal.mfa_views import console_mfa
-from tokens.views import discovery, introspect, revoke, token
+from tokens.views import discovery, introspect, machine_self, revoke, token
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -25,6 +25,7 @@ urlpatterns = [
     path(".well-known/openid-configuration", discovery.discovery, name="openid-configuration"),
     path(".well-known/oauth-authorization-server", discovery.discovery, name="oauth-metadata"),
     path(".well-known/audit-keys.json", audit_keys, name="audit-keys"),
+    path("api/v1/machines/self/secret", machine_self.self_secret, name="machine-self-secret"),
     path("api/v1/audit/events", AuditEventListView.as_view(), name="audit-events"),
     path("api/v1/audit/export", AuditExportView.as_view(), name="audit-export"),
 ]
