@@ -67,7 +67,7 @@ INSTALLED_APPS = [
     # First, so that its audited createsuperuser and changepassword commands
     # take the place of django.contrib.auth's (the first app that names a command wins).
     "identity_portal",
-    "django.contrib.admin",
+    "identity_portal.apps.ConsoleAdminConfig",  # django.contrib.admin with the console's site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -91,10 +91,14 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "identity_portal.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "identity_portal.middleware.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "identity_portal.console_session.ConsoleSessionMiddleware",
+    "identity_portal.console_audit.ConsoleRefusalMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -295,6 +299,13 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "admin:login"
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600)
+# Every console user signs in with a second factor (TOTP, or a one-time recovery code);
+# off only for a throwaway local setup (identity_portal.console_session).
+CONSOLE_REQUIRE_MFA = env_bool("CONSOLE_REQUIRE_MFA", True)
+# A console session idle this many seconds is signed out (0: only SESSION_COOKIE_AGE applies).
+CONSOLE_IDLE_TIMEOUT = env_int("CONSOLE_IDLE_TIMEOUT", 30 * 60)
+# The name authenticator apps show next to the account.
+OTP_TOTP_ISSUER = ENV.get("OTP_TOTP_ISSUER", "Machine Identity Portal")
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 
@@ -320,6 +331,24 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", PRODUCTION)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Every response: scripts, styles, images and fonts from our own origin only, no inline
+# script or style (there is none), no plugins, no framing, forms post only to us.
+CONTENT_SECURITY_POLICY = ENV.get(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "font-src 'self'; connect-src 'self'; manifest-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
+)
+# Browser features the console never uses are off; the clipboard (copy buttons) and
+# passkeys stay available to our own pages.
+PERMISSIONS_POLICY = ENV.get(
+    "PERMISSIONS_POLICY",
+    "accelerometer=(), autoplay=(), camera=(), display-capture=(), encrypted-media=(), "
+    "fullscreen=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), midi=(), "
+    "payment=(), picture-in-picture=(), screen-wake-lock=(), usb=(), "
+    "xr-spatial-tracking=(), clipboard-read=(), clipboard-write=(self), "
+    "publickey-credentials-get=(self), publickey-credentials-create=(self)",
+)
 # Addresses of reverse proxies whose X-Forwarded-For is believed.
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
 

@@ -12,16 +12,15 @@ from audit.api.views import AuditEventListView, AuditExportView
 from audit.views import audit_keys
 from clients.api import views as machines_api
 from identity_portal import health
+from identity_portal.mfa_views import console_mfa
 from tokens.api import keys as keys_api
 from tokens.views import discovery, introspect, machine_self, revoke, token
-
-admin.site.site_header = "Machine Identity Portal"
-admin.site.site_title = "Machine Identity Portal"
-admin.site.index_title = "Console"
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    # Before the admin site's own URLs: the second step of console sign-in.
+    path("console/mfa/", console_mfa, name="console-mfa"),
     path("console/", admin.site.urls),
     # Browsers ask for /favicon.ico on any page, JSON ones included: answer with the icon.
     path("favicon.ico", RedirectView.as_view(url=static("console/favicon.svg"), permanent=True)),

@@ -21,6 +21,7 @@ from clients.authentication import ClientAuthError, ClientCredentials, client_au
 from clients.models import ClientSecret, Machine
 from clients.services import machine_register, machine_update
 from core.errors import InvalidRequest
+from tests.fixtures.core import console_login
 
 FORM = "application/x-www-form-urlencoded"
 SECRET_METHODS = ["client_secret_basic", "client_secret_post"]
@@ -170,7 +171,7 @@ def test_the_console_form_offers_every_registered_method(client, db):
     from django.contrib.auth import get_user_model
 
     admin = get_user_model().objects.create_superuser("root", "root@example.test", "pw-unused-1")
-    client.force_login(admin)
+    console_login(client, admin)
 
     page = client.get("/console/clients/machine/add/").content.decode()
 
