@@ -18,6 +18,7 @@ from audit.choices import EventType
 from audit.models import AuditEvent
 from clients.models import ApiIdempotencyKey, ClientSecret, Machine, Scope
 from core.roles import AUDITORS, SECURITY_ADMINS
+from tests.fixtures.core import console_login
 from tests.fixtures.tokens import API
 from tests.tokens.helpers import issue_token, token_request
 
@@ -233,7 +234,7 @@ def _user(username: str, group: str | None):
 
 
 def test_an_auditor_reads_and_is_refused_every_change(client, signing_key):
-    client.force_login(_user("audrey", AUDITORS))
+    console_login(client, _user("audrey", AUDITORS))
 
     assert client.get(MACHINES).status_code == 200
     assert client.get("/api/v1/keys").status_code == 200
@@ -245,22 +246,30 @@ def test_an_auditor_reads_and_is_refused_every_change(client, signing_key):
 
 
 def test_a_console_user_without_a_role_is_refused(client):
-    client.force_login(_user("bob", None))
+    console_login(client, _user("bob", None))
     assert client.get(MACHINES).status_code == 403
+
+
+def test_a_session_short_of_its_second_factor_is_not_signed_in(client, signing_key):
+    client.force_login(_user("sally", SECURITY_ADMINS))  # password only, no TOTP yet
+
+    assert client.get(MACHINES).status_code == 401
+    assert _post(client, MACHINES, {"name": "x"}).status_code == 401
+    assert Machine.objects.count() == 0
 
 
 def test_a_security_admin_session_writes_only_with_the_csrf_token(signing_key):
     browser = Client(enforce_csrf_checks=True)
     admin = _user("sally", SECURITY_ADMINS)
-    browser.force_login(admin)
+    console_login(browser, admin)
 
     without = _post(browser, MACHINES, {"name": "from-console"})
     assert without.status_code == 403
     assert "CSRF" in without.json()["detail"]
     assert Machine.objects.count() == 0
 
-    browser.get("/console/login/")  # sets the CSRF cookie
-    token = browser.cookies["csrftoken"].value
+    token = "k" * 32  # what the console's pages would have set: the cookie and its echo
+    browser.cookies["csrftoken"] = token
     with_token = _post(browser, MACHINES, {"name": "from-console"}, HTTP_X_CSRFTOKEN=token)
     assert with_token.status_code == 201
     (event,) = _events(EventType.MACHINE_REGISTERED)
