@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
-from clients.constants import SECRET_DISPLAY_PREFIX_LENGTH, SECRET_PREFIX
+from clients.constants import (
+    MACHINE_UNUSED_SECONDS,
+    SECRET_DISPLAY_PREFIX_LENGTH,
+    SECRET_EXPIRY_WARNING_SECONDS,
+    SECRET_PREFIX,
+)
 from clients.credentials import secret_effective_expiry, secret_is_usable
 from clients.models import Audience, ClientSecret, Machine, Scope
 
@@ -82,3 +88,73 @@ def scope_list() -> QuerySet[Scope]:
 
 def audience_list() -> QuerySet[Audience]:
     return Audience.objects.order_by("uri")
+
+
+# --- The console's dashboard ------------------------------------------------------
+
+
+def machine_counts() -> dict[str, int]:
+    """Live machines, enabled and disabled (one aggregate over the machine table)."""
+    counts = Machine.objects.filter(deleted_at__isnull=True).aggregate(
+        enabled=Count("id", filter=Q(enabled=True)),
+        disabled=Count("id", filter=Q(enabled=False)),
+    )
+    return {"enabled": counts["enabled"] or 0, "disabled": counts["disabled"] or 0}
+
+
+@dataclass(frozen=True)
+class ExpiringSecret:
+    machine: Machine
+    secret: ClientSecret
+    expires_at: datetime
+
+
+def secrets_expiring(
+    *, now: datetime | None = None, within: timedelta | None = None
+) -> list[ExpiringSecret]:
+    """Machines whose newest usable secret expires within the warning period, soonest first.
+
+    Only the newest usable secret counts: an older one expiring after a
+    rotation is the grace period doing its job, not something to act on.
+    Expiry is the secret's own ``expires_at`` or its age limit
+    (``secret_expiry``), whichever comes first; adapt here when secrets gain
+    other lifetimes.
+    """
+    now = now or timezone.now()
+    within = within or timedelta(seconds=SECRET_EXPIRY_WARNING_SECONDS)
+    horizon = now + within
+    candidates = (
+        ClientSecret.objects.filter(
+            revoked_at__isnull=True,
+            machine__deleted_at__isnull=True,
+            machine__enabled=True,
+        )
+        .filter(Q(expires_at__gt=now) | Q(expires_at__isnull=True))
+        .filter(Q(expires_at__lte=horizon) | Q(machine__max_secret_age__isnull=False))
+        .select_related("machine")
+        .order_by("machine_id", "-created_at", "-id")
+    )
+    newest: dict[int, ClientSecret] = {}
+    for secret in candidates:
+        newest.setdefault(secret.machine_id, secret)
+    found = []
+    for secret in newest.values():
+        machine = secret.machine
+        usable = secret_list_usable(machine=machine, now=now)
+        if not usable or usable[0].pk != secret.pk:
+            continue
+        expiry = secret_expiry(secret=secret, machine=machine)
+        if expiry is not None and now < expiry <= horizon:
+            found.append(ExpiringSecret(machine=machine, secret=secret, expires_at=expiry))
+    return sorted(found, key=lambda row: (row.expires_at, row.machine.name))
+
+
+def machines_unused(*, now: datetime | None = None, limit: int = 10) -> tuple[int, list[Machine]]:
+    """Enabled machines without a token for ``MACHINE_UNUSED_SECONDS`` (or never used since)."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=MACHINE_UNUSED_SECONDS)
+    machines = Machine.objects.filter(deleted_at__isnull=True, enabled=True).filter(
+        Q(last_used_at__lt=cutoff) | Q(last_used_at__isnull=True, created__lt=cutoff)
+    )
+    oldest_first = machines.order_by(F("last_used_at").asc(nulls_first=True), "name")
+    return machines.count(), list(oldest_first[:limit])

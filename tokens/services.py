@@ -442,6 +442,29 @@ def token_revoke(*, machine, token: str, context: RequestContext) -> bool:
     return revoked
 
 
+@transaction.atomic
+def machine_tokens_revoke(*, actor: Actor, machine, context: RequestContext | None = None) -> int:
+    """Revoke every unexpired token of a machine (a console button); returns how many.
+
+    Introspection then answers ``active: false`` for each; resource servers that
+    only check the JWT signature keep accepting them until they expire, which
+    is why the machine is usually disabled too. One ``token.revoked`` event
+    with the count, whatever it is (zero included: the request was made).
+    """
+    now = timezone.now()
+    count = IssuedToken.objects.filter(
+        machine_id=machine.pk, revoked_at__isnull=True, expires_at__gt=now
+    ).update(revoked_at=now)
+    audit_record(
+        event_type=EventType.TOKEN_REVOKED,
+        actor=actor,
+        target=Target(kind="machine", id=machine.client_id, display=machine.name[:255]),
+        details={"all_of_machine": True, "revoked": count},
+        context=context,
+    )
+    return count
+
+
 def token_introspect(*, machine, token: str, context: RequestContext) -> dict[str, Any]:
     """RFC 7662 answer for a caller allowed to introspect, with its audit event.
 
