@@ -96,10 +96,10 @@ def audience_list() -> QuerySet[Audience]:
 def machine_counts() -> dict[str, int]:
     """Live machines, enabled and disabled (one aggregate over the machine table)."""
     counts = Machine.objects.filter(deleted_at__isnull=True).aggregate(
-        enabled=Count("id", filter=Q(enabled=True)),
-        disabled=Count("id", filter=Q(enabled=False)),
+        on=Count("id", filter=Q(enabled=True)),
+        off=Count("id", filter=Q(enabled=False)),
     )
-    return {"enabled": counts["enabled"] or 0, "disabled": counts["disabled"] or 0}
+    return {"enabled": counts["on"] or 0, "disabled": counts["off"] or 0}
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from audit.api.views import AuditEventListView, AuditExportView
 from audit.views import audit_keys
@@ -9,10 +9,14 @@ from tokens.views import discovery, introspect, revoke, token
 admin.site.site_header = "Machine Identity Portal"
 admin.site.site_title = "Machine Identity Portal"
 admin.site.index_title = "Console"
+# No public site behind the console ("View site" would answer 404).
+admin.site.site_url = None
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    # Ours first: the dashboard replaces the admin's index at console/.
+    path("console/", include("identity_portal.console.urls")),
     path("console/", admin.site.urls),
     path("oauth/token", token.token, name="oauth-token"),
     path("oauth/token/", token.token),
