@@ -501,3 +501,16 @@ def audit_events_of_machine(*, client_id: str, limit: int = 20) -> list[AuditEve
     """A machine's newest events (its requests, and changes made to it)."""
     query = AuditLogQuery(filters=AuditFilters(machine=client_id))
     return audit_log_page(query=query, before=None, size=limit)[0]
+
+
+def audit_machine_counts(*, client_id: str, since: datetime) -> dict[str, int]:
+    """A machine's token events since ``since`` by outcome (from the hourly counts)."""
+    rows = (
+        AuditHourlyMachineCount.objects.filter(machine=client_id, hour__gte=since)
+        .values("outcome")
+        .annotate(total=Sum("count"))
+        .order_by()
+    )
+    counts = {"success": 0, "failure": 0}
+    counts.update({row["outcome"]: row["total"] for row in rows})
+    return counts

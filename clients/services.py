@@ -31,6 +31,11 @@ from clients.machine_cache import machine_cache_invalidate
 from clients.models import Audience, ClientSecret, Machine, Scope, scope_token_validator
 from clients.selectors import secret_expiry, secret_list_usable
 
+NO_AUDIENCE_MESSAGE = (
+    "Give the machine at least one audience (a resource server it may address): every "
+    "token is issued for one, so without any this machine could never get a token."
+)
+
 # Longest grace a rotation may give the previous secret.
 MAX_ROTATION_GRACE = 30 * 24 * 3600
 
@@ -346,13 +351,17 @@ def machine_input_check(
     max_secret_age: int | None = None,
     rotation_grace: int = 24 * 3600,
     ip_allowlist: Sequence[str] = (),
+    registering: bool = False,
 ) -> dict[str, Any]:
     """Validate a machine's complete settings without writing; the console form shows the errors.
 
     Returns the model's field values (scopes and audiences as rows). Raises a
-    ``ValidationError`` keyed by the argument names above.
+    ``ValidationError`` keyed by the argument names above. ``registering``: a
+    new machine must be able to get a token, so it needs an audience.
     """
     errors: dict[str, list[str]] = {}
+    if registering and not audiences:
+        errors["audiences"] = [NO_AUDIENCE_MESSAGE]
 
     def check(call, *args, **kwargs):
         # Every field is checked so a form can show all its errors at once.
@@ -440,6 +449,7 @@ def machine_register(
         max_secret_age=max_secret_age,
         rotation_grace=rotation_grace,
         ip_allowlist=ip_allowlist,
+        registering=True,
     )
     allowed = checked.pop("allowed_scopes")
     defaults = checked.pop("default_scopes")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # The drawing area inside the SVG's viewBox; the axis labels sit outside it.
-LEFT, TOP, WIDTH, HEIGHT = 44, 8, 660, 150
+LEFT, TOP, WIDTH, HEIGHT = 52, 10, 650, 170
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ class Chart:
     issued: int
     refused: int
     view_width: int = LEFT + WIDTH + 8
-    view_height: int = TOP + HEIGHT + 24
+    view_height: int = TOP + HEIGHT + 28
     left: int = LEFT
     bottom: int = TOP + HEIGHT
 

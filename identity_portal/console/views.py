@@ -44,7 +44,12 @@ def _require_admin(request) -> None:
 
 
 def _page(request, template: str, context: dict) -> TemplateResponse:
-    return TemplateResponse(request, template, {**admin.site.each_context(request), **context})
+    # The admin's app list in a sidebar is the console's menu bar here, at the top.
+    return TemplateResponse(
+        request,
+        template,
+        {**admin.site.each_context(request), "is_nav_sidebar_enabled": False, **context},
+    )
 
 
 @require_GET

@@ -61,3 +61,18 @@ def duration(delta) -> str:
     else:
         text = f"{seconds} s"
     return f"in {text}" if future else text
+
+
+@register.filter
+def details_line(details) -> str:
+    """An event's details on one line (``key: value; ...``), for the log's table."""
+    if not isinstance(details, dict) or not details:
+        return ""
+    parts = []
+    for key, value in details.items():
+        if isinstance(value, list | tuple):
+            value = " ".join(str(item) for item in value)
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        parts.append(f"{key}: {value}")
+    return "; ".join(parts)
