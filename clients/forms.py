@@ -83,13 +83,15 @@ class MachineForm(forms.ModelForm):
             field.label = LABELS.get(name, field.label)
             if name in _CHECKBOXES:
                 field.widget = forms.CheckboxSelectMultiple(choices=field.choices)
-                field.widget.attrs["class"] = "checkbox-grid"
+                field.help_text = ""  # not the select list's "Hold down Control"
         if "access_token_ttl" in self.fields:
             self.fields[
                 "access_token_ttl"
             ].help_text = (
                 f"How long each access token is valid, 1 to {settings.ACCESS_TOKEN_MAX_TTL}."
             )
+        if "description" in self.fields:
+            self.fields["description"].widget.attrs.update({"rows": 2})
         if "allowed_audiences" in self.fields:
             self.fields["allowed_audiences"].help_text = (
                 "At least one: every token is issued for one resource server. "
