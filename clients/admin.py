@@ -27,7 +27,13 @@ from django.utils.http import urlencode
 from audit.context import Actor, request_context
 from audit.selectors import audit_events_of_machine, audit_machine_counts
 from clients.cache_outcome import cache_failures_collected
-from clients.forms import REGISTER_FIELDS, AudienceForm, MachineForm, RotateSecretForm
+from clients.forms import (
+    REGISTER_FIELDS,
+    AudienceForm,
+    MachineForm,
+    MachineRegisterForm,
+    RotateSecretForm,
+)
 from clients.models import Audience, ClientSecret, Machine, Scope
 from clients.selectors import secret_expiry
 from clients.services import (
@@ -146,6 +152,11 @@ class MachineAdmin(RoleGatedAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         return () if obj is None else self.identity_fields
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = MachineRegisterForm
+        return super().get_form(request, obj, change, **kwargs)
 
     def has_change_permission(self, request, obj=None):
         # A deleted machine is history: its page is read-only, machine_update would refuse.

@@ -186,3 +186,12 @@ class AudienceForm(forms.ModelForm):
             return audience_uri_check(self.cleaned_data["uri"])
         except ValidationError as exc:
             raise ValidationError(exc.message_dict["uri"]) from exc
+
+
+class MachineRegisterForm(MachineForm):
+    """The registration form: the few fields a new machine needs; the rest keep defaults."""
+
+    tags = None
+
+    class Meta(MachineForm.Meta):
+        fields = REGISTER_FIELDS
