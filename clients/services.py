@@ -360,8 +360,6 @@ def machine_input_check(
     new machine must be able to get a token, so it needs an audience.
     """
     errors: dict[str, list[str]] = {}
-    if registering and not audiences:
-        errors["audiences"] = [NO_AUDIENCE_MESSAGE]
 
     def check(call, *args, **kwargs):
         # Every field is checked so a form can show all its errors at once.
@@ -397,6 +395,8 @@ def machine_input_check(
             audiences=audience_rows,
             default_audience=default,
         )
+    if registering and not audiences:
+        errors.setdefault("audiences", []).append(NO_AUDIENCE_MESSAGE)
     if errors:
         raise ValidationError(errors)
     return {
