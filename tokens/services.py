@@ -1,7 +1,7 @@
 """Writes: issuing, revoking and introspecting tokens; the signing-key lifecycle.
 
 Every write runs in one transaction with its audit event. Issuing a token is
-the hot path (DESIGN.md "Data flow of the hot path"): the token record and
+the hot path (docs/design.md, "The hot path"): the token record and
 its ``token.issued`` event are one SQL statement on PostgreSQL.
 """
 
