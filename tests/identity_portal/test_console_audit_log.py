@@ -180,3 +180,16 @@ def test_only_console_roles_read_or_export(client, events):
     assert client.get("/console/audit/").status_code == 403
     assert client.post("/console/audit/export/", {"format": "jsonl"}).status_code == 403
     assert not AuditEvent.objects.filter(event_type="audit.exported").exists()
+
+
+def test_a_search_without_a_start_looks_back_seven_days(auditor_client, events):
+    with time_machine.travel(T0 + timedelta(days=8), tick=False):
+        recent = _event(9, at=T0 + timedelta(days=8), ip="198.51.100.7")
+        windowed = auditor_client.get("/console/audit/", {"source_ip": "198.51.100.7"})
+        ranged = auditor_client.get(
+            "/console/audit/", {"source_ip": "198.51.100.7", "since": "2026-11-01T00:00:00"}
+        )
+
+    assert [e.pk for e in windowed.context["events"]] == [recent.pk]
+    assert "2026-11-21 08:00:00 UTC (7 days)" in windowed.content.decode()
+    assert [e.pk for e in ranged.context["events"]] == [recent.pk, events[6].pk]
