@@ -6,6 +6,8 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
+from clients.auth_methods import auth_method_choices
+from clients.constants import DEFAULT_AUTH_METHODS
 from clients.models import Audience, Machine
 from clients.services import audience_uri_check, machine_input_check
 
@@ -43,6 +45,7 @@ REGISTER_FIELDS = [
     "allowed_audiences",
     "access_token_ttl",
     "ip_allowlist",
+    "auth_methods",
 ]
 
 _CHECKBOXES = ("allowed_scopes", "default_scopes", "allowed_audiences")
@@ -55,6 +58,14 @@ class MachineForm(forms.ModelForm):
         label=LABELS["ip_allowlist"],
         widget=forms.Textarea(attrs={"rows": 2, "placeholder": "10.0.0.0/8\n2001:db8::/32"}),
         help_text="Networks in CIDR notation, one per line. Empty: any address.",
+    )
+    auth_methods = forms.MultipleChoiceField(
+        choices=auth_method_choices,
+        widget=forms.CheckboxSelectMultiple,
+        initial=list(DEFAULT_AUTH_METHODS),
+        label="Authentication methods",
+        help_text="How the machine may prove who it is. A secret is created on registration "
+        "only when a secret method is allowed.",
     )
 
     class Meta:
@@ -73,6 +84,7 @@ class MachineForm(forms.ModelForm):
             "max_secret_age",
             "rotation_grace",
             "ip_allowlist",
+            "auth_methods",
         ]
 
     def __init__(self, *args, **kwargs):
@@ -133,6 +145,7 @@ class MachineForm(forms.ModelForm):
             "max_secret_age": None,
             "rotation_grace": 24 * 3600,
             "ip_allowlist": [],
+            "auth_methods": list(DEFAULT_AUTH_METHODS),
             **self.cleaned_data,
         }
         values = {
@@ -149,6 +162,7 @@ class MachineForm(forms.ModelForm):
             "max_secret_age": data["max_secret_age"],
             "rotation_grace": data["rotation_grace"],
             "ip_allowlist": data["ip_allowlist"],
+            "auth_methods": data["auth_methods"],
         }
         fields = {_SERVICE_ARG.get(name, name) for name in self.fields}
         return {key: value for key, value in values.items() if key in fields}

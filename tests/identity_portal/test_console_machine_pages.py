@@ -42,6 +42,7 @@ def _register(client, **overrides):
         "owner_email": "",
         "access_token_ttl": "600",
         "ip_allowlist": "",
+        "auth_methods": ["client_secret_basic", "client_secret_post"],
         **overrides,
     }
     return client.post("/console/clients/machine/add/", form)
@@ -65,6 +66,7 @@ def test_the_registration_form_is_short_and_labelled(admin_client):
         "allowed_audiences",
         "access_token_ttl",
         "ip_allowlist",
+        "auth_methods",
     ]
     assert form.fields["ip_allowlist"].label == "Allowed source addresses"
     assert form.fields["access_token_ttl"].label == "Token lifetime (seconds)"
