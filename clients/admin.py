@@ -310,7 +310,7 @@ def _activity(machine: Machine) -> dict:
     day_ago = timezone.now() - timedelta(hours=24)
     return {
         "counts_24h": audit_machine_counts(client_id=machine.client_id, since=day_ago),
-        "activity": audit_events_of_machine(client_id=machine.client_id, limit=15),
+        "activity": audit_events_of_machine(client_id=machine.client_id, limit=10),
         "audit_log_url": reverse("console-audit-log")
         + "?"
         + urlencode({"machine": machine.client_id}),
