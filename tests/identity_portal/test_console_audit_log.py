@@ -193,3 +193,10 @@ def test_a_search_without_a_start_looks_back_seven_days(auditor_client, events):
     assert [e.pk for e in windowed.context["events"]] == [recent.pk]
     assert "2026-11-21 08:00:00 UTC (7 days)" in windowed.content.decode()
     assert [e.pk for e in ranged.context["events"]] == [recent.pk, events[6].pk]
+
+
+def test_the_api_filters_by_source_address_too(auditor_client, events):
+    response = auditor_client.get("/api/v1/audit/events", {"source_ip": "198.51.100.7"})
+
+    assert response.status_code == 200
+    assert [row["request_id"] for row in response.json()["results"]] == ["req-6"]
