@@ -46,3 +46,4 @@ def machine_change(pk: int) -> str:
 AUDIT_LOG = "/console/audit/"
 FILTER = "#audit-filters [type=submit]"
 EXPORT = "#audit-export [type=submit]"
+FILTER_COUNT = "#audit-count"

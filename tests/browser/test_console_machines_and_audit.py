@@ -53,6 +53,8 @@ def _zip_names(download) -> list[str]:
 def test_an_admin_runs_a_machine_from_registration_to_the_audit_log(
     admin_page, registries, live_server, screenshot
 ):
+    from playwright.sync_api import expect  # imported once the fixtures found Playwright
+
     page = admin_page
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
     page.goto(pages.CONSOLE_HOME)
@@ -90,12 +92,12 @@ def test_an_admin_runs_a_machine_from_registration_to_the_audit_log(
     rotated = page.inner_text(pages.CLIENT_SECRET).strip()
     assert rotated.startswith("mip_cs_") and rotated != secret
     page.click(pages.BACK_TO_MACHINE)
-    assert page.locator("#machine-secrets .badge.expiring").count() == 1  # the old one, in grace
+    expect(page.locator("#machine-secrets .badge.expiring")).to_have_count(1)  # old one, in grace
     page.click(pages.DISABLE)
-    assert page.locator(pages.STATE_DISABLED).count() == 1
+    expect(page.locator(pages.STATE_DISABLED)).to_have_count(1)
     assert not Machine.objects.get(client_id=client_id).enabled
     page.click(pages.ENABLE)
-    assert page.locator(pages.STATE_ENABLED).count() == 1
+    expect(page.locator(pages.STATE_ENABLED)).to_have_count(1)
     audit_seal_pending()
     audit_checkpoint_create()
     page.reload()
@@ -103,6 +105,7 @@ def test_an_admin_runs_a_machine_from_registration_to_the_audit_log(
 
     # The audit log: this machine's events, then only failures within a time range.
     page.click(pages.MACHINE_AUDIT_LINK)
+    page.wait_for_load_state()
     types = page.locator("#audit-events td.type").all_inner_texts()
     for expected in ("token.issued", "token.denied", "secret.rotated", "machine.disabled"):
         assert any(text.startswith(expected) for text in types), expected
@@ -112,6 +115,7 @@ def test_an_admin_runs_a_machine_from_registration_to_the_audit_log(
     page.select_option("select[name=outcome]", "failure")
     page.click(pages.FILTER)
     rows = page.locator("#audit-events tbody tr")
+    expect(page.locator(pages.FILTER_COUNT)).to_have_text("1 event on this page, newest first")
     assert rows.count() == 1
     assert rows.first.get_attribute("class") == "failure"
     assert "token.denied" in rows.first.inner_text()
@@ -130,6 +134,8 @@ def test_an_admin_runs_a_machine_from_registration_to_the_audit_log(
 def test_an_auditor_reads_filters_exports_and_changes_nothing(
     auditor_page, registries, browser_log, screenshot
 ):
+    from playwright.sync_api import expect
+
     page = auditor_page
     machine, _ = machine_register(
         actor=Actor.cli("browser test"),
@@ -142,7 +148,8 @@ def test_an_auditor_reads_filters_exports_and_changes_nothing(
     page.goto(pages.AUDIT_LOG)
     page.select_option("select[name=type]", "machine.*")
     page.click(pages.FILTER)
-    assert page.locator("#audit-events tbody tr").count() == 1
+    expect(page.locator(pages.FILTER_COUNT)).to_have_text("1 event on this page, newest first")
+    assert "machine.registered" in page.inner_text("#audit-events tbody")
     screenshot(page, "audit-log-auditor")
     with page.expect_download() as download:
         page.click(pages.EXPORT)
