@@ -489,7 +489,11 @@ def audit_log_page(
         )
     if before is not None:
         at, event_id = before
-        events = events.filter(Q(occurred_at__lt=at) | Q(occurred_at=at, id__lt=event_id))
+        # The plain bound first: the OR alone is not an index range, and PostgreSQL
+        # would walk from the newest row down to the cursor on every page.
+        events = events.filter(occurred_at__lte=at).filter(
+            Q(occurred_at__lt=at) | Q(occurred_at=at, id__lt=event_id)
+        )
     rows = list(events.order_by("-occurred_at", "-id")[: size + 1])
     more = len(rows) > size
     rows = rows[:size]

@@ -182,7 +182,7 @@ def test_only_console_roles_read_or_export(client, events):
     assert not AuditEvent.objects.filter(event_type="audit.exported").exists()
 
 
-def test_a_search_without_a_start_looks_back_seven_days(auditor_client, events):
+def test_a_search_without_a_start_looks_back_a_day(auditor_client, events):
     with time_machine.travel(T0 + timedelta(days=8), tick=False):
         recent = _event(9, at=T0 + timedelta(days=8), ip="198.51.100.7")
         windowed = auditor_client.get("/console/audit/", {"source_ip": "198.51.100.7"})
@@ -191,7 +191,7 @@ def test_a_search_without_a_start_looks_back_seven_days(auditor_client, events):
         )
 
     assert [e.pk for e in windowed.context["events"]] == [recent.pk]
-    assert "2026-11-21 08:00:00 UTC (7 days)" in windowed.content.decode()
+    assert "2026-11-27 08:00:00 UTC (24 hours)" in windowed.content.decode()
     assert [e.pk for e in ranged.context["events"]] == [recent.pk, events[6].pk]
 
 
