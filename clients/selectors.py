@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
@@ -112,25 +113,20 @@ class ExpiringSecret:
 def secrets_expiring(
     *, now: datetime | None = None, within: timedelta | None = None
 ) -> list[ExpiringSecret]:
-    """Machines whose newest usable secret expires within the warning period, soonest first.
+    """Machines whose newest usable secret expires within its warning period, soonest first.
 
-    Only the newest usable secret counts: an older one expiring after a
-    rotation is the grace period doing its job, not something to act on.
-    Expiry is the secret's own ``expires_at`` or its age limit
-    (``secret_expiry``), whichever comes first; adapt here when secrets gain
-    other lifetimes.
+    The warning period is the machine's (``secret_warning_period``), else
+    ``SECRET_WARNING_PERIOD`` (as ``clients.lifecycle`` warns owners), or
+    ``within`` when given. Only the newest usable secret counts: an older one
+    expiring after a rotation is the grace period doing its job. Expiry is
+    ``secret_expiry`` (its own end or its age limit, whichever comes first).
     """
     now = now or timezone.now()
-    within = within or timedelta(seconds=SECRET_EXPIRY_WARNING_SECONDS)
-    horizon = now + within
     candidates = (
         ClientSecret.objects.filter(
-            revoked_at__isnull=True,
-            machine__deleted_at__isnull=True,
-            machine__enabled=True,
+            revoked_at__isnull=True, machine__deleted_at__isnull=True, machine__enabled=True
         )
         .filter(Q(expires_at__gt=now) | Q(expires_at__isnull=True))
-        .filter(Q(expires_at__lte=horizon) | Q(machine__max_secret_age__isnull=False))
         .select_related("machine")
         .order_by("machine_id", "-created_at", "-id")
     )
@@ -140,11 +136,19 @@ def secrets_expiring(
     found = []
     for secret in newest.values():
         machine = secret.machine
-        usable = secret_list_usable(machine=machine, now=now)
-        if not usable or usable[0].pk != secret.pk:
-            continue
+        if within is not None:
+            period = within
+        elif machine.secret_warning_period is not None:
+            period = timedelta(seconds=machine.secret_warning_period)
+        else:
+            period = timedelta(
+                seconds=getattr(settings, "SECRET_WARNING_PERIOD", SECRET_EXPIRY_WARNING_SECONDS)
+            )
         expiry = secret_expiry(secret=secret, machine=machine)
-        if expiry is not None and now < expiry <= horizon:
+        if expiry is None or not now < expiry <= now + period:
+            continue
+        usable = secret_list_usable(machine=machine, now=now)
+        if usable and usable[0].pk == secret.pk:
             found.append(ExpiringSecret(machine=machine, secret=secret, expires_at=expiry))
     return sorted(found, key=lambda row: (row.expires_at, row.machine.name))
 

@@ -46,7 +46,7 @@ def backfill(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("audit", "0012_user_password_changed_event"),
+        ("audit", "0013_lifecycle_events"),
     ]
 
     operations = [

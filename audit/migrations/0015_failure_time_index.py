@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("audit", "0013_dashboard_counts"),
+        ("audit", "0014_dashboard_counts"),
     ]
 
     operations = [
