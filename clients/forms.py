@@ -148,6 +148,8 @@ class MachineForm(forms.ModelForm):
             "rotation_grace": 24 * 3600,
             "ip_allowlist": [],
             "auth_methods": list(DEFAULT_AUTH_METHODS),
+            "secret_warning_period": None,
+            "stale_action": "",
             **self.cleaned_data,
         }
         values = {
