@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
 
-.PHONY: run test lint format bench bench-audit mutate soak clean
+.PHONY: run test lint format bench bench-audit bench-console mutate soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -90,3 +90,11 @@ soak: $(VENV)/.installed-run
 
 clean:
 	rm -rf $(VENV) var
+
+# The console's dashboard and audit log with ten million audit events (PostgreSQL, minutes of
+# CPU to load; reruns reuse the loaded events). Not part of `make test`.
+CONSOLE_BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/mip_console_bench
+CONSOLE_BENCH_EVENTS ?= 10000000
+bench-console: $(VENV)/.installed-dev
+	DATABASE_URL=$(CONSOLE_BENCH_DATABASE_URL) REDIS_URL= CACHE_URL= CELERY_BROKER_URL= \
+	  $(BIN)/python bench/console_bench.py --events $(CONSOLE_BENCH_EVENTS)

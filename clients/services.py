@@ -54,6 +54,11 @@ from clients.models import (
 from clients.selectors import secret_expiry, secret_list_usable
 from core import jose, remote_jwks
 
+NO_AUDIENCE_MESSAGE = (
+    "Give the machine at least one audience (a resource server it may address): every "
+    "token is issued for one, so without any this machine could never get a token."
+)
+
 # Longest grace a rotation may give the previous secret.
 MAX_ROTATION_GRACE = 30 * 24 * 3600
 
@@ -470,6 +475,7 @@ def machine_input_check(
     max_secret_age: int | None = None,
     rotation_grace: int = 24 * 3600,
     ip_allowlist: Sequence[str] = (),
+    registering: bool = False,
     secret_warning_period: int | None = None,
     stale_action: str = "",
     auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS,
@@ -478,7 +484,8 @@ def machine_input_check(
     """Validate a machine's complete settings without writing; the console form shows the errors.
 
     Returns the model's field values (scopes and audiences as rows). Raises a
-    ``ValidationError`` keyed by the argument names above.
+    ``ValidationError`` keyed by the argument names above. ``registering``: a
+    new machine must be able to get a token, so it needs an audience.
     """
     errors: dict[str, list[str]] = {}
 
@@ -520,6 +527,8 @@ def machine_input_check(
             audiences=audience_rows,
             default_audience=default,
         )
+    if registering and not audiences:
+        errors.setdefault("audiences", []).append(NO_AUDIENCE_MESSAGE)
     if errors:
         raise ValidationError(errors)
     return {
@@ -578,6 +587,7 @@ def machine_register(
         max_secret_age=max_secret_age,
         rotation_grace=rotation_grace,
         ip_allowlist=ip_allowlist,
+        registering=True,
         secret_warning_period=secret_warning_period,
         stale_action=stale_action,
         auth_methods=auth_methods,

@@ -57,8 +57,10 @@ except SecretFormatError as exc:
 SECRET_KEY = SERVER_SECRETS.secret_key
 DEBUG = env_bool("DEBUG", False)
 
-ISSUER = ENV.get("ISSUER", "http://127.0.0.1:8000").rstrip("/")
 PORT = env_int("PORT", 8000)
+# The default issuer follows PORT, so `PORT=8080 make run` alone gives discovery,
+# tokens and the audit API audience that agree with where the portal listens.
+ISSUER = ENV.get("ISSUER", f"http://127.0.0.1:{PORT}").rstrip("/")
 _issuer_host = urlsplit(ISSUER).hostname or "127.0.0.1"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", f"{_issuer_host},127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", ISSUER)

@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.templatetags.static import static
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import (
     SpectacularAPIView,
@@ -16,11 +16,16 @@ from identity_portal.mfa_views import console_mfa
 from tokens.api import keys as keys_api
 from tokens.views import discovery, introspect, machine_self, revoke, token
 
+# No public site behind the console ("View site" would answer 404).
+admin.site.site_url = None
+
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     # Before the admin site's own URLs: the second step of console sign-in.
     path("console/mfa/", console_mfa, name="console-mfa"),
+    # Ours first: the dashboard replaces the admin's index at console/.
+    path("console/", include("identity_portal.console.urls")),
     path("console/", admin.site.urls),
     # Browsers ask for /favicon.ico on any page, JSON ones included: answer with the icon.
     path("favicon.ico", RedirectView.as_view(url=static("console/favicon.svg"), permanent=True)),

@@ -19,6 +19,7 @@ class AuditFilterSerializer(serializers.Serializer):
     actor = serializers.CharField(required=False, max_length=160)
     machine = serializers.CharField(required=False, max_length=128)
     outcome = serializers.ChoiceField(choices=Outcome.choices, required=False)
+    source_ip = serializers.IPAddressField(required=False)
 
     def validate(self, attrs):
         since, until = attrs.get("since"), attrs.get("until")
@@ -35,6 +36,7 @@ class AuditFilterSerializer(serializers.Serializer):
             actor=data.get("actor", ""),
             machine=data.get("machine", ""),
             outcome=data.get("outcome", ""),
+            source_ip=data.get("source_ip", ""),
         )
 
 

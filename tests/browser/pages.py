@@ -170,3 +170,31 @@ def audit_row_is(row: str, event_type: str) -> bool:
     from audit.choices import EventType
 
     return event_type in row or EventType(event_type).label in row
+
+
+# --- machines ----------------------------------------------------------------
+MACHINE_ADD = "/console/clients/machine/add/"
+SAVE = "input[name=_save]"
+CLIENT_ID = "#client-id"
+CLIENT_SECRET = "#client-secret"
+COPY_SECRET = "#copy-secret"
+EXAMPLE_CURL = "#example-curl"
+BACK_TO_MACHINE = "text=I have stored it"
+ROTATE = "#rotate-secret"
+ROTATE_CONFIRM = "#rotate-confirm"
+DISABLE = "#disable-machine"
+ENABLE = "#enable-machine"
+STATE_ENABLED = "#machine-summary .badge.enabled"
+STATE_DISABLED = "#machine-summary .badge.disabled"
+MACHINE_AUDIT_LINK = "#machine-activity h2 a"
+
+
+def machine_change(pk: int) -> str:
+    return f"/console/clients/machine/{pk}/change/"
+
+
+# --- the audit log -------------------------------------------------------------
+AUDIT_LOG = "/console/audit/"
+FILTER = "#audit-filters [type=submit]"
+EXPORT = "#audit-export [type=submit]"
+FILTER_COUNT = "#audit-count"

@@ -73,8 +73,9 @@ def test_registering_shows_the_secret_once(client, security_admin, scope_read, a
     raw = _only_secret_in(response.content.decode())
     machine = Machine.objects.get(name="console-machine")
     assert _works(machine.client_id, raw).pk == machine.pk
+    # Tags are not asked at registration (the machine's page edits them).
     assert (machine.tags, machine.created_by, machine.owner_team) == (
-        ["prod", "eu"],
+        [],
         security_admin,
         "payments",
     )
@@ -98,7 +99,8 @@ def test_bad_input_shows_errors_and_changes_nothing(client, security_admin, scop
 
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
-    assert set(errors) == {"ip_allowlist", "access_token_ttl"}
+    # No audience either: such a machine could never get a token.
+    assert set(errors) == {"ip_allowlist", "access_token_ttl", "allowed_audiences"}
     assert (Machine.objects.count(), ClientSecret.objects.count()) == (0, 0)
 
 

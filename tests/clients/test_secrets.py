@@ -211,9 +211,11 @@ def test_revoke_is_immediate_and_idempotent(
 
 
 @pytest.mark.postgres
-def test_concurrent_rotations_leave_a_consistent_state(transactional_db, scope_read):
+def test_concurrent_rotations_leave_a_consistent_state(transactional_db, scope_read, audience_api):
     actor = Actor.cli("pytest")
-    machine, _ = machine_register(actor=actor, name="racer", scopes=["read"])
+    machine, _ = machine_register(
+        actor=actor, name="racer", scopes=["read"], audiences=[audience_api.uri]
+    )
     barrier = threading.Barrier(4)
     errors = []
 
