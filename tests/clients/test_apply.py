@@ -96,7 +96,10 @@ def test_a_changed_field_is_one_audited_change(tmp_path):
 def test_prune_disables_only_live_machines_the_document_does_not_name(tmp_path):
     document = _readme_document()
     _apply(tmp_path, document)
-    _apply(tmp_path, "machines:\n  - name: hand-made\n")
+    _apply(
+        tmp_path,
+        "machines:\n  - name: hand-made\n    audiences: [https://orders.example.com]\n",
+    )
 
     kept = _apply(tmp_path, document)
     assert Machine.objects.get(name="hand-made").enabled is True

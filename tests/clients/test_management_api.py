@@ -16,7 +16,7 @@ from django.test import Client
 
 from audit.choices import EventType
 from audit.models import AuditEvent
-from clients.models import ApiIdempotencyKey, ClientSecret, Machine, Scope
+from clients.models import ApiIdempotencyKey, Audience, ClientSecret, Machine, Scope
 from core.roles import AUDITORS, SECURITY_ADMINS
 from tests.fixtures.core import console_login
 from tests.fixtures.tokens import API
@@ -52,6 +52,12 @@ def _patch(client, path, body, **headers):
     return client.patch(path, data=json.dumps(body), content_type="application/json", **headers)
 
 
+def _new(name: str, **fields) -> dict:
+    """A registration body: every machine needs an audience it may get tokens for."""
+    Audience.objects.get_or_create(uri=API)
+    return {"name": name, "audiences": [API], **fields}
+
+
 def _events(event_type: str) -> list[AuditEvent]:
     return list(AuditEvent.objects.filter(event_type=event_type).order_by("id"))
 
@@ -68,7 +74,7 @@ def test_a_machine_holding_only_machines_write_registers_rotates_and_disables_a_
 ):
     manager, auth = deployer
 
-    created = _post(client, MACHINES, {"name": "billing-job"}, **auth)
+    created = _post(client, MACHINES, _new("billing-job"), **auth)
     assert created.status_code == 201, created.content
     assert created["Cache-Control"] == "no-store"
     body = created.json()
@@ -101,20 +107,18 @@ def test_a_machine_holding_only_machines_write_registers_rotates_and_disables_a_
         assert second_secret not in json.dumps(event.details)
 
 
-def test_the_registered_machine_gets_a_token_with_the_secret_the_api_returned(
-    client, deployer, machine_factory
-):
+def test_the_registered_machine_gets_a_token_with_the_secret_the_api_returned(client, deployer):
     _, auth = deployer
-    body = _post(client, MACHINES, {"name": "billing-job"}, **auth).json()
+    body = _post(client, MACHINES, _new("billing-job"), **auth).json()
 
     class Registered:
         client_id = body["client_id"]
         secret = body["client_secret"]
 
-    # It has no audience yet: the token endpoint refuses it for that reason, not its secret.
     response = token_request(client, Registered)
-    assert response.status_code == 400
-    assert response.json()["error"] == "invalid_target"
+
+    assert response.status_code == 200, response.content
+    assert response.json()["token_type"] == "Bearer"
 
 
 def test_a_machine_cannot_grant_a_scope_its_token_does_not_carry(client, deployer):
@@ -122,7 +126,7 @@ def test_a_machine_cannot_grant_a_scope_its_token_does_not_carry(client, deploye
     _, auth = deployer
     before = Machine.objects.count()
 
-    response = _post(client, MACHINES, {"name": "greedy", "scopes": ["orders:read"]}, **auth)
+    response = _post(client, MACHINES, _new("greedy", scopes=["orders:read"]), **auth)
 
     assert response.status_code == 403
     assert response["Content-Type"] == PROBLEM
@@ -166,7 +170,7 @@ def test_machines_read_reads_and_cannot_write(client, signing_key, machine_facto
     auth = _bearer(client, reader)
 
     listed = client.get(MACHINES, **auth)
-    refused = _post(client, MACHINES, {"name": "x"}, **auth)
+    refused = _post(client, MACHINES, _new("x"), **auth)
 
     assert listed.status_code == 200
     assert [m["client_id"] for m in listed.json()["results"]] == [reader.client_id]
@@ -184,9 +188,9 @@ def test_a_token_for_another_audience_or_no_token_is_refused(client, signing_key
     )
     auth = _bearer(client, elsewhere)
 
-    wrong_audience = _post(client, MACHINES, {"name": "x"}, **auth)
-    anonymous = _post(client, MACHINES, {"name": "x"})
-    garbage = _post(client, MACHINES, {"name": "x"}, HTTP_AUTHORIZATION="Bearer not.a.jwt")
+    wrong_audience = _post(client, MACHINES, _new("x"), **auth)
+    anonymous = _post(client, MACHINES, _new("x"))
+    garbage = _post(client, MACHINES, _new("x"), HTTP_AUTHORIZATION="Bearer not.a.jwt")
 
     assert wrong_audience.status_code == 403
     assert anonymous.status_code == 401
@@ -238,7 +242,7 @@ def test_an_auditor_reads_and_is_refused_every_change(client, signing_key):
 
     assert client.get(MACHINES).status_code == 200
     assert client.get("/api/v1/keys").status_code == 200
-    assert _post(client, MACHINES, {"name": "x"}).status_code == 403
+    assert _post(client, MACHINES, _new("x")).status_code == 403
     assert _post(client, "/api/v1/keys/rotate").status_code == 403
     assert _post(client, "/api/v1/scopes", {"name": "x:y"}).status_code == 403
     assert Machine.objects.count() == 0
@@ -254,7 +258,7 @@ def test_a_session_short_of_its_second_factor_is_not_signed_in(client, signing_k
     client.force_login(_user("sally", SECURITY_ADMINS))  # password only, no TOTP yet
 
     assert client.get(MACHINES).status_code == 401
-    assert _post(client, MACHINES, {"name": "x"}).status_code == 401
+    assert _post(client, MACHINES, _new("x")).status_code == 401
     assert Machine.objects.count() == 0
 
 
@@ -263,14 +267,14 @@ def test_a_security_admin_session_writes_only_with_the_csrf_token(signing_key):
     admin = _user("sally", SECURITY_ADMINS)
     console_login(browser, admin)
 
-    without = _post(browser, MACHINES, {"name": "from-console"})
+    without = _post(browser, MACHINES, _new("from-console"))
     assert without.status_code == 403
     assert "CSRF" in without.json()["detail"]
     assert Machine.objects.count() == 0
 
     token = "k" * 32  # what the console's pages would have set: the cookie and its echo
     browser.cookies["csrftoken"] = token
-    with_token = _post(browser, MACHINES, {"name": "from-console"}, HTTP_X_CSRFTOKEN=token)
+    with_token = _post(browser, MACHINES, _new("from-console"), HTTP_X_CSRFTOKEN=token)
     assert with_token.status_code == 201
     (event,) = _events(EventType.MACHINE_REGISTERED)
     assert (event.actor_kind, event.actor_id) == ("user", str(admin.pk))
@@ -278,8 +282,8 @@ def test_a_security_admin_session_writes_only_with_the_csrf_token(signing_key):
 
 def test_a_retried_create_with_the_same_idempotency_key_creates_nothing_twice(client, deployer):
     _, auth = deployer
-    first = _post(client, MACHINES, {"name": "once"}, HTTP_IDEMPOTENCY_KEY="abc-1", **auth)
-    again = _post(client, MACHINES, {"name": "once"}, HTTP_IDEMPOTENCY_KEY="abc-1", **auth)
+    first = _post(client, MACHINES, _new("once"), HTTP_IDEMPOTENCY_KEY="abc-1", **auth)
+    again = _post(client, MACHINES, _new("once"), HTTP_IDEMPOTENCY_KEY="abc-1", **auth)
 
     assert (first.status_code, again.status_code) == (201, 201)
     assert again["Idempotent-Replayed"] == "true"
@@ -295,9 +299,9 @@ def test_a_retried_create_with_the_same_idempotency_key_creates_nothing_twice(cl
 
 def test_an_idempotency_key_reused_for_another_request_is_refused(client, deployer):
     _, auth = deployer
-    _post(client, MACHINES, {"name": "one"}, HTTP_IDEMPOTENCY_KEY="k", **auth)
+    _post(client, MACHINES, _new("one"), HTTP_IDEMPOTENCY_KEY="k", **auth)
 
-    other = _post(client, MACHINES, {"name": "two"}, HTTP_IDEMPOTENCY_KEY="k", **auth)
+    other = _post(client, MACHINES, _new("two"), HTTP_IDEMPOTENCY_KEY="k", **auth)
 
     assert other.status_code == 422
     assert other["Content-Type"] == PROBLEM
@@ -306,8 +310,8 @@ def test_an_idempotency_key_reused_for_another_request_is_refused(client, deploy
 
 def test_a_refused_request_leaves_its_idempotency_key_free(client, deployer):
     _, auth = deployer
-    bad = _post(client, MACHINES, {"name": ""}, HTTP_IDEMPOTENCY_KEY="k2", **auth)
-    good = _post(client, MACHINES, {"name": "fixed"}, HTTP_IDEMPOTENCY_KEY="k2", **auth)
+    bad = _post(client, MACHINES, _new(""), HTTP_IDEMPOTENCY_KEY="k2", **auth)
+    good = _post(client, MACHINES, _new("fixed"), HTTP_IDEMPOTENCY_KEY="k2", **auth)
 
     assert bad.status_code == 400
     assert good.status_code == 201
@@ -317,7 +321,7 @@ def test_a_refused_request_leaves_its_idempotency_key_free(client, deployer):
 @pytest.mark.parametrize("key", ["", "x" * 256, "tab\there"])
 def test_a_malformed_idempotency_key_is_refused(client, deployer, key):
     _, auth = deployer
-    response = _post(client, MACHINES, {"name": "k"}, HTTP_IDEMPOTENCY_KEY=key, **auth)
+    response = _post(client, MACHINES, _new("k"), HTTP_IDEMPOTENCY_KEY=key, **auth)
     assert response.status_code == 400
     assert list(response.json()["errors"]) == ["Idempotency-Key"]
     assert Machine.objects.filter(name="k").count() == 0
@@ -325,7 +329,7 @@ def test_a_malformed_idempotency_key_is_refused(client, deployer, key):
 
 def test_a_stale_if_match_is_refused_and_changes_nothing(client, deployer):
     _, auth = deployer
-    client_id = _post(client, MACHINES, {"name": "v1"}, **auth).json()["client_id"]
+    client_id = _post(client, MACHINES, _new("v1"), **auth).json()["client_id"]
     read = client.get(f"{MACHINES}/{client_id}", **auth)
     etag = read["ETag"]
     assert _patch(client, f"{MACHINES}/{client_id}", {"description": "by someone else"}, **auth)
@@ -390,7 +394,7 @@ def test_an_unknown_filter_is_refused_rather_than_ignored(client, deployer):
 def test_listing_filters_and_pages_with_a_cursor(client, deployer):
     _, auth = deployer
     for index in range(3):
-        _post(client, MACHINES, {"name": f"job-{index}", "owner_team": "batch"}, **auth)
+        _post(client, MACHINES, _new(f"job-{index}", owner_team="batch"), **auth)
 
     page = client.get(MACHINES, {"owner_team": "batch", "page_size": 2}, **auth).json()
     rest = client.get(page["next"], **auth).json()
