@@ -17,6 +17,9 @@ class EventType(models.TextChoices):
     SECRET_ROTATED = "secret.rotated"
     SECRET_REVOKED = "secret.revoked"
     SECRET_EXPIRED = "secret.expired"
+    # Federation trusts of a machine (clients.federation): who may act as it with an external token.
+    TRUST_ADDED = "trust.added"
+    TRUST_REMOVED = "trust.removed"
     SCOPE_CREATED = "scope.created"
     SCOPE_UPDATED = "scope.updated"
     AUDIENCE_CREATED = "audience.created"

@@ -70,7 +70,8 @@ def current_pepper_id() -> str:
     return next(iter(settings.SERVER_SECRETS.peppers))
 
 
-def _pepper(pepper_id: str) -> bytes:
+def pepper_key(pepper_id: str) -> bytes:
+    """The pepper named ``pepper_id``; ``UnknownPepper`` if it is no longer configured."""
     try:
         return settings.SERVER_SECRETS.peppers[pepper_id]
     except KeyError as exc:
@@ -90,7 +91,7 @@ def secret_digest(
     *, secret: str, client_id: str, pepper_id: str, version: int = DIGEST_VERSION
 ) -> str:
     """The digest of ``secret`` for the machine ``client_id`` under the named pepper, hex."""
-    pepper = _pepper(pepper_id)
+    pepper = pepper_key(pepper_id)
     if "\x00" in client_id:
         raise ValueError("a client_id never holds NUL")
     if version == 2:
