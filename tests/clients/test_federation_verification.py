@@ -16,7 +16,7 @@ from clients.federation.verification import (
     replay_key,
 )
 from core import jose, remote_jwks
-from tests.fixtures.oidc_issuer import GITHUB_AUDIENCE, hmac_token, unsigned_token
+from tests.fixtures.issuer import GITHUB_AUDIENCE, hmac_token, unsigned_token
 
 CONDITION = 'claims.repository == "acme/billing" && claims.ref == "refs/heads/main"'
 
