@@ -14,6 +14,7 @@ import re
 import resource
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -40,6 +41,9 @@ class Target:
     url: str  # e.g. http://127.0.0.1:8100/oauth/token
     body: str
     credentials: list[tuple[str, str]]  # (client_id, client_secret)
+    # For credentials used once (federated assertions): count -> a file of that many
+    # request bodies, one per line; each request then sends the next unused body.
+    body_pool: Callable[[int], Path] | None = None
 
     def authorization_headers(self) -> list[str]:
         # RFC 6749 2.3.1: id and secret are form-urlencoded before base64.
@@ -111,8 +115,12 @@ def run_wrk(
     rid_prefix: str,
     out_stem: Path,
     timeout_s: float,
+    bodies: Path | None = None,
 ) -> LoadResult:
-    """Run wrk once at one concurrency; return what it measured and received."""
+    """Run wrk once at one concurrency; return what it measured and received.
+
+    ``bodies``: a file of request bodies, each sent once (``Target.body_pool``).
+    """
     env = {
         **os.environ,
         "BENCH_PATH": _path_of(target.url),
@@ -120,6 +128,8 @@ def run_wrk(
         "BENCH_AUTHS": ";".join(target.authorization_headers()),
         "BENCH_RID_PREFIX": rid_prefix,
         "BENCH_OUT": str(out_stem),
+        "BENCH_BODIES": str(bodies) if bodies else "",
+        "BENCH_THREADS": str(threads_for(connections)),
     }
     argv = [
         wrk_path(),

@@ -13,7 +13,9 @@ PORTAL = "portal"
 NODE = "node-oidc-provider"
 STOCK_DEFAULT = "stock-default"
 STOCK_PLAIN = "stock-plain"
-SERIES_ORDER = [PORTAL, NODE, STOCK_PLAIN, STOCK_DEFAULT]
+# Workloads presenting an external OIDC token (bench.federation), same portal, same run.
+FEDERATED = "portal-federated"
+SERIES_ORDER = [PORTAL, FEDERATED, NODE, STOCK_PLAIN, STOCK_DEFAULT]
 COLOURS = {PORTAL: "#1f6feb", NODE: "#2da44e", STOCK_PLAIN: "#bf8700", STOCK_DEFAULT: "#cf222e"}
 
 # Issue 6, item 3: at concurrency 16, on 2 cores, PostgreSQL, ES256, durable audit.
@@ -45,6 +47,9 @@ def ratios(points: list[dict]) -> dict[str, dict[str, float | None]]:
                 row[label] = portal["tokens_per_s"] / other["tokens_per_s"]
             else:
                 row[label] = math.inf if portal["tokens_per_s"] > 0 else None
+        federated = point(points, FEDERATED, c)
+        if federated is not None and portal is not None and portal["tokens_per_s"] > 0:
+            row["federated/portal"] = federated["tokens_per_s"] / portal["tokens_per_s"]
         out[str(c)] = row
     return out
 
@@ -219,6 +224,12 @@ def markdown(result: dict) -> str:
             lines.append(
                 f"| {c} | {_fmt(row['portal/node'], 2)} | {_fmt(row['portal/stock-default'], 1)} |"
             )
+        lines += [
+            f"- federated assertion / secret at c{c}: {_fmt(row['federated/portal'], 2)} "
+            "(target >= 0.7, issue 11)"
+            for c, row in r.items()
+            if "federated/portal" in row
+        ]
     lines += ["", f"Targets (issue 6, item 3, at c{TARGET_CONCURRENCY}):"]
     for t in result["targets"]:
         lines.append(f"- {t['verdict']} {t['target']}: {t['detail']}")

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import dj_database_url
 
+from bench.federation import FEDERATED, FederatedWorkload
 from bench.load import Target
 from clients.constants import MACHINE_CACHE_TOMBSTONE_TTL
 from identity_portal.web_server import web_server_argv
@@ -160,15 +161,17 @@ def http_up(url: str) -> bool:
 
 def token_request(target: Target) -> tuple[int, str]:
     """One token request outside the load tool, to prove the wiring before loading it."""
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Request-ID": "bench-smoke-" + secrets.token_hex(4),
+    }
+    body = target.body
+    if target.body_pool is not None:
+        body = target.body_pool(1).read_text().splitlines()[0]
+    else:
+        headers["Authorization"] = target.authorization_headers()[0]
     request = urllib.request.Request(  # noqa: S310 (loopback, our server)
-        target.url,
-        data=target.body.encode(),
-        headers={
-            "Authorization": target.authorization_headers()[0],
-            "Content-Type": "application/x-www-form-urlencoded",
-            "X-Request-ID": "bench-smoke-" + secrets.token_hex(4),
-        },
-        method="POST",
+        target.url, data=body.encode(), headers=headers, method="POST"
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
@@ -407,6 +410,8 @@ class Portal(Server):
         self.notes["database"] = redact_url(database_url)
         self.notes["workers"] = workers
         self.sealer = Sealer(out_dir=out_dir, env=self.env()) if sealer else None
+        # The federated point's issuer, started in prepare() (bench.federation).
+        self.federated: FederatedWorkload | None = None
         if self.sealer:
             self.notes["sealer"] = f"every {self.sealer.interval:g} s"
         argv = web_server_argv(self.env())
@@ -420,6 +425,8 @@ class Portal(Server):
             "HOST": "127.0.0.1",
             "WEB_CONCURRENCY": str(self.workers),
             "PYTHONUNBUFFERED": "1",
+            # The federated point's issuer listens on loopback, over plain HTTP.
+            "FEDERATION_ALLOW_PRIVATE_ISSUERS": "true",
         }
 
     def manage(self, *args: str) -> str:
@@ -460,6 +467,8 @@ class Portal(Server):
             if not isinstance(created, dict) or not {"client_id", "client_secret"} <= set(created):
                 raise ServerUnavailable("`machine create` printed no client_id/client_secret")
             self.credentials.append((str(created["client_id"]), str(created["client_secret"])))
+        self.federated = FederatedWorkload(out_dir=self.out_dir)
+        self.federated.register(self.manage, scope=SCOPE, audience=AUDIENCE, run_id=self.run_id)
         # Each registration leaves a tombstone in the machine cache (clients.machine_cache)
         # during which that machine authenticates from the database. Measure the steady
         # state, not those seconds: start() waits them out.
@@ -476,6 +485,9 @@ class Portal(Server):
     def stop(self) -> None:
         if self.sealer:
             self.sealer.stop()
+        if self.federated:
+            self.federated.close()
+            self.federated = None
         super().stop()
 
     def command(self) -> tuple[list[str], dict[str, str], Path]:
@@ -486,7 +498,11 @@ class Portal(Server):
         return self.base_url + "/healthz"
 
     def targets(self) -> list[Target]:
-        return [Target("portal", self.base_url + "/oauth/token", TOKEN_BODY, self.credentials)]
+        url = self.base_url + "/oauth/token"
+        targets = [Target("portal", url, TOKEN_BODY, self.credentials)]
+        if self.federated is not None:
+            targets.append(Target(FEDERATED, url, "", [], body_pool=self.federated.bodies))
+        return targets
 
 
 class StockDot(Server):
