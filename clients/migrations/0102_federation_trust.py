@@ -9,7 +9,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("clients", "0100_pin_unused_toolkit_columns"),
+        ("clients", "0101_machine_auth_methods"),
     ]
 
     operations = [
