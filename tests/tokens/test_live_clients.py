@@ -43,6 +43,15 @@ def test_discovery_satisfies_rfc8414_validation_and_names_every_endpoint(issuer,
     assert metadata["token_endpoint_auth_methods_supported"] == [
         "client_secret_basic",
         "client_secret_post",
+        "federated_jwt",
+    ]
+    # federated_jwt accepts external tokens signed with any algorithm of the allow-list.
+    assert metadata["token_endpoint_auth_signing_alg_values_supported"] == [
+        "ES256",
+        "ES384",
+        "EdDSA",
+        "PS256",
+        "RS256",
     ]
     assert metadata["id_token_signing_alg_values_supported"] == ["ES256", "EdDSA", "RS256"]
     assert "authorization_endpoint" not in metadata
