@@ -57,6 +57,8 @@ bench-audit: $(VENV)/.installed-dev
 # module and every surviving mutant (`.venv/bin/mutmut show NAME` shows its diff);
 # docs/mutation.md explains the survivors that are equivalent. Not part of `make test`.
 MUTATE_TARGETS ?= 'clients.authentication.*' 'clients.credentials.*' 'core.jose.*' \
+	'clients.auth_methods.client_secret.*' 'clients.auth_methods.private_key_jwt.*' \
+	'clients.client_assertion.*' \
 	'core.client_address.*' 'tokens.key_material.*' 'tokens.keyring.*' \
 	'tokens.selectors.x_token_verify__*' 'tokens.selectors.x_token_record_for__*' \
 	'tokens.selectors.x_token_checksum__*' 'audit.chain.*' 'audit.selectors.x_audit_chain_verify__*' \

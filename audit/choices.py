@@ -17,6 +17,8 @@ class EventType(models.TextChoices):
     SECRET_ROTATED = "secret.rotated"
     SECRET_REVOKED = "secret.revoked"
     SECRET_EXPIRED = "secret.expired"
+    CLIENT_KEY_ADDED = "client_key.added"
+    CLIENT_KEY_REMOVED = "client_key.removed"
     # Federation trusts of a machine (clients.federation): who may act as it with an external token.
     TRUST_ADDED = "trust.added"
     TRUST_REMOVED = "trust.removed"

@@ -7,7 +7,7 @@ that issuer, and drives the token endpoint with bodies that each carry a
 different pre-minted token (``client_assertion``): every token is accepted
 once, so a replayed one would be refused and counted as non-2xx. Minting RS256
 is slow on a busy machine, so tokens are minted in worker processes before
-each point, sized from the rate the secret path reached in the same run.
+each wrk run (the pool is sized by ``bench.load.run_wrk``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import concurrent.futures
 import os
 import secrets
 import time
-from pathlib import Path
 from urllib.parse import quote
 
 from cryptography.hazmat.primitives import serialization
@@ -59,12 +58,11 @@ def _mint(private_pem: bytes, kid: str, issuer: str, count: int) -> list[str]:
 class FederatedWorkload:
     """The issuer, and request bodies each carrying a token never sent before."""
 
-    def __init__(self, *, out_dir: Path) -> None:
+    def __init__(self, *, out_dir) -> None:
         self.issuer = LoopbackIssuer()
         self.out_dir = out_dir
         self.client_id = ""
         self.body_prefix = ""
-        self._files = 0
 
     def close(self) -> None:
         self.issuer.close()
@@ -90,22 +88,18 @@ class FederatedWorkload:
             f"&client_assertion_type={quote(ASSERTION_TYPE, safe='')}&client_assertion="
         )
 
-    def bodies(self, count: int) -> Path:
-        """A file of ``count`` request bodies, one per line, each with a fresh token."""
+    def bodies(self, count: int) -> list[str]:
+        """``count`` request bodies, each with a fresh token (``Target.body_pool``)."""
         signer = self.issuer.signer
         pem = signer.private_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        workers = max(1, os.cpu_count() or 1)
+        workers = max(1, min(count, os.cpu_count() or 1))
         chunks = [count // workers + (1 if i < count % workers else 0) for i in range(workers)]
         with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
             minted = pool.map(
                 _mint, *zip(*[(pem, signer.kid, self.issuer.url, n) for n in chunks], strict=True)
             )
-            tokens = [token for chunk in minted for token in chunk]
-        self._files += 1
-        path = self.out_dir / f"federated-bodies-{self._files}.txt"
-        path.write_text("".join(self.body_prefix + token + "\n" for token in tokens))
-        return path
+            return [self.body_prefix + token for chunk in minted for token in chunk]

@@ -41,9 +41,9 @@ class Target:
     url: str  # e.g. http://127.0.0.1:8100/oauth/token
     body: str
     credentials: list[tuple[str, str]]  # (client_id, client_secret)
-    # For credentials used once (federated assertions): count -> a file of that many
-    # request bodies, one per line; each request then sends the next unused body.
-    body_pool: Callable[[int], Path] | None = None
+    # Single-use bodies (each a private_key_jwt assertion with its own jti): given a
+    # count, the bodies for one wrk run. wrk's Lua cannot sign, so they are made before.
+    body_pool: Callable[[int], list[str]] | None = field(default=None, compare=False, repr=False)
 
     def authorization_headers(self) -> list[str]:
         # RFC 6749 2.3.1: id and secret are form-urlencoded before base64.
@@ -103,6 +103,11 @@ def parse_latency_distribution(output: str) -> dict[str, float]:
     }
 
 
+# Requests per second a single-use body pool is sized for (about three times the portal
+# on two cores).
+POOL_RATE = 4000
+
+
 def threads_for(connections: int) -> int:
     return min(2, connections)
 
@@ -115,12 +120,8 @@ def run_wrk(
     rid_prefix: str,
     out_stem: Path,
     timeout_s: float,
-    bodies: Path | None = None,
 ) -> LoadResult:
-    """Run wrk once at one concurrency; return what it measured and received.
-
-    ``bodies``: a file of request bodies, each sent once (``Target.body_pool``).
-    """
+    """Run wrk once at one concurrency; return what it measured and received."""
     env = {
         **os.environ,
         "BENCH_PATH": _path_of(target.url),
@@ -128,9 +129,16 @@ def run_wrk(
         "BENCH_AUTHS": ";".join(target.authorization_headers()),
         "BENCH_RID_PREFIX": rid_prefix,
         "BENCH_OUT": str(out_stem),
-        "BENCH_BODIES": str(bodies) if bodies else "",
         "BENCH_THREADS": str(threads_for(connections)),
     }
+    if target.body_pool is not None:
+        # Enough single-use bodies for a server far faster than ours; a pool that ran
+        # out would replay jtis, which the portal refuses (counted as non-2xx).
+        bodies = target.body_pool(int(POOL_RATE * (duration_s + 2)) + 1000)
+        pool = out_stem.with_name(out_stem.name + ".bodies")
+        pool.parent.mkdir(parents=True, exist_ok=True)
+        pool.write_text("\n".join(bodies) + "\n")
+        env["BENCH_BODIES"] = str(pool)
     argv = [
         wrk_path(),
         f"-t{threads_for(connections)}",

@@ -13,9 +13,12 @@ PORTAL = "portal"
 NODE = "node-oidc-provider"
 STOCK_DEFAULT = "stock-default"
 STOCK_PLAIN = "stock-plain"
+PRIVATE_KEY_JWT = "portal-private-key-jwt"
 # Workloads presenting an external OIDC token (bench.federation), same portal, same run.
 FEDERATED = "portal-federated"
-SERIES_ORDER = [PORTAL, FEDERATED, NODE, STOCK_PLAIN, STOCK_DEFAULT]
+# issue 11: a private_key_jwt token costs at most this much more than a secret one.
+MIN_JWT_RATIO = 0.7
+SERIES_ORDER = [PORTAL, NODE, STOCK_PLAIN, STOCK_DEFAULT]
 COLOURS = {PORTAL: "#1f6feb", NODE: "#2da44e", STOCK_PLAIN: "#bf8700", STOCK_DEFAULT: "#cf222e"}
 
 # Issue 6, item 3: at concurrency 16, on 2 cores, PostgreSQL, ES256, durable audit.
@@ -47,9 +50,18 @@ def ratios(points: list[dict]) -> dict[str, dict[str, float | None]]:
                 row[label] = portal["tokens_per_s"] / other["tokens_per_s"]
             else:
                 row[label] = math.inf if portal["tokens_per_s"] > 0 else None
+        jwt = point(points, PRIVATE_KEY_JWT, c)
+        row["private_key_jwt/secret"] = (
+            jwt["tokens_per_s"] / portal["tokens_per_s"]
+            if jwt is not None and portal is not None and portal["tokens_per_s"] > 0
+            else None
+        )
         federated = point(points, FEDERATED, c)
-        if federated is not None and portal is not None and portal["tokens_per_s"] > 0:
-            row["federated/portal"] = federated["tokens_per_s"] / portal["tokens_per_s"]
+        row["federated/secret"] = (
+            federated["tokens_per_s"] / portal["tokens_per_s"]
+            if federated is not None and portal is not None and portal["tokens_per_s"] > 0
+            else None
+        )
         out[str(c)] = row
     return out
 
@@ -219,17 +231,18 @@ def markdown(result: dict) -> str:
         lines += [f"  - not measured: {' '.join(str(e).split())}" for e in info.get("errors", [])]
     r = result["ratios"]
     if r:
-        lines += ["", "| c | portal/node | portal/stock-default |", "|--:|--:|--:|"]
+        lines += [
+            "",
+            "| c | portal/node | portal/stock-default | private_key_jwt/secret "
+            "| federated/secret |",
+            "|--:|--:|--:|--:|--:|",
+        ]
         for c, row in r.items():
             lines.append(
-                f"| {c} | {_fmt(row['portal/node'], 2)} | {_fmt(row['portal/stock-default'], 1)} |"
+                f"| {c} | {_fmt(row['portal/node'], 2)} | {_fmt(row['portal/stock-default'], 1)}"
+                f" | {_fmt(row.get('private_key_jwt/secret'), 2)}"
+                f" | {_fmt(row.get('federated/secret'), 2)} |"
             )
-        lines += [
-            f"- federated assertion / secret at c{c}: {_fmt(row['federated/portal'], 2)} "
-            "(target >= 0.7, issue 11)"
-            for c, row in r.items()
-            if "federated/portal" in row
-        ]
     lines += ["", f"Targets (issue 6, item 3, at c{TARGET_CONCURRENCY}):"]
     for t in result["targets"]:
         lines.append(f"- {t['verdict']} {t['target']}: {t['detail']}")

@@ -53,14 +53,11 @@ from bench.servers import (
 SERVERS = ("portal", "stock", "node")
 SHORT = {
     "portal": "portal",
+    "portal-private-key-jwt": "portaljwt",
     FEDERATED: "portalfed",
     "stock-default": "stockdef",
     "stock-plain": "stockplain",
 }
-# Bodies minted for a point of a once-only credential: this many times what the
-# secret path reached in the same run (or FALLBACK_RATE tokens/s before it ran).
-BODY_POOL_MARGIN = 1.5
-FALLBACK_RATE = 1500.0
 
 
 def say(message: str) -> None:
@@ -145,15 +142,6 @@ def measure_target(
     status, body = token_request(target)
     if not 200 <= status < 300:
         raise ServerUnavailable(f"{target.name}: a single token request got {status}: {body[:300]}")
-
-    def bodies(c: int, seconds: float) -> Path | None:
-        """Fresh once-only bodies for one wrk run, enough for the secret path's rate."""
-        if target.body_pool is None:
-            return None
-        secret = [p for p in points if p["series"] == "portal" and p["concurrency"] == c]
-        rate = max([FALLBACK_RATE] + [p["tokens_per_s"] for p in secret])
-        return target.body_pool(int(rate * BODY_POOL_MARGIN * max(seconds, 1.0)) + 100)
-
     for c in args.concurrency:
         prefix = f"{run_id}-{SHORT.get(target.name, 'node')}-c{c}-"
         stem = args.out / "runs" / run_id / f"{target.name}-c{c}"
@@ -166,7 +154,6 @@ def measure_target(
                 rid_prefix=prefix + "w",
                 out_stem=stem.with_name(stem.name + "-warmup"),
                 timeout_s=args.timeout,
-                bodies=bodies(c, args.warmup),
             )
             server.wait_idle()
         sealer = getattr(server, "sealer", None)
@@ -176,8 +163,6 @@ def measure_target(
         db_url = audit_url if audit_url and is_postgres(audit_url) else None
         db_before = postgres_backends_cpu(db_url) if db_url else None
         sealer_before = sealer.cpu_seconds() if sealer is not None else 0.0
-        # Minted before the CPU counters start: the issuer's work is not the portal's.
-        point_bodies = bodies(c, args.duration)
         cpu_before = server.cpu_seconds()
         host_before = host_busy_seconds()
         result = run_wrk(
@@ -187,7 +172,6 @@ def measure_target(
             rid_prefix=prefix + "m",
             out_stem=stem,
             timeout_s=args.timeout,
-            bodies=point_bodies,
         )
         cpu = server.cpu_seconds() - cpu_before
         host = host_busy_seconds() - host_before

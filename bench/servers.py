@@ -35,6 +35,43 @@ PEERS = Path(__file__).resolve().parent / "peers"
 SCOPE = "read"
 AUDIENCE = "https://api.example"
 TOKEN_BODY = f"grant_type=client_credentials&scope={SCOPE}&resource={quote(AUDIENCE, safe='')}"
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+class AssertionPool:
+    """Single-use private_key_jwt bodies for one machine: an ES256 key signs each
+    assertion with its own jti and an exp just inside the portal's five minutes."""
+
+    def __init__(self, *, client_id: str, audience: str) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from core import jose
+
+        self.client_id = client_id
+        self.audience = audience
+        key = ec.generate_private_key(ec.SECP256R1())
+        self.jwk = {**jose.public_jwk(key.public_key()), "kid": "bench-key", "alg": "ES256"}
+        self.signer = jose.Signer(kid="bench-key", algorithm="ES256", private_key=key)
+
+    def __call__(self, count: int) -> list[str]:
+        now = int(time.time())
+        prefix = (
+            TOKEN_BODY
+            + "&client_assertion_type="
+            + quote(JWT_BEARER, safe="")
+            + "&client_assertion="
+        )
+        claims = {"iss": self.client_id, "sub": self.client_id, "aud": self.audience}
+        return [
+            prefix
+            + self.signer.sign(
+                claims={**claims, "iat": now, "exp": now + 280, "jti": secrets.token_urlsafe(12)},
+                typ="JWT",
+            )
+            for _ in range(count)
+        ]
+
+
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -165,11 +202,9 @@ def token_request(target: Target) -> tuple[int, str]:
         "Content-Type": "application/x-www-form-urlencoded",
         "X-Request-ID": "bench-smoke-" + secrets.token_hex(4),
     }
-    body = target.body
-    if target.body_pool is not None:
-        body = target.body_pool(1).read_text().splitlines()[0]
-    else:
+    if target.credentials:
         headers["Authorization"] = target.authorization_headers()[0]
+    body = target.body_pool(1)[0] if target.body_pool is not None else target.body
     request = urllib.request.Request(  # noqa: S310 (loopback, our server)
         target.url, data=body.encode(), headers=headers, method="POST"
     )
@@ -407,11 +442,12 @@ class Portal(Server):
         self.machine_count = machines
         self.run_id = run_id
         self.credentials: list[tuple[str, str]] = []
+        self.assertions: AssertionPool | None = None
+        # The federated point's issuer, started in prepare() (bench.federation).
+        self.federated: FederatedWorkload | None = None
         self.notes["database"] = redact_url(database_url)
         self.notes["workers"] = workers
         self.sealer = Sealer(out_dir=out_dir, env=self.env()) if sealer else None
-        # The federated point's issuer, started in prepare() (bench.federation).
-        self.federated: FederatedWorkload | None = None
         if self.sealer:
             self.notes["sealer"] = f"every {self.sealer.interval:g} s"
         argv = web_server_argv(self.env())
@@ -467,12 +503,28 @@ class Portal(Server):
             if not isinstance(created, dict) or not {"client_id", "client_secret"} <= set(created):
                 raise ServerUnavailable("`machine create` printed no client_id/client_secret")
             self.credentials.append((str(created["client_id"]), str(created["client_secret"])))
+        self._prepare_private_key_jwt()
         self.federated = FederatedWorkload(out_dir=self.out_dir)
         self.federated.register(self.manage, scope=SCOPE, audience=AUDIENCE, run_id=self.run_id)
         # Each registration leaves a tombstone in the machine cache (clients.machine_cache)
         # during which that machine authenticates from the database. Measure the steady
         # state, not those seconds: start() waits them out.
         self.settled_at = time.monotonic() + MACHINE_CACHE_TOMBSTONE_TTL + 1
+
+    def _prepare_private_key_jwt(self) -> None:
+        """One machine that authenticates with private_key_jwt only (no secret exists)."""
+        argv = ("machine", "create", "--name", f"bench-{self.run_id}-jwt", "--scope", SCOPE)
+        argv += ("--audience", AUDIENCE, "--auth-method", "private_key_jwt")
+        created = _json_from(self.manage(*argv))
+        if not isinstance(created, dict) or "client_id" not in created:
+            raise ServerUnavailable("`machine create` printed no client_id")
+        issuer = self.env().get("ISSUER", "http://127.0.0.1:8000")
+        self.assertions = AssertionPool(
+            client_id=str(created["client_id"]), audience=issuer + "/oauth/token"
+        )
+        jwk_file = self.out_dir / f"bench-{self.run_id}-jwk.json"
+        jwk_file.write_text(json.dumps(self.assertions.jwk))
+        self.manage("machine", "add-key", str(created["client_id"]), "--jwk", str(jwk_file))
 
     def start(self, *, timeout: float = 60.0) -> None:
         super().start(timeout=timeout)
@@ -500,6 +552,10 @@ class Portal(Server):
     def targets(self) -> list[Target]:
         url = self.base_url + "/oauth/token"
         targets = [Target("portal", url, TOKEN_BODY, self.credentials)]
+        if self.assertions is not None:
+            targets.append(
+                Target("portal-private-key-jwt", url, TOKEN_BODY, [], body_pool=self.assertions)
+            )
         if self.federated is not None:
             targets.append(Target(FEDERATED, url, "", [], body_pool=self.federated.bodies))
         return targets

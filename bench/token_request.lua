@@ -7,9 +7,9 @@
 --   BENCH_AUTHS       Authorization header values ("Basic ..."), separated by ";"
 --   BENCH_RID_PREFIX  prefix of every X-Request-ID of this run point ([A-Za-z0-9-])
 --   BENCH_OUT         output path stem: writes <stem>.ids and <stem>.json in done()
---   BENCH_BODIES      optional file of request bodies, one per line, each sent once
---                     (credentials that work once: federated assertions); thread t of
---                     BENCH_THREADS takes lines t, t + BENCH_THREADS, ...
+--   BENCH_BODIES      optional file of single-use bodies, one per line (private_key_jwt
+--                     assertions, each with its own jti): thread i of BENCH_THREADS sends
+--                     lines i, i + n, ... instead of BENCH_BODY
 --
 -- response() keeps the X-Request-ID echoed by every 2xx response, so the
 -- harness can compare what the load tool received with the audit trail.
@@ -31,24 +31,25 @@ function setup(thread)
   thread:set("tid", #threads)
 end
 
-local bodies_file = os.getenv("BENCH_BODIES") or ""
-local thread_count = tonumber(os.getenv("BENCH_THREADS") or "1")
-
 function init(args)
-  bodies = {}
-  if bodies_file ~= "" then
-    local line_number = 0
-    for line in io.lines(bodies_file) do
-      if line_number % thread_count == tid - 1 then
-        bodies[#bodies + 1] = line
-      end
-      line_number = line_number + 1
-    end
-  end
   sent = 0
   ok = 0
   ids = {}
   statuses = {}
+  bodies = {}
+  local pool = os.getenv("BENCH_BODIES")
+  if pool then
+    local n = tonumber(os.getenv("BENCH_THREADS") or "1")
+    local index = 0
+    for line in io.lines(pool) do
+      if line ~= "" then
+        if index % n == tid - 1 then
+          bodies[#bodies + 1] = line
+        end
+        index = index + 1
+      end
+    end
+  end
 end
 
 function request()
@@ -61,12 +62,12 @@ function request()
     -- Spread the load over every registered machine.
     headers["Authorization"] = auths[(sent + tid) % #auths + 1]
   end
-  local this_body = body
+  local sent_body = body
   if #bodies > 0 then
-    -- Past the end the bodies repeat: those requests are refused (counted as non-2xx).
-    this_body = bodies[(sent - 1) % #bodies + 1]
+    -- Each body once; past the end of the pool the first ones come back (and are refused).
+    sent_body = bodies[(sent - 1) % #bodies + 1]
   end
-  return wrk.format("POST", path, headers, this_body)
+  return wrk.format("POST", path, headers, sent_body)
 end
 
 local function request_id(headers)

@@ -22,12 +22,14 @@ from django.utils.cache import add_never_cache_headers, patch_cache_control
 
 from audit.context import Actor, request_context
 from clients.cache_outcome import cache_failures_collected
-from clients.forms import AudienceForm, MachineForm, RotateSecretForm
-from clients.models import Audience, ClientSecret, Machine, Scope
+from clients.forms import AudienceForm, ClientKeyForm, MachineForm, RotateSecretForm
+from clients.models import Audience, ClientKey, ClientSecret, Machine, Scope
 from clients.selectors import secret_expiry
 from clients.services import (
     audience_create,
     audience_update,
+    client_key_add,
+    client_key_remove,
     machine_delete,
     machine_disable,
     machine_enable,
@@ -152,6 +154,16 @@ class MachineAdmin(RoleGatedAdmin):
                 is_security_admin(request.user) and machine.deleted_at is None
             )
             extra["rotate_url"] = reverse("admin:clients_machine_rotate_secret", args=[machine.pk])
+            extra["client_keys"] = [
+                {
+                    "key": key,
+                    "remove_url": reverse(
+                        "admin:clients_machine_remove_key", args=[machine.pk, key.pk]
+                    ),
+                }
+                for key in machine.keys.all()
+            ]
+            extra["add_key_url"] = reverse("admin:clients_machine_add_key", args=[machine.pk])
         return super().change_view(request, object_id, form_url, extra)
 
     def get_urls(self):
@@ -166,6 +178,16 @@ class MachineAdmin(RoleGatedAdmin):
                 "<int:object_id>/secrets/<int:secret_id>/revoke/",
                 wrap(self.revoke_secret_view),
                 name="clients_machine_revoke_secret",
+            ),
+            path(
+                "<int:object_id>/keys/add/",
+                wrap(self.add_key_view),
+                name="clients_machine_add_key",
+            ),
+            path(
+                "<int:object_id>/keys/<int:key_id>/remove/",
+                wrap(self.remove_key_view),
+                name="clients_machine_remove_key",
             ),
             *super().get_urls(),
         ]
@@ -255,6 +277,52 @@ class MachineAdmin(RoleGatedAdmin):
                 "change_url": reverse("admin:clients_machine_change", args=[machine.pk]),
             },
         )
+
+    @_warns_when_cache_not_told
+    def add_key_view(self, request, object_id: int):
+        if not is_security_admin(request.user):
+            raise PermissionDenied
+        machine = get_object_or_404(Machine, pk=object_id, deleted_at__isnull=True)
+        form = ClientKeyForm(
+            request.POST if request.method == "POST" else None,
+            request.FILES if request.method == "POST" else None,
+        )
+        change_url = reverse("admin:clients_machine_change", args=[machine.pk])
+        if request.method == "POST" and form.is_valid():
+            actor, context = _actor_and_context(request)
+            try:
+                key = client_key_add(
+                    actor=actor, machine=machine, jwk=form.cleaned_data["parsed"], context=context
+                )
+            except ValidationError as exc:
+                form.add_error(None, exc.messages)
+            else:
+                self.message_user(request, f"Key {key.kid} added.", messages.SUCCESS)
+                return HttpResponseRedirect(change_url)
+        return TemplateResponse(
+            request,
+            "clients/add_key.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": f"Add a public key to {machine}",
+                "machine": machine,
+                "form": form,
+                "opts": self.opts,
+                "change_url": change_url,
+            },
+        )
+
+    @_warns_when_cache_not_told
+    def remove_key_view(self, request, object_id: int, key_id: int):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not is_security_admin(request.user):
+            raise PermissionDenied
+        key = get_object_or_404(ClientKey, pk=key_id, machine_id=object_id)
+        actor, context = _actor_and_context(request)
+        client_key_remove(actor=actor, machine=key.machine, kid=key.kid, context=context)
+        self.message_user(request, f"Key {key.kid} removed.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:clients_machine_change", args=[object_id]))
 
     @_warns_when_cache_not_told
     def revoke_secret_view(self, request, object_id: int, secret_id: int):

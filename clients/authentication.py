@@ -34,7 +34,6 @@ from audit.context import Actor, RequestContext, Target
 from audit.services import audit_record
 from clients.auth_methods import (
     CLIENT_AUTH_PARAMETERS,
-    AuthMethod,
     Credentials,
     Presented,
     Verification,
@@ -132,10 +131,8 @@ def _ip_allowed(ip: str | None, entry: MachineAuthEntry) -> bool:
     return any(address in network for network in entry.networks)
 
 
-def _machine_refusal(entry: MachineAuthEntry, method: AuthMethod, ip: str | None) -> str:
+def _machine_refusal(entry: MachineAuthEntry, ip: str | None) -> str:
     """What refuses a machine whose credential verified: the same for every method."""
-    if method.name not in entry.machine.auth_methods:
-        return "method_not_allowed"
     if not entry.machine.enabled:
         return "machine_disabled"
     if not _ip_allowed(ip, entry):
@@ -200,9 +197,14 @@ def client_authenticate(
     entry = None
     if client_id is not None:
         entry = machine_auth_entry_resolve(client_id, values.get(machine_key))
-    verification = method.verify(credentials=credentials, entry=entry, context=context, now=now)
+    if entry is not None and method.name not in entry.machine.auth_methods:
+        # Before the method's own work: a method the machine may not use verifies nothing
+        # (its keys are not even loaded), whatever the credential.
+        verification = Verification(reason="method_not_allowed")
+    else:
+        verification = method.verify(credentials=credentials, entry=entry, context=context, now=now)
     if not verification.reason:
-        reason = _machine_refusal(entry, method, context.source_ip)
+        reason = _machine_refusal(entry, context.source_ip)
         if reason:
             verification = Verification(
                 reason=reason,

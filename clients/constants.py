@@ -3,6 +3,11 @@
 # The client authentication methods a machine gets when none are named (clients.auth_methods).
 DEFAULT_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 
+# private_key_jwt: registered public keys per machine (two, so a key can be rolled over),
+# and how far ahead an assertion's exp may be (RFC 7523 3: short-lived).
+MAX_CLIENT_KEYS = 2
+ASSERTION_MAX_LIFETIME = 300
+
 # Client secrets start with this so secret scanners can spot a leak.
 SECRET_PREFIX = "mip_cs_"
 # 32 random bytes (256 bits), base64url without padding: 43 characters.

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -100,6 +102,34 @@ def secret_digest(
         unbound = hmac.new(pepper, secret.encode("utf-8"), hashlib.sha256).hexdigest()
         return secret_digest_legacy_bind(unbound_digest=unbound, client_id=client_id, pepper=pepper)
     raise UnknownDigestVersion(version)
+
+
+def _canonical(value: Mapping) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def client_key_binding(*, client_id: str, public_jwk: Mapping, pepper_id: str) -> str:
+    """The HMAC that binds a registered public key (its JWK, kid included) to its machine.
+
+    ``HMAC(pepper, "mip-ck-v1" 0x00 client_id 0x00 canonical JSON of the JWK)``:
+    a key row planted, edited or moved in the database fails it.
+    """
+    if "\x00" in client_id:
+        raise ValueError("a client_id never holds NUL")
+    return _hmac_hex(
+        pepper_key(pepper_id), b"mip-ck-v1", client_id.encode(), _canonical(public_jwk)
+    )
+
+
+def jwks_uri_binding(*, client_id: str, jwks_uri: str, pepper_id: str) -> str:
+    """The HMAC that binds a machine's ``jwks_uri`` to it, so only a URL we saved is fetched."""
+    if "\x00" in client_id or "\x00" in jwks_uri:
+        raise ValueError("no NUL in a client_id or a URL")
+    return _hmac_hex(pepper_key(pepper_id), b"mip-ju-v1", client_id.encode(), jwks_uri.encode())
+
+
+def binding_verify(expected: str, stored: str) -> bool:
+    return hmac.compare_digest(expected.encode(), stored.encode())
 
 
 def secret_generate(*, client_id: str) -> GeneratedSecret:

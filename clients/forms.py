@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 from django.core.exceptions import ValidationError
 
 from clients.auth_methods import auth_method_choices
 from clients.constants import DEFAULT_AUTH_METHODS
 from clients.models import Audience, Machine
-from clients.services import audience_uri_check, machine_input_check
+from clients.services import MAX_JWK_BYTES, audience_uri_check, machine_input_check
 
 # Service argument names that differ from the form's field names.
 _FORM_FIELD = {"scopes": "allowed_scopes", "audiences": "allowed_audiences"}
@@ -51,6 +53,7 @@ class MachineForm(forms.ModelForm):
             "rotation_grace",
             "ip_allowlist",
             "auth_methods",
+            "jwks_uri",
         ]
 
     def __init__(self, *args, **kwargs):
@@ -96,7 +99,39 @@ class MachineForm(forms.ModelForm):
             "rotation_grace": data["rotation_grace"],
             "ip_allowlist": data["ip_allowlist"],
             "auth_methods": data["auth_methods"],
+            "jwks_uri": data["jwks_uri"],
         }
+
+
+class ClientKeyForm(forms.Form):
+    """One public JWK, pasted or uploaded; the service refuses anything but a public key."""
+
+    jwk = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 8, "cols": 80}),
+        label="Public JWK",
+        help_text='One key as JSON, e.g. {"kty": "EC", "crv": "P-256", "x": "...", "y": "..."}.',
+    )
+    jwk_file = forms.FileField(required=False, label="or a file holding it")
+
+    def clean(self):
+        cleaned = super().clean()
+        upload = cleaned.get("jwk_file")
+        text = cleaned.get("jwk") or ""
+        if upload is not None:
+            if upload.size > MAX_JWK_BYTES:
+                raise ValidationError("The file is too large for a JWK.")
+            try:
+                text = upload.read().decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValidationError("The file is not UTF-8 text.") from exc
+        if not text.strip():
+            raise ValidationError("Paste a JWK or choose a file.")
+        try:
+            cleaned["parsed"] = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ValidationError("Not JSON.") from exc
+        return cleaned
 
 
 class RotateSecretForm(forms.Form):

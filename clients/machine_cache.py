@@ -47,9 +47,18 @@ from clients.constants import (
     MACHINE_CACHE_TOMBSTONE_TTL,
     MACHINE_CACHE_TTL,
     MACHINE_CACHE_VERSION,
+    MAX_CLIENT_KEYS,
 )
-from clients.credentials import secret_effective_expiry
-from clients.models import Audience, ClientSecret, Machine, Scope
+from clients.credentials import (
+    UnknownPepper,
+    binding_verify,
+    client_key_binding,
+    jwks_uri_binding,
+    secret_effective_expiry,
+)
+from clients.models import Audience, ClientKey, ClientSecret, Machine, Scope
+from core import jose
+from core.remote_jwks import keyset_from_jwks
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +95,11 @@ class MachineAuthEntry:
     allowed_audiences: tuple[Audience, ...]
     secrets: tuple[CachedSecret, ...]
     networks: tuple[IPNetwork, ...]
+    # private_key_jwt: the authentic registered keys (public JWKs, and one verifier per
+    # key and algorithm, parsed once per decoded entry) and the authentic jwks_uri ("" if none).
+    key_jwks: tuple[dict, ...] = ()
+    keys: tuple[jose.Verifier, ...] = ()
+    jwks_uri: str = ""
 
     def machine_with_relations(self) -> Machine:
         """The machine, whose ``allowed_scopes.all()`` and friends need no query.
@@ -131,6 +145,57 @@ def machine_cache_key(client_id: str, version: int = MACHINE_CACHE_VERSION) -> s
     return f"clients:machine:v{version}:{digest}"
 
 
+def _key_verifiers(jwks: tuple[dict, ...]) -> tuple[jose.Verifier, ...]:
+    if not jwks:
+        return ()
+    return tuple(keyset_from_jwks({"keys": list(jwks)}).verifiers.values())
+
+
+def _bound(expected, stored: str) -> bool:
+    try:
+        return binding_verify(expected(), stored)
+    except (UnknownPepper, ValueError):
+        return False
+
+
+def _authentic_keys(machine: Machine) -> tuple[dict, ...]:
+    """The machine's registered public keys whose binding holds; the others are logged."""
+    if "private_key_jwt" not in machine.auth_methods:
+        return ()  # no query for the machines that do not use keys (the cold path's budget)
+    authentic = []
+    for row in ClientKey.objects.filter(machine=machine).order_by("created_at", "id"):
+        if _bound(
+            lambda row=row: client_key_binding(
+                client_id=machine.client_id, public_jwk=row.public_jwk, pepper_id=row.pepper_id
+            ),
+            row.binding,
+        ):
+            authentic.append(dict(row.public_jwk))
+        else:
+            logger.error(
+                "client key %r of machine %s fails its binding: ignored (planted or edited?)",
+                str(row.kid)[:128],
+                machine.client_id,
+            )
+    return tuple(authentic[:MAX_CLIENT_KEYS])
+
+
+def _authentic_jwks_uri(machine: Machine) -> str:
+    if not machine.jwks_uri:
+        return ""
+    if _bound(
+        lambda: jwks_uri_binding(
+            client_id=machine.client_id,
+            jwks_uri=machine.jwks_uri,
+            pepper_id=machine.jwks_uri_pepper_id,
+        ),
+        machine.jwks_uri_binding,
+    ):
+        return machine.jwks_uri
+    logger.error("jwks_uri of machine %s fails its binding: ignored", machine.client_id)
+    return ""
+
+
 def machine_auth_entry_load(client_id: str) -> MachineAuthEntry | None:
     """Read the entry from the database (the cold path)."""
     machine = (
@@ -164,6 +229,7 @@ def machine_auth_entry_load(client_id: str) -> MachineAuthEntry | None:
             )
         )
     networks = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in machine.ip_allowlist)
+    key_jwks = _authentic_keys(machine)
     return MachineAuthEntry(
         machine=machine,
         allowed_scopes=allowed_scopes,
@@ -171,6 +237,9 @@ def machine_auth_entry_load(client_id: str) -> MachineAuthEntry | None:
         allowed_audiences=allowed_audiences,
         secrets=tuple(secrets),
         networks=networks,
+        key_jwks=key_jwks,
+        keys=_key_verifiers(key_jwks),
+        jwks_uri=_authentic_jwks_uri(machine),
     )
 
 
@@ -245,6 +314,8 @@ def machine_auth_entry_encode(entry: MachineAuthEntry) -> bytes:
             for s in entry.secrets
         ],
         "networks": [str(network) for network in entry.networks],
+        "keys": list(entry.key_jwks),
+        "jwks_uri": entry.jwks_uri,
     }
     return json.dumps(document, separators=(",", ":")).encode("utf-8")
 
@@ -274,6 +345,9 @@ def _decode(raw: bytes) -> MachineAuthEntry:
             for id_, pepper_id, version, digest, expires_at, revoked_at in document["secrets"]
         ),
         networks=tuple(ipaddress.ip_network(cidr) for cidr in document["networks"]),
+        key_jwks=tuple(dict(jwk) for jwk in document["keys"]),
+        keys=_key_verifiers(tuple(document["keys"])),
+        jwks_uri=str(document["jwks_uri"]),
     )
 
 

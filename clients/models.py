@@ -121,6 +121,12 @@ class Machine(AbstractApplication):
         default=default_auth_methods,
         help_text="The client authentication methods this machine may use.",
     )
+    # private_key_jwt: where the machine publishes its public keys, when it registers none.
+    # The binding (clients.credentials.jwks_uri_binding) is an HMAC under a server
+    # pepper: a URL written into the row by anyone else is never fetched.
+    jwks_uri = models.CharField(max_length=2048, blank=True, default="")
+    jwks_uri_binding = models.CharField(max_length=64, blank=True, default="")
+    jwks_uri_pepper_id = models.CharField(max_length=32, blank=True, default="")
     last_used_at = models.DateTimeField(null=True, blank=True)
     last_used_ip = models.GenericIPAddressField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
@@ -167,6 +173,53 @@ class ClientSecret(models.Model):
 
     def __str__(self) -> str:
         return f"{self.display_prefix}…{self.last_four}"
+
+
+class ClientKey(models.Model):
+    """A public key a machine signs its ``private_key_jwt`` assertions with (at most two).
+
+    Only the public JWK is stored. The row grants power (whoever holds the
+    private half authenticates as the machine), so it is bound to the server:
+    ``binding`` is an HMAC under the pepper ``pepper_id`` over the machine's
+    client_id, the kid and the JWK (``clients.credentials.client_key_binding``).
+    A key inserted or edited in the database, or moved to another machine,
+    fails the binding and verifies nothing.
+    """
+
+    machine = models.ForeignKey(Machine, on_delete=models.CASCADE, related_name="keys")
+    kid = models.CharField(max_length=128)
+    thumbprint = models.CharField(max_length=64)
+    public_jwk = models.JSONField()
+    binding = models.CharField(max_length=64)
+    pepper_id = models.CharField(max_length=32)
+    created_at = models.DateTimeField()
+    created_by = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["machine", "kid"], name="client_key_unique_kid"),
+            models.UniqueConstraint(
+                fields=["machine", "thumbprint"], name="client_key_unique_thumbprint"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.kid
+
+
+class UsedAssertion(models.Model):
+    """A client assertion's ``jti`` seen while the shared cache was unreachable.
+
+    The replay cache's fallback (``clients.client_assertion``): the unique key
+    refuses a second use until the assertion expires; beat purges expired rows.
+    """
+
+    key = models.CharField(max_length=48, unique=True)
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return self.key
 
 
 class FederationTrust(models.Model):

@@ -11,6 +11,7 @@ as digests.
 from __future__ import annotations
 
 import ipaddress
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,11 +27,29 @@ from audit.choices import EventType
 from audit.context import Actor, RequestContext, Target
 from audit.services import audit_record
 from clients.auth_methods import auth_methods_check, auth_methods_with_secret
-from clients.constants import DEFAULT_AUTH_METHODS, MAX_SECRET_AGE, MAX_USABLE_SECRETS
-from clients.credentials import secret_generate
+from clients.constants import (
+    DEFAULT_AUTH_METHODS,
+    MAX_CLIENT_KEYS,
+    MAX_SECRET_AGE,
+    MAX_USABLE_SECRETS,
+)
+from clients.credentials import (
+    client_key_binding,
+    current_pepper_id,
+    jwks_uri_binding,
+    secret_generate,
+)
 from clients.machine_cache import machine_cache_invalidate
-from clients.models import Audience, ClientSecret, Machine, Scope, scope_token_validator
+from clients.models import (
+    Audience,
+    ClientKey,
+    ClientSecret,
+    Machine,
+    Scope,
+    scope_token_validator,
+)
 from clients.selectors import secret_expiry, secret_list_usable
+from core import jose, remote_jwks
 
 # Longest grace a rotation may give the previous secret.
 MAX_ROTATION_GRACE = 30 * 24 * 3600
@@ -172,6 +191,29 @@ def _auth_methods(values: Iterable[str]) -> list[str]:
     if not checked:
         raise ValidationError({"auth_methods": "At least one authentication method is required."})
     return checked
+
+
+def _jwks_uri(value: str) -> str:
+    """Empty, or a URL ``core.remote_jwks`` would fetch (https, no user info)."""
+    value = (value or "").strip()
+    if value:
+        try:
+            remote_jwks.url_check(value, allow_private=settings.JWKS_URI_ALLOW_PRIVATE)
+        except ValueError as exc:
+            raise ValidationError({"jwks_uri": f"{exc}."}) from exc
+    return value
+
+
+def _jwks_uri_bind(machine: Machine) -> None:
+    """Bind the machine's jwks_uri to it under the newest pepper (nothing when empty)."""
+    if not machine.jwks_uri:
+        machine.jwks_uri_binding = machine.jwks_uri_pepper_id = ""
+        return
+    pepper_id = current_pepper_id()
+    machine.jwks_uri_pepper_id = pepper_id
+    machine.jwks_uri_binding = jwks_uri_binding(
+        client_id=machine.client_id, jwks_uri=machine.jwks_uri, pepper_id=pepper_id
+    )
 
 
 def _uses_secret(machine: Machine) -> bool:
@@ -354,6 +396,7 @@ def _machine_summary(machine: Machine) -> dict[str, Any]:
         "access_token_ttl": machine.access_token_ttl,
         "ip_allowlist": list(machine.ip_allowlist),
         "auth_methods": list(machine.auth_methods),
+        "jwks_uri": machine.jwks_uri,
     }
 
 
@@ -373,6 +416,7 @@ def machine_input_check(
     rotation_grace: int = 24 * 3600,
     ip_allowlist: Sequence[str] = (),
     auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS,
+    jwks_uri: str = "",
 ) -> dict[str, Any]:
     """Validate a machine's complete settings without writing; the console form shows the errors.
 
@@ -407,6 +451,7 @@ def machine_input_check(
         "rotation_grace": check(_grace, rotation_grace),
         "ip_allowlist": check(_allowlist, ip_allowlist),
         "auth_methods": check(_auth_methods, auth_methods),
+        "jwks_uri": check(_jwks_uri, jwks_uri),
     }
     if not errors:
         check(
@@ -445,6 +490,7 @@ def machine_register(
     rotation_grace: int = 24 * 3600,
     ip_allowlist: Sequence[str] = (),
     auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS,
+    jwks_uri: str = "",
     created_by=None,
     context: RequestContext | None = None,
 ) -> tuple[Machine, str | None]:
@@ -472,6 +518,7 @@ def machine_register(
         rotation_grace=rotation_grace,
         ip_allowlist=ip_allowlist,
         auth_methods=auth_methods,
+        jwks_uri=jwks_uri,
     )
     allowed = checked.pop("allowed_scopes")
     defaults = checked.pop("default_scopes")
@@ -487,6 +534,9 @@ def machine_register(
         created_by=created_by,
     )
     machine.save()
+    if machine.jwks_uri:
+        _jwks_uri_bind(machine)  # the client_id exists only once saved
+        machine.save(update_fields=["jwks_uri_binding", "jwks_uri_pepper_id"])
     machine.allowed_scopes.set(allowed)
     machine.default_scopes.set(defaults)
     machine.allowed_audiences.set(audience_rows)
@@ -528,6 +578,7 @@ def machine_update(
     rotation_grace: int = UNSET,
     ip_allowlist: Sequence[str] = UNSET,
     auth_methods: Sequence[str] = UNSET,
+    jwks_uri: str = UNSET,
     context: RequestContext | None = None,
 ) -> Machine:
     """Change what is given; the audit event names the fields and their new values."""
@@ -547,6 +598,7 @@ def machine_update(
         "rotation_grace": (rotation_grace, _grace),
         "ip_allowlist": (ip_allowlist, _allowlist),
         "auth_methods": (auth_methods, _auth_methods),
+        "jwks_uri": (jwks_uri, _jwks_uri),
     }
     for field, (value, clean) in simple.items():
         if value is UNSET:
@@ -583,6 +635,12 @@ def machine_update(
     if machine.default_audience != default:
         machine.default_audience = default
         changed.append("default_audience")
+    if "jwks_uri" in changed:
+        if machine.jwks_uri and machine.keys.exists():
+            raise ValidationError(
+                {"jwks_uri": "The machine has registered keys: remove them to use a jwks_uri."}
+            )
+        _jwks_uri_bind(machine)
     machine.save()
     machine.allowed_scopes.set(allowed)
     machine.default_scopes.set(defaults)
@@ -769,3 +827,124 @@ def secret_revoke(
     )
     machine_cache_invalidate(client_id=machine.client_id)
     return secret
+
+
+# --- private_key_jwt keys ----------------------------------------------------------
+
+# A JWK larger than this is no public key of an allowed type (an RSA-4096 JWK is ~800 bytes).
+MAX_JWK_BYTES = 8192
+_JWK_KEPT_MEMBERS = ("kid", "alg", "use")
+
+
+def _client_key_jwk(jwk: Any) -> tuple[dict[str, Any], str]:
+    """The public JWK to store (public members, kid, alg and use) and its RFC 7638 thumbprint.
+
+    Refuses what is not a single public signing key of an allowed type: a
+    private or symmetric JWK (``core.jose`` refuses ``d``, the RSA primes and
+    ``k``, so a private key is never stored), another curve, an RSA key under
+    2048 bits, an ``alg`` outside the allow-list or that the key does not fit.
+    """
+    invalid = "jwk"
+    if not isinstance(jwk, dict):
+        raise ValidationError({invalid: "A JWK is a JSON object (one key, not a key set)."})
+    if len(json.dumps(jwk)) > MAX_JWK_BYTES:
+        raise ValidationError({invalid: "The JWK is too large."})
+    try:
+        public_key = jose.public_key_from_jwk(jwk)
+    except jose.InvalidJWK as exc:
+        raise ValidationError({invalid: f"Not a usable public key: {exc}."}) from exc
+    stored: dict[str, Any] = jose.public_jwk(public_key)
+    thumbprint = jose.jwk_thumbprint(stored)
+    kid = jwk.get("kid", thumbprint)
+    if not isinstance(kid, str) or not 1 <= len(kid) <= 128 or not kid.isascii():
+        raise ValidationError({invalid: "kid must be 1 to 128 ASCII characters."})
+    if not kid.isprintable():
+        raise ValidationError({invalid: "kid must be printable."})
+    stored["kid"] = kid
+    if "use" in jwk:
+        if jwk["use"] != "sig":
+            raise ValidationError({invalid: 'A signing key: "use" must be "sig".'})
+        stored["use"] = "sig"
+    if "alg" in jwk:
+        alg = jwk["alg"]
+        if alg not in jose.ALGORITHMS or not jose.key_fits(public_key, alg):
+            raise ValidationError(
+                {invalid: f"alg must be one of {', '.join(jose.ALGORITHMS)} and fit the key."}
+            )
+        stored["alg"] = alg
+    if not any(jose.key_fits(public_key, alg) for alg in jose.ALGORITHMS):
+        raise ValidationError({invalid: "The key fits none of the allowed algorithms."})
+    return stored, thumbprint
+
+
+def _client_key_summary(key: ClientKey) -> dict[str, Any]:
+    return {
+        "kid": key.kid,
+        "thumbprint": key.thumbprint,
+        "kty": key.public_jwk.get("kty"),
+        "alg": key.public_jwk.get("alg", ""),
+    }
+
+
+@transaction.atomic
+def client_key_add(
+    *, actor: Actor, machine: Machine, jwk: Any, context: RequestContext | None = None
+) -> ClientKey:
+    """Register a public key for ``private_key_jwt`` (at most ``MAX_CLIENT_KEYS``), bound to
+    the machine under the newest pepper; audited as ``client_key.added``."""
+    stored, thumbprint = _client_key_jwk(jwk)
+    machine = _lock(machine)
+    if machine.deleted_at is not None:
+        raise ValidationError("The machine is deleted.")
+    if machine.jwks_uri:
+        raise ValidationError("The machine publishes its keys at its jwks_uri: clear it first.")
+    existing = list(machine.keys.all())
+    if len(existing) >= MAX_CLIENT_KEYS:
+        raise ValidationError(f"The machine already has {MAX_CLIENT_KEYS} keys: remove one first.")
+    if any(key.thumbprint == thumbprint or key.kid == stored["kid"] for key in existing):
+        raise ValidationError("The machine already has this key (or this kid).")
+    pepper_id = current_pepper_id()
+    key = ClientKey.objects.create(
+        machine=machine,
+        kid=stored["kid"],
+        thumbprint=thumbprint,
+        public_jwk=stored,
+        pepper_id=pepper_id,
+        binding=client_key_binding(
+            client_id=machine.client_id, public_jwk=stored, pepper_id=pepper_id
+        ),
+        created_at=timezone.now(),
+        created_by=actor.display[:255],
+    )
+    audit_record(
+        event_type=EventType.CLIENT_KEY_ADDED,
+        actor=actor,
+        target=_target(machine),
+        details=_client_key_summary(key),
+        context=context,
+    )
+    machine_cache_invalidate(client_id=machine.client_id)
+    return key
+
+
+@transaction.atomic
+def client_key_remove(
+    *, actor: Actor, machine: Machine, kid: str, context: RequestContext | None = None
+) -> dict[str, Any]:
+    """Remove a registered key at once; audited as ``client_key.removed``.
+
+    Raises ``ClientKey.DoesNotExist`` for a kid the machine does not have.
+    """
+    machine = _lock(machine)
+    key = ClientKey.objects.get(machine=machine, kid=kid)
+    summary = _client_key_summary(key)
+    key.delete()
+    audit_record(
+        event_type=EventType.CLIENT_KEY_REMOVED,
+        actor=actor,
+        target=_target(machine),
+        details=summary,
+        context=context,
+    )
+    machine_cache_invalidate(client_id=machine.client_id)
+    return summary

@@ -218,6 +218,11 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "worker-heartbeat": {"task": "identity_portal.tasks.worker_heartbeat", "schedule": 30.0},
 }
 
+# private_key_jwt machines may publish their keys at a jwks_uri, fetched over HTTPS only;
+# private, loopback and link-local addresses are refused unless this is true (a test or
+# an internal network), so a URL cannot point the portal at the inside of its network.
+JWKS_URI_ALLOW_PRIVATE = env_bool("JWKS_URI_ALLOW_PRIVATE", False)
+
 # --- Audit trail ------------------------------------------------------------
 # Seconds between sealer runs: an event is sealed within about this long.
 AUDIT_SEAL_INTERVAL = env_int("AUDIT_SEAL_INTERVAL", 10)
@@ -251,6 +256,10 @@ CELERY_BEAT_SCHEDULE.update(
             "schedule": float(AUDIT_CHECKPOINT_INTERVAL),
         },
         "audit-prune": {"task": "audit.prune", "schedule": 3600.0},
+        "clients-used-assertions-purge": {
+            "task": "clients.used_assertions_purge",
+            "schedule": 600.0,
+        },
     }
 )
 

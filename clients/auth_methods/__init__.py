@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 AUTH_METHOD_CLASSES = (
     "clients.auth_methods.client_secret.ClientSecretBasic",
     "clients.auth_methods.client_secret.ClientSecretPost",
+    "clients.auth_methods.private_key_jwt.PrivateKeyJWT",
     "clients.auth_methods.federated_jwt.FederatedJwt",
 )
 

@@ -16,7 +16,7 @@ def test_bodies_carry_distinct_tokens_that_verify_against_the_issuer(tmp_path):
             f"grant_type=client_credentials&client_id=cid"
             f"&client_assertion_type={ASSERTION_TYPE}&client_assertion="
         )
-        lines = workload.bodies(5).read_text().splitlines()
+        lines = workload.bodies(5)
         keys = remote_jwks.keyset_from_jwks(workload.issuer.jwks())
     finally:
         workload.close()

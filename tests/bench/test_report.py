@@ -49,7 +49,11 @@ def test_every_target_passes_when_the_portal_meets_them():
     )
 
     assert [t["verdict"] for t in result["targets"]] == ["PASS"] * 5
-    assert result["ratios"]["16"] == {"portal/node": 1200 / 3800, "portal/stock-default": 200.0}
+    assert result["ratios"]["16"] == {
+        "portal/node": 1200 / 3800,
+        "portal/stock-default": 200.0,
+        "private_key_jwt/secret": None,
+    }
     assert result["conditions"] == []
 
 
@@ -115,3 +119,12 @@ def test_a_busy_shared_machine_is_noted():
         "in the JSON; for the stock peer on PostgreSQL this includes its database): the "
         "machine was shared, throughput is understated"
     ]
+
+
+def test_the_private_key_jwt_ratio_is_its_rate_over_the_secret_path():
+    points = [
+        {"series": "portal", "concurrency": 16, "tokens_per_s": 1000.0},
+        {"series": "portal-private-key-jwt", "concurrency": 16, "tokens_per_s": 850.0},
+    ]
+
+    assert report.ratios(points)["16"]["private_key_jwt/secret"] == 0.85

@@ -1,5 +1,7 @@
 """Our tokens as outside libraries see them, over real HTTP against the live server."""
 
+import time
+
 import jwt
 import pytest
 import requests
@@ -11,7 +13,9 @@ from joserfc import jwt as joserfc_jwt
 from joserfc.jwk import KeySet
 
 from audit.context import Actor
+from clients.auth_methods import auth_methods_supported
 from tests.fixtures.tokens import API, OTHER_API
+from tokens.grants import grant_types_supported
 from tokens.services import signing_key_create
 
 
@@ -40,19 +44,23 @@ def test_discovery_satisfies_rfc8414_validation_and_names_every_endpoint(issuer,
     assert metadata["introspection_endpoint"] == issuer + "/oauth/introspect"
     assert metadata["revocation_endpoint"] == issuer + "/oauth/revoke"
     assert metadata["grant_types_supported"] == ["client_credentials"]
-    assert metadata["token_endpoint_auth_methods_supported"] == [
+    assert metadata["token_endpoint_auth_methods_supported"] == auth_methods_supported()
+    assert set(auth_methods_supported()) >= {
         "client_secret_basic",
         "client_secret_post",
+        "private_key_jwt",
         "federated_jwt",
-    ]
-    # federated_jwt accepts external tokens signed with any algorithm of the allow-list.
-    assert metadata["token_endpoint_auth_signing_alg_values_supported"] == [
-        "ES256",
-        "ES384",
-        "EdDSA",
-        "PS256",
-        "RS256",
-    ]
+    }
+    for endpoint in ("token", "introspection", "revocation"):
+        assert metadata[f"{endpoint}_endpoint_auth_methods_supported"] == auth_methods_supported()
+        assert metadata[f"{endpoint}_endpoint_auth_signing_alg_values_supported"] == [
+            "ES256",
+            "ES384",
+            "EdDSA",
+            "PS256",
+            "RS256",
+        ]
+    assert metadata["grant_types_supported"] == grant_types_supported()
     assert metadata["id_token_signing_alg_values_supported"] == ["ES256", "EdDSA", "RS256"]
     assert "authorization_endpoint" not in metadata
 
@@ -167,3 +175,47 @@ def test_a_token_signed_before_a_rotation_still_verifies_from_jwks_while_retirin
         kids.add(key.key_id)
     assert len(kids) == 2
     assert signing_key.kid in kids
+
+
+def test_authlib_private_key_jwt_obtains_a_token(issuer, signing_key, machine_factory):
+    from authlib.oauth2.rfc7523 import PrivateKeyJWT
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from clients.services import client_key_add, machine_update
+    from core import jose
+
+    registered = machine_factory(name="keyed")
+    machine_update(
+        actor=Actor.cli("test"), machine=registered.machine, auth_methods=["private_key_jwt"]
+    )
+    # authlib's PrivateKeyJWT reads its private key as RSA (RS256, its default).
+    private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**jose.public_jwk(private_key.public_key()), "kid": "authlib-key"}
+    client_key_add(actor=Actor.cli("test"), machine=registered.machine, jwk=jwk)
+    pem = private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    metadata = _discover(issuer)
+    assert "private_key_jwt" in metadata["token_endpoint_auth_methods_supported"]
+    session = OAuth2Session(
+        client_id=registered.client_id,
+        client_secret=pem,
+        # authlib's assertions live an hour by default; ours refuse more than five minutes.
+        token_endpoint_auth_method=PrivateKeyJWT(
+            metadata["token_endpoint"],
+            headers={"kid": "authlib-key"},
+            claims={"exp": int(time.time()) + 120},
+        ),
+        scope="orders:read",
+    )
+
+    with session:
+        token = session.fetch_token(metadata["token_endpoint"], grant_type="client_credentials")
+
+    assert token["token_type"] == "Bearer"
+    assert token["scope"] == "orders:read"
+    claims = jwt.decode(token["access_token"], options={"verify_signature": False})
+    assert claims["client_id"] == registered.client_id

@@ -10,6 +10,8 @@ printed, stderr says so and the exit status is 3.
 
 from __future__ import annotations
 
+import json
+
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand
 
@@ -23,12 +25,16 @@ from clients.management.commands._cli import (
     refuse,
     refuse_invalid,
 )
-from clients.models import ClientSecret, Machine
+from clients.models import ClientKey, ClientSecret, Machine
 from clients.selectors import machine_get, machine_list, secret_expiry, secret_get_by_prefix
 from clients.services import (
+    MAX_JWK_BYTES,
+    client_key_add,
+    client_key_remove,
     machine_disable,
     machine_enable,
     machine_register,
+    machine_update,
     secret_revoke,
     secret_rotate,
 )
@@ -50,7 +56,19 @@ def _machine_json(machine: Machine) -> dict:
         "access_token_ttl": machine.access_token_ttl,
         "ip_allowlist": machine.ip_allowlist,
         "auth_methods": list(machine.auth_methods),
+        "jwks_uri": machine.jwks_uri or None,
+        "keys": [_key_json(key) for key in machine.keys.all()],
         "last_used_at": machine.last_used_at.isoformat() if machine.last_used_at else None,
+    }
+
+
+def _key_json(key: ClientKey) -> dict:
+    return {
+        "kid": key.kid,
+        "thumbprint": key.thumbprint,
+        "kty": key.public_jwk.get("kty"),
+        "alg": key.public_jwk.get("alg"),
+        "created_at": key.created_at.isoformat(),
     }
 
 
@@ -94,6 +112,24 @@ class Command(BaseCommand):
             f"default: {' and '.join(DEFAULT_AUTH_METHODS)}. A secret is made only for a "
             "secret method.",
         )
+
+        create.add_argument("--jwks-uri", default="", help="private_key_jwt: the machine's JWKS.")
+
+        add_key = actions.add_parser(
+            "add-key", help="Register a public JWK for private_key_jwt (at most two)."
+        )
+        add_key.add_argument("client_id")
+        add_key.add_argument("--jwk", required=True, help="A file holding one public JWK (JSON).")
+
+        remove_key = actions.add_parser("remove-key", help="Remove a registered key now.")
+        remove_key.add_argument("client_id")
+        remove_key.add_argument("kid")
+
+        jwks_uri = actions.add_parser(
+            "set-jwks-uri", help="Where the machine publishes its keys ('' clears it)."
+        )
+        jwks_uri.add_argument("client_id")
+        jwks_uri.add_argument("url")
 
         rotate = actions.add_parser("rotate-secret", help="New secret; the old one has a grace.")
         rotate.add_argument("client_id")
@@ -141,11 +177,41 @@ class Command(BaseCommand):
             access_token_ttl=options["ttl"],
             ip_allowlist=options["ip_allowlist"],
             auth_methods=options["auth_methods"] or DEFAULT_AUTH_METHODS,
+            jwks_uri=options["jwks_uri"],
         )
         result = _machine_json(machine)
         if raw is not None:
             result["client_secret"] = raw
         return result
+
+    def _add_key(self, actor, options):
+        machine = self._machine(options["client_id"])
+        try:
+            with open(options["jwk"], encoding="utf-8") as handle:
+                text = handle.read(MAX_JWK_BYTES + 1)
+        except OSError as exc:
+            raise refuse(f"Cannot read {options['jwk']!r}: {exc.strerror}.") from None
+        try:
+            jwk = json.loads(text)
+        except (ValueError, RecursionError):
+            # Never echo the content: it may be a private key given by mistake.
+            raise refuse("The file does not hold a JSON JWK.") from None
+        key = client_key_add(actor=actor, machine=machine, jwk=jwk)
+        return {"client_id": machine.client_id, "added": _key_json(key)}
+
+    def _remove_key(self, actor, options):
+        machine = self._machine(options["client_id"])
+        try:
+            removed = client_key_remove(actor=actor, machine=machine, kid=options["kid"])
+        except ClientKey.DoesNotExist:
+            raise refuse("The machine has no key with this kid.") from None
+        return {"client_id": machine.client_id, "removed": removed}
+
+    def _set_jwks_uri(self, actor, options):
+        machine = machine_update(
+            actor=actor, machine=self._machine(options["client_id"]), jwks_uri=options["url"]
+        )
+        return {"client_id": machine.client_id, "jwks_uri": machine.jwks_uri or None}
 
     def _rotate_secret(self, actor, options):
         machine = self._machine(options["client_id"])
