@@ -5,19 +5,21 @@ signature is checked, and nothing costly is done for a token no trust names:
 
 1. the token's ``iss`` must equal, character for character, the issuer of one
    of the machine's trusts (authentic ones: ``clients.federation.binding``);
-2. its ``alg`` must be on ``core.jose``'s allow-list (never ``none``, never
-   HMAC) and equal to the algorithm the key named by ``kid`` is bound to, so
-   an HS256 token keyed with the issuer's public key verifies nothing;
-3. the key comes from the trust's pasted JWKS or from the issuer's discovery
-   document (``core.remote_jwks``: cached, refetched on an unknown kid at most
-   once a minute, fail closed when the issuer is unreachable);
-4. then the claims: ``exp`` (required, not past, at most
+2. its header must pass ``clients.client_assertion``'s check: an algorithm of
+   ``core.jose``'s allow-list (never ``none``, never HMAC), no ``crit``;
+3. the key named by ``kid`` comes from the trust's pasted JWKS or from the
+   issuer's discovery document (``core.remote_jwks``: cached, refetched on an
+   unknown kid at most once a minute, fail closed when the issuer is
+   unreachable), and verifies only in the one algorithm it is bound to, so an
+   HS256 token keyed with the issuer's public key verifies nothing;
+4. then the claims, with the checks ``private_key_jwt`` uses
+   (``assertion_claims_check``): ``exp`` (required, at most
    ``MAX_EXTERNAL_TOKEN_LIFETIME`` ahead), ``nbf`` and ``iat`` (not in the
-   future), ``aud`` containing the trust's audience, the trust's exact
+   future), ``aud`` containing the trust's audience; then the trust's exact
    ``sub`` if it names one, and its CEL condition;
-5. last, the token is used once: its ``jti`` (or, for a token without one,
-   its digest) is recorded until it expires, and a second presentation is
-   refused (``replay``).
+5. last, the token is used once (``assertion_jti_consume``, the replay cache
+   shared with ``private_key_jwt``): by its ``jti``, or, for a token without
+   one (Kubernetes before 1.30), by its digest, until it expires.
 
 Every refusal carries a short reason for the audit trail; the client hears
 the same ``invalid_client`` whatever it is.
@@ -26,18 +28,23 @@ the same ``invalid_client`` whatever it is.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
 
+from clients.client_assertion import (
+    ClientAssertion,
+    assertion_claims_check,
+    assertion_header_check,
+    assertion_jti_consume,
+    assertion_signature_check,
+)
 from clients.federation.conditions import condition_holds
 from clients.federation.selectors import CachedTrust
 from core import jose, remote_jwks
 
-# Seconds of clock difference allowed with the issuer.
-CLOCK_LEEWAY = 60
 # A token valid for longer than this ahead is refused: its jti would have to be
 # remembered that long. Kubernetes projected tokens default to one hour, GitHub's to minutes.
 MAX_EXTERNAL_TOKEN_LIFETIME = 24 * 3600
@@ -56,8 +63,6 @@ class FederatedVerdict:
     reason: str
     trust: CachedTrust | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
-    jti_key: str = ""
-    expires_at: float = 0.0
 
 
 def _audit_value(value: Any) -> str:
@@ -66,95 +71,70 @@ def _audit_value(value: Any) -> str:
     return value[:_AUDIT_VALUE_MAX]
 
 
-def _number(value: Any) -> float | None:
-    # bool is an int in Python, not a NumericDate (RFC 7519 section 2).
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _audiences(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list) and all(isinstance(item, str) for item in value):
-        return value
-    return []
-
-
-def claims_reason(claims: Mapping[str, Any], *, trust: CachedTrust, now: float) -> str:
+def claims_reason(assertion: ClientAssertion, *, trust: CachedTrust, now: float) -> str:
     """Why the (signature-checked) claims do not satisfy ``trust``; empty when they do."""
-    exp = _number(claims.get("exp"))
-    if exp is None:
-        return "exp_missing"
-    if now >= exp + CLOCK_LEEWAY:
-        return "expired"
-    if exp - now > MAX_EXTERNAL_TOKEN_LIFETIME:
-        return "exp_too_far"
-    if "nbf" in claims:
-        nbf = _number(claims["nbf"])
-        if nbf is None or nbf > now + CLOCK_LEEWAY:
-            return "not_yet_valid"
-    if "iat" in claims:
-        iat = _number(claims["iat"])
-        if iat is None or iat > now + CLOCK_LEEWAY or iat > exp:
-            return "iat_invalid"
-    if trust.audience not in _audiences(claims.get("aud")):
-        return "wrong_audience"
-    if trust.subject and claims.get("sub") != trust.subject:
+    reason = assertion_claims_check(
+        assertion,
+        audiences=(trust.audience,),
+        now=now,
+        max_lifetime=MAX_EXTERNAL_TOKEN_LIFETIME,
+    )
+    # A token without a jti is remembered by its digest instead (replay_jti).
+    if reason == "jti_missing" and "jti" not in assertion.claims:
+        reason = ""
+    if reason:
+        return reason
+    if trust.subject and assertion.claims.get("sub") != trust.subject:
         return "subject_mismatch"
-    if trust.condition and not condition_holds(trust.condition, claims):
+    if trust.condition and not condition_holds(trust.condition, assertion.claims):
         return "condition_false"
     return ""
 
 
-def _verifier_for(trust: CachedTrust, parsed: jose.ParsedJWS) -> jose.Verifier:
-    kid, alg = parsed.header.get("kid"), parsed.header.get("alg")
+def replay_jti(assertion: ClientAssertion) -> str:
+    """What a token is remembered by: its jti, or the digest of the whole token without one."""
+    jti = assertion.claims.get("jti")
+    if isinstance(jti, str) and jti:
+        return jti
+    return "sha256:" + hashlib.sha256(assertion.raw.encode("ascii")).hexdigest()
+
+
+def _verifiers(trust: CachedTrust, assertion: ClientAssertion) -> list[jose.Verifier]:
+    kid, alg = assertion.header.get("kid"), assertion.header.get("alg")
     if trust.jwks:
         try:
-            verifier = remote_jwks.keyset_from_json(trust.jwks).verifier(kid=kid, alg=alg)
+            keyset = remote_jwks.keyset_from_json(trust.jwks)
         except ValueError as exc:  # cannot happen for a bound row: checked when saved
             raise remote_jwks.RemoteKeysError("pasted_jwks_unusable") from exc
+        if kid is None:  # no kid: every pasted key of the header's algorithm
+            return [v for (_, a), v in keyset.verifiers.items() if a == alg]
+        verifier = keyset.verifier(kid=kid, alg=alg)
         if verifier is None:
             raise remote_jwks.RemoteKeysError("unknown_kid")
-        return verifier
-    return remote_jwks.issuer_verifier(
-        trust.issuer,
-        kid=kid,
-        alg=alg,
-        allow_private=settings.FEDERATION_ALLOW_PRIVATE_ISSUERS,
-    )
+        return [verifier]
+    return [
+        remote_jwks.issuer_verifier(
+            trust.issuer,
+            kid=kid,
+            alg=alg,
+            allow_private=settings.FEDERATION_ALLOW_PRIVATE_ISSUERS,
+        )
+    ]
 
 
-def replay_key(*, issuer: str, jti: Any, token: str) -> str:
-    """What a token is remembered by: its issuer and jti, or its digest without a jti."""
-    has_jti = isinstance(jti, str) and jti
-    material = f"jti\x00{issuer}\x00{jti}" if has_jti else "sha256\x00" + token
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
-
-
-def federated_token_verify(
-    *,
-    token: str,
-    trusts: tuple[CachedTrust, ...],
-    now: float,
-    jti_use: Callable[..., bool],
+def federated_assertion_verify(
+    *, assertion: ClientAssertion, trusts: tuple[CachedTrust, ...], now: float
 ) -> FederatedVerdict:
-    """Whether ``token`` authenticates under one of ``trusts`` (a machine's), and why not.
-
-    ``jti_use(key=..., expires_at=...)`` records a token's use and says
-    whether it was the first (the shared replay cache).
-    """
-    try:
-        parsed = jose.jws_parse(token)
-    except jose.InvalidJWS:
-        return FederatedVerdict(reason="malformed_assertion")
-    claims = parsed.claims
-    issuer = claims.get("iss")
+    """Whether ``assertion`` authenticates under one of ``trusts`` (a machine's), and why not."""
+    issuer = assertion.claims.get("iss")
     details: dict[str, Any] = {
         "external_iss": _audit_value(issuer),
-        "external_sub": _audit_value(claims.get("sub")),
-        "external_jti": _audit_value(claims.get("jti")),
+        "external_sub": _audit_value(assertion.claims.get("sub")),
+        "external_jti": _audit_value(assertion.claims.get("jti")),
     }
+    reason = assertion_header_check(assertion)
+    if assertion.parsed is None:
+        return FederatedVerdict(reason=reason)
     if not isinstance(issuer, str):
         return FederatedVerdict(reason="iss_missing", details=details)
     candidates = [trust for trust in trusts if trust.issuer == issuer]
@@ -163,16 +143,13 @@ def federated_token_verify(
     authentic = [trust for trust in candidates if trust.authentic]
     if not authentic:
         return FederatedVerdict(
-            reason="trust_not_authentic",
-            details={**details, "trust_id": candidates[0].uid},
+            reason="trust_not_authentic", details={**details, "trust_id": candidates[0].uid}
         )
-    if parsed.header.get("alg") not in jose.ALGORITHMS:
-        return FederatedVerdict(reason="alg_not_allowed", details=details)
-    reason = ""
+    if reason:
+        return FederatedVerdict(reason=reason, details=details)
     for trust in authentic:
-        trust_details = {**details, "trust_id": trust.uid}
         try:
-            jose.jws_verify(parsed, {parsed.header.get("kid"): _verifier_for(trust, parsed)})
+            verifiers = _verifiers(trust, assertion)
         except remote_jwks.RemoteKeysError as exc:
             reason = (
                 exc.reason
@@ -180,17 +157,20 @@ def federated_token_verify(
                 else f"issuer_keys_unavailable:{exc.reason}"
             )
             continue
-        except jose.InvalidJWS:
+        if assertion_signature_check(assertion, verifiers) is None:
             reason = "bad_signature"
             continue
-        reason = claims_reason(claims, trust=trust, now=now)
+        reason = claims_reason(assertion, trust=trust, now=now)
         if reason:
             continue
-        expires_at = float(claims["exp"]) + CLOCK_LEEWAY
-        key = replay_key(issuer=issuer, jti=claims.get("jti"), token=token)
-        if not jti_use(key=key, expires_at=expires_at):
-            return FederatedVerdict(reason="replay", trust=trust, details=trust_details)
-        return FederatedVerdict(
-            reason="", trust=trust, details=trust_details, jti_key=key, expires_at=expires_at
+        trust_details = {**details, "trust_id": trust.uid}
+        consumed = assertion_jti_consume(
+            issuer=issuer,
+            jti=replay_jti(assertion),
+            expires_at=float(assertion.claims["exp"]),
+            now=now,
         )
+        if not consumed:
+            return FederatedVerdict(reason="replayed", trust=trust, details=trust_details)
+        return FederatedVerdict(reason="", trust=trust, details=trust_details)
     return FederatedVerdict(reason=reason, details={**details, "trust_id": authentic[-1].uid})

@@ -178,20 +178,20 @@ def test_unknown_kid(client, machine, github_trust, oidc_issuer):
 
 def test_alg_none(client, machine, github_trust, oidc_issuer):
     token = unsigned_token(oidc_issuer.github_claims()) + "AA"
-    _refused(client, machine, token, reason="alg_not_allowed")
+    _refused(client, machine, token, reason="algorithm_not_allowed")
 
 
 def test_hmac_token_keyed_with_the_issuer_public_key(client, machine, github_trust, oidc_issuer):
     token = hmac_token(
         oidc_issuer.github_claims(), key=oidc_issuer.public_pem(), kid=oidc_issuer.signer.kid
     )
-    _refused(client, machine, token, reason="alg_not_allowed")
+    _refused(client, machine, token, reason="algorithm_not_allowed")
 
 
 def test_a_replayed_assertion(client, machine, github_trust, oidc_issuer):
     token = oidc_issuer.github_token()
     assert _post(client, assertion=token, client_id=machine.client_id).status_code == 200
-    _refused(client, machine, token, reason="replay")
+    _refused(client, machine, token, reason="replayed")
 
 
 def test_an_issuer_whose_jwks_is_down(client, machine, github_trust, oidc_issuer):
