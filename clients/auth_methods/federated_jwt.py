@@ -40,13 +40,19 @@ class FederatedCredentials(Credentials):
 
 
 def is_federated(assertion: ClientAssertion) -> bool:
-    """A decodable assertion whose ``iss`` and ``sub`` differ: not the client about itself.
+    """A decodable assertion that is not the client speaking for itself.
 
-    The exact complement of ``private_key_jwt``'s ``presents``, so one request
-    is never claimed by both.
+    The exact complement of ``private_key_jwt``'s ``presents``: that method
+    takes an undecodable assertion, one whose ``iss`` equals its ``sub``, and
+    one naming the form's ``client_id`` as ``iss`` or ``sub``; every other is a
+    workload's token from its platform. So one request is never claimed by both.
     """
-    claims = assertion.claims
-    return assertion.parsed is not None and claims.get("iss") != claims.get("sub")
+    if assertion.parsed is None:
+        return False
+    issuer, subject = assertion.claims.get("iss"), assertion.claims.get("sub")
+    if issuer == subject:
+        return False
+    return assertion.client_id is None or assertion.client_id not in (issuer, subject)
 
 
 class FederatedJwt(AuthMethod):
