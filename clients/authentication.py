@@ -203,6 +203,9 @@ def client_authenticate(
         verification = Verification(reason="method_not_allowed")
     else:
         verification = method.verify(credentials=credentials, entry=entry, context=context, now=now)
+    if not verification.reason and entry is None:
+        # A method that named no machine cannot succeed, whatever it answered.
+        verification = Verification(reason="unknown_client", details=verification.details)
     if not verification.reason:
         reason = _machine_refusal(entry, context.source_ip)
         if reason:

@@ -103,13 +103,22 @@ def client_assertion_read(form: Mapping[str, list[str]]) -> ClientAssertion | No
     return ClientAssertion(raw=raw, client_id=client_id, parsed=parsed)
 
 
+# Per process: issuer -> the audiences. ``reverse`` costs as much as verifying the
+# signature, and the answer changes only with the ISSUER setting.
+_audiences: dict[str, frozenset[str]] = {}
+
+
 def assertion_audiences() -> frozenset[str]:
     """What a client assertion of ours names in ``aud``: the token endpoint URL or the issuer.
 
     RFC 7523 3 and OpenID Connect Core 9 name the token endpoint; RFC 7523bis
     and many libraries name the issuer. Both identify this server alone.
     """
-    return frozenset({settings.ISSUER, settings.ISSUER + reverse("oauth-token")})
+    issuer = settings.ISSUER
+    audiences = _audiences.get(issuer)
+    if audiences is None:
+        audiences = _audiences[issuer] = frozenset({issuer, issuer + reverse("oauth-token")})
+    return audiences
 
 
 def assertion_header_check(assertion: ClientAssertion) -> str:

@@ -10,6 +10,13 @@ audit) is the same for every method. The token, introspection and revocation
 endpoints, discovery and the console ask this registry, so what is advertised
 is what is served.
 
+A JWT-assertion method shares ``clients.client_assertion`` (``Presented.assertion``
+reads the assertion once per request): ``private_key_jwt`` takes the assertions
+whose ``iss`` is the machine itself; a federation method takes those from
+another issuer, may find the machine itself (``client_id_for`` returning the
+machine a trust names, or ``None`` for none), and returns what the
+``token.issued`` event must record in ``Verification.details``.
+
 The classes load on first use (not at import), like ``tokens.grants``, so the
 registry can be asked without importing what the methods call.
 """

@@ -1,5 +1,6 @@
 """The registry of client authentication methods and a machine's own list of allowed methods."""
 
+import base64
 import json
 from io import StringIO
 from urllib.parse import urlencode
@@ -148,8 +149,12 @@ def test_a_wrong_method_answers_the_same_bytes_as_a_wrong_secret(
     not_allowed = client.post(
         "/oauth/token", urlencode({**form, "client_secret": raw}), content_type=FORM
     )
+    basic = base64.b64encode(f"{machine.client_id}:{raw}x".encode()).decode()
     wrong = client.post(
-        "/oauth/token", urlencode({**form, "client_secret": raw + "x"}), content_type=FORM
+        "/oauth/token",
+        urlencode({"grant_type": "client_credentials"}),
+        content_type=FORM,
+        HTTP_AUTHORIZATION="Basic " + basic,
     )
 
     assert not_allowed.status_code == 401
