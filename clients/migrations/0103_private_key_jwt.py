@@ -7,7 +7,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("clients", "0101_machine_auth_methods"),
+        ("clients", "0102_lifecycle_policies"),
     ]
 
     operations = [

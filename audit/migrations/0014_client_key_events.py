@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("audit", "0012_user_password_changed_event"),
+        ("audit", "0013_lifecycle_events"),
     ]
 
     operations = [

@@ -9,7 +9,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("clients", "0102_private_key_jwt"),
+        ("clients", "0103_private_key_jwt"),
     ]
 
     operations = [
