@@ -21,10 +21,13 @@ class EventType(models.TextChoices):
     SECRET_ROTATED = "secret.rotated"
     SECRET_REVOKED = "secret.revoked"
     SECRET_EXPIRED = "secret.expired"
-    CLIENT_KEY_ADDED = "client_key.added"
-    CLIENT_KEY_REMOVED = "client_key.removed"
     # The warning before a secret's maximum age (sent to its owner once).
     SECRET_EXPIRING = "secret.expiring"
+    CLIENT_KEY_ADDED = "client_key.added"
+    CLIENT_KEY_REMOVED = "client_key.removed"
+    # Federation trusts of a machine (clients.federation): who may act as it with an external token.
+    TRUST_ADDED = "trust.added"
+    TRUST_REMOVED = "trust.removed"
     SCOPE_CREATED = "scope.created"
     SCOPE_UPDATED = "scope.updated"
     AUDIENCE_CREATED = "audience.created"

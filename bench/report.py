@@ -14,6 +14,8 @@ NODE = "node-oidc-provider"
 STOCK_DEFAULT = "stock-default"
 STOCK_PLAIN = "stock-plain"
 PRIVATE_KEY_JWT = "portal-private-key-jwt"
+# Workloads presenting an external OIDC token (bench.federation), same portal, same run.
+FEDERATED = "portal-federated"
 # issue 11: a private_key_jwt token costs at most this much more than a secret one.
 MIN_JWT_RATIO = 0.7
 SERIES_ORDER = [PORTAL, NODE, STOCK_PLAIN, STOCK_DEFAULT]
@@ -52,6 +54,12 @@ def ratios(points: list[dict]) -> dict[str, dict[str, float | None]]:
         row["private_key_jwt/secret"] = (
             jwt["tokens_per_s"] / portal["tokens_per_s"]
             if jwt is not None and portal is not None and portal["tokens_per_s"] > 0
+            else None
+        )
+        federated = point(points, FEDERATED, c)
+        row["federated/secret"] = (
+            federated["tokens_per_s"] / portal["tokens_per_s"]
+            if federated is not None and portal is not None and portal["tokens_per_s"] > 0
             else None
         )
         out[str(c)] = row
@@ -225,13 +233,15 @@ def markdown(result: dict) -> str:
     if r:
         lines += [
             "",
-            "| c | portal/node | portal/stock-default | private_key_jwt/secret |",
-            "|--:|--:|--:|--:|",
+            "| c | portal/node | portal/stock-default | private_key_jwt/secret "
+            "| federated/secret |",
+            "|--:|--:|--:|--:|--:|",
         ]
         for c, row in r.items():
             lines.append(
                 f"| {c} | {_fmt(row['portal/node'], 2)} | {_fmt(row['portal/stock-default'], 1)}"
-                f" | {_fmt(row.get('private_key_jwt/secret'), 2)} |"
+                f" | {_fmt(row.get('private_key_jwt/secret'), 2)}"
+                f" | {_fmt(row.get('federated/secret'), 2)} |"
             )
     lines += ["", f"Targets (issue 6, item 3, at c{TARGET_CONCURRENCY}):"]
     for t in result["targets"]:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from bench import report
 from bench.audit_check import AuditUnavailable, audit_compare, audited_request_ids
+from bench.federation import FEDERATED
 from bench.load import (
     LoadFailed,
     LoadToolMissing,
@@ -50,7 +51,13 @@ from bench.servers import (
 )
 
 SERVERS = ("portal", "stock", "node")
-SHORT = {"portal": "portal", "stock-default": "stockdef", "stock-plain": "stockplain"}
+SHORT = {
+    "portal": "portal",
+    "portal-private-key-jwt": "portaljwt",
+    FEDERATED: "portalfed",
+    "stock-default": "stockdef",
+    "stock-plain": "stockplain",
+}
 
 
 def say(message: str) -> None:

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import dj_database_url
 
+from bench.federation import FEDERATED, FederatedWorkload
 from bench.load import Target
 from clients.constants import MACHINE_CACHE_TOMBSTONE_TTL
 from identity_portal.web_server import web_server_argv
@@ -442,6 +443,8 @@ class Portal(Server):
         self.run_id = run_id
         self.credentials: list[tuple[str, str]] = []
         self.assertions: AssertionPool | None = None
+        # The federated point's issuer, started in prepare() (bench.federation).
+        self.federated: FederatedWorkload | None = None
         self.notes["database"] = redact_url(database_url)
         self.notes["workers"] = workers
         self.sealer = Sealer(out_dir=out_dir, env=self.env()) if sealer else None
@@ -458,6 +461,8 @@ class Portal(Server):
             "HOST": "127.0.0.1",
             "WEB_CONCURRENCY": str(self.workers),
             "PYTHONUNBUFFERED": "1",
+            # The federated point's issuer listens on loopback, over plain HTTP.
+            "FEDERATION_ALLOW_PRIVATE_ISSUERS": "true",
         }
 
     def manage(self, *args: str) -> str:
@@ -499,6 +504,8 @@ class Portal(Server):
                 raise ServerUnavailable("`machine create` printed no client_id/client_secret")
             self.credentials.append((str(created["client_id"]), str(created["client_secret"])))
         self._prepare_private_key_jwt()
+        self.federated = FederatedWorkload(out_dir=self.out_dir)
+        self.federated.register(self.manage, scope=SCOPE, audience=AUDIENCE, run_id=self.run_id)
         # Each registration leaves a tombstone in the machine cache (clients.machine_cache)
         # during which that machine authenticates from the database. Measure the steady
         # state, not those seconds: start() waits them out.
@@ -530,6 +537,9 @@ class Portal(Server):
     def stop(self) -> None:
         if self.sealer:
             self.sealer.stop()
+        if self.federated:
+            self.federated.close()
+            self.federated = None
         super().stop()
 
     def command(self) -> tuple[list[str], dict[str, str], Path]:
@@ -546,6 +556,8 @@ class Portal(Server):
             targets.append(
                 Target("portal-private-key-jwt", url, TOKEN_BODY, [], body_pool=self.assertions)
             )
+        if self.federated is not None:
+            targets.append(Target(FEDERATED, url, "", [], body_pool=self.federated.bodies))
         return targets
 
 

@@ -435,3 +435,7 @@ class AudienceAdmin(RoleGatedAdmin):
         )
         obj.pk, obj.created_at = audience.pk, audience.created_at
         obj._state.adding = False
+
+
+# The federation trusts' pages live with the rest of federation.
+import clients.federation.admin  # noqa: E402, F401

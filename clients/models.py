@@ -277,3 +277,44 @@ class ApiIdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.caller} {self.key}"
+
+
+class FederationTrust(models.Model):
+    """A trust policy: tokens from ``issuer`` that pass it authenticate as ``machine``.
+
+    Workload identity federation (``clients.federation``): a GitHub Actions
+    job, a Kubernetes pod or any OIDC workload presents the JWT its platform
+    gave it, and this row says which of those tokens may act as the machine:
+    the issuer, the audience the token must carry, optionally its exact
+    ``sub``, and optionally a CEL ``condition`` over its claims. ``jwks`` holds
+    the issuer's public keys when they were pasted in (a Kubernetes API server
+    the portal cannot reach); empty means: fetched through the issuer's
+    discovery document.
+
+    The row grants power, so it is bound to a server secret: ``binding`` is an
+    HMAC under a key derived from the pepper ``pepper_id`` over ``uid``, the
+    machine's client_id and every field above. A row written or edited in the
+    database without the peppers (or moved to another machine) authenticates
+    nothing (``clients.federation.binding``).
+    """
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    machine = models.ForeignKey(Machine, on_delete=models.CASCADE, related_name="trusts")
+    issuer = models.CharField(max_length=255)
+    audience = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255, blank=True, default="")
+    condition = models.TextField(blank=True, default="")
+    jwks = models.TextField(blank=True, default="")
+    template = models.CharField(max_length=32, blank=True, default="")
+    description = models.CharField(max_length=255, blank=True, default="")
+    pepper_id = models.CharField(max_length=32)
+    binding = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+    created_by = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["issuer", "subject"], name="trust_issuer_subject")]
+
+    def __str__(self) -> str:
+        return f"{self.issuer} ({self.subject or 'any subject'})"

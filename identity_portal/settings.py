@@ -467,6 +467,12 @@ CELERY_BEAT_SCHEDULE["notifications-dispatch"] = {
     "schedule": float(NOTIFICATION_DISPATCH_INTERVAL),
 }
 
+# --- Workload identity federation (clients.federation) ------------------------
+# Federation trusts name issuers whose keys are fetched over https:// through their
+# discovery document. Their addresses must be public unless this is on (an issuer on
+# the private network; with it, a loopback issuer may also be plain http://).
+FEDERATION_ALLOW_PRIVATE_ISSUERS = env_bool("FEDERATION_ALLOW_PRIVATE_ISSUERS", False)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
