@@ -10,6 +10,7 @@ from drf_spectacular.views import (
 
 from audit.api.views import AuditEventListView, AuditExportView
 from audit.views import audit_keys
+from clients.api import credentials as machine_credentials_api
 from clients.api import views as machines_api
 from identity_portal import health
 from identity_portal.mfa_views import console_mfa
@@ -66,6 +67,26 @@ urlpatterns = [
         "api/v1/machines/<str:client_id>/secrets/<int:secret_id>",
         machines_api.SecretDetailView.as_view(),
         name="api-machine-secret",
+    ),
+    path(
+        "api/v1/machines/<str:client_id>/keys",
+        machine_credentials_api.ClientKeyListView.as_view(),
+        name="api-machine-keys",
+    ),
+    path(
+        "api/v1/machines/<str:client_id>/keys/<str:kid>",
+        machine_credentials_api.ClientKeyDetailView.as_view(),
+        name="api-machine-key",
+    ),
+    path(
+        "api/v1/machines/<str:client_id>/trusts",
+        machine_credentials_api.TrustListView.as_view(),
+        name="api-machine-trusts",
+    ),
+    path(
+        "api/v1/machines/<str:client_id>/trusts/<str:trust_id>",
+        machine_credentials_api.TrustDetailView.as_view(),
+        name="api-machine-trust",
     ),
     path("api/v1/apply", machines_api.ApplyView.as_view(), name="api-apply"),
     path("api/v1/scopes", machines_api.ScopeListView.as_view(), name="api-scopes"),

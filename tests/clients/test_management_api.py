@@ -402,3 +402,103 @@ def test_listing_filters_and_pages_with_a_cursor(client, deployer):
     assert [m["name"] for m in page["results"]] == ["job-0", "job-1"]
     assert [m["name"] for m in rest["results"]] == ["job-2"]
     assert rest["next"] is None
+
+
+def _public_jwk() -> dict:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from core import jose
+
+    return jose.public_jwk(ec.generate_private_key(ec.SECP256R1()).public_key())
+
+
+def test_a_machine_adds_lists_and_removes_a_public_key_of_a_machine_it_manages(client, deployer):
+    manager, auth = deployer
+    body = _post(client, MACHINES, _new("signer", auth_methods=["private_key_jwt"]), **auth).json()
+    client_id = body["client_id"]
+    assert "client_secret" not in body  # no secret method: no secret
+    jwk = _public_jwk()
+
+    added = _post(client, f"{MACHINES}/{client_id}/keys", {"jwk": jwk}, **auth)
+    listed = client.get(f"{MACHINES}/{client_id}/keys", **auth)
+
+    assert added.status_code == 201, added.content
+    kid = added.json()["kid"]
+    assert [key["kid"] for key in listed.json()] == [kid]
+    (event,) = _events(EventType.CLIENT_KEY_ADDED)
+    assert (event.actor_kind, event.actor_id) == ("machine", manager.client_id)
+
+    removed = client.delete(f"{MACHINES}/{client_id}/keys/{kid}", **auth)
+    again = client.delete(f"{MACHINES}/{client_id}/keys/{kid}", **auth)
+    assert (removed.status_code, again.status_code) == (204, 404)
+    assert Machine.objects.get(client_id=client_id).keys.count() == 0
+
+
+def test_a_private_jwk_is_refused_and_nothing_is_stored(client, deployer):
+    _, auth = deployer
+    client_id = _post(client, MACHINES, _new("signer", auth_methods=["private_key_jwt"]), **auth)
+    client_id = client_id.json()["client_id"]
+    private = {**_public_jwk(), "d": "AAAA"}
+
+    response = _post(client, f"{MACHINES}/{client_id}/keys", {"jwk": private}, **auth)
+
+    assert response.status_code == 400
+    assert "AAAA" not in response.content.decode()
+    assert Machine.objects.get(client_id=client_id).keys.count() == 0
+    assert _events(EventType.CLIENT_KEY_ADDED) == []
+
+
+def test_no_key_or_trust_can_be_added_to_a_more_powerful_machine(client, deployer, machine_factory):
+    powerful = machine_factory(name="orders-worker")
+    _, auth = deployer
+
+    key = _post(client, f"{MACHINES}/{powerful.client_id}/keys", {"jwk": _public_jwk()}, **auth)
+    trust = _post(
+        client,
+        f"{MACHINES}/{powerful.client_id}/trusts",
+        {"issuer": "https://token.actions.githubusercontent.com", "audience": "x", "subject": "y"},
+        **auth,
+    )
+
+    assert (key.status_code, trust.status_code) == (403, 403)
+    assert powerful.machine.keys.count() == 0
+    assert powerful.machine.trusts.count() == 0
+
+
+def test_a_machine_adds_lists_and_removes_a_federation_trust(client, deployer):
+    manager, auth = deployer
+    client_id = _post(client, MACHINES, _new("ci-job", auth_methods=["federated_jwt"]), **auth)
+    client_id = client_id.json()["client_id"]
+    url = f"{MACHINES}/{client_id}/trusts"
+
+    added = _post(
+        client,
+        url,
+        {
+            "issuer": "https://token.actions.githubusercontent.com",
+            "audience": "https://portal.example.test",
+            "condition": 'claims.repository == "acme/billing"',
+        },
+        **auth,
+    )
+    bad = _post(
+        client,
+        url,
+        {
+            "issuer": "https://token.actions.githubusercontent.com",
+            "audience": "a",
+            "condition": "(",
+        },
+        **auth,
+    )
+
+    assert added.status_code == 201, added.content
+    assert added.json()["authentic"] is True
+    assert bad.status_code == 400
+    listed = client.get(url, **auth).json()
+    assert [trust["trust_id"] for trust in listed] == [added.json()["trust_id"]]
+    (event,) = _events(EventType.TRUST_ADDED)
+    assert (event.actor_kind, event.actor_id) == ("machine", manager.client_id)
+    assert client.delete(f"{url}/{added.json()['trust_id']}", **auth).status_code == 204
+    assert client.delete(f"{url}/not-a-uuid", **auth).status_code == 404
+    assert client.get(url, **auth).json() == []
