@@ -72,6 +72,11 @@ def ratios(points: list[dict]) -> dict[str, dict[str, float | None]]:
     return out
 
 
+def _drain(p: dict) -> float:
+    drain = p["backlog"]["drain_s"]
+    return math.inf if drain is None else drain
+
+
 def deployment_targets(result: dict) -> list[dict[str, str]]:
     """PASS, FAIL or SKIP for issue 13's targets (items 2, 4 and 5), at c16 in this run."""
     points = result["points"]
@@ -118,7 +123,7 @@ def deployment_targets(result: dict) -> list[dict[str, str]]:
             not over and not undrained,
             f"largest {worst['backlog']['largest']:,} of {worst['backlog']['limit']:,} allowed "
             f"({worst['series']} c{worst['concurrency']}); "
-            f"drained in at most {max(p['backlog']['drain_s'] or math.inf for p in sealed):.1f} s",
+            f"drained in at most {max(_drain(p) for p in sealed):.1f} s",
         )
     name = f"fleet >= {FLEET_RATIO} x the one-machine rate at c{c}"
     r = _ratio(fleet, portal)
