@@ -18,11 +18,9 @@ from django.http import HttpResponse
 from django.http.multipartparser import parse_header_parameters
 from django.views.decorators.csrf import csrf_exempt
 
-from audit.context import request_context
+from audit.context import RequestContext, request_context
 from clients.authentication import (
-    ClientAuthError,
-    MalformedClientRequest,
-    Throttled,
+    AuthenticatedClient,
     client_authenticate,
     client_credentials_from_request,
 )
@@ -80,9 +78,9 @@ def invalid_client_response() -> HttpResponse:
     return response
 
 
-def throttled_response(*, retry_after: int) -> HttpResponse:
-    response = error_response(SlowDown("Too many requests; retry later."))
-    response["Retry-After"] = str(max(1, int(retry_after)))
+def throttled_response(error: SlowDown) -> HttpResponse:
+    response = error_response(error)
+    response["Retry-After"] = str(max(1, int(error.retry_after)))
     return response
 
 
@@ -155,28 +153,27 @@ class ClientRefused(Exception):
         self.response = response
 
 
-def machine_authenticate(request, form: dict[str, list[str]]):
+def machine_authenticate(
+    request, form: dict[str, list[str]]
+) -> tuple[AuthenticatedClient, RequestContext]:
     """The calling machine, through the clients app's authentication contract.
 
-    ``form`` is the body from ``form_parse``. Returns ``(machine, context)``;
-    raises ``ClientRefused`` carrying the RFC 6749 answer (400, 401 with a
-    challenge, or 429).
+    ``form`` is the body from ``form_parse``. Returns ``(authenticated,
+    context)``; raises ``ClientRefused`` carrying the RFC 6749 answer (400, 401
+    with a challenge, or 429). Every ``invalid_client``, malformed or not,
+    gets the same bytes.
     """
     context = request_context(request)
     try:
         credentials = client_credentials_from_request(request, form)
-        machine = client_authenticate(credentials=credentials, context=context)
-    except MalformedClientRequest as exc:
-        if exc.error == "invalid_client":
-            raise ClientRefused(invalid_client_response()) from exc
-        error = OAuthError(exc.description)
-        error.error, error.status = exc.error, exc.status
-        raise ClientRefused(error_response(error)) from exc
-    except ClientAuthError as exc:
+        authenticated = client_authenticate(credentials=credentials, context=context)
+    except InvalidClient as exc:
         raise ClientRefused(invalid_client_response()) from exc
-    except Throttled as exc:
-        raise ClientRefused(throttled_response(retry_after=exc.retry_after)) from exc
-    return machine, context
+    except SlowDown as exc:
+        raise ClientRefused(throttled_response(exc)) from exc
+    except OAuthError as exc:
+        raise ClientRefused(error_response(exc)) from exc
+    return authenticated, context
 
 
 def protocol_endpoint(view):

@@ -9,11 +9,14 @@ the tests in tests/tokens/test_token_endpoint.py pin it down.
 
 from __future__ import annotations
 
+import dataclasses
+
 from django.http import HttpResponse
 
+from clients.auth_methods import CLIENT_AUTH_PARAMETERS
 from core.errors import InvalidRequest
 from tokens.constants import TOKEN_TYPE
-from tokens.grants import CLIENT_AUTH_PARAMETERS, grant_for
+from tokens.grants import grant_for
 from tokens.services import token_issue
 from tokens.views.protocol import (
     form_parse,
@@ -36,8 +39,14 @@ def token(request) -> HttpResponse:
     for name in (*grant.parameters, *CLIENT_AUTH_PARAMETERS):
         if len(form.get(name, ())) > 1:
             raise InvalidRequest(f"The parameter {name} is repeated.")
-    machine, context = machine_authenticate(request, form)
-    decision = grant.decide(machine=machine, params=grant.parse(form), context=context)
+    authenticated, context = machine_authenticate(request, form)
+    decision = grant.decide(
+        machine=authenticated.machine, params=grant.parse(form), context=context
+    )
+    if authenticated.details:  # what the credential adds to the token.issued event
+        decision = dataclasses.replace(
+            decision, details={**authenticated.details, **decision.details}
+        )
     issued = token_issue(decision=decision, context=context)
     payload = {
         "access_token": issued.access_token,
