@@ -15,6 +15,7 @@ from django.urls import reverse
 from clients.auth_methods import auth_methods_supported, auth_signing_algorithms
 from clients.models import Scope
 from core import jose
+from core.prepared import prepared_cursor
 from tokens.choices import KeyAlgorithm, KeyState
 from tokens.constants import ACCESS_TOKEN_TYP, OPENID_SCOPE, PUBLISHED_STATES
 from tokens.grants import grant_types_supported
@@ -163,18 +164,39 @@ def token_verify(*, token: str, now: float | None = None) -> VerifiedToken | Non
         or not isinstance(claims.get("jti"), str)
     ):
         return None
-    record = next(iter(IssuedToken.objects.raw(_record_with_states_sql(), [claims["jti"]])), None)
+    found = _record_with_states(claims["jti"])
+    if found is None:
+        return None
+    record, key_state, machine_enabled, machine_deleted_at = found
     if (
-        record is None
-        or not hmac.compare_digest(record.checksum, token_checksum(token))
+        not hmac.compare_digest(record.checksum, token_checksum(token))
         or record.revoked_at is not None
-        or record.key_state not in PUBLISHED_STATES
+        or key_state not in PUBLISHED_STATES
         or record.signing_key_id != parsed.header.get("kid")
-        or not record.machine_enabled
-        or record.machine_deleted_at is not None
+        or not machine_enabled
+        or machine_deleted_at is not None
     ):
         return None
     return VerifiedToken(claims=claims, record=record)
+
+
+def _record_with_states(jti: str) -> tuple[IssuedToken, str, bool, Any] | None:
+    """(record, its key's state, its machine's ``enabled`` and ``deleted_at``), by jti."""
+    if connection.vendor != "postgresql":
+        record = next(iter(IssuedToken.objects.raw(_record_with_states_sql(), [jti])), None)
+        if record is None:
+            return None
+        return record, record.key_state, record.machine_enabled, record.machine_deleted_at
+    with prepared_cursor() as cursor:
+        cursor.execute(_record_with_states_sql(), [jti])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    # Every column of the record is text, a number or a timestamp, which psycopg
+    # returns as the ORM would (no field converts them on the way from the database).
+    fields = IssuedToken._meta.concrete_fields
+    record = IssuedToken.from_db("default", [f.attname for f in fields], list(row[: len(fields)]))
+    return record, *row[len(fields) :]
 
 
 _record_sql: str | None = None
