@@ -243,6 +243,8 @@ def conditions(result: dict) -> list[str]:
             "stock peer on PostgreSQL this includes its database): the machine was shared, "
             "throughput is understated"
         )
+    if result.get("interrupted"):
+        notes.append("the run was interrupted: the servers after the last point were not measured")
     if result["settings"]["duration_s"] < 10:
         notes.append(f"short points ({result['settings']['duration_s']} s): indicative only")
     return notes

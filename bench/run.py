@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -478,6 +479,10 @@ def build_servers(args: argparse.Namespace, run_id: str, portal_url: str) -> lis
     return servers
 
 
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -518,40 +523,49 @@ def main(argv: list[str] | None = None) -> int:
         f"benchmark {run_id} ({args.mode} mode): {', '.join(args.only)} at c{args.concurrency}, "
         f"{args.duration} s per point"
     )
-    for server in build_servers(args, run_id, portal_url):
-        info = result["servers"].setdefault(server.name, {"status": "ok"})
-        if isinstance(server, NodePeer) and not NodePeer.available():
-            info.update(status="skipped", reason="node is not installed")
-            say(f"{server.name}: skipped (node is not installed)")
-            continue
-        say(f"{server.name}: preparing")
-        try:
-            server.prepare()
-            server.start()
-            info.update(server.notes)
-            say(f"{server.name}: serving on {server.base_url}")
-            audit_url = portal_url if isinstance(server, Portal) else None
-            for target in server.targets():
-                try:
-                    measure_target(
-                        server=server,
-                        target=target,
-                        args=args,
-                        run_id=run_id,
-                        audit_url=audit_url,
-                        points=result["points"],
-                    )
-                except (ServerUnavailable, LoadFailed, AuditUnavailable) as exc:
-                    info.setdefault("errors", []).append(str(exc))
-                    say(f"{target.name}: not measured: {exc}")
-        except ServerUnavailable as exc:
-            info.update(server.notes)
-            info.update(status="failed", reason=str(exc))
-            say(f"{server.name}: not run: {exc}")
-        finally:
-            server.stop()
-        if info["status"] == "ok" and info.get("errors"):
-            info["status"] = "partial"
+    # SIGTERM (a timeout, a CI job cancelled) ends the run like Ctrl-C: the servers are
+    # stopped and what was measured so far is still written.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        for server in build_servers(args, run_id, portal_url):
+            info = result["servers"].setdefault(server.name, {"status": "ok"})
+            if isinstance(server, NodePeer) and not NodePeer.available():
+                info.update(status="skipped", reason="node is not installed")
+                say(f"{server.name}: skipped (node is not installed)")
+                continue
+            say(f"{server.name}: preparing")
+            try:
+                server.prepare()
+                server.start()
+                info.update(server.notes)
+                say(f"{server.name}: serving on {server.base_url}")
+                audit_url = portal_url if isinstance(server, Portal) else None
+                for target in server.targets():
+                    try:
+                        measure_target(
+                            server=server,
+                            target=target,
+                            args=args,
+                            run_id=run_id,
+                            audit_url=audit_url,
+                            points=result["points"],
+                        )
+                    except (ServerUnavailable, LoadFailed, AuditUnavailable) as exc:
+                        info.setdefault("errors", []).append(str(exc))
+                        say(f"{target.name}: not measured: {exc}")
+            except ServerUnavailable as exc:
+                info.update(server.notes)
+                info.update(status="failed", reason=str(exc))
+                say(f"{server.name}: not run: {exc}")
+            finally:
+                server.stop()
+            if info["status"] == "ok" and info.get("errors"):
+                info["status"] = "partial"
+    except KeyboardInterrupt:
+        result["interrupted"] = True
+        say("interrupted: writing what was measured so far")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     result["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     result["ratios"] = report.ratios(result["points"])
     result["targets"] = report.targets(result)
