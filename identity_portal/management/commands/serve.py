@@ -11,34 +11,11 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import BinaryIO
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from identity_portal.web_server import web_server_argv
-
-
-def relay(fd: int, out: BinaryIO, *, prefix: bytes, lock: threading.Lock) -> None:
-    """Copy the lines read from ``fd`` to ``out``, each after ``prefix``, until end of file.
-
-    Whatever the pipe holds is relayed at once, one write for all its whole
-    lines (a partial line waits for its end), so lines of two processes never
-    interleave: at one access line per token, a decode, a write and a flush
-    per line cost this process a few percent of the web server's CPU.
-    """
-    pending = b""
-    while chunk := os.read(fd, 65536):
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
-        if lines:
-            with lock:
-                out.write(b"".join(prefix + line + b"\n" for line in lines))
-                out.flush()
-    if pending:
-        with lock:
-            out.write(prefix + pending + b"\n")
-            out.flush()
 
 
 class Command(BaseCommand):
@@ -73,11 +50,12 @@ class Command(BaseCommand):
         procs: dict[str, subprocess.Popen] = {}
         lock = threading.Lock()
 
-        width = max(len(n) for n in commands)
-
         def pump(name: str, proc: subprocess.Popen) -> None:
-            prefix = f"{name:<{width}} | ".encode()
-            relay(proc.stdout.fileno(), sys.stdout.buffer, prefix=prefix, lock=lock)
+            width = max(len(n) for n in commands)
+            for line in proc.stdout:
+                with lock:
+                    sys.stdout.write(f"{name:<{width}} | {line}")
+                    sys.stdout.flush()
 
         for name, cmd in commands.items():
             procs[name] = subprocess.Popen(  # noqa: S603 (fixed argv, no shell)
@@ -85,12 +63,11 @@ class Command(BaseCommand):
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
+                text=True,
                 start_new_session=True,
             )
             threading.Thread(target=pump, args=(name, procs[name]), daemon=True).start()
-        with lock:
-            self.stdout.write(f"Serving {settings.ISSUER} on port {settings.PORT}; Ctrl-C stops.")
-            self.stdout.flush()
+        self.stdout.write(f"Serving {settings.ISSUER} on port {settings.PORT}; Ctrl-C stops.")
 
         stopping = threading.Event()
 
