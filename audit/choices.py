@@ -8,15 +8,21 @@ class EventType(models.TextChoices):
     TOKEN_DENIED = "token.denied"
     TOKEN_REVOKED = "token.revoked"
     TOKEN_INTROSPECTED = "token.introspected"
+    # One per run of the expired-token purge, with its count.
+    TOKENS_PURGED = "token.purged"
     MACHINE_REGISTERED = "machine.registered"
     MACHINE_UPDATED = "machine.updated"
     MACHINE_DISABLED = "machine.disabled"
     MACHINE_ENABLED = "machine.enabled"
     MACHINE_DELETED = "machine.deleted"
+    # Unused for STALE_MACHINE_DAYS: reported (and disabled when its policy says so).
+    MACHINE_STALE = "machine.stale"
     SECRET_CREATED = "secret.created"
     SECRET_ROTATED = "secret.rotated"
     SECRET_REVOKED = "secret.revoked"
     SECRET_EXPIRED = "secret.expired"
+    # The warning before a secret's maximum age (sent to its owner once).
+    SECRET_EXPIRING = "secret.expiring"
     SCOPE_CREATED = "scope.created"
     SCOPE_UPDATED = "scope.updated"
     AUDIENCE_CREATED = "audience.created"
@@ -37,6 +43,10 @@ class EventType(models.TextChoices):
     CONSOLE_LOGIN = "console.login"
     CONSOLE_LOGIN_FAILED = "console.login_failed"
     CONSOLE_LOGOUT = "console.logout"
+    WEBHOOK_CREATED = "webhook.created"
+    WEBHOOK_UPDATED = "webhook.updated"
+    WEBHOOK_SECRET_ROTATED = "webhook.secret_rotated"
+    WEBHOOK_DELETED = "webhook.deleted"
     AUDIT_EXPORTED = "audit.exported"
     AUDIT_PRUNED = "audit.pruned"
 

@@ -42,7 +42,8 @@ from clients.auth_methods import (
     presented_method,
 )
 from clients.auth_methods.client_secret import ClientCredentials, client_id_check
-from clients.constants import AUTHORIZATION_HEADER_MAX_LENGTH, SECRET_PREFIX
+from clients.constants import AUTHORIZATION_HEADER_MAX_LENGTH, SECRET_PREFIX, THROTTLE_WINDOW
+from clients.lifecycle import auth_failures_notify
 from clients.machine_cache import (
     MachineAuthEntry,
     cache_safely,
@@ -50,6 +51,7 @@ from clients.machine_cache import (
     machine_cache_key,
 )
 from clients.models import Machine
+from clients.secret_uses import secret_use_count
 from clients.throttling import (
     throttle_failure_record,
     throttle_keys,
@@ -179,6 +181,9 @@ def _deny(
             details=details,
             context=context,
         )
+        if blocked_for and entry is not None:
+            # Failures enough to throttle a known machine: its owner hears of it.
+            auth_failures_notify(machine=entry.machine, now=time.time(), window=THROTTLE_WINDOW)
 
 
 def client_authenticate(
@@ -209,6 +214,8 @@ def client_authenticate(
                 credential_id=verification.credential_id,
                 details=verification.details,
             )
+    if not verification.reason and method.uses_secret:
+        verification = secret_use_count(entry=entry, verification=verification)
     if verification.reason:
         blocked_for = cache_safely(throttle_failure_record, keys=keys, now=now, default=0)
         _deny(

@@ -21,6 +21,8 @@ MAX_USABLE_SECRETS = 2
 # Longest maximum secret age a machine may set: ten years. Far beyond any policy,
 # far below what ``timedelta`` and the database column hold.
 MAX_SECRET_AGE = 10 * 365 * 24 * 3600
+# Most uses a use-limited (bootstrap) secret may be given.
+MAX_SECRET_USES = 1_000_000
 # Secrets the authentication cache keeps per machine: usable ones plus recently
 # expired or revoked ones, so a denial can name the real reason.
 CACHED_SECRETS_PER_MACHINE = 8

@@ -118,7 +118,13 @@ def secret_generate(*, client_id: str) -> GeneratedSecret:
 def secret_effective_expiry(
     *, created_at: datetime, expires_at: datetime | None, max_secret_age: int | None
 ) -> datetime | None:
-    """When a secret stops working: its own expiry or the machine's maximum age, first."""
+    """When a secret stops working: its own expiry or the machine's maximum age, first.
+
+    ``max_secret_age`` is the machine's policy: None takes the default
+    (``SECRET_MAX_AGE``), 0 means no maximum.
+    """
+    if max_secret_age is None:
+        max_secret_age = settings.SECRET_MAX_AGE
     candidates = [expires_at] if expires_at is not None else []
     if max_secret_age:
         # Clamped: a row written before the services bounded the age must not

@@ -48,7 +48,9 @@ class MachineForm(forms.ModelForm):
             "default_audience",
             "access_token_ttl",
             "max_secret_age",
+            "secret_warning_period",
             "rotation_grace",
+            "stale_action",
             "ip_allowlist",
             "auth_methods",
         ]
@@ -95,6 +97,8 @@ class MachineForm(forms.ModelForm):
             "max_secret_age": data["max_secret_age"],
             "rotation_grace": data["rotation_grace"],
             "ip_allowlist": data["ip_allowlist"],
+            "secret_warning_period": data["secret_warning_period"],
+            "stale_action": data["stale_action"],
             "auth_methods": data["auth_methods"],
         }
 

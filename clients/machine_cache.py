@@ -73,6 +73,10 @@ class CachedSecret:
     digest: str
     expires_at: float | None
     revoked_at: float | None
+    # Bootstrap limits: usable from ``not_before``; ``limited``: each use is counted
+    # in the database (``clients.authentication``), the cache cannot count.
+    not_before: float | None = None
+    limited: bool = False
 
 
 @dataclass(frozen=True)
@@ -177,6 +181,8 @@ def machine_auth_entry_load(client_id: str) -> MachineAuthEntry | None:
                 digest=row.digest,
                 expires_at=expiry.timestamp() if expiry else None,
                 revoked_at=row.revoked_at.timestamp() if row.revoked_at else None,
+                not_before=row.not_before.timestamp() if row.not_before else None,
+                limited=row.max_uses is not None,
             )
         )
     networks = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in machine.ip_allowlist)
@@ -320,7 +326,16 @@ def machine_auth_entry_encode(entry: MachineAuthEntry) -> bytes:
         "default_scopes": [_row(scope) for scope in entry.default_scopes],
         "allowed_audiences": [_row(audience) for audience in entry.allowed_audiences],
         "secrets": [
-            [s.id, s.pepper_id, s.digest_version, s.digest, s.expires_at, s.revoked_at]
+            [
+                s.id,
+                s.pepper_id,
+                s.digest_version,
+                s.digest,
+                s.expires_at,
+                s.revoked_at,
+                s.not_before,
+                s.limited,
+            ]
             for s in entry.secrets
         ],
         "networks": [str(network) for network in entry.networks],
@@ -349,8 +364,19 @@ def _decode(raw: bytes) -> MachineAuthEntry:
                 digest=str(digest),
                 expires_at=None if expires_at is None else float(expires_at),
                 revoked_at=None if revoked_at is None else float(revoked_at),
+                not_before=None if not_before is None else float(not_before),
+                limited=limited is True,
             )
-            for id_, pepper_id, version, digest, expires_at, revoked_at in document["secrets"]
+            for (
+                id_,
+                pepper_id,
+                version,
+                digest,
+                expires_at,
+                revoked_at,
+                not_before,
+                limited,
+            ) in document["secrets"]
         ),
         networks=tuple(ipaddress.ip_network(cidr) for cidr in document["networks"]),
     )

@@ -7,6 +7,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from oauth2_provider.models import AbstractApplication
 
+from clients.choices import StaleAction
 from clients.constants import DEFAULT_AUTH_METHODS, DIGEST_VERSION
 
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
@@ -111,8 +112,27 @@ class Machine(AbstractApplication):
     )
     access_token_ttl = models.PositiveIntegerField(default=600, help_text="Seconds.")
     max_secret_age = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Seconds; a secret older than this expires. Empty: none."
+        null=True,
+        blank=True,
+        help_text="Seconds; a secret older than this expires. Empty: the default "
+        "(SECRET_MAX_AGE); 0: never.",
     )
+    secret_warning_period = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Seconds before a secret's maximum age its owner is warned. "
+        "Empty: the default (SECRET_WARNING_PERIOD).",
+    )
+    stale_action = models.CharField(
+        max_length=16,
+        choices=StaleAction.choices,
+        blank=True,
+        default="",
+        help_text="What happens when the machine is unused for STALE_MACHINE_DAYS. "
+        "Empty: the default (STALE_MACHINE_ACTION).",
+    )
+    # When the machine was last reported stale; a machine used since is judged afresh.
+    stale_reported_at = models.DateTimeField(null=True, blank=True)
     rotation_grace = models.PositiveIntegerField(
         default=24 * 3600, help_text="Seconds the previous secret keeps working after a rotation."
     )
@@ -161,6 +181,15 @@ class ClientSecret(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # Bootstrap credentials (as Vault's secret_id_num_uses and a not-before time): the
+    # secret authenticates only from ``not_before`` on, and at most ``max_uses`` times.
+    not_before = models.DateTimeField(null=True, blank=True)
+    max_uses = models.PositiveIntegerField(null=True, blank=True)
+    use_count = models.PositiveIntegerField(default=0)
+    # The lifecycle's state guards: set once by the periodic expiry job, each with its
+    # audit event and notification, so neither is ever sent twice.
+    warned_at = models.DateTimeField(null=True, blank=True)
+    expired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,11 +23,17 @@ from django.core.validators import URLValidator, validate_email
 from django.db import transaction
 from django.utils import timezone
 
-from audit.choices import EventType
+from audit.choices import ActorKind, EventType
 from audit.context import Actor, RequestContext, Target
 from audit.services import audit_record
 from clients.auth_methods import auth_methods_check, auth_methods_with_secret
-from clients.constants import DEFAULT_AUTH_METHODS, MAX_SECRET_AGE, MAX_USABLE_SECRETS
+from clients.choices import StaleAction
+from clients.constants import (
+    DEFAULT_AUTH_METHODS,
+    MAX_SECRET_AGE,
+    MAX_SECRET_USES,
+    MAX_USABLE_SECRETS,
+)
 from clients.credentials import secret_generate
 from clients.machine_cache import machine_cache_invalidate
 from clients.models import Audience, ClientSecret, Machine, Scope, scope_token_validator
@@ -93,9 +100,31 @@ def _grace(value: int, *, field: str = "rotation_grace") -> int:
 
 
 def _max_age(value: int | None) -> int | None:
-    if value is not None and (not isinstance(value, int) or not 60 <= value <= MAX_SECRET_AGE):
+    if value is None or value == 0:  # the default policy / no maximum
+        return value
+    if not isinstance(value, int) or not 60 <= value <= MAX_SECRET_AGE:
         raise ValidationError(
-            {"max_secret_age": f"Maximum secret age must be 60 to {MAX_SECRET_AGE} seconds."}
+            {
+                "max_secret_age": f"Maximum secret age must be 60 to {MAX_SECRET_AGE} seconds "
+                "(0: none; empty: the default)."
+            }
+        )
+    return value
+
+
+def _warning_period(value: int | None) -> int | None:
+    if value is not None and (not isinstance(value, int) or not 0 <= value <= MAX_SECRET_AGE):
+        raise ValidationError(
+            {"secret_warning_period": f"The warning period is 0 to {MAX_SECRET_AGE} seconds."}
+        )
+    return value
+
+
+def _stale_action(value: str) -> str:
+    value = value or ""
+    if value and value not in StaleAction.values:
+        raise ValidationError(
+            {"stale_action": f"One of: {', '.join(StaleAction.values)} (empty: the default)."}
         )
     return value
 
@@ -186,7 +215,14 @@ def _secret_allowed(machine: Machine) -> None:
         )
 
 
-def _secret_add(*, machine: Machine, actor: Actor, now: datetime) -> tuple[ClientSecret, str]:
+def _secret_add(
+    *,
+    machine: Machine,
+    actor: Actor,
+    now: datetime,
+    max_uses: int | None = None,
+    not_before: datetime | None = None,
+) -> tuple[ClientSecret, str]:
     generated = secret_generate(client_id=machine.client_id)
     row = ClientSecret.objects.create(
         machine=machine,
@@ -197,19 +233,42 @@ def _secret_add(*, machine: Machine, actor: Actor, now: datetime) -> tuple[Clien
         last_four=generated.last_four,
         created_at=now,
         created_by=actor.display[:255],
+        max_uses=max_uses,
+        not_before=not_before,
     )
     return row, generated.raw
+
+
+def _max_uses(value: int | None) -> int | None:
+    if value is not None and (not isinstance(value, int) or not 1 <= value <= MAX_SECRET_USES):
+        raise ValidationError({"max_uses": f"Uses are 1 to {MAX_SECRET_USES} (empty: no limit)."})
+    return value
+
+
+def _not_before(value: datetime | None, *, now: datetime) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or timezone.is_naive(value):
+        raise ValidationError({"not_before": "A time with its time zone."})
+    if value > now + timedelta(seconds=MAX_SECRET_AGE):
+        raise ValidationError({"not_before": "Too far in the future."})
+    return value
 
 
 def _secret_created_record(
     *, machine: Machine, secret: ClientSecret, actor: Actor, context: RequestContext | None
 ) -> None:
     """The ``secret.created`` event: which secret, shown only by its display form."""
+    details: dict[str, Any] = {"secret_id": secret.pk, "display": _secret_display(secret)}
+    if secret.max_uses is not None:
+        details["max_uses"] = secret.max_uses
+    if secret.not_before is not None:
+        details["not_before"] = secret.not_before.isoformat()
     audit_record(
         event_type=EventType.SECRET_CREATED,
         actor=actor,
         target=_target(machine),
-        details={"secret_id": secret.pk, "display": _secret_display(secret)},
+        details=details,
         context=context,
     )
 
@@ -372,6 +431,8 @@ def machine_input_check(
     max_secret_age: int | None = None,
     rotation_grace: int = 24 * 3600,
     ip_allowlist: Sequence[str] = (),
+    secret_warning_period: int | None = None,
+    stale_action: str = "",
     auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS,
 ) -> dict[str, Any]:
     """Validate a machine's complete settings without writing; the console form shows the errors.
@@ -406,6 +467,8 @@ def machine_input_check(
         "max_secret_age": check(_max_age, max_secret_age),
         "rotation_grace": check(_grace, rotation_grace),
         "ip_allowlist": check(_allowlist, ip_allowlist),
+        "secret_warning_period": check(_warning_period, secret_warning_period),
+        "stale_action": check(_stale_action, stale_action),
         "auth_methods": check(_auth_methods, auth_methods),
     }
     if not errors:
@@ -444,6 +507,8 @@ def machine_register(
     max_secret_age: int | None = None,
     rotation_grace: int = 24 * 3600,
     ip_allowlist: Sequence[str] = (),
+    secret_warning_period: int | None = None,
+    stale_action: str = "",
     auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS,
     created_by=None,
     context: RequestContext | None = None,
@@ -471,6 +536,8 @@ def machine_register(
         max_secret_age=max_secret_age,
         rotation_grace=rotation_grace,
         ip_allowlist=ip_allowlist,
+        secret_warning_period=secret_warning_period,
+        stale_action=stale_action,
         auth_methods=auth_methods,
     )
     allowed = checked.pop("allowed_scopes")
@@ -527,6 +594,8 @@ def machine_update(
     max_secret_age: int | None = UNSET,
     rotation_grace: int = UNSET,
     ip_allowlist: Sequence[str] = UNSET,
+    secret_warning_period: int | None = UNSET,
+    stale_action: str = UNSET,
     auth_methods: Sequence[str] = UNSET,
     context: RequestContext | None = None,
 ) -> Machine:
@@ -546,6 +615,8 @@ def machine_update(
         "max_secret_age": (max_secret_age, _max_age),
         "rotation_grace": (rotation_grace, _grace),
         "ip_allowlist": (ip_allowlist, _allowlist),
+        "secret_warning_period": (secret_warning_period, _warning_period),
+        "stale_action": (stale_action, _stale_action),
         "auth_methods": (auth_methods, _auth_methods),
     }
     for field, (value, clean) in simple.items():
@@ -595,7 +666,16 @@ def machine_update(
         details: dict[str, Any] = {"changed": sorted(set(changed))}
         details["after"] = {
             key: getattr(machine, key)
-            for key in ("name", "owner_team", "owner_email", "tags", "max_secret_age")
+            for key in (
+                "name",
+                "owner_team",
+                "owner_email",
+                "tags",
+                "max_secret_age",
+                "rotation_grace",
+                "secret_warning_period",
+                "stale_action",
+            )
             if key in changed
         }
         details["after"].update({key: after[key] for key in after if key in changed})
@@ -680,22 +760,95 @@ def machine_delete(
 
 @transaction.atomic
 def secret_create(
-    *, actor: Actor, machine: Machine, context: RequestContext | None = None
+    *,
+    actor: Actor,
+    machine: Machine,
+    max_uses: int | None = None,
+    not_before: datetime | None = None,
+    context: RequestContext | None = None,
 ) -> tuple[ClientSecret, str]:
-    """Add a secret next to the current one (up to ``MAX_USABLE_SECRETS``); raw returned once."""
+    """Add a secret next to the current one (up to ``MAX_USABLE_SECRETS``); raw returned once.
+
+    ``max_uses`` and ``not_before`` make it a bootstrap credential: it
+    authenticates from ``not_before`` on, at most ``max_uses`` times (a
+    machine's first act with it is usually to rotate itself a lasting secret).
+    """
     machine = _lock(machine)
     if machine.deleted_at is not None:
         raise ValidationError("The machine is deleted.")
     _secret_allowed(machine)
     now = timezone.now()
+    max_uses = _max_uses(max_uses)
+    not_before = _not_before(not_before, now=now)
     if len(secret_list_usable(machine=machine, now=now)) >= MAX_USABLE_SECRETS:
         raise ValidationError(
             f"The machine already has {MAX_USABLE_SECRETS} usable secrets: rotate or revoke one."
         )
-    secret, raw = _secret_add(machine=machine, actor=actor, now=now)
+    secret, raw = _secret_add(
+        machine=machine, actor=actor, now=now, max_uses=max_uses, not_before=not_before
+    )
     _secret_created_record(machine=machine, secret=secret, actor=actor, context=context)
     machine_cache_invalidate(client_id=machine.client_id)
     return secret, raw
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """A rotation's outcome; ``raw`` is the new secret, returned this once."""
+
+    secret: ClientSecret
+    raw: str
+    expires_at: datetime | None
+    previous_expire_at: datetime | None
+
+    def __repr__(self) -> str:  # never print the raw value by accident
+        return f"Rotation(secret={self.secret.pk})"
+
+
+def _rotate(
+    *, actor: Actor, machine: Machine, grace: int | None, context: RequestContext | None
+) -> Rotation:
+    machine = _lock(machine)
+    if machine.deleted_at is not None:
+        raise ValidationError("The machine is deleted.")
+    _secret_allowed(machine)
+    grace = _grace(machine.rotation_grace if grace is None else grace, field="grace")
+    now = timezone.now()
+    previous = secret_list_usable(machine=machine, now=now)
+    secret, raw = _secret_add(machine=machine, actor=actor, now=now)
+    grace_end = now + timedelta(seconds=grace)
+    expiring: dict[str, str] = {}
+    latest_end: datetime | None = None
+    for index, old in enumerate(previous):
+        if index < MAX_USABLE_SECRETS - 1:
+            current = secret_expiry(secret=old, machine=machine)
+            end = grace_end if current is None else min(grace_end, current)
+        else:
+            end = now  # beyond the limit: stops working at once
+        if old.expires_at != end:
+            old.expires_at = end
+            old.save(update_fields=["expires_at"])
+        expiring[str(old.pk)] = end.isoformat()
+        latest_end = end if latest_end is None else max(latest_end, end)
+    audit_record(
+        event_type=EventType.SECRET_ROTATED,
+        actor=actor,
+        target=_target(machine),
+        details={
+            "secret_id": secret.pk,
+            "display": _secret_display(secret),
+            "grace_seconds": grace,
+            "previous_expire_at": expiring,
+        },
+        context=context,
+    )
+    machine_cache_invalidate(client_id=machine.client_id)
+    return Rotation(
+        secret=secret,
+        raw=raw,
+        expires_at=secret_expiry(secret=secret, machine=machine),
+        previous_expire_at=latest_end,
+    )
 
 
 @transaction.atomic
@@ -712,40 +865,19 @@ def secret_rotate(
     beyond ``MAX_USABLE_SECRETS`` expire now, so two rotations in a row never
     leave three secrets working.
     """
-    machine = _lock(machine)
-    if machine.deleted_at is not None:
-        raise ValidationError("The machine is deleted.")
-    _secret_allowed(machine)
-    grace = _grace(machine.rotation_grace if grace is None else grace, field="grace")
-    now = timezone.now()
-    previous = secret_list_usable(machine=machine, now=now)
-    secret, raw = _secret_add(machine=machine, actor=actor, now=now)
-    grace_end = now + timedelta(seconds=grace)
-    expiring: dict[str, str] = {}
-    for index, old in enumerate(previous):
-        if index < MAX_USABLE_SECRETS - 1:
-            current = secret_expiry(secret=old, machine=machine)
-            end = grace_end if current is None else min(grace_end, current)
-        else:
-            end = now  # beyond the limit: stops working at once
-        if old.expires_at != end:
-            old.expires_at = end
-            old.save(update_fields=["expires_at"])
-        expiring[str(old.pk)] = end.isoformat()
-    audit_record(
-        event_type=EventType.SECRET_ROTATED,
-        actor=actor,
-        target=_target(machine),
-        details={
-            "secret_id": secret.pk,
-            "display": _secret_display(secret),
-            "grace_seconds": grace,
-            "previous_expire_at": expiring,
-        },
-        context=context,
-    )
-    machine_cache_invalidate(client_id=machine.client_id)
-    return secret, raw
+    rotation = _rotate(actor=actor, machine=machine, grace=grace, context=context)
+    return rotation.secret, rotation.raw
+
+
+@transaction.atomic
+def secret_self_rotate(*, machine: Machine, context: RequestContext | None = None) -> Rotation:
+    """The machine, authenticated with its current credentials, rotates its own secret.
+
+    Its previous secret keeps working for the machine's rotation grace, so
+    every instance of a fleet can pick the new one up before the old one stops.
+    """
+    actor = Actor(kind=ActorKind.MACHINE, id=machine.client_id, display=machine.name[:255])
+    return _rotate(actor=actor, machine=machine, grace=None, context=context)
 
 
 @transaction.atomic

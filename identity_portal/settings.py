@@ -77,7 +77,9 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_static",
     "rest_framework",
     "oauth2_provider",
+    "jobs",
     "audit",
+    "notifications",
     "clients",
     "tokens",
 ]
@@ -333,13 +335,78 @@ JWKS_MAX_AGE = env_int("JWKS_MAX_AGE", 300)
 KEYRING_CHECK_INTERVAL = float(ENV.get("KEYRING_CHECK_INTERVAL") or 1.0)
 if JWKS_MAX_AGE >= KEY_PUBLISH_DELAY:
     raise ImproperlyConfigured("JWKS_MAX_AGE must be shorter than KEY_PUBLISH_DELAY")
+# Signing keys rotate on this schedule (seconds, 0: only by hand): a pending key is
+# created when the active one is this old, and signs after KEY_PUBLISH_DELAY.
+KEY_ROTATION_INTERVAL = env_int("KEY_ROTATION_INTERVAL", 30 * 24 * 3600)
+# Seconds between runs of the key schedule (rotate when due, activate, retire).
+KEY_SCHEDULE_INTERVAL = env_int("KEY_SCHEDULE_INTERVAL", 60)
+# Seconds between purges of expired token records.
+TOKEN_PURGE_INTERVAL = env_int("TOKEN_PURGE_INTERVAL", 3600)
 CELERY_BEAT_SCHEDULE["tokens-signing-keys-advance"] = {
     "task": "tokens.tasks.signing_keys_advance",
-    "schedule": 60.0,
+    "schedule": float(KEY_SCHEDULE_INTERVAL),
 }
 CELERY_BEAT_SCHEDULE["tokens-purge-expired"] = {
     "task": "tokens.tasks.issued_tokens_purge",
-    "schedule": 3600.0,
+    "schedule": float(TOKEN_PURGE_INTERVAL),
+}
+
+# --- Credential lifecycle (clients app) --------------------------------------------
+# Default maximum age of a client secret, seconds (0: none); a machine may set its own.
+SECRET_MAX_AGE = env_int("SECRET_MAX_AGE", 0)
+# Default warning period before a secret's maximum age, seconds; a machine may set its own.
+SECRET_WARNING_PERIOD = env_int("SECRET_WARNING_PERIOD", 14 * 24 * 3600)
+# A machine not used for this many days is stale: reported, and disabled when its policy
+# (or the default STALE_MACHINE_ACTION) says "disable". 0 turns the check off.
+STALE_MACHINE_DAYS = env_int("STALE_MACHINE_DAYS", 30)
+STALE_MACHINE_ACTION = ENV.get("STALE_MACHINE_ACTION", "report")
+if STALE_MACHINE_ACTION not in ("report", "disable"):
+    raise ImproperlyConfigured("STALE_MACHINE_ACTION must be report or disable")
+# Seconds between runs of the secret expiry and stale machine checks.
+LIFECYCLE_CHECK_INTERVAL = env_int("LIFECYCLE_CHECK_INTERVAL", 300)
+# Rows each lifecycle job handles per transaction (keyset batches).
+LIFECYCLE_BATCH_SIZE = env_int("LIFECYCLE_BATCH_SIZE", 500)
+CELERY_BEAT_SCHEDULE["clients-secrets-expire"] = {
+    "task": "clients.secrets_expire",
+    "schedule": float(LIFECYCLE_CHECK_INTERVAL),
+}
+CELERY_BEAT_SCHEDULE["clients-machines-stale"] = {
+    "task": "clients.machines_stale",
+    "schedule": float(LIFECYCLE_CHECK_INTERVAL),
+}
+
+# --- Notifications -----------------------------------------------------------------
+# Email goes through Django's mail backend: SMTP when EMAIL_HOST is set, else the
+# console backend (the mail is written to the worker's log), as in the embedded tier.
+EMAIL_HOST = ENV.get("EMAIL_HOST", "")
+EMAIL_PORT = env_int("EMAIL_PORT", 587)
+EMAIL_HOST_USER = ENV.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = ENV.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+EMAIL_BACKEND = ENV.get(
+    "EMAIL_BACKEND",
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+NOTIFICATION_FROM_EMAIL = ENV.get("NOTIFICATION_FROM_EMAIL", "portal@localhost")
+# Also told about portal-wide events (signing key rotations); empty: nobody by email.
+NOTIFICATION_SECURITY_EMAIL = ENV.get("NOTIFICATION_SECURITY_EMAIL", "")
+# Webhooks to private, loopback or link-local addresses are refused unless this is true.
+NOTIFICATION_WEBHOOK_ALLOW_PRIVATE = env_bool("NOTIFICATION_WEBHOOK_ALLOW_PRIVATE", False)
+NOTIFICATION_WEBHOOK_TIMEOUT = env_int("NOTIFICATION_WEBHOOK_TIMEOUT", 5)
+# A failed delivery is tried again after RETRY_BASE, doubling up to RETRY_MAX seconds,
+# until RETRY_FOR seconds after it was recorded.
+NOTIFICATION_RETRY_BASE = env_int("NOTIFICATION_RETRY_BASE", 30)
+NOTIFICATION_RETRY_MAX = env_int("NOTIFICATION_RETRY_MAX", 3600)
+NOTIFICATION_RETRY_FOR = env_int("NOTIFICATION_RETRY_FOR", 24 * 3600)
+NOTIFICATION_DISPATCH_INTERVAL = env_int("NOTIFICATION_DISPATCH_INTERVAL", 15)
+NOTIFICATION_BATCH_SIZE = env_int("NOTIFICATION_BATCH_SIZE", 100)
+CELERY_BEAT_SCHEDULE["notifications-dispatch"] = {
+    "task": "notifications.dispatch",
+    "schedule": float(NOTIFICATION_DISPATCH_INTERVAL),
 }
 
 REST_FRAMEWORK = {

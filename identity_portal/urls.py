@@ -6,7 +6,7 @@ from django.views.generic import RedirectView
 from audit.api.views import AuditEventListView, AuditExportView
 from audit.views import audit_keys
 from identity_portal import health
-from tokens.views import discovery, introspect, revoke, token
+from tokens.views import discovery, introspect, machine_self, revoke, token
 
 admin.site.site_header = "Machine Identity Portal"
 admin.site.site_title = "Machine Identity Portal"
@@ -26,6 +26,7 @@ urlpatterns = [
     path(".well-known/openid-configuration", discovery.discovery, name="openid-configuration"),
     path(".well-known/oauth-authorization-server", discovery.discovery, name="oauth-metadata"),
     path(".well-known/audit-keys.json", audit_keys, name="audit-keys"),
+    path("api/v1/machines/self/secret", machine_self.self_secret, name="machine-self-secret"),
     path("api/v1/audit/events", AuditEventListView.as_view(), name="audit-events"),
     path("api/v1/audit/export", AuditExportView.as_view(), name="audit-export"),
 ]

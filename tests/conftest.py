@@ -34,6 +34,21 @@ def _service_gates(request):
         _unavailable("needs a Redis broker: set CELERY_BROKER_URL=redis://...")
 
 
+@pytest.fixture(autouse=True)
+def _eager_tasks(request):
+    """Unit tests run Celery tasks in-process (a task queued after commit runs at once);
+    tests marked ``broker`` talk to a real worker instead."""
+    if request.node.get_closest_marker("broker"):
+        yield
+        return
+    from identity_portal.celery import app
+
+    previous = app.conf.task_always_eager, app.conf.task_eager_propagates
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
+    yield
+    app.conf.task_always_eager, app.conf.task_eager_propagates = previous
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
     """Let the test database's flushes TRUNCATE the audit tables.
@@ -84,5 +99,6 @@ pytest_plugins = [
     "tests.fixtures.celery_worker",
     "tests.fixtures.clients",
     "tests.fixtures.tokens",
+    "tests.fixtures.webhooks",
     "tests.fixtures.oidc_issuer",
 ]

@@ -27,6 +27,8 @@ from audit.services import audit_event_fields, audit_record
 from core import jose
 from core.errors import InvalidScope, InvalidTarget, TemporarilyUnavailable, UnauthorizedClient
 from core.prepared import prepared_cursor
+from notifications.choices import NotificationKind
+from notifications.services import notification_record, notifications_kick
 from tokens import key_material
 from tokens.choices import KeyAlgorithm, KeyState
 from tokens.constants import (
@@ -468,19 +470,34 @@ def token_introspect(*, machine, token: str, context: RequestContext) -> dict[st
 
 
 def issued_tokens_purge(*, now: datetime | None = None, batch_size: int = 1000) -> int:
-    """Delete records of expired tokens in batches; their audit events stay."""
+    """Delete records of expired tokens in batches; their audit events stay.
+
+    Batches follow the id order with a keyset cursor, each in a transaction of
+    its own; the run ends with one ``token.purged`` event carrying its count
+    (also when it is 0: the trail shows that the purge ran).
+    """
     now = now or timezone.now()
     purged = 0
+    cursor = 0
     while True:
         ids = list(
-            IssuedToken.objects.filter(expires_at__lt=now)
+            IssuedToken.objects.filter(expires_at__lt=now, id__gt=cursor)
             .order_by("id")
             .values_list("id", flat=True)[:batch_size]
         )
         if not ids:
-            return purged
+            break
+        cursor = ids[-1]
         with transaction.atomic():
-            purged += IssuedToken.objects.filter(id__in=ids).delete()[0]
+            purged += IssuedToken.objects.filter(id__in=ids, expires_at__lt=now).delete()[0]
+    with transaction.atomic():
+        audit_record(
+            event_type=EventType.TOKENS_PURGED,
+            actor=Actor.system("token purge"),
+            target=Target(kind="issued_tokens", id="", display="expired token records"),
+            details={"purged": purged, "expired_before": now.isoformat()},
+        )
+    return purged
 
 
 # --- signing keys ----------------------------------------------------------------------
@@ -525,6 +542,14 @@ def _key_activate(*, key: SigningKey, actor: Actor, now: datetime, context) -> N
         details={"algorithm": key.algorithm},
         context=context,
     )
+    notification_record(
+        kind=NotificationKind.KEY_ROTATED,
+        dedup_key=f"key.activated:{key.kid}",
+        subject=_key_target(key),
+        payload={"kid": key.kid, "algorithm": key.algorithm, "activated_at": now.isoformat()},
+        now=now,
+    )
+    notifications_kick()
     keyring_changed()
 
 
@@ -573,6 +598,38 @@ def signing_key_create(
             key.save(update_fields=["activate_after"])
             _key_activate(key=key, actor=actor, now=now, context=context)
     return key
+
+
+def signing_key_rotate_due(*, now: datetime | None = None, actor: Actor | None = None):
+    """Start a scheduled rotation: a pending key when the active one is old enough.
+
+    When the active key of ``TOKEN_SIGNING_ALGORITHM`` was activated at least
+    ``KEY_ROTATION_INTERVAL`` ago and no key of that algorithm is pending, a
+    new key is published pending; ``signing_keys_advance`` activates it after
+    ``KEY_PUBLISH_DELAY`` and retires the previous one once its last token has
+    expired. The active key's row lock makes two runs at once create one key.
+    Returns the new key, or None.
+    """
+    interval = settings.KEY_ROTATION_INTERVAL
+    if not interval:
+        return None
+    now = now or timezone.now()
+    algorithm = settings.TOKEN_SIGNING_ALGORITHM
+    with transaction.atomic():
+        active = (
+            SigningKey.objects.select_for_update()
+            .filter(state=KeyState.ACTIVE, algorithm=algorithm)
+            .first()
+        )
+        if active is None or (active.activated_at or active.created_at) > now - timedelta(
+            seconds=interval
+        ):
+            return None
+        if SigningKey.objects.filter(state=KeyState.PENDING, algorithm=algorithm).exists():
+            return None
+        return signing_key_create(
+            algorithm=algorithm, actor=actor or Actor.system("key rotation schedule")
+        )
 
 
 def signing_keys_advance(*, now: datetime | None = None, actor: Actor | None = None) -> None:

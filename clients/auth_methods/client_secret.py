@@ -213,6 +213,8 @@ class _ClientSecretMethod(AuthMethod):
             return Verification(reason="secret_revoked", credential_id=match.id)
         if match.expires_at is not None and match.expires_at <= now:
             return Verification(reason="secret_expired", credential_id=match.id)
+        if match.not_before is not None and now < match.not_before:
+            return Verification(reason="secret_not_yet_valid", credential_id=match.id)
         return Verification(credential_id=match.id)
 
     def succeeded(self, *, entry, verification, context, now) -> None:

@@ -10,11 +10,15 @@ printed, stderr says so and the exit status is 3.
 
 from __future__ import annotations
 
+import argparse
+from datetime import datetime
+
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand
 
 from clients.auth_methods import auth_methods_supported
 from clients.cache_outcome import cache_failures_collected
+from clients.choices import StaleAction
 from clients.constants import DEFAULT_AUTH_METHODS
 from clients.management.commands._cli import (
     cache_not_told,
@@ -29,9 +33,28 @@ from clients.services import (
     machine_disable,
     machine_enable,
     machine_register,
+    machine_update,
+    secret_create,
     secret_revoke,
     secret_rotate,
 )
+
+
+def _optional_int(value: str) -> int | str:
+    """An integer, or "" for "the default" (stored as empty)."""
+    return "" if value == "" else int(value)
+
+
+def _aware_time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            "an ISO 8601 time, e.g. 2026-06-01T12:00:00+00:00"
+        ) from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError("give the time zone, e.g. +00:00")
+    return parsed
 
 
 def _machine_json(machine: Machine) -> dict:
@@ -51,6 +74,10 @@ def _machine_json(machine: Machine) -> dict:
         "ip_allowlist": machine.ip_allowlist,
         "auth_methods": list(machine.auth_methods),
         "last_used_at": machine.last_used_at.isoformat() if machine.last_used_at else None,
+        "max_secret_age": machine.max_secret_age,
+        "secret_warning_period": machine.secret_warning_period,
+        "rotation_grace": machine.rotation_grace,
+        "stale_action": machine.stale_action,
     }
 
 
@@ -63,6 +90,10 @@ def _secret_json(secret: ClientSecret, machine: Machine) -> dict:
         "expires_at": expiry.isoformat() if expiry else None,
         "revoked_at": secret.revoked_at.isoformat() if secret.revoked_at else None,
         "last_used_at": secret.last_used_at.isoformat() if secret.last_used_at else None,
+        "not_before": secret.not_before.isoformat() if secret.not_before else None,
+        "max_uses": secret.max_uses,
+        "use_count": secret.use_count,
+        "expired_at": secret.expired_at.isoformat() if secret.expired_at else None,
     }
 
 
@@ -98,6 +129,24 @@ class Command(BaseCommand):
         rotate = actions.add_parser("rotate-secret", help="New secret; the old one has a grace.")
         rotate.add_argument("client_id")
         rotate.add_argument("--grace", type=int, default=None, help="Seconds; default: policy.")
+
+        add = actions.add_parser(
+            "add-secret", help="A second secret (e.g. a bootstrap one); prints it once."
+        )
+        add.add_argument("client_id")
+        add.add_argument("--uses", type=int, default=None, help="Authenticates at most N times.")
+        add.add_argument(
+            "--not-before", type=_aware_time, default=None, help="ISO 8601 time with its zone."
+        )
+
+        policy = actions.add_parser(
+            "policy", help="Set the machine's lifecycle policy (empty value: the default)."
+        )
+        policy.add_argument("client_id")
+        policy.add_argument("--max-secret-age", type=_optional_int, help="Seconds; 0: never.")
+        policy.add_argument("--warning-period", type=_optional_int, help="Seconds.")
+        policy.add_argument("--rotation-grace", type=int, help="Seconds.")
+        policy.add_argument("--stale-action", choices=["", *StaleAction.values])
 
         revoke = actions.add_parser("revoke-secret", help="Revoke one secret now.")
         revoke.add_argument("client_id")
@@ -157,6 +206,38 @@ class Command(BaseCommand):
             "secret": _secret_json(secret, machine),
             "secrets": secrets,
         }
+
+    def _add_secret(self, actor, options):
+        machine = self._machine(options["client_id"])
+        secret, raw = secret_create(
+            actor=actor,
+            machine=machine,
+            max_uses=options["uses"],
+            not_before=options["not_before"],
+        )
+        return {
+            "client_id": machine.client_id,
+            "client_secret": raw,
+            "secret": _secret_json(secret, machine),
+        }
+
+    def _policy(self, actor, options):
+        machine = self._machine(options["client_id"])
+        changes = {}
+        for option, field in (
+            ("max_secret_age", "max_secret_age"),
+            ("warning_period", "secret_warning_period"),
+            ("rotation_grace", "rotation_grace"),
+            ("stale_action", "stale_action"),
+        ):
+            value = options[option]
+            if value is None:
+                continue  # not given: unchanged
+            if value == "" and field != "stale_action":
+                value = None  # empty: the default of the settings
+            changes[field] = value
+        machine = machine_update(actor=actor, machine=machine, **changes)
+        return _machine_json(machine)
 
     def _revoke_secret(self, actor, options):
         machine = self._machine(options["client_id"])

@@ -1,0 +1,33 @@
+"""Thin periodic tasks of the credential lifecycle (scheduled in settings.CELERY_BEAT_SCHEDULE)."""
+
+from celery import shared_task
+
+from clients.lifecycle import lifecycle_kick, machines_stale_sweep, secrets_expire
+from jobs.services import PERIODIC_TASK_OPTIONS, job_execute
+
+SECRETS_EXPIRE = "clients.secrets_expire"
+MACHINES_STALE = "clients.machines_stale"
+
+
+def _expire() -> dict:
+    result = secrets_expire()
+    if result.warned or result.expired:
+        lifecycle_kick()
+    return result.as_dict()
+
+
+def _stale() -> dict:
+    result = machines_stale_sweep()
+    if result.reported or result.disabled:
+        lifecycle_kick()
+    return result.as_dict()
+
+
+@shared_task(name=SECRETS_EXPIRE, **PERIODIC_TASK_OPTIONS)
+def secrets_expire_task() -> dict | None:
+    return job_execute(name=SECRETS_EXPIRE, call=_expire)
+
+
+@shared_task(name=MACHINES_STALE, **PERIODIC_TASK_OPTIONS)
+def machines_stale_task() -> dict | None:
+    return job_execute(name=MACHINES_STALE, call=_stale)
