@@ -21,10 +21,13 @@ class EventType(models.TextChoices):
     SECRET_ROTATED = "secret.rotated"
     SECRET_REVOKED = "secret.revoked"
     SECRET_EXPIRED = "secret.expired"
-    CLIENT_KEY_ADDED = "client_key.added"
-    CLIENT_KEY_REMOVED = "client_key.removed"
     # The warning before a secret's maximum age (sent to its owner once).
     SECRET_EXPIRING = "secret.expiring"
+    CLIENT_KEY_ADDED = "client_key.added"
+    CLIENT_KEY_REMOVED = "client_key.removed"
+    # Federation trusts of a machine (clients.federation): who may act as it with an external token.
+    TRUST_ADDED = "trust.added"
+    TRUST_REMOVED = "trust.removed"
     SCOPE_CREATED = "scope.created"
     SCOPE_UPDATED = "scope.updated"
     AUDIENCE_CREATED = "audience.created"
@@ -45,6 +48,14 @@ class EventType(models.TextChoices):
     CONSOLE_LOGIN = "console.login"
     CONSOLE_LOGIN_FAILED = "console.login_failed"
     CONSOLE_LOGOUT = "console.logout"
+    # Second factor: an authenticator enrolled (recovery codes issued with it), a failed
+    # or throttled code, a recovery code spent, and a superuser's reset of someone's factor.
+    CONSOLE_MFA_ENROLLED = "console.mfa_enrolled"
+    CONSOLE_MFA_FAILED = "console.mfa_failed"
+    CONSOLE_MFA_RECOVERY_USED = "console.mfa_recovery_used"
+    CONSOLE_MFA_RESET = "console.mfa_reset"
+    # A console page or action refused to the signed-in user (a forced URL, say).
+    CONSOLE_ACCESS_DENIED = "console.access_denied"
     WEBHOOK_CREATED = "webhook.created"
     WEBHOOK_UPDATED = "webhook.updated"
     WEBHOOK_SECRET_ROTATED = "webhook.secret_rotated"

@@ -57,6 +57,13 @@ class AuditEvent(models.Model):
             models.Index(fields=["event_type"], name="audit_event_type_idx"),
             models.Index(fields=["target_id"], name="audit_target_idx"),
             models.Index(fields=["actor_kind", "actor_id"], name="audit_actor_idx"),
+            # The audit log's "failures" pages, newest first: only failures are
+            # indexed (a few percent of rows), so a token issued pays nothing for it.
+            models.Index(
+                fields=["occurred_at"],
+                condition=models.Q(outcome="failure"),
+                name="audit_failure_time_idx",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -170,3 +177,52 @@ class AuditCheckpoint(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValidationError("Audit checkpoints are insert-only.")
+
+
+class AuditHourlyCount(models.Model):
+    """Sealed events counted per hour, type, outcome and reason: the dashboard's charts.
+
+    The sealer adds each batch's counts in the transaction that seals it, so
+    every event is counted exactly once and the dashboard never counts the
+    event table (ten million rows) on a page load. Display only: a database
+    writer can change these numbers, never the chain they summarise.
+    """
+
+    hour = models.DateTimeField()
+    event_type = models.CharField(max_length=64)
+    outcome = models.CharField(max_length=16)
+    reason = models.CharField(max_length=64, blank=True, default="")
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hour", "event_type", "outcome", "reason"], name="audit_hourly_count_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}h {self.event_type} {self.outcome}: {self.count}"
+
+
+class AuditHourlyMachineCount(models.Model):
+    """Token events (issued, denied, ...) counted per hour, machine and outcome.
+
+    Apart from ``AuditHourlyCount`` so the charts read a few rows per hour
+    however many machines there are; "top machines" reads one day of this.
+    """
+
+    hour = models.DateTimeField()
+    machine = models.CharField(max_length=128)
+    outcome = models.CharField(max_length=16)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hour", "machine", "outcome"], name="audit_hourly_machine_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}h {self.machine} {self.outcome}: {self.count}"

@@ -14,11 +14,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db.models import F, Max, Min, Q, QuerySet
+from django.db.models import F, Max, Min, Q, QuerySet, Sum
 
 from audit import chain
 from audit.choices import ActorKind, CheckpointKind
-from audit.models import AuditCheckpoint, AuditEvent, AuditSeal
+from audit.models import (
+    AuditCheckpoint,
+    AuditEvent,
+    AuditHourlyCount,
+    AuditHourlyMachineCount,
+    AuditSeal,
+)
 from audit.signing import audit_public_jwks, audit_verification_keys
 
 # Stored columns read to rebuild an event's record (RECORD_FIELDS) plus its seal.
@@ -36,6 +42,7 @@ class AuditFilters:
     actor: str = ""
     machine: str = ""
     outcome: str = ""
+    source_ip: str = ""
 
     def is_empty(self) -> bool:
         return self == AuditFilters()
@@ -48,6 +55,8 @@ class AuditFilters:
             "actor": self.actor,
             "machine": self.machine,
             "outcome": self.outcome,
+            # Only when used, so manifests of exports without it read as before.
+            **({"source_ip": self.source_ip} if self.source_ip else {}),
         }
 
 
@@ -83,6 +92,8 @@ def audit_events_filter(*, filters: AuditFilters) -> QuerySet[AuditEvent]:
         )
     if filters.outcome:
         events = events.filter(outcome=filters.outcome)
+    if filters.source_ip:
+        events = events.filter(source_ip=filters.source_ip)
     return events
 
 
@@ -323,3 +334,187 @@ def audit_keys_published() -> list[dict[str, Any]]:
             }
         )
     return keys
+
+
+# --- The console's dashboard: from the hourly counts, never the event table ----
+
+
+def audit_counts_by_hour(
+    *, since: datetime, until: datetime, event_types: tuple[str, ...]
+) -> dict[tuple[datetime, str, str], int]:
+    """``(hour, event_type, outcome) -> count`` of sealed events in ``[since, until)``.
+
+    Reads ``AuditHourlyCount`` (a few rows per hour), so a 30-day chart reads
+    hundreds of rows whatever the size of the trail.
+    """
+    rows = (
+        AuditHourlyCount.objects.filter(hour__gte=since, hour__lt=until, event_type__in=event_types)
+        .values("hour", "event_type", "outcome")
+        .annotate(total=Sum("count"))
+        .order_by()
+    )
+    return {(row["hour"], row["event_type"], row["outcome"]): row["total"] for row in rows}
+
+
+def audit_top_machines(*, since: datetime, limit: int = 5) -> list[dict[str, Any]]:
+    """The machines with the most token events since ``since``, with their failures."""
+    rows = (
+        AuditHourlyMachineCount.objects.filter(hour__gte=since)
+        .values("machine")
+        .annotate(
+            total=Sum("count"),
+            failures=Sum("count", filter=Q(outcome="failure")),
+        )
+        .order_by("-total", "machine")[:limit]
+    )
+    return [{**row, "failures": row["failures"] or 0} for row in rows]
+
+
+def audit_top_failure_reasons(*, since: datetime, limit: int = 5) -> list[dict[str, Any]]:
+    """The commonest failure reasons since ``since``, each with its event type."""
+    return list(
+        AuditHourlyCount.objects.filter(hour__gte=since, outcome="failure")
+        .values("event_type", "reason")
+        .annotate(total=Sum("count"))
+        .order_by("-total", "event_type", "reason")[:limit]
+    )
+
+
+@dataclass(frozen=True)
+class ChainState:
+    """What the dashboard says about the chain, from its newest checkpoint (cheap)."""
+
+    checkpoint: dict[str, Any] | None
+    signature_valid: bool
+    links_to_previous: bool
+    head_matches: bool
+    head_position: int
+    unsealed: int
+
+    @property
+    def verifies(self) -> bool:
+        return (
+            self.checkpoint is not None
+            and self.signature_valid
+            and self.links_to_previous
+            and self.head_matches
+        )
+
+
+def audit_chain_state() -> ChainState:
+    """The newest checkpoint, checked in three lookups instead of a walk of the chain.
+
+    Its signature must verify under one of our audit keys, it must name the
+    digest of the checkpoint before it, and the seal at the position it signed
+    must still carry the hash it signed. ``audit_verify`` walks everything; this
+    is what a page load can afford, and it notices a rewritten recent history.
+    """
+    newest_two = list(AuditCheckpoint.objects.order_by("-id").values(*CHECKPOINT_COLUMNS)[:2])
+    head_position = audit_chain_head()[0]
+    unsealed = audit_unsealed_count()
+    if not newest_two:
+        return ChainState(None, False, False, False, head_position, unsealed)
+    newest = newest_two[0]
+    keys = audit_verification_keys()
+    signature_valid = chain.checkpoint_valid(newest, keys)
+    if len(newest_two) == 2:
+        links = newest["prev_checkpoint"] == chain.checkpoint_digest(newest_two[1])
+    else:
+        links = True  # the first checkpoint has none before it
+    if newest["position"] == 0:
+        head_matches = True
+    else:
+        sealed_hash = (
+            AuditSeal.objects.filter(position=newest["position"])
+            .values_list("hash", flat=True)
+            .first()
+        )
+        head_matches = sealed_hash == newest["head_hash"]
+    return ChainState(newest, signature_valid, links, head_matches, head_position, unsealed)
+
+
+# --- The console's audit log: keyset pages newest first ------------------------
+
+
+@dataclass(frozen=True)
+class AuditLogQuery:
+    """The audit log's filters: the export's (``AuditFilters``) plus a search."""
+
+    filters: AuditFilters = AuditFilters()
+    search: str = ""
+
+
+def audit_log_page(
+    *, query: AuditLogQuery, before: tuple[datetime, int] | None, size: int
+) -> tuple[list[AuditEvent], tuple[datetime, int] | None]:
+    """One page of events, newest first, and the cursor of the next page (or None).
+
+    Keyset pagination on ``(occurred_at, id)``: each page is an index range scan
+    from the cursor, as fast on page 1,000 as on page 1, and a row committed
+    meanwhile never shifts a page. Unsealed events are shown too (the log is
+    where one sees them), each with its seal when it has one.
+    """
+    filters = query.filters
+    events = AuditEvent.objects.select_related("seal")
+    if filters.since is not None:
+        events = events.filter(occurred_at__gte=filters.since)
+    if filters.until is not None:
+        events = events.filter(occurred_at__lt=filters.until)
+    if filters.event_types:
+        events = events.filter(event_type__in=filters.event_types)
+    if filters.actor:
+        kind, sep, actor_id = filters.actor.partition(":")
+        if sep and kind in ActorKind.values:
+            events = events.filter(actor_kind=kind, actor_id=actor_id)
+        else:
+            events = events.filter(actor_id=filters.actor)
+    if filters.machine:
+        events = events.filter(
+            Q(actor_kind=ActorKind.MACHINE, actor_id=filters.machine)
+            | Q(target_kind="machine", target_id=filters.machine)
+        )
+    if filters.outcome:
+        events = events.filter(outcome=filters.outcome)
+    if filters.source_ip:
+        events = events.filter(source_ip=filters.source_ip)
+    if query.search:
+        term = query.search
+        events = events.filter(
+            Q(actor_display__icontains=term)
+            | Q(target_display__icontains=term)
+            | Q(target_id=term)
+            | Q(actor_id=term)
+            | Q(reason=term)
+            | Q(request_id=term)
+        )
+    if before is not None:
+        at, event_id = before
+        # The plain bound first: the OR alone is not an index range, and PostgreSQL
+        # would walk from the newest row down to the cursor on every page.
+        events = events.filter(occurred_at__lte=at).filter(
+            Q(occurred_at__lt=at) | Q(occurred_at=at, id__lt=event_id)
+        )
+    rows = list(events.order_by("-occurred_at", "-id")[: size + 1])
+    more = len(rows) > size
+    rows = rows[:size]
+    cursor = (rows[-1].occurred_at, rows[-1].id) if more and rows else None
+    return rows, cursor
+
+
+def audit_events_of_machine(*, client_id: str, limit: int = 20) -> list[AuditEvent]:
+    """A machine's newest events (its requests, and changes made to it)."""
+    query = AuditLogQuery(filters=AuditFilters(machine=client_id))
+    return audit_log_page(query=query, before=None, size=limit)[0]
+
+
+def audit_machine_counts(*, client_id: str, since: datetime) -> dict[str, int]:
+    """A machine's token events since ``since`` by outcome (from the hourly counts)."""
+    rows = (
+        AuditHourlyMachineCount.objects.filter(machine=client_id, hour__gte=since)
+        .values("outcome")
+        .annotate(total=Sum("count"))
+        .order_by()
+    )
+    counts = {"success": 0, "failure": 0}
+    counts.update({row["outcome"]: row["total"] for row in rows})
+    return counts

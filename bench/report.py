@@ -17,12 +17,25 @@ NODE = "node-oidc-provider"
 STOCK_DEFAULT = "stock-default"
 STOCK_PLAIN = "stock-plain"
 PRIVATE_KEY_JWT = "portal-private-key-jwt"
+# Workloads presenting an external OIDC token (bench.federation), same portal, same run.
+FEDERATED = "portal-federated"
 # issue 11: a private_key_jwt token costs at most this much more than a secret one.
 MIN_JWT_RATIO = 0.7
-SERIES_ORDER = [PORTAL, PRIVATE_KEY_JWT, FLEET, INTROSPECT, JWKS, NODE, STOCK_PLAIN, STOCK_DEFAULT]
+SERIES_ORDER = [
+    PORTAL,
+    PRIVATE_KEY_JWT,
+    FEDERATED,
+    FLEET,
+    INTROSPECT,
+    JWKS,
+    NODE,
+    STOCK_PLAIN,
+    STOCK_DEFAULT,
+]
 COLOURS = {
     PORTAL: "#1f6feb",
     PRIVATE_KEY_JWT: "#0a3069",
+    FEDERATED: "#1b7c83",
     FLEET: "#8250df",
     INTROSPECT: "#57606a",
     JWKS: "#a0a0a0",
@@ -60,9 +73,9 @@ def _ratio(top: dict | None, bottom: dict | None) -> float | None:
 
 
 def ratios(points: list[dict]) -> dict[str, dict[str, float | None]]:
-    """portal/node, portal/stock-default and private_key_jwt/secret throughput at every
-    concurrency measured (None where a side is missing); fleet/portal and
-    introspect/portal where those points exist."""
+    """portal/node, portal/stock-default, private_key_jwt/secret and federated/secret
+    throughput at every concurrency measured (None where a side is missing);
+    fleet/portal and introspect/portal where those points exist."""
     out: dict[str, dict[str, float | None]] = {}
     for c in sorted({p["concurrency"] for p in points}):
         portal = point(points, PORTAL, c)
@@ -74,6 +87,12 @@ def ratios(points: list[dict]) -> dict[str, dict[str, float | None]]:
         row["private_key_jwt/secret"] = (
             jwt["tokens_per_s"] / portal["tokens_per_s"]
             if jwt is not None and portal is not None and portal["tokens_per_s"] > 0
+            else None
+        )
+        federated = point(points, FEDERATED, c)
+        row["federated/secret"] = (
+            federated["tokens_per_s"] / portal["tokens_per_s"]
+            if federated is not None and portal is not None and portal["tokens_per_s"] > 0
             else None
         )
         for label, series in (("fleet/portal", FLEET), ("introspect/portal", INTROSPECT)):
@@ -354,13 +373,14 @@ def markdown(result: dict) -> str:
         lines += [
             "",
             "| c | portal/node | portal/stock-default | private_key_jwt/secret "
-            "| fleet/portal | introspect/portal |",
-            "|--:|--:|--:|--:|--:|--:|",
+            "| federated/secret | fleet/portal | introspect/portal |",
+            "|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for c, row in r.items():
             lines.append(
                 f"| {c} | {_fmt(row['portal/node'], 2)} | {_fmt(row['portal/stock-default'], 1)} "
                 f"| {_fmt(row.get('private_key_jwt/secret'), 2)} "
+                f"| {_fmt(row.get('federated/secret'), 2)} "
                 f"| {_fmt(row.get('fleet/portal'), 2)} | {_fmt(row.get('introspect/portal'), 2)} |"
             )
     if result.get("deployment_targets"):

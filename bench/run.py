@@ -45,6 +45,7 @@ from bench.audit_check import (
     audit_compare,
     audited_request_ids,
 )
+from bench.federation import FEDERATED
 from bench.load import (
     LoadFailed,
     LoadToolMissing,
@@ -73,7 +74,8 @@ from bench.servers import (
 SERVERS = ("portal", "stock", "node")
 SHORT = {
     "portal": "portal",
-    "portal-private-key-jwt": "pkjwt",
+    "portal-private-key-jwt": "portaljwt",
+    FEDERATED: "portalfed",
     "portal-fleet": "fleet",
     "jwks": "jwks",
     "introspect": "intro",

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 import dj_database_url
 
+from bench.federation import FEDERATED, FederatedWorkload
 from bench.load import Target
 from clients.constants import MACHINE_CACHE_TOMBSTONE_TTL
 from identity_portal.web_server import web_server_argv
@@ -496,6 +497,8 @@ class Portal(Server):
         self.side_concurrency = side_concurrency
         self.credentials: list[tuple[str, str]] = []
         self.assertions: AssertionPool | None = None
+        # The federated point's issuer, started in prepare() (bench.federation).
+        self.federated: FederatedWorkload | None = None
         self.fleet: list[tuple[str, str]] = []
         self.introspector: tuple[str, str] | None = None
         self.notes["mode"] = mode
@@ -521,6 +524,8 @@ class Portal(Server):
             "HOST": "127.0.0.1",
             "WEB_CONCURRENCY": str(self.workers),
             "PYTHONUNBUFFERED": "1",
+            # The federated point's issuer listens on loopback, over plain HTTP.
+            "FEDERATION_ALLOW_PRIVATE_ISSUERS": "true",
         }
         # Checkpoints of the benchmark's database go to a witness of its own, not to the
         # one `make run` keeps for the user's database.
@@ -563,6 +568,8 @@ class Portal(Server):
         for index in range(self.machine_count):
             self.credentials.append(self._machine_create(f"bench-{self.run_id}-{index + 1}", SCOPE))
         self._prepare_private_key_jwt()
+        self.federated = FederatedWorkload(out_dir=self.out_dir)
+        self.federated.register(self.manage, scope=SCOPE, audience=AUDIENCE, run_id=self.run_id)
         self.introspector = self._machine_create(
             f"bench-{self.run_id}-introspector", SCOPE, INTROSPECT_SCOPE
         )
@@ -646,6 +653,9 @@ class Portal(Server):
         if self.sealer:
             self.sealer.stop()
         children, self._children = self._children, []
+        if self.federated:
+            self.federated.close()
+            self.federated = None
         super().stop()
         # serve stops its children on SIGTERM; if it was killed instead, they would live on
         # in sessions of their own: end those we saw it start.
@@ -674,6 +684,8 @@ class Portal(Server):
                     "portal-private-key-jwt", token_url, TOKEN_BODY, [], body_pool=self.assertions
                 )
             )
+        if self.federated is not None:
+            targets.append(Target(FEDERATED, token_url, "", [], body_pool=self.federated.bodies))
         if self.fleet:
             targets.append(
                 Target(

@@ -11,18 +11,30 @@ comes with a warning next to its success message.
 from __future__ import annotations
 
 import functools
+from datetime import timedelta
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.cache import add_never_cache_headers, patch_cache_control
+from django.utils.http import urlencode
 
 from audit.context import Actor, request_context
+from audit.selectors import audit_events_of_machine, audit_machine_counts
 from clients.cache_outcome import cache_failures_collected
-from clients.forms import AudienceForm, ClientKeyForm, MachineForm, RotateSecretForm
+from clients.forms import (
+    REGISTER_FIELDS,
+    AudienceForm,
+    ClientKeyForm,
+    MachineForm,
+    MachineRegisterForm,
+    RotateSecretForm,
+)
 from clients.models import Audience, ClientKey, ClientSecret, Machine, Scope
 from clients.selectors import secret_expiry
 from clients.services import (
@@ -77,6 +89,20 @@ def _actor_and_context(request):
     return Actor.user(request.user), request_context(request)
 
 
+def _example_request(machine: Machine) -> dict[str, str]:
+    """What the page's curl and Python examples ask for: this machine's own scope and audience."""
+    scopes = (
+        sorted(scope.name for scope in machine.default_scopes.all())
+        or sorted(scope.name for scope in machine.allowed_scopes.all())[:1]
+    )
+    audience = machine.default_audience or machine.allowed_audiences.order_by("uri").first()
+    return {
+        "scope": " ".join(scopes),
+        "resource": audience.uri if audience else "",
+        "token_url": f"{settings.ISSUER}/oauth/token",
+    }
+
+
 def _secret_page(admin_site, request, machine: Machine, raw: str, title: str):
     response = TemplateResponse(
         request,
@@ -86,6 +112,7 @@ def _secret_page(admin_site, request, machine: Machine, raw: str, title: str):
             "title": title,
             "machine": machine,
             "client_secret": raw,
+            "example": _example_request(machine),
             "change_url": reverse("admin:clients_machine_change", args=[machine.pk]),
         },
     )
@@ -106,8 +133,9 @@ class MachineAdmin(RoleGatedAdmin):
     list_display = ("name", "client_id", "enabled", "owner_team", "last_used_at", "deleted_at")
     list_filter = ("enabled", ("deleted_at", admin.EmptyFieldListFilter), "allowed_scopes")
     search_fields = ("name", "client_id", "owner_team", "owner_email", "subject")
-    filter_horizontal = ("allowed_scopes", "default_scopes", "allowed_audiences")
     actions = ["disable_selected", "enable_selected"]
+    # The toolkit's Application links to its own page ("View on site"), which the portal has not.
+    view_on_site = False
     identity_fields = (
         "client_id",
         "subject",
@@ -121,11 +149,17 @@ class MachineAdmin(RoleGatedAdmin):
     )
 
     def get_fields(self, request, obj=None):
-        fields = list(MachineForm.Meta.fields)
-        return fields if obj is None else [*self.identity_fields, *fields]
+        if obj is None:
+            return list(REGISTER_FIELDS)
+        return [*self.identity_fields, *MachineForm.Meta.fields]
 
     def get_readonly_fields(self, request, obj=None):
         return () if obj is None else self.identity_fields
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = MachineRegisterForm
+        return super().get_form(request, obj, change, **kwargs)
 
     def has_change_permission(self, request, obj=None):
         # A deleted machine is history: its page is read-only, machine_update would refuse.
@@ -164,6 +198,8 @@ class MachineAdmin(RoleGatedAdmin):
                 for key in machine.keys.all()
             ]
             extra["add_key_url"] = reverse("admin:clients_machine_add_key", args=[machine.pk])
+            extra.update(_activity(machine))
+            extra["now"] = timezone.now()
         return super().change_view(request, object_id, form_url, extra)
 
     def get_urls(self):
@@ -254,6 +290,7 @@ class MachineAdmin(RoleGatedAdmin):
         form = RotateSecretForm(
             request.POST if request.method == "POST" else None,
             initial={"grace": machine.rotation_grace},
+            policy=machine.rotation_grace,
         )
         if request.method == "POST" and form.is_valid():
             actor, context = _actor_and_context(request)
@@ -337,6 +374,21 @@ class MachineAdmin(RoleGatedAdmin):
         return HttpResponseRedirect(reverse("admin:clients_machine_change", args=[object_id]))
 
 
+def _activity(machine: Machine) -> dict:
+    """The machine page's last 24 hours and newest events, from the audit trail."""
+    day_ago = timezone.now() - timedelta(hours=24)
+    return {
+        "counts_24h": audit_machine_counts(client_id=machine.client_id, since=day_ago),
+        "activity": audit_events_of_machine(client_id=machine.client_id, limit=10),
+        "audit_log_url": reverse("console-audit-log")
+        + "?"
+        + urlencode({"machine": machine.client_id}),
+        "failures_url": reverse("console-audit-log")
+        + "?"
+        + urlencode({"machine": machine.client_id, "outcome": "failure"}),
+    }
+
+
 @admin.register(Scope)
 class ScopeAdmin(RoleGatedAdmin):
     list_display = ("name", "description", "created_at")
@@ -383,3 +435,7 @@ class AudienceAdmin(RoleGatedAdmin):
         )
         obj.pk, obj.created_at = audience.pk, audience.created_at
         obj._state.adding = False
+
+
+# The federation trusts' pages live with the rest of federation.
+import clients.federation.admin  # noqa: E402, F401

@@ -85,6 +85,8 @@ class AuthenticatedClient:
     machine: Machine
     method: str
     details: Mapping[str, Any]
+    # The secret or key that matched, when the method has one (self-rotation checks it).
+    credential_id: int | None = None
 
 
 def client_credentials_from_request(
@@ -235,5 +237,8 @@ def client_authenticate(
     cache_safely(throttle_success_record, values=values, keys=keys)
     method.succeeded(entry=entry, verification=verification, context=context, now=now)
     return AuthenticatedClient(
-        machine=entry.machine_with_relations(), method=method.name, details=verification.details
+        machine=entry.machine_with_relations(),
+        method=method.name,
+        details=verification.details,
+        credential_id=verification.credential_id,
     )

@@ -67,3 +67,9 @@ THROTTLE_IP_FREE_FAILURES = 30
 THROTTLE_BASE_DELAY = 1
 THROTTLE_MAX_DELAY = 900
 THROTTLE_WINDOW = 900
+
+# How far ahead the console warns of a machine's last usable secret expiring.
+SECRET_EXPIRY_WARNING_SECONDS = 14 * 24 * 3600
+
+# A machine with no token for this long is listed as unused on the dashboard.
+MACHINE_UNUSED_SECONDS = 30 * 24 * 3600

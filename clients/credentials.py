@@ -72,7 +72,8 @@ def current_pepper_id() -> str:
     return next(iter(settings.SERVER_SECRETS.peppers))
 
 
-def _pepper(pepper_id: str) -> bytes:
+def pepper_key(pepper_id: str) -> bytes:
+    """The pepper named ``pepper_id``; ``UnknownPepper`` if it is no longer configured."""
     try:
         return settings.SERVER_SECRETS.peppers[pepper_id]
     except KeyError as exc:
@@ -92,7 +93,7 @@ def secret_digest(
     *, secret: str, client_id: str, pepper_id: str, version: int = DIGEST_VERSION
 ) -> str:
     """The digest of ``secret`` for the machine ``client_id`` under the named pepper, hex."""
-    pepper = _pepper(pepper_id)
+    pepper = pepper_key(pepper_id)
     if "\x00" in client_id:
         raise ValueError("a client_id never holds NUL")
     if version == 2:
@@ -115,14 +116,16 @@ def client_key_binding(*, client_id: str, public_jwk: Mapping, pepper_id: str) -
     """
     if "\x00" in client_id:
         raise ValueError("a client_id never holds NUL")
-    return _hmac_hex(_pepper(pepper_id), b"mip-ck-v1", client_id.encode(), _canonical(public_jwk))
+    return _hmac_hex(
+        pepper_key(pepper_id), b"mip-ck-v1", client_id.encode(), _canonical(public_jwk)
+    )
 
 
 def jwks_uri_binding(*, client_id: str, jwks_uri: str, pepper_id: str) -> str:
     """The HMAC that binds a machine's ``jwks_uri`` to it, so only a URL we saved is fetched."""
     if "\x00" in client_id or "\x00" in jwks_uri:
         raise ValueError("no NUL in a client_id or a URL")
-    return _hmac_hex(_pepper(pepper_id), b"mip-ju-v1", client_id.encode(), jwks_uri.encode())
+    return _hmac_hex(pepper_key(pepper_id), b"mip-ju-v1", client_id.encode(), jwks_uri.encode())
 
 
 def binding_verify(expected: str, stored: str) -> bool:

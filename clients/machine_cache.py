@@ -132,7 +132,7 @@ def _evaluated(model, rows) -> QuerySet:
 def cache_safely(call: Callable[..., Any], *args: Any, default: Any = None, **kwargs: Any) -> Any:
     """Run one cache call; if the cache is down, log and return ``default``.
 
-    The token path keeps working without the cache (DESIGN.md decision 8):
+    The token path keeps working without the cache (docs/design.md, decision 8):
     machines are read from the database and throttling is skipped until the
     cache is back, because refusing every machine is a worse outage.
     """

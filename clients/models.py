@@ -249,3 +249,72 @@ class UsedAssertion(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class ApiIdempotencyKey(models.Model):
+    """The first answer to a management API POST sent with an ``Idempotency-Key``.
+
+    A retry of the same request by the same caller gets this answer back instead
+    of doing the change twice. ``body`` never holds a secret (``secret_withheld``
+    says one was removed: a secret is shown once). The row grants nothing, so it
+    needs no binding to a server secret: forging one can only make a caller's own
+    retry answer wrongly, which needs that caller's key. Kept for
+    ``MANAGEMENT_API_IDEMPOTENCY_TTL``.
+    """
+
+    caller = models.CharField(max_length=300)
+    key = models.CharField(max_length=255)
+    fingerprint = models.CharField(max_length=64)
+    status = models.PositiveSmallIntegerField(null=True)
+    body = models.JSONField(null=True)
+    secret_withheld = models.BooleanField(default=False)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["caller", "key"], name="api_idempotency_caller_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.caller} {self.key}"
+
+
+class FederationTrust(models.Model):
+    """A trust policy: tokens from ``issuer`` that pass it authenticate as ``machine``.
+
+    Workload identity federation (``clients.federation``): a GitHub Actions
+    job, a Kubernetes pod or any OIDC workload presents the JWT its platform
+    gave it, and this row says which of those tokens may act as the machine:
+    the issuer, the audience the token must carry, optionally its exact
+    ``sub``, and optionally a CEL ``condition`` over its claims. ``jwks`` holds
+    the issuer's public keys when they were pasted in (a Kubernetes API server
+    the portal cannot reach); empty means: fetched through the issuer's
+    discovery document.
+
+    The row grants power, so it is bound to a server secret: ``binding`` is an
+    HMAC under a key derived from the pepper ``pepper_id`` over ``uid``, the
+    machine's client_id and every field above. A row written or edited in the
+    database without the peppers (or moved to another machine) authenticates
+    nothing (``clients.federation.binding``).
+    """
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    machine = models.ForeignKey(Machine, on_delete=models.CASCADE, related_name="trusts")
+    issuer = models.CharField(max_length=255)
+    audience = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255, blank=True, default="")
+    condition = models.TextField(blank=True, default="")
+    jwks = models.TextField(blank=True, default="")
+    template = models.CharField(max_length=32, blank=True, default="")
+    description = models.CharField(max_length=255, blank=True, default="")
+    pepper_id = models.CharField(max_length=32)
+    binding = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+    created_by = models.CharField(max_length=255, blank=True, default="")
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["issuer", "subject"], name="trust_issuer_subject")]
+
+    def __str__(self) -> str:
+        return f"{self.issuer} ({self.subject or 'any subject'})"

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db.models import QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
-from clients.constants import SECRET_DISPLAY_PREFIX_LENGTH, SECRET_PREFIX
+from clients.constants import (
+    MACHINE_UNUSED_SECONDS,
+    SECRET_DISPLAY_PREFIX_LENGTH,
+    SECRET_EXPIRY_WARNING_SECONDS,
+    SECRET_PREFIX,
+)
 from clients.credentials import secret_effective_expiry, secret_is_usable
 from clients.models import Audience, ClientSecret, Machine, Scope
 
@@ -28,6 +35,30 @@ def machine_list(*, include_deleted: bool = False) -> QuerySet[Machine]:
     if not include_deleted:
         machines = machines.filter(deleted_at__isnull=True)
     return machines.order_by("name", "id")
+
+
+def machine_filter(
+    *,
+    enabled: bool | None = None,
+    owner_team: str | None = None,
+    scope: str | None = None,
+    audience: str | None = None,
+    search: str | None = None,
+    include_deleted: bool = False,
+) -> QuerySet[Machine]:
+    """Machines matching every given filter, with what their representation reads prefetched."""
+    machines = machine_list(include_deleted=include_deleted).prefetch_related("secrets")
+    if enabled is not None:
+        machines = machines.filter(enabled=enabled)
+    if owner_team:
+        machines = machines.filter(owner_team=owner_team)
+    if scope:
+        machines = machines.filter(allowed_scopes__name=scope)
+    if audience:
+        machines = machines.filter(allowed_audiences__uri=audience)
+    if search:
+        machines = machines.filter(Q(name__icontains=search) | Q(client_id=search))
+    return machines.distinct()
 
 
 def secret_list_usable(*, machine: Machine, now: datetime | None = None) -> list[ClientSecret]:
@@ -82,3 +113,76 @@ def scope_list() -> QuerySet[Scope]:
 
 def audience_list() -> QuerySet[Audience]:
     return Audience.objects.order_by("uri")
+
+
+# --- The console's dashboard ------------------------------------------------------
+
+
+def machine_counts() -> dict[str, int]:
+    """Live machines, enabled and disabled (one aggregate over the machine table)."""
+    counts = Machine.objects.filter(deleted_at__isnull=True).aggregate(
+        on=Count("id", filter=Q(enabled=True)),
+        off=Count("id", filter=Q(enabled=False)),
+    )
+    return {"enabled": counts["on"] or 0, "disabled": counts["off"] or 0}
+
+
+@dataclass(frozen=True)
+class ExpiringSecret:
+    machine: Machine
+    secret: ClientSecret
+    expires_at: datetime
+
+
+def secrets_expiring(
+    *, now: datetime | None = None, within: timedelta | None = None
+) -> list[ExpiringSecret]:
+    """Machines whose newest usable secret expires within its warning period, soonest first.
+
+    The warning period is the machine's (``secret_warning_period``), else
+    ``SECRET_WARNING_PERIOD`` (as ``clients.lifecycle`` warns owners), or
+    ``within`` when given. Only the newest usable secret counts: an older one
+    expiring after a rotation is the grace period doing its job. Expiry is
+    ``secret_expiry`` (its own end or its age limit, whichever comes first).
+    """
+    now = now or timezone.now()
+    candidates = (
+        ClientSecret.objects.filter(
+            revoked_at__isnull=True, machine__deleted_at__isnull=True, machine__enabled=True
+        )
+        .filter(Q(expires_at__gt=now) | Q(expires_at__isnull=True))
+        .select_related("machine")
+        .order_by("machine_id", "-created_at", "-id")
+    )
+    newest: dict[int, ClientSecret] = {}
+    for secret in candidates:
+        newest.setdefault(secret.machine_id, secret)
+    found = []
+    for secret in newest.values():
+        machine = secret.machine
+        if within is not None:
+            period = within
+        elif machine.secret_warning_period is not None:
+            period = timedelta(seconds=machine.secret_warning_period)
+        else:
+            period = timedelta(
+                seconds=getattr(settings, "SECRET_WARNING_PERIOD", SECRET_EXPIRY_WARNING_SECONDS)
+            )
+        expiry = secret_expiry(secret=secret, machine=machine)
+        if expiry is None or not now < expiry <= now + period:
+            continue
+        usable = secret_list_usable(machine=machine, now=now)
+        if usable and usable[0].pk == secret.pk:
+            found.append(ExpiringSecret(machine=machine, secret=secret, expires_at=expiry))
+    return sorted(found, key=lambda row: (row.expires_at, row.machine.name))
+
+
+def machines_unused(*, now: datetime | None = None, limit: int = 10) -> tuple[int, list[Machine]]:
+    """Enabled machines without a token for ``MACHINE_UNUSED_SECONDS`` (or never used since)."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=MACHINE_UNUSED_SECONDS)
+    machines = Machine.objects.filter(deleted_at__isnull=True, enabled=True).filter(
+        Q(last_used_at__lt=cutoff) | Q(last_used_at__isnull=True, created__lt=cutoff)
+    )
+    oldest_first = machines.order_by(F("last_used_at").asc(nulls_first=True), "name")
+    return machines.count(), list(oldest_first[:limit])

@@ -54,6 +54,11 @@ from clients.models import (
 from clients.selectors import secret_expiry, secret_list_usable
 from core import jose, remote_jwks
 
+NO_AUDIENCE_MESSAGE = (
+    "Give the machine at least one audience (a resource server it may address): every "
+    "token is issued for one, so without any this machine could never get a token."
+)
+
 # Longest grace a rotation may give the previous secret.
 MAX_ROTATION_GRACE = 30 * 24 * 3600
 
@@ -470,6 +475,7 @@ def machine_input_check(
     max_secret_age: int | None = None,
     rotation_grace: int = 24 * 3600,
     ip_allowlist: Sequence[str] = (),
+    registering: bool = False,
     secret_warning_period: int | None = None,
     stale_action: str = "",
     auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS,
@@ -478,7 +484,8 @@ def machine_input_check(
     """Validate a machine's complete settings without writing; the console form shows the errors.
 
     Returns the model's field values (scopes and audiences as rows). Raises a
-    ``ValidationError`` keyed by the argument names above.
+    ``ValidationError`` keyed by the argument names above. ``registering``: a
+    new machine must be able to get a token, so it needs an audience.
     """
     errors: dict[str, list[str]] = {}
 
@@ -520,6 +527,8 @@ def machine_input_check(
             audiences=audience_rows,
             default_audience=default,
         )
+    if registering and not audiences:
+        errors.setdefault("audiences", []).append(NO_AUDIENCE_MESSAGE)
     if errors:
         raise ValidationError(errors)
     return {
@@ -578,6 +587,7 @@ def machine_register(
         max_secret_age=max_secret_age,
         rotation_grace=rotation_grace,
         ip_allowlist=ip_allowlist,
+        registering=True,
         secret_warning_period=secret_warning_period,
         stale_action=stale_action,
         auth_methods=auth_methods,
@@ -860,7 +870,12 @@ class Rotation:
 
 
 def _rotate(
-    *, actor: Actor, machine: Machine, grace: int | None, context: RequestContext | None
+    *,
+    actor: Actor,
+    machine: Machine,
+    grace: int | None,
+    context: RequestContext | None,
+    by_secret_id: int | None = None,
 ) -> Rotation:
     machine = _lock(machine)
     if machine.deleted_at is not None:
@@ -869,6 +884,12 @@ def _rotate(
     grace = _grace(machine.rotation_grace if grace is None else grace, field="grace")
     now = timezone.now()
     previous = secret_list_usable(machine=machine, now=now)
+    if by_secret_id is not None and previous and previous[0].pk != by_secret_id:
+        # A secret already being replaced (in its grace) may not rotate: whoever leaked
+        # it could otherwise take a fresh secret and cut the owner's newest one short.
+        raise ValidationError(
+            "Rotate with the machine's newest secret; this one is being replaced."
+        )
     secret, raw = _secret_add(machine=machine, actor=actor, now=now)
     grace_end = now + timedelta(seconds=grace)
     expiring: dict[str, str] = {}
@@ -924,14 +945,20 @@ def secret_rotate(
 
 
 @transaction.atomic
-def secret_self_rotate(*, machine: Machine, context: RequestContext | None = None) -> Rotation:
-    """The machine, authenticated with its current credentials, rotates its own secret.
+def secret_self_rotate(
+    *, machine: Machine, secret_id: int | None, context: RequestContext | None = None
+) -> Rotation:
+    """The machine, authenticated with its newest secret, rotates its own secret.
 
     Its previous secret keeps working for the machine's rotation grace, so
     every instance of a fleet can pick the new one up before the old one stops.
+    ``secret_id`` is the secret the request authenticated with: only the newest
+    usable one may rotate (an old one in its grace is refused).
     """
     actor = Actor(kind=ActorKind.MACHINE, id=machine.client_id, display=machine.name[:255])
-    return _rotate(actor=actor, machine=machine, grace=None, context=context)
+    return _rotate(
+        actor=actor, machine=machine, grace=None, context=context, by_secret_id=secret_id
+    )
 
 
 @transaction.atomic

@@ -2,8 +2,9 @@
 
 Two groups, created by a data migration: security admins change machines,
 secrets and keys; auditors read and export the record and change nothing.
-A superuser is a security admin. Roles live at the bottom of the import
-graph (``core``) because every app checks them.
+A superuser is a security admin. Holding a role is what lets a user into the
+console; Django's staff flag plays no part. Roles live at the bottom of the
+import graph (``core``) because every app checks them.
 """
 
 from __future__ import annotations
@@ -30,3 +31,23 @@ def is_auditor(user) -> bool:
 
 def can_read_audit(user) -> bool:
     return is_security_admin(user) or is_auditor(user)
+
+
+def may_enter_console(user) -> bool:
+    """Active and holding a role (superuser, security admin or auditor)."""
+    return can_read_audit(user)
+
+
+def role_names(user) -> list[str]:
+    """The roles a user holds, as the console names them, most powerful first."""
+    if not getattr(user, "is_authenticated", False):
+        return []
+    groups = set(user.groups.values_list("name", flat=True))
+    names = []
+    if user.is_superuser:
+        names.append("Superuser")
+    if SECURITY_ADMINS in groups:
+        names.append("Security admin")
+    if AUDITORS in groups:
+        names.append("Auditor")
+    return names

@@ -17,17 +17,25 @@ from __future__ import annotations
 
 from functools import partial
 
+import django_otp.plugins.otp_static.admin
+import django_otp.plugins.otp_totp.admin  # noqa: F401
 import oauth2_provider.admin  # noqa: F401  (its pages registered first, then removed below)
+from django import forms
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm, AdminPasswordChangeForm
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.forms import AuthenticationForm
 from django.contrib.auth.models import Group
 from django.contrib.auth.views import PasswordChangeView
 from django.core.cache import cache
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.urls import reverse
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from oauth2_provider.models import (
     get_access_token_model,
     get_grant_model,
@@ -41,6 +49,8 @@ from clients.machine_cache import cache_safely
 from clients.throttling import throttle_failure_record, throttle_keys, throttle_retry_after
 from core.admin import RoleGatedAdminMixin
 from core.client_address import client_ip
+from core.roles import AUDITORS, SECURITY_ADMINS, may_enter_console, role_names
+from identity_portal.mfa import mfa_is_enrolled, mfa_recovery_codes_left, mfa_reset
 from identity_portal.services import console_roles_record, console_user_record
 
 for _model in (
@@ -52,8 +62,11 @@ for _model in (
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
 
+# django-otp's own device pages would show authenticator keys and bypass the roles;
+# a user's second factor is seen and reset on the user's page only.
+
 User = get_user_model()
-for _model in (User, Group):
+for _model in (User, Group, TOTPDevice, StaticDevice):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
 
@@ -71,7 +84,14 @@ class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
     error_messages = {
         **AdminAuthenticationForm.error_messages,
         "throttled": "Too many failed sign-ins. Try again in %(seconds)s s.",
+        "no_role": "This account holds no console role. Ask a superuser to grant one.",
     }
+
+    def confirm_login_allowed(self, user):
+        """A role lets one in (superuser, security admin, auditor), not the staff flag."""
+        AuthenticationForm.confirm_login_allowed(self, user)
+        if not may_enter_console(user):
+            raise ValidationError(self.error_messages["no_role"], code="no_role")
 
     def clean(self):
         username = str(self.cleaned_data.get("username") or "")
@@ -145,6 +165,56 @@ def _superuser(request) -> bool:
 
 @admin.register(User)
 class ConsoleUserAdmin(RoleGatedAdminMixin, UserAdmin):
+    """Accounts and the roles they hold; Django's per-model permissions play no part.
+
+    The role groups are the only groups offered. Only superusers see the
+    password field (its "Reset password" control is theirs alone) and the
+    second-factor reset.
+    """
+
+    change_form_template = "admin/auth/user/console_change_form.html"
+    list_display = ("username", "roles", "two_factor", "is_active", "last_login")
+    list_filter = ("is_superuser", "groups", "is_active")
+    filter_horizontal = ()
+    fieldsets = (
+        (None, {"fields": ("username", "password")}),
+        ("Person", {"fields": ("first_name", "last_name", "email")}),
+        (
+            "Roles",
+            {
+                "fields": ("is_active", "is_superuser", "groups"),
+                "description": "Holding a role is what lets an account into the console: "
+                "security admins change machines, secrets and keys; auditors read and export "
+                "the audit trail; superusers also manage accounts and roles.",
+            },
+        ),
+        ("Dates", {"fields": ("last_login", "date_joined")}),
+    )
+
+    @admin.display(description="Roles")
+    def roles(self, obj) -> str:
+        return ", ".join(role_names(obj)) or "none (cannot sign in)"
+
+    @admin.display(description="Two-factor", boolean=True)
+    def two_factor(self, obj) -> bool:
+        return mfa_is_enrolled(user=obj)
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or _superuser(request):
+            return fieldsets
+        return tuple(
+            (name, {**options, "fields": [f for f in options["fields"] if f != "password"]})
+            for name, options in fieldsets
+        )
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "groups":
+            kwargs["queryset"] = Group.objects.filter(name__in=(SECURITY_ADMINS, AUDITORS))
+            kwargs["help_text"] = ""
+            kwargs["widget"] = forms.CheckboxSelectMultiple
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
+
     def has_add_permission(self, request):
         return _superuser(request)
 
@@ -153,6 +223,41 @@ class ConsoleUserAdmin(RoleGatedAdminMixin, UserAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return _superuser(request)
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:object_id>/reset-mfa/",
+                self.admin_site.admin_view(self.reset_mfa_view),
+                name="auth_user_reset_mfa",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        user = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if user is not None:
+            extra["mfa_enrolled"] = mfa_is_enrolled(user=user)
+            extra["mfa_codes_left"] = mfa_recovery_codes_left(user=user)
+            extra["can_reset_mfa"] = _superuser(request)
+            extra["reset_mfa_url"] = reverse("admin:auth_user_reset_mfa", args=[user.pk])
+        return super().change_view(request, object_id, form_url, extra)
+
+    def reset_mfa_view(self, request, object_id: int):
+        """A superuser removes a user's second factor; the user enrols again at next sign-in."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not _superuser(request):
+            raise PermissionDenied
+        user = get_object_or_404(User, pk=object_id)
+        mfa_reset(user=user, actor=Actor.user(request.user), context=request_context(request))
+        self.message_user(
+            request,
+            f"Two-factor sign-in of {user.get_username()} reset: "
+            "they set up a new authenticator at their next sign-in.",
+        )
+        return HttpResponseRedirect(reverse("admin:auth_user_change", args=[user.pk]))
 
     # Django's admin calls these inside the transaction of the change; the
     # audit event joins it. They also cover the password-change page.

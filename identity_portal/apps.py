@@ -1,7 +1,9 @@
 from django.apps import AppConfig
+from django.contrib.admin import apps as admin_apps
 
 
 class IdentityPortalConfig(AppConfig):
+    default = True
     name = "identity_portal"
     verbose_name = "Machine Identity Portal"
 
@@ -14,3 +16,10 @@ class IdentityPortalConfig(AppConfig):
         from identity_portal.log import install_redaction
 
         install_redaction()
+
+
+class ConsoleAdminConfig(admin_apps.AdminConfig):
+    """Django's admin with the console's site as ``admin.site`` (roles let users in)."""
+
+    default = False
+    default_site = "identity_portal.console_site.ConsoleSite"

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in, user_logged_out, user_login_failed
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.dispatch import receiver
 
 from audit.choices import ActorKind, EventType, Outcome
 from audit.context import Actor, RequestContext, Target, request_context
 from audit.services import audit_record
+from identity_portal.middleware import loggable_path
 
 
 def _context(request) -> RequestContext:
@@ -39,11 +41,14 @@ def record_logout(sender, request, user, **kwargs) -> None:
     if user is None:  # the session had already expired
         return
     actor = Actor.user(user)
+    # Signed out by the idle timeout (identity_portal.console_session) rather than by hand.
+    reason = getattr(request, "console_logout_reason", "")
     with transaction.atomic():
         audit_record(
             event_type=EventType.CONSOLE_LOGOUT,
             actor=actor,
             target=Target(kind="user", id=actor.id, display=actor.display),
+            details={"reason": reason} if reason else {},
             context=_context(request),
         )
 
@@ -70,3 +75,44 @@ def record_login_failed(sender, credentials, request=None, **kwargs) -> None:
             details={} if exists else {"typed_length": len(typed)},
             context=_context(request),
         )
+
+
+# A refused path is recorded up to this many characters (it is the caller's input).
+MAX_RECORDED_PATH = 300
+
+
+class ConsoleRefusalMiddleware:
+    """Record every console page or action refused to a signed-in user.
+
+    Django's admin answers a forced URL (an auditor posting a change form, a
+    security admin opening a superuser's page) by raising ``PermissionDenied``;
+    that is the moment recorded, as ``console.access_denied`` (failure,
+    ``forbidden``), before Django renders the 403 page. The view's own
+    transaction has already rolled back, so the event commits on its own.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+    def process_exception(self, request, exception):
+        if not isinstance(exception, PermissionDenied):
+            return None
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return None
+        path = loggable_path(request.path)[:MAX_RECORDED_PATH]
+        actor = Actor.user(user)
+        with transaction.atomic():
+            audit_record(
+                event_type=EventType.CONSOLE_ACCESS_DENIED,
+                actor=actor,
+                target=Target(kind="console_page", id="", display=path),
+                outcome=Outcome.FAILURE,
+                reason="forbidden",
+                details={"method": request.method[:16], "path": path},
+                context=_context(request),
+            )
+        return None

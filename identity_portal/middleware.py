@@ -77,3 +77,29 @@ class RequestIdMiddleware:
         finally:
             request_id_var.reset(token)
         return response
+
+
+class SecurityHeadersMiddleware:
+    """``Content-Security-Policy`` and ``Permissions-Policy`` on every response.
+
+    Both are fixed strings from settings (``CONTENT_SECURITY_POLICY``,
+    ``PERMISSIONS_POLICY``): the console has no inline script or style
+    anywhere, so no nonce or hash is needed and nothing varies per request.
+    A view that sets its own header keeps it. The token lane applies this too,
+    so both lanes answer with the same headers.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.content_security_policy = settings.CONTENT_SECURITY_POLICY
+        self.permissions_policy = settings.PERMISSIONS_POLICY
+
+    def __call__(self, request):
+        return self.process_response(request, self.get_response(request))
+
+    def process_response(self, request, response):
+        if self.content_security_policy:
+            response.headers.setdefault("Content-Security-Policy", self.content_security_policy)
+        if self.permissions_policy:
+            response.headers.setdefault("Permissions-Policy", self.permissions_policy)
+        return response

@@ -12,12 +12,17 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.api.permissions import AUDIT_READ_SCOPE
 from audit.choices import EventType
 from audit.context import Actor, RequestContext, Target
 from audit.services import audit_record
+from clients.models import Scope
+from clients.services import scope_create
+from tokens.constants import INTROSPECT_SCOPE, OPENID_SCOPE
 from tokens.models import SigningKey
 from tokens.services import signing_key_first_ensure
 
@@ -93,6 +98,33 @@ def console_roles_record(
                     details={"role": role},
                     context=context,
                 )
+
+
+# The portal's own scopes: ID tokens about the machine, introspection, the audit API.
+PORTAL_SCOPES = {
+    OPENID_SCOPE: "An ID token describing the machine itself, next to its access token.",
+    INTROSPECT_SCOPE: "Call /oauth/introspect (RFC 7662): for resource servers checking tokens.",
+    AUDIT_READ_SCOPE: "Read and export the audit trail through /api/v1/audit (SIEM pull).",
+}
+
+
+def portal_scopes_ensure() -> list[str]:
+    """Register the portal's own scopes that are missing; returns the names created.
+
+    So that a fresh installation can allow them to machines at once. Each
+    creation is a ``scope.created`` event with actor ``cli:first_run``. Two
+    first runs at once: the loser's insert fails and it creates nothing.
+    """
+    created = []
+    for name, description in PORTAL_SCOPES.items():
+        if Scope.objects.filter(name=name).exists():
+            continue
+        try:
+            scope_create(actor=Actor.cli("first_run"), name=name, description=description)
+        except (IntegrityError, ValidationError):
+            continue
+        created.append(name)
+    return created
 
 
 def first_signing_key_ensure() -> SigningKey | None:

@@ -9,6 +9,8 @@ Every variable is documented in README.md. Defaults give the embedded tier
 from __future__ import annotations
 
 import os
+import re
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -55,8 +57,10 @@ except SecretFormatError as exc:
 SECRET_KEY = SERVER_SECRETS.secret_key
 DEBUG = env_bool("DEBUG", False)
 
-ISSUER = ENV.get("ISSUER", "http://127.0.0.1:8000").rstrip("/")
 PORT = env_int("PORT", 8000)
+# The default issuer follows PORT, so `PORT=8080 make run` alone gives discovery,
+# tokens and the audit API audience that agree with where the portal listens.
+ISSUER = ENV.get("ISSUER", f"http://127.0.0.1:{PORT}").rstrip("/")
 _issuer_host = urlsplit(ISSUER).hostname or "127.0.0.1"
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", f"{_issuer_host},127.0.0.1,localhost")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", ISSUER)
@@ -65,7 +69,7 @@ INSTALLED_APPS = [
     # First, so that its audited createsuperuser and changepassword commands
     # take the place of django.contrib.auth's (the first app that names a command wins).
     "identity_portal",
-    "django.contrib.admin",
+    "identity_portal.apps.ConsoleAdminConfig",  # django.contrib.admin with the console's site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -76,6 +80,8 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "oauth2_provider",
     "jobs",
     "audit",
@@ -87,10 +93,14 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "identity_portal.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "identity_portal.middleware.SecurityHeadersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "identity_portal.console_session.ConsoleSessionMiddleware",
+    "identity_portal.console_audit.ConsoleRefusalMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -250,6 +260,20 @@ AUDIT_API_AUTHENTICATION_CLASSES = [
     "tokens.api.authentication.BearerTokenAuthentication",
     "rest_framework.authentication.SessionAuthentication",
 ]
+# --- Management API ------------------------------------------------------------
+# The `aud` a machine's token must carry (with a management scope) to call /api/v1/.
+MANAGEMENT_API_AUDIENCE = ENV.get("MANAGEMENT_API_AUDIENCE", f"{ISSUER}/api/v1")
+MANAGEMENT_API_AUTHENTICATION_CLASSES = [
+    "tokens.api.authentication.BearerTokenAuthentication",
+    "rest_framework.authentication.SessionAuthentication",
+]
+# Requests per caller (a machine or a console user): "N/second|minute|hour|day".
+MANAGEMENT_API_RATE = ENV.get("MANAGEMENT_API_RATE", "600/minute")
+if not re.fullmatch(r"[1-9][0-9]{0,6}/(second|minute|hour|day)", MANAGEMENT_API_RATE):
+    raise ImproperlyConfigured("MANAGEMENT_API_RATE must look like 600/minute")
+# How long a POST's Idempotency-Key answers a retry with the first result.
+MANAGEMENT_API_IDEMPOTENCY_TTL = timedelta(hours=env_int("MANAGEMENT_API_IDEMPOTENCY_HOURS", 24))
+
 CELERY_BEAT_SCHEDULE.update(
     {
         "audit-seal": {"task": "audit.seal_pending", "schedule": float(AUDIT_SEAL_INTERVAL)},
@@ -277,6 +301,13 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "admin:login"
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 8 * 3600)
+# Every console user signs in with a second factor (TOTP, or a one-time recovery code);
+# off only for a throwaway local setup (identity_portal.console_session).
+CONSOLE_REQUIRE_MFA = env_bool("CONSOLE_REQUIRE_MFA", True)
+# A console session idle this many seconds is signed out (0: only SESSION_COOKIE_AGE applies).
+CONSOLE_IDLE_TIMEOUT = env_int("CONSOLE_IDLE_TIMEOUT", 30 * 60)
+# The name authenticator apps show next to the account.
+OTP_TOTP_ISSUER = ENV.get("OTP_TOTP_ISSUER", "Machine Identity Portal")
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 
@@ -302,6 +333,24 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", PRODUCTION)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Every response: scripts, styles, images and fonts from our own origin only, no inline
+# script or style (there is none), no plugins, no framing, forms post only to us.
+CONTENT_SECURITY_POLICY = ENV.get(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "font-src 'self'; connect-src 'self'; manifest-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
+)
+# Browser features the console never uses are off; the clipboard (copy buttons) and
+# passkeys stay available to our own pages.
+PERMISSIONS_POLICY = ENV.get(
+    "PERMISSIONS_POLICY",
+    "accelerometer=(), autoplay=(), camera=(), display-capture=(), encrypted-media=(), "
+    "fullscreen=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), midi=(), "
+    "payment=(), picture-in-picture=(), screen-wake-lock=(), usb=(), "
+    "xr-spatial-tracking=(), clipboard-read=(), clipboard-write=(self), "
+    "publickey-credentials-get=(self), publickey-credentials-create=(self)",
+)
 # Addresses of reverse proxies whose X-Forwarded-For is believed.
 TRUSTED_PROXIES = env_list("TRUSTED_PROXIES")
 
@@ -418,11 +467,40 @@ CELERY_BEAT_SCHEDULE["notifications-dispatch"] = {
     "schedule": float(NOTIFICATION_DISPATCH_INTERVAL),
 }
 
+# --- Workload identity federation (clients.federation) ------------------------
+# Federation trusts name issuers whose keys are fetched over https:// through their
+# discovery document. Their addresses must be public unless this is on (an issuer on
+# the private network; with it, a loopback issuer may also be plain http://).
+FEDERATION_ALLOW_PRIVATE_ISSUERS = env_bool("FEDERATION_ALLOW_PRIVATE_ISSUERS", False)
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Machine Identity Portal management API",
+    "DESCRIPTION": (
+        "Register and manage machines, their credentials, scopes, audiences and signing "
+        "keys, and read the audit trail. Machines call it with a bearer access token "
+        "carrying a management scope issued for MANAGEMENT_API_AUDIENCE; console users "
+        "with their session and CSRF token."
+    ),
+    "VERSION": "1",
+    "OAS_VERSION": "3.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The schema describes the API, it grants nothing: anyone may read it.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"EventTypeEnum": "audit.choices.EventType"},
 }
 
 # --- Logging ---------------------------------------------------------------

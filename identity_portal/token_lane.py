@@ -12,7 +12,8 @@ stack would apply to these endpoints, and calls the same view:
   referrer and opener policies;
 - ``CommonMiddleware``: host validation (``ALLOWED_HOSTS``), refused user
   agents, ``Content-Length``;
-- ``XFrameOptionsMiddleware``: ``X-Frame-Options``.
+- ``XFrameOptionsMiddleware``: ``X-Frame-Options``;
+- ``SecurityHeadersMiddleware``: ``Content-Security-Policy``, ``Permissions-Policy``.
 
 What the rest of the stack does not apply here: sessions, CSRF (both views are
 exempt), authentication and messages are never read by a machine's request.
@@ -35,7 +36,7 @@ from django.middleware.common import CommonMiddleware
 from django.middleware.security import SecurityMiddleware
 
 from core.errors import OAuthError, ServerError
-from identity_portal.middleware import RequestIdMiddleware
+from identity_portal.middleware import RequestIdMiddleware, SecurityHeadersMiddleware
 from tokens.views.introspect import introspect
 from tokens.views.protocol import error_response
 from tokens.views.token import token
@@ -57,6 +58,7 @@ class TokenLane:
         self.security = SecurityMiddleware(_unused)
         self.common = CommonMiddleware(_unused)
         self.xframe = XFrameOptionsMiddleware(_unused)
+        self.headers = SecurityHeadersMiddleware(_unused)
         self.respond = RequestIdMiddleware(self._respond)
 
     def _respond(self, request):
@@ -76,6 +78,7 @@ class TokenLane:
             response = error_response(ServerError("Internal error."))
         response = self.common.process_response(request, response)
         response = self.xframe.process_response(request, response)
+        response = self.headers.process_response(request, response)
         return self.security.process_response(request, response)
 
     def __call__(self, environ, start_response):

@@ -6,9 +6,10 @@ from django.db import models
 class KeyAlgorithm(models.TextChoices):
     """JWS algorithms we sign with (RFC 7518 names; EdDSA is Ed25519, RFC 8037)."""
 
-    ES256 = "ES256"
-    EDDSA = "EdDSA"
-    RS256 = "RS256"
+    # Labels spelled as the RFCs do (the default label would read "Es256").
+    ES256 = "ES256", "ES256"
+    EDDSA = "EdDSA", "EdDSA"
+    RS256 = "RS256", "RS256"
 
 
 class KeyState(models.TextChoices):

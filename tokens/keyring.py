@@ -5,7 +5,7 @@ each process keeps the key objects in memory. Every change to a key bumps a
 version in the shared cache (after commit); a request reads that one cache
 value and reloads from the database only when it differs. When the cache is
 unreachable, the ring is reloaded from the database at most every few
-seconds, so tokens are still issued (DESIGN.md decision 8).
+seconds, so tokens are still issued (docs/design.md, decision 8).
 
 Trust decisions that must hold on every process at once (a revoked key) are
 also checked against the database by introspection; the ring is for speed.

@@ -10,7 +10,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.db.models import Count
 from django.urls import reverse
+from django.utils import timezone
 
 from clients.auth_methods import auth_methods_supported, auth_signing_algorithms
 from clients.models import Scope
@@ -274,3 +276,25 @@ def signing_keys_list() -> list[dict[str, Any]]:
 def signing_key_active_exists() -> bool:
     """Readiness: without an active key the token endpoint cannot answer."""
     return SigningKey.objects.filter(state=KeyState.ACTIVE).exists()
+
+
+def signing_keys_summary() -> dict[str, Any]:
+    """Keys per state, the active keys (the dashboard shows their age) and distrusted rows."""
+    counts = dict(SigningKey.objects.order_by().values_list("state").annotate(total=Count("id")))
+    active = list(
+        SigningKey.objects.filter(state=KeyState.ACTIVE)
+        .order_by("algorithm")
+        .only("kid", "algorithm", "activated_at", "created_at")
+    )
+    return {
+        "states": [(state.label, counts.get(state.value, 0)) for state in KeyState],
+        "active": active,
+        "problems": len(keyring_current().problems),
+    }
+
+
+def machine_tokens_live_count(*, machine) -> int:
+    """The machine's unexpired, unrevoked tokens (what "revoke its tokens" would revoke)."""
+    return IssuedToken.objects.filter(
+        machine_id=machine.pk, revoked_at__isnull=True, expires_at__gt=timezone.now()
+    ).count()

@@ -1,7 +1,7 @@
 """Writes: issuing, revoking and introspecting tokens; the signing-key lifecycle.
 
 Every write runs in one transaction with its audit event. Issuing a token is
-the hot path (DESIGN.md "Data flow of the hot path"): the token record and
+the hot path (docs/design.md, "The hot path"): the token record and
 its ``token.issued`` event are one SQL statement on PostgreSQL.
 """
 
@@ -426,6 +426,29 @@ def token_revoke(*, machine, token: str, context: RequestContext) -> bool:
     if record is not None and not owned:
         raise UnauthorizedClient("The token was not issued to this client.")
     return revoked
+
+
+@transaction.atomic
+def machine_tokens_revoke(*, actor: Actor, machine, context: RequestContext | None = None) -> int:
+    """Revoke every unexpired token of a machine (a console button); returns how many.
+
+    Introspection then answers ``active: false`` for each; resource servers that
+    only check the JWT signature keep accepting them until they expire, which
+    is why the machine is usually disabled too. One ``token.revoked`` event
+    with the count, whatever it is (zero included: the request was made).
+    """
+    now = timezone.now()
+    count = IssuedToken.objects.filter(
+        machine_id=machine.pk, revoked_at__isnull=True, expires_at__gt=now
+    ).update(revoked_at=now)
+    audit_record(
+        event_type=EventType.TOKEN_REVOKED,
+        actor=actor,
+        target=Target(kind="machine", id=machine.client_id, display=machine.name[:255]),
+        details={"all_of_machine": True, "revoked": count},
+        context=context,
+    )
+    return count
 
 
 def token_introspect(*, machine, token: str, context: RequestContext) -> dict[str, Any]:

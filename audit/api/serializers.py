@@ -19,6 +19,7 @@ class AuditFilterSerializer(serializers.Serializer):
     actor = serializers.CharField(required=False, max_length=160)
     machine = serializers.CharField(required=False, max_length=128)
     outcome = serializers.ChoiceField(choices=Outcome.choices, required=False)
+    source_ip = serializers.IPAddressField(required=False)
 
     def validate(self, attrs):
         since, until = attrs.get("since"), attrs.get("until")
@@ -35,11 +36,35 @@ class AuditFilterSerializer(serializers.Serializer):
             actor=data.get("actor", ""),
             machine=data.get("machine", ""),
             outcome=data.get("outcome", ""),
+            source_ip=data.get("source_ip", ""),
         )
 
 
-class AuditEventSerializer(serializers.ModelSerializer):
-    """One sealed event: its hashed record plus the seal, as exports write it."""
+class AuditEventSerializer(serializers.Serializer):
+    """One sealed event: its hashed record plus the seal, as exports write it.
+
+    The fields are declared for the API schema; the values come from
+    ``chain.event_record`` so they are exactly what the chain hashed.
+    """
+
+    position = serializers.IntegerField()
+    occurred_at = serializers.CharField()
+    sealed_at = serializers.CharField(allow_null=True)
+    event_type = serializers.ChoiceField(choices=EventType.choices)
+    actor_kind = serializers.CharField()
+    actor_id = serializers.CharField()
+    actor_display = serializers.CharField()
+    target_kind = serializers.CharField()
+    target_id = serializers.CharField()
+    target_display = serializers.CharField()
+    outcome = serializers.ChoiceField(choices=Outcome.choices)
+    reason = serializers.CharField()
+    source_ip = serializers.CharField(allow_null=True)
+    user_agent = serializers.CharField()
+    request_id = serializers.CharField()
+    details = serializers.JSONField()
+    prev_hash = serializers.CharField()
+    hash = serializers.CharField()
 
     def to_representation(self, instance: AuditEvent) -> dict:
         values = {name: getattr(instance, name) for name in chain.RECORD_FIELDS}
@@ -48,8 +73,3 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "prev_hash": instance.prev_hash,
             "hash": instance.hash,
         }
-
-    class Meta:
-        model = AuditEvent
-        fields = (*chain.RECORD_FIELDS, "prev_hash", "hash")
-        read_only_fields = fields

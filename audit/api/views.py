@@ -11,14 +11,12 @@ from a session must carry the CSRF token. Neither response may be cached.
 
 from __future__ import annotations
 
-import tempfile
-import zipfile
-from pathlib import Path
-
 from django.conf import settings
 from django.http import FileResponse, QueryDict
-from django.utils import timezone
 from django.utils.module_loading import import_string
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.generics import ListAPIView
 from rest_framework.pagination import CursorPagination
@@ -29,7 +27,7 @@ from audit.api.serializers import AuditEventSerializer, AuditFilterSerializer
 from audit.choices import ActorKind
 from audit.context import Actor, request_context
 from audit.selectors import AuditFilters, audit_events_filter
-from audit.services import EXPORT_FORMATS, audit_export, manifest_path_for
+from audit.services import EXPORT_FORMATS, audit_export_bundle
 
 
 def _filters_from_query(query_params, *, ignore: tuple[str, ...]) -> AuditFilters:
@@ -91,11 +89,27 @@ class AuditEventListView(AuditApiMixin, ListAPIView):
         return audit_events_filter(filters=filters)
 
 
+class AuditExportRequestSerializer(AuditFilterSerializer):
+    format = serializers.ChoiceField(choices=EXPORT_FORMATS)
+
+
 class AuditExportView(AuditApiMixin, APIView):
     def perform_content_negotiation(self, request, force=False):
         # format= names the export's file format here, not a DRF renderer.
         return super().perform_content_negotiation(request, force=True)
 
+    @extend_schema(
+        operation_id="audit_export",
+        request={
+            "application/x-www-form-urlencoded": AuditExportRequestSerializer,
+            "application/json": AuditExportRequestSerializer,
+        },
+        responses={
+            (200, "application/zip"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="The export and its signed manifest."
+            )
+        },
+    )
     def post(self, request):
         if request.query_params:
             # Refused rather than ignored: a filter left in the URL must not
@@ -106,28 +120,11 @@ class AuditExportView(AuditApiMixin, APIView):
         if fmt not in EXPORT_FORMATS:
             raise ValidationError({"format": f"one of {', '.join(EXPORT_FORMATS)}"})
         filters = _filters_from_query(params, ignore=("format",))
-        stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
-        with tempfile.TemporaryDirectory(prefix="audit-export-") as folder:
-            out = Path(folder) / f"audit-{stamp}.{fmt}"
-            audit_export(
-                fmt=fmt,
-                filters=filters,
-                out_path=out,
-                actor=_actor(request),
-                context=request_context(request),
-            )
-            bundle = Path(folder) / "bundle.zip"
-            with zipfile.ZipFile(bundle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                archive.write(out, out.name)
-                archive.write(manifest_path_for(out), manifest_path_for(out).name)
-            # The open handle outlives the folder's removal (POSIX): the zip
-            # streams from disk and disappears when the response closes it.
-            handle = bundle.open("rb")
+        handle, filename = audit_export_bundle(
+            fmt=fmt, filters=filters, actor=_actor(request), context=request_context(request)
+        )
         return FileResponse(
-            handle,
-            as_attachment=True,
-            filename=f"audit-{stamp}.zip",
-            content_type="application/zip",
+            handle, as_attachment=True, filename=filename, content_type="application/zip"
         )
 
 

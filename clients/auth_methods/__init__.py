@@ -41,6 +41,7 @@ AUTH_METHOD_CLASSES = (
     "clients.auth_methods.client_secret.ClientSecretBasic",
     "clients.auth_methods.client_secret.ClientSecretPost",
     "clients.auth_methods.private_key_jwt.PrivateKeyJWT",
+    "clients.auth_methods.federated_jwt.FederatedJwt",
 )
 
 # Parameters of client authentication (RFC 6749 2.3.1, RFC 7521 4.2): protocol

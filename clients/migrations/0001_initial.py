@@ -14,7 +14,7 @@ class Migration(migrations.Migration):
     initial = True
 
     # The swapped application model must exist before the toolkit's tables
-    # that point at it (DESIGN.md decision 1).
+    # that point at it (docs/design.md, decision 1).
     run_before = [("oauth2_provider", "0001_initial")]
 
     dependencies = [

@@ -6,6 +6,7 @@ import pytest
 
 from audit.models import AuditEvent
 from audit.services import audit_checkpoint_create, audit_seal_pending
+from tests.fixtures.core import console_login
 
 EVENTS = "/console/audit/auditevent/"
 
@@ -18,7 +19,7 @@ def events(make_events):
 
 
 def test_auditor_sees_events_with_unsealed_ones_marked(events, client, auditor):
-    client.force_login(auditor)
+    console_login(client, auditor)
 
     response = client.get(EVENTS)
 
@@ -30,13 +31,13 @@ def test_auditor_sees_events_with_unsealed_ones_marked(events, client, auditor):
 
 def test_auditor_sees_checkpoints(events, client, auditor):
     audit_checkpoint_create()
-    client.force_login(auditor)
+    console_login(client, auditor)
 
     assert client.get("/console/audit/auditcheckpoint/").status_code == 200
 
 
 def test_list_filters_by_type_outcome_and_actor_kind(events, client, auditor):
-    client.force_login(auditor)
+    console_login(client, auditor)
 
     response = client.get(EVENTS, {"outcome": "failure"})
 
@@ -46,7 +47,7 @@ def test_list_filters_by_type_outcome_and_actor_kind(events, client, auditor):
 
 @pytest.mark.parametrize("who", ["auditor", "admin_user"])
 def test_nobody_can_add_change_or_delete(events, client, request, who):
-    client.force_login(request.getfixturevalue(who))
+    console_login(client, request.getfixturevalue(who))
     event = events[0]
     before = list(AuditEvent.objects.order_by("id").values())
 
@@ -54,10 +55,38 @@ def test_nobody_can_add_change_or_delete(events, client, request, who):
     assert client.post(f"{EVENTS}{event.pk}/change/", {"reason": "x"}).status_code == 403
     assert client.post(f"{EVENTS}{event.pk}/delete/", {"post": "yes"}).status_code == 403
 
-    assert list(AuditEvent.objects.order_by("id").values()) == before
+    # Nothing changed; each refusal was recorded, and nothing else.
+    after = list(AuditEvent.objects.order_by("id").values())
+    assert after[: len(before)] == before
+    assert [
+        (e["event_type"], e["outcome"], e["reason"], e["details"]) for e in after[len(before) :]
+    ] == [
+        (
+            "console.access_denied",
+            "failure",
+            "forbidden",
+            {"method": "GET", "path": f"{EVENTS}add/"},
+        ),
+        (
+            "console.access_denied",
+            "failure",
+            "forbidden",
+            {"method": "POST", "path": f"{EVENTS}{event.pk}/change/"},
+        ),
+        (
+            "console.access_denied",
+            "failure",
+            "forbidden",
+            {"method": "POST", "path": f"{EVENTS}{event.pk}/delete/"},
+        ),
+    ]
 
 
 def test_staff_without_an_audit_role_sees_nothing(events, client, bystander):
-    client.force_login(bystander)
+    console_login(client, bystander)
 
-    assert client.get(EVENTS).status_code == 403
+    response = client.get(EVENTS)
+
+    # No role, no console: the staff flag lets nobody in.
+    assert response.status_code == 302
+    assert response["Location"] == f"/console/login/?next={EVENTS}"

@@ -10,6 +10,7 @@ from audit.choices import Outcome
 from audit.models import AuditCheckpoint, AuditEvent, AuditSeal
 from audit.services import audit_seal_pending
 from tests.audit.conftest import record_token_event
+from tests.fixtures.core import console_login
 
 URL = "/api/v1/audit/events"
 EXPORT = "/api/v1/audit/export"
@@ -31,7 +32,7 @@ def sealed(make_events):
 
 
 def test_auditor_pages_through_sealed_events_by_position(sealed, client, auditor):
-    client.force_login(auditor)
+    console_login(client, auditor)
 
     first = client.get(URL, {"page_size": 2}).json()
     second = client.get(first["next"]).json()
@@ -47,7 +48,7 @@ def test_auditor_pages_through_sealed_events_by_position(sealed, client, auditor
 
 
 def test_filters_match_the_export_filters(sealed, client, auditor):
-    client.force_login(auditor)
+    console_login(client, auditor)
 
     by_machine = client.get(URL, {"machine": "m-2"}).json()["results"]
     by_type = client.get(URL, {"type": ["token.issued"]}).json()["results"]
@@ -63,7 +64,7 @@ def test_filters_match_the_export_filters(sealed, client, auditor):
     [{"since": "yesterday"}, {"type": "token.nope"}, {"outcome": "maybe"}, {"colour": "red"}],
 )
 def test_bad_filters_are_a_400(sealed, client, auditor, params):
-    client.force_login(auditor)
+    console_login(client, auditor)
 
     response = client.get(URL, params)
 
@@ -71,7 +72,7 @@ def test_bad_filters_are_a_400(sealed, client, auditor, params):
 
 
 def test_admin_reads(sealed, client, admin_user):
-    client.force_login(admin_user)
+    console_login(client, admin_user)
 
     assert len(client.get(URL).json()["results"]) == 5
 
@@ -79,12 +80,12 @@ def test_admin_reads(sealed, client, admin_user):
 def test_other_users_and_anonymous_are_refused(sealed, client, bystander):
     # Anonymous: 401 with the bearer challenge (the bearer class comes first).
     assert client.get(URL).status_code == 401
-    client.force_login(bystander)
+    console_login(client, bystander)
     assert client.get(URL).status_code == 403
 
 
 def test_auditor_cannot_change_anything(sealed, client, auditor):
-    client.force_login(auditor)
+    console_login(client, auditor)
     before = list(AuditEvent.objects.order_by("id").values())
 
     for method in (client.post, client.put, client.patch, client.delete):
@@ -133,7 +134,7 @@ def test_auditor_downloads_a_signed_export_that_verifies_offline(sealed, client,
 
     from audit import chain
 
-    client.force_login(auditor)
+    console_login(client, auditor)
 
     response = client.post(EXPORT, {"format": "csv", "machine": "m-2"})
 
@@ -151,7 +152,7 @@ def test_auditor_downloads_a_signed_export_that_verifies_offline(sealed, client,
 
 @pytest.mark.parametrize("params", [{}, {"format": "xml"}, {"format": "csv", "since": "x"}])
 def test_export_with_bad_parameters_is_a_400_and_writes_nothing(sealed, client, auditor, params):
-    client.force_login(auditor)
+    console_login(client, auditor)
     before = AuditEvent.objects.count()
 
     response = client.post(EXPORT, params)
@@ -161,7 +162,7 @@ def test_export_with_bad_parameters_is_a_400_and_writes_nothing(sealed, client, 
 
 
 def test_export_is_refused_to_other_users(sealed, client, bystander):
-    client.force_login(bystander)
+    console_login(client, bystander)
     before = AuditEvent.objects.count()
 
     assert client.post(EXPORT, {"format": "csv"}).status_code == 403
@@ -178,14 +179,14 @@ def test_machine_with_audit_read_exports(sealed, client, tmp_path):
 
 
 def test_events_and_their_refusals_are_not_cacheable(sealed, client, auditor, bystander):
-    client.force_login(auditor)
+    console_login(client, auditor)
     assert client.get(URL)["Cache-Control"] == "no-store"
-    client.force_login(bystander)
+    console_login(client, bystander)
     assert client.get(URL)["Cache-Control"] == "no-store"
 
 
 def test_export_is_not_cacheable(sealed, client, auditor):
-    client.force_login(auditor)
+    console_login(client, auditor)
 
     response = client.post(EXPORT, {"format": "jsonl"})
 
@@ -196,7 +197,7 @@ def test_export_is_not_cacheable(sealed, client, auditor):
 @pytest.mark.parametrize("method", ["get", "head", "put", "patch", "delete"])
 def test_export_answers_only_post(sealed, client, auditor, method):
     """A GET export would let a cross-site link make an auditor's browser write events."""
-    client.force_login(auditor)
+    console_login(client, auditor)
     before = (AuditEvent.objects.count(), AuditCheckpoint.objects.count())
 
     response = getattr(client, method)(EXPORT, {"format": "csv"})
@@ -210,7 +211,7 @@ def test_session_export_without_the_csrf_token_is_refused(sealed, auditor):
     from django.test import Client
 
     browser = Client(enforce_csrf_checks=True)
-    browser.force_login(auditor)
+    console_login(browser, auditor)
     before = (AuditEvent.objects.count(), AuditCheckpoint.objects.count())
 
     forged = browser.post(EXPORT, {"format": "csv"})
@@ -225,7 +226,7 @@ def test_session_export_without_the_csrf_token_is_refused(sealed, auditor):
 
 
 def test_export_takes_a_json_object_and_refuses_other_shapes(sealed, client, auditor):
-    client.force_login(auditor)
+    console_login(client, auditor)
     before = AuditEvent.objects.count()
 
     for body in (["csv"], {"format": ["csv", 1]}, {"format": "csv", "machine": {"a": 1}}, "x"):
@@ -274,7 +275,7 @@ def test_machine_token_for_the_audit_audience_reads(sealed, client, aud):
 
 
 def test_export_parameters_in_the_query_string_are_refused_not_ignored(sealed, client, auditor):
-    client.force_login(auditor)
+    console_login(client, auditor)
     before = (AuditEvent.objects.count(), AuditCheckpoint.objects.count())
 
     response = client.post(f"{EXPORT}?machine=m-2", {"format": "csv"})

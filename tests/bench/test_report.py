@@ -53,6 +53,7 @@ def test_every_target_passes_when_the_portal_meets_them():
         "portal/node": 1200 / 3800,
         "portal/stock-default": 200.0,
         "private_key_jwt/secret": None,
+        "federated/secret": None,
     }
     assert result["conditions"] == []
 

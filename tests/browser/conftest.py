@@ -218,7 +218,8 @@ def console_user_create(role: str, username: str | None = None) -> ConsoleUser:
     if role == "admin":
         user = users.create_superuser(username=username, email="", password=PASSWORD)
     else:
-        user = users.create_user(username=username, password=PASSWORD, is_staff=True)
+        # No staff flag: holding the role is what lets the user in.
+        user = users.create_user(username=username, password=PASSWORD)
         group = SECURITY_ADMINS if role == "security_admin" else AUDITORS
         # get_or_create: a transactional test's flush removes the migration's groups.
         user.groups.add(Group.objects.get_or_create(name=group)[0])

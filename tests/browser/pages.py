@@ -20,3 +20,181 @@ LOGOUT_BUTTON = "#logout-form [type=submit]"
 # --- the console's frame ---------------------------------------------------
 CONSOLE_HOME = "/console/"
 USER_TOOLS = "#user-tools"
+
+# --- second factor -------------------------------------------------------------
+MFA_URL = "/console/mfa/"
+MFA_MANUAL_KEY = "#totp-key"
+MFA_QR = "figure.console-qr svg"
+RECOVERY_CODES = "#recovery-codes code"
+MFA_CONTINUE = "#mfa-continue"
+
+# --- the console's main pages (visited and photographed by test_pages.py) ----------
+# name -> URL; "{machine}", "{user}", "{event}" are filled in with real ids.
+MAIN_PAGES = {
+    "home": "/console/",
+    "machines": "/console/clients/machine/",
+    "machine-add": "/console/clients/machine/add/",
+    "machine": "/console/clients/machine/{machine}/change/",
+    "machine-rotate": "/console/clients/machine/{machine}/rotate-secret/",
+    "scopes": "/console/clients/scope/",
+    "audiences": "/console/clients/audience/",
+    "signing-keys": "/console/tokens/signingkey/",
+    "audit-events": "/console/audit/auditevent/",
+    "audit-event": "/console/audit/auditevent/{event}/change/",
+    "audit-checkpoints": "/console/audit/auditcheckpoint/",
+    "users": "/console/auth/user/",
+    "user": "/console/auth/user/{user}/change/",
+    "password-change": "/console/password_change/",
+}
+# Pages an auditor may open (read-only); the others answer 403 to an auditor.
+AUDITOR_PAGES = (
+    "home",
+    "machines",
+    "machine",
+    "scopes",
+    "audiences",
+    "signing-keys",
+    "audit-events",
+    "audit-event",
+    "audit-checkpoints",
+    "users",
+    "user",
+    "password-change",
+)
+ERROR_HEADING = "h1"
+
+
+# --- what a person does on the machine pages ---------------------------------------
+# Written against today's Django admin pages; a redesigned page changes these
+# functions, not the tests that call them.
+MACHINES_URL = "/console/clients/machine/"
+MACHINE_ADD_URL = "/console/clients/machine/add/"
+SECRET_CLIENT_ID = "#client-id"
+SECRET_VALUE = "#client-secret"
+SECRET_BACK = "text=I have stored it"
+ROTATE_LINK = "text=Rotate secret"
+ROTATE_GRACE = "input[name=grace]"
+ROTATE_SUBMIT = "input[type=submit][value=Rotate]"
+SAVE_BUTTON = "input[name=_save]"
+ACTION_SELECT = "select[name=action]"
+ACTION_GO = "button[name=index]"
+ROW_CHECKBOX = "tr:has(a:text-is('{name}')) input.action-select"
+REVOKE_SECRET_BUTTON = "text=Revoke now"
+ADD_LINK = "a.addlink"
+RESET_PASSWORD = "text=Reset password"
+CHANGE_FORM = "form[method=post]"
+MESSAGES = "ul.messagelist"
+
+
+def _choose(page, field: str, value: str) -> None:
+    """Move ``value`` to the chosen side of a two-column picker (or select it)."""
+    source = page.locator(f"#id_{field}_from")
+    if source.count():
+        source.select_option(label=value)
+        page.click(f"#id_{field}_add")
+    else:
+        page.locator(f"#id_{field}").select_option(label=value)
+
+
+def machine_register(page, *, name: str, owner: str, scope: str, audience: str) -> None:
+    """Fill and save the registration form; the page then shows the secret once."""
+    page.goto(MACHINE_ADD_URL)
+    page.fill("input[name=name]", name)
+    page.fill("input[name=owner_team]", owner)
+    _choose(page, "allowed_scopes", scope)
+    _choose(page, "default_scopes", scope)
+    _choose(page, "allowed_audiences", audience)
+    page.locator("select[name=default_audience]").select_option(label=audience)
+    page.click(SAVE_BUTTON)
+    page.wait_for_selector(SECRET_VALUE)
+
+
+def secret_shown(page) -> tuple[str, str]:
+    """The client_id and the secret on the show-once page, as a person copies them."""
+    return page.inner_text(SECRET_CLIENT_ID).strip(), page.inner_text(SECRET_VALUE).strip()
+
+
+def machine_open(page, name: str) -> None:
+    page.goto(MACHINES_URL)
+    page.click(f"a:text-is('{name}')")
+    page.wait_for_load_state()
+
+
+def machine_rotate(page, name: str, *, grace: int) -> None:
+    machine_open(page, name)
+    page.click(ROTATE_LINK)
+    page.fill(ROTATE_GRACE, str(grace))
+    page.click(ROTATE_SUBMIT)
+    page.wait_for_selector(SECRET_VALUE)
+
+
+def _list_action(page, name: str, action: str) -> None:
+    page.goto(MACHINES_URL)
+    page.check(ROW_CHECKBOX.format(name=name))
+    page.select_option(ACTION_SELECT, action)
+    page.click(ACTION_GO)
+    page.wait_for_selector(MESSAGES)
+
+
+def machine_disable(page, name: str) -> None:
+    _list_action(page, name, "disable_selected")
+
+
+def machine_enable(page, name: str) -> None:
+    _list_action(page, name, "enable_selected")
+
+
+# --- the audit log -----------------------------------------------------------------
+AUDIT_LOG_URL = "/console/audit/auditevent/"
+AUDIT_ROWS = "#result_list tbody tr"
+
+
+def audit_log_open(page, *, search: str = "", outcome: str = "", event_type: str = "") -> None:
+    """The audit log filtered as a person would with the page's search and filters."""
+    params = []
+    if search:
+        params.append(f"q={search}")
+    if outcome:
+        params.append(f"outcome__exact={outcome}")
+    if event_type:
+        params.append(f"event_type__exact={event_type}")
+    page.goto(AUDIT_LOG_URL + ("?" + "&".join(params) if params else ""))
+
+
+def audit_log_rows(page) -> list[str]:
+    return page.locator(AUDIT_ROWS).all_inner_texts()
+
+
+def audit_row_is(row: str, event_type: str) -> bool:
+    """Whether a row of the log shows ``event_type`` (as its code or its label)."""
+    from audit.choices import EventType
+
+    return event_type in row or EventType(event_type).label in row
+
+
+# --- machines ----------------------------------------------------------------
+MACHINE_ADD = "/console/clients/machine/add/"
+SAVE = "input[name=_save]"
+CLIENT_ID = "#client-id"
+CLIENT_SECRET = "#client-secret"
+COPY_SECRET = "#copy-secret"
+EXAMPLE_CURL = "#example-curl"
+BACK_TO_MACHINE = "text=I have stored it"
+ROTATE = "#rotate-secret"
+ROTATE_CONFIRM = "#rotate-confirm"
+DISABLE = "#disable-machine"
+ENABLE = "#enable-machine"
+STATE_ENABLED = "#machine-summary .badge.enabled"
+STATE_DISABLED = "#machine-summary .badge.disabled"
+MACHINE_AUDIT_LINK = "#machine-activity h2 a"
+
+
+def machine_change(pk: int) -> str:
+    return f"/console/clients/machine/{pk}/change/"
+
+
+# --- the audit log -------------------------------------------------------------
+AUDIT_LOG = "/console/audit/"
+FILTER = "#audit-filters [type=submit]"
+EXPORT = "#audit-export [type=submit]"
+FILTER_COUNT = "#audit-count"

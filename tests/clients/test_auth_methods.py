@@ -21,6 +21,7 @@ from clients.authentication import ClientAuthError, ClientCredentials, client_au
 from clients.models import ClientSecret, Machine
 from clients.services import machine_register, machine_update
 from core.errors import InvalidRequest
+from tests.fixtures.core import console_login
 
 FORM = "application/x-www-form-urlencoded"
 SECRET_METHODS = ["client_secret_basic", "client_secret_post"]
@@ -67,9 +68,18 @@ def test_a_machine_gets_both_secret_methods_by_default(machine_and_secret):
     assert registered.details["auth_methods"] == SECRET_METHODS
 
 
-def test_create_with_one_method_prints_it_and_the_other_method_is_refused(db, request_ctx):
+def test_create_with_one_method_prints_it_and_the_other_method_is_refused(
+    db, request_ctx, audience_api
+):
     result = _run(
-        "machine", "create", "--name", "basic-only", "--auth-method", "client_secret_basic"
+        "machine",
+        "create",
+        "--name",
+        "basic-only",
+        "--auth-method",
+        "client_secret_basic",
+        "--audience",
+        audience_api.uri,
     )
 
     assert result["auth_methods"] == ["client_secret_basic"]
@@ -90,8 +100,8 @@ def test_create_with_one_method_prints_it_and_the_other_method_is_refused(db, re
     )
 
 
-def test_create_without_auth_method_prints_both_secret_methods(db):
-    result = _run("machine", "create", "--name", "default")
+def test_create_without_auth_method_prints_both_secret_methods(db, audience_api):
+    result = _run("machine", "create", "--name", "default", "--audience", audience_api.uri)
 
     assert result["auth_methods"] == SECRET_METHODS
     assert ClientSecret.objects.filter(machine__client_id=result["client_id"]).count() == 1
@@ -129,9 +139,11 @@ def test_taking_a_method_away_refuses_it_at_once(
     }
 
 
-def test_a_machine_with_no_method_is_refused(db, cli_actor):
+def test_a_machine_with_no_method_is_refused(db, cli_actor, audience_api):
     with pytest.raises(Exception) as raised:
-        machine_register(actor=cli_actor, name="none", auth_methods=[])
+        machine_register(
+            actor=cli_actor, name="none", auth_methods=[], audiences=[audience_api.uri]
+        )
 
     assert raised.value.message_dict == {
         "auth_methods": ["At least one authentication method is required."]
@@ -170,7 +182,7 @@ def test_the_console_form_offers_every_registered_method(client, db):
     from django.contrib.auth import get_user_model
 
     admin = get_user_model().objects.create_superuser("root", "root@example.test", "pw-unused-1")
-    client.force_login(admin)
+    console_login(client, admin)
 
     page = client.get("/console/clients/machine/add/").content.decode()
 

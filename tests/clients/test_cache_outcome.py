@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 from clients.cache_outcome import cache_failure_report, cache_failures_collected
 from clients.machine_cache import MACHINE_CACHE_FAILURE_MESSAGE, machine_cache_key
 from clients.models import ClientSecret, Machine
-from tests.fixtures.core import CacheWritesFail
+from tests.fixtures.core import CacheWritesFail, console_login
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -115,7 +115,7 @@ def test_console_disable_action_warns_when_the_cache_was_not_told(
     client, admin_user, machine_and_secret, cache_down_for_writes
 ):
     machine, _ = machine_and_secret
-    client.force_login(admin_user)
+    console_login(client, admin_user)
 
     response = client.post(
         "/console/clients/machine/",
@@ -132,7 +132,7 @@ def test_console_revoke_and_delete_warn_when_the_cache_was_not_told(
 ):
     machine, _ = machine_and_secret
     secret = ClientSecret.objects.get(machine=machine)
-    client.force_login(admin_user)
+    console_login(client, admin_user)
 
     revoked = client.post(f"/console/clients/machine/{machine.pk}/secrets/{secret.pk}/revoke/")
     deleted = client.post(f"/console/clients/machine/{machine.pk}/delete/", {"post": "yes"})
@@ -144,7 +144,7 @@ def test_console_revoke_and_delete_warn_when_the_cache_was_not_told(
 
 def test_console_warns_of_nothing_when_the_cache_was_told(client, admin_user, machine_and_secret):
     machine, _ = machine_and_secret
-    client.force_login(admin_user)
+    console_login(client, admin_user)
 
     response = client.post(
         "/console/clients/machine/",

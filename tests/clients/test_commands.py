@@ -174,11 +174,19 @@ def test_revoke_secret_takes_the_display_form_and_a_shorter_prefix(machine_and_s
 
 
 @pytest.mark.postgres
-def test_a_nul_in_machine_text_exits_2_on_postgresql(db):
+def test_a_nul_in_machine_text_exits_2_on_postgresql(db, audience_api):
     before = _counts()
 
     with pytest.raises(CommandError) as raised:
-        call_command("machine", "create", "--name", "nul\x00name", stdout=StringIO())
+        call_command(
+            "machine",
+            "create",
+            "--name",
+            "nul\x00name",
+            "--audience",
+            audience_api.uri,
+            stdout=StringIO(),
+        )
 
     assert raised.value.returncode == 2
     assert str(raised.value) == "name: Control characters are not allowed."

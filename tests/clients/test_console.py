@@ -10,6 +10,7 @@ from audit.models import AuditEvent
 from clients.authentication import ClientCredentials, client_authenticate
 from clients.models import Audience, ClientSecret, Machine, Scope
 from clients.services import machine_delete, machine_disable
+from tests.fixtures.core import console_login
 
 
 def _user(name: str, group: str):
@@ -60,7 +61,7 @@ def _only_secret_in(content: str) -> str:
 
 
 def test_registering_shows_the_secret_once(client, security_admin, scope_read, audience_api):
-    client.force_login(security_admin)
+    console_login(client, security_admin)
 
     response = client.post(
         "/console/clients/machine/add/",
@@ -72,8 +73,9 @@ def test_registering_shows_the_secret_once(client, security_admin, scope_read, a
     raw = _only_secret_in(response.content.decode())
     machine = Machine.objects.get(name="console-machine")
     assert _works(machine.client_id, raw).pk == machine.pk
+    # Tags are not asked at registration (the machine's page edits them).
     assert (machine.tags, machine.created_by, machine.owner_team) == (
-        ["prod", "eu"],
+        [],
         security_admin,
         "payments",
     )
@@ -88,7 +90,7 @@ def test_registering_shows_the_secret_once(client, security_admin, scope_read, a
 
 
 def test_bad_input_shows_errors_and_changes_nothing(client, security_admin, scope_read):
-    client.force_login(security_admin)
+    console_login(client, security_admin)
 
     response = client.post(
         "/console/clients/machine/add/",
@@ -97,13 +99,14 @@ def test_bad_input_shows_errors_and_changes_nothing(client, security_admin, scop
 
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
-    assert set(errors) == {"ip_allowlist", "access_token_ttl"}
+    # No audience either: such a machine could never get a token.
+    assert set(errors) == {"ip_allowlist", "access_token_ttl", "allowed_audiences"}
     assert (Machine.objects.count(), ClientSecret.objects.count()) == (0, 0)
 
 
 def test_rotate_and_revoke_from_the_console(client, security_admin, machine_and_secret):
     machine, old = machine_and_secret
-    client.force_login(security_admin)
+    console_login(client, security_admin)
 
     form = client.get(f"/console/clients/machine/{machine.pk}/rotate-secret/")
     rotated = client.post(f"/console/clients/machine/{machine.pk}/rotate-secret/", {"grace": "0"})
@@ -126,7 +129,7 @@ def test_rotate_and_revoke_from_the_console(client, security_admin, machine_and_
 
 def test_auditors_look_but_do_not_touch(client, auditor, machine_and_secret):
     machine, _ = machine_and_secret
-    client.force_login(auditor)
+    console_login(client, auditor)
     before = (AuditEvent.objects.count(), ClientSecret.objects.count())
 
     page = client.get(f"/console/clients/machine/{machine.pk}/change/")
@@ -144,7 +147,14 @@ def test_auditors_look_but_do_not_touch(client, auditor, machine_and_secret):
         403,
         403,
     )
-    assert (AuditEvent.objects.count(), ClientSecret.objects.count()) == before
+    assert ClientSecret.objects.count() == before[1]
+    refused = AuditEvent.objects.order_by("id")[before[0] :]
+    assert [(e.event_type, e.actor_display, e.details["method"]) for e in refused] == [
+        ("console.access_denied", "aud", "GET"),
+        ("console.access_denied", "aud", "POST"),
+        ("console.access_denied", "aud", "POST"),
+        ("console.access_denied", "aud", "POST"),
+    ]
 
 
 def test_staff_without_a_role_sees_nothing(client, db, machine_and_secret):
@@ -152,16 +162,18 @@ def test_staff_without_a_role_sees_nothing(client, db, machine_and_secret):
     nobody = get_user_model().objects.create_user(
         username="staff", password="x" * 12, is_staff=True
     )
-    client.force_login(nobody)
+    console_login(client, nobody)
 
     response = client.get(f"/console/clients/machine/{machine.pk}/change/")
 
-    assert response.status_code == 403
+    # No role, no console: the staff flag lets nobody in.
+    assert response.status_code == 302
+    assert response["Location"].startswith("/console/login/")
 
 
 def test_delete_from_the_console_is_soft(client, security_admin, machine_and_secret):
     machine, _ = machine_and_secret
-    client.force_login(security_admin)
+    console_login(client, security_admin)
 
     response = client.post(f"/console/clients/machine/{machine.pk}/delete/", {"post": "yes"})
 
@@ -173,7 +185,7 @@ def test_delete_from_the_console_is_soft(client, security_admin, machine_and_sec
 
 
 def test_scope_and_audience_admins_call_the_services(client, security_admin):
-    client.force_login(security_admin)
+    console_login(client, security_admin)
 
     scope = client.post("/console/clients/scope/add/", {"name": "write", "description": "W"})
     bad = client.post("/console/clients/audience/add/", {"uri": "nope", "name": ""})
@@ -195,7 +207,7 @@ def test_editing_a_machine_goes_through_machine_update(
     client, security_admin, machine_and_secret, scope_read, audience_api
 ):
     machine, _ = machine_and_secret
-    client.force_login(security_admin)
+    console_login(client, security_admin)
     assert client.get("/console/clients/machine/add/").status_code == 200
 
     response = client.post(
@@ -231,7 +243,7 @@ def test_editing_a_machine_goes_through_machine_update(
 
 @pytest.mark.parametrize("role", ["security_admin", "auditor"])
 def test_list_pages_render_for_both_roles(client, request, role, machine_and_secret):
-    client.force_login(request.getfixturevalue(role))
+    console_login(client, request.getfixturevalue(role))
 
     pages = [
         client.get(url)
@@ -262,7 +274,7 @@ def test_auditors_cannot_run_the_machine_actions(
     if action == "enable_selected":
         machine_disable(actor=cli_actor, machine=machine)
     enabled = action == "disable_selected"
-    client.force_login(auditor)
+    console_login(client, auditor)
     before = AuditEvent.objects.count()
 
     response = _action(client, action, machine)
@@ -275,7 +287,7 @@ def test_auditors_cannot_run_the_machine_actions(
 
 def test_security_admins_run_the_machine_actions(client, security_admin, machine_and_secret):
     machine, _ = machine_and_secret
-    client.force_login(security_admin)
+    console_login(client, security_admin)
 
     disabled = _action(client, "disable_selected", machine)
     machine.refresh_from_db()
@@ -293,7 +305,7 @@ def test_security_admins_run_the_machine_actions(client, security_admin, machine
 
 
 def test_a_bad_ipv6_audience_is_a_field_error(client, security_admin):
-    client.force_login(security_admin)
+    console_login(client, security_admin)
     before = AuditEvent.objects.count()
 
     response = client.post("/console/clients/audience/add/", {"uri": "http://[::1", "name": ""})
@@ -307,7 +319,7 @@ def test_a_bad_ipv6_audience_is_a_field_error(client, security_admin):
 
 def test_a_huge_secret_age_is_a_field_error(client, security_admin, machine_and_secret):
     machine, raw = machine_and_secret
-    client.force_login(security_admin)
+    console_login(client, security_admin)
     before = AuditEvent.objects.count()
 
     response = client.post(
@@ -328,7 +340,7 @@ def test_a_deleted_machine_is_read_only_in_the_console(
 ):
     machine, _ = machine_and_secret
     machine_delete(actor=cli_actor, machine=machine)
-    client.force_login(security_admin)
+    console_login(client, security_admin)
     before = AuditEvent.objects.count()
 
     page = client.get(f"/console/clients/machine/{machine.pk}/change/")
@@ -340,4 +352,6 @@ def test_a_deleted_machine_is_read_only_in_the_console(
     assert "Revoke now" not in page.content.decode()
     machine.refresh_from_db()
     assert (machine.name, machine.enabled) == ("billing-job", False)
-    assert AuditEvent.objects.count() == before
+    assert list(
+        AuditEvent.objects.order_by("id")[before:].values_list("event_type", flat=True)
+    ) == ["console.access_denied"]

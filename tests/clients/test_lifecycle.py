@@ -17,7 +17,7 @@ from django.test import override_settings
 
 from audit.models import AuditEvent
 from clients.lifecycle import machines_stale_sweep, secrets_expire
-from clients.models import ClientSecret, Machine
+from clients.models import Audience, ClientSecret, Machine
 from clients.services import machine_enable, machine_register, machine_update, secret_rotate
 from clients.tasks import machines_stale_task, secrets_expire_task
 from jobs.models import JobRun
@@ -37,6 +37,9 @@ def _events(event_type: str) -> list[AuditEvent]:
 def _register(cli_actor, **kwargs):
     kwargs.setdefault("owner_email", "owner@example.test")
     kwargs.setdefault("owner_team", "payments")
+    if "audiences" not in kwargs:  # a machine needs one to be registered
+        audience = Audience.objects.get_or_create(uri="https://lifecycle.example")[0]
+        kwargs["audiences"] = [audience.uri]
     return machine_register(actor=cli_actor, name=kwargs.pop("name", "billing"), **kwargs)
 
 

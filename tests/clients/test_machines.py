@@ -201,10 +201,11 @@ def test_audience_accepts_https_and_urn(db, cli_actor):
     ]
 
 
-def test_register_accepts_the_longest_secret_age_and_plain_whitespace(db, cli_actor):
+def test_register_accepts_the_longest_secret_age_and_plain_whitespace(db, cli_actor, audience_api):
     machine, _ = machine_register(
         actor=cli_actor,
         name="m",
+        audiences=[audience_api.uri],
         description="line one\r\nline two\tindented",
         max_secret_age=10 * 365 * 24 * 3600,
     )

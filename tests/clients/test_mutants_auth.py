@@ -340,7 +340,10 @@ def test_last_used_is_written_again_after_the_interval_and_per_secret(
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     machine, raw = machine_and_secret
     other, other_raw = machine_register(
-        actor=Actor.cli("pytest"), name="other-job", scopes=["read"], audiences=[]
+        actor=Actor.cli("pytest"),
+        name="other-job",
+        scopes=["read"],
+        audiences=["https://api.example"],
     )
     start = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
     later = start + timedelta(seconds=LAST_USED_WRITE_INTERVAL + 1)

@@ -85,6 +85,23 @@ def test_a_secret_under_an_older_pepper_still_verifies(machine_and_secret):
     assert _works(machine, raw)
 
 
+def test_each_pepper_and_format_gets_its_own_digest_when_secrets_are_tried(machine_and_secret):
+    # The newest secret (pepper p2) is tried first; the older one under p1 must be
+    # compared with the p1 digest of the presented secret, not the p2 one just made.
+    machine, newest = machine_and_secret
+    raw = SECRET_PREFIX + "y" * 43
+    ClientSecret.objects.create(
+        machine=machine,
+        digest=secret_digest(secret=raw, client_id=machine.client_id, pepper_id="p1"),
+        pepper_id="p1",
+        display_prefix=raw[:11],
+        last_four=raw[-4:],
+        created_at=ClientSecret.objects.get(machine=machine).created_at - timedelta(days=1),
+    )
+
+    assert (_works(machine, raw), _works(machine, newest)) == (True, True)
+
+
 def test_old_secret_works_during_grace_and_fails_after(
     machine_and_secret, cli_actor, time_machine, django_capture_on_commit_callbacks
 ):
@@ -194,9 +211,11 @@ def test_revoke_is_immediate_and_idempotent(
 
 
 @pytest.mark.postgres
-def test_concurrent_rotations_leave_a_consistent_state(transactional_db, scope_read):
+def test_concurrent_rotations_leave_a_consistent_state(transactional_db, scope_read, audience_api):
     actor = Actor.cli("pytest")
-    machine, _ = machine_register(actor=actor, name="racer", scopes=["read"])
+    machine, _ = machine_register(
+        actor=actor, name="racer", scopes=["read"], audiences=[audience_api.uri]
+    )
     barrier = threading.Barrier(4)
     errors = []
 

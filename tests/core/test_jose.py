@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from audit import chain
 from core import jose
@@ -113,22 +114,64 @@ def test_a_key_that_does_not_fit_its_algorithm_is_refused():
         jose.Signer(kid="k", algorithm=jose.RS256, private_key=small)
 
 
+P256 = jose.public_jwk(ec.derive_private_key(7, ec.SECP256R1()).public_key())
+PRIVATE = "a private or symmetric JWK: register the public key only"
+
+
 @pytest.mark.parametrize(
     ("jwk", "message"),
     [
-        ({"kty": "oct", "k": "c2VjcmV0"}, "private or symmetric"),
-        ({"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA", "d": "AA"}, "private or symmetric"),
+        ({"kty": "oct", "k": "c2VjcmV0"}, PRIVATE),
+        ({"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA", "d": "AA"}, PRIVATE),
         ({"kty": "EC", "crv": "P-521", "x": "AA", "y": "AA"}, "unsupported curve"),
-        ({"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}, "wrong length"),
+        ({"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}, "EC coordinates of the wrong length"),
+        # One coordinate of the right length is not enough.
+        ({**P256, "y": "AA"}, "EC coordinates of the wrong length"),
+        ({**P256, "x": "AA"}, "EC coordinates of the wrong length"),
+        # A missing coordinate is one of no bytes, not an unreadable one.
+        ({"kty": "EC", "crv": "P-256", "y": P256["y"]}, "EC coordinates of the wrong length"),
+        ({"kty": "EC", "crv": "P-256", "x": P256["x"]}, "EC coordinates of the wrong length"),
         ({"kty": "EC", "crv": "P-256", "x": "A" * 43, "y": "A" * 43}, "not a valid public key"),
         ({"kty": "OKP", "crv": "X25519", "x": "AA"}, "unsupported curve"),
         ({"kty": "OKP", "crv": "Ed25519", "x": "AA"}, "not a valid public key"),
         ({"kty": "RSA", "n": "", "e": "AQAB"}, "missing key member"),
-        ({"kty": "RSA", "n": "a+b", "e": "AQAB"}, "not base64url"),
+        ({"kty": "RSA", "n": "a+b", "e": "AQAB"}, "key member is not base64url"),
         ({"kty": "XYZ"}, "unsupported key type"),
-        (["not", "an", "object"], "JSON object"),
+        (["not", "an", "object"], "a JWK is a JSON object"),
     ],
 )
 def test_malformed_jwks_are_refused_clearly(jwk, message):
-    with pytest.raises(jose.InvalidJWK, match=message):
+    with pytest.raises(jose.InvalidJWK) as refused:
         jose.public_key_from_jwk(jwk)
+
+    assert str(refused.value) == message
+
+
+RSA_JWK = jose.public_jwk(
+    rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+)
+
+
+@pytest.mark.parametrize("member", ["d", "p", "q", "dp", "dq", "qi", "k"])
+def test_every_private_member_is_refused(member):
+    """A registered JWK with any private part is a key about to leak, not a public key."""
+    with pytest.raises(jose.InvalidJWK) as refused:
+        jose.public_key_from_jwk({**RSA_JWK, member: "AQAB"})
+
+    assert str(refused.value) == PRIVATE
+    assert jose.public_jwk(jose.public_key_from_jwk(RSA_JWK)) == RSA_JWK
+
+
+def test_ps256_uses_a_salt_as_long_as_the_hash():
+    """RFC 7518 section 3.5: another implementation's PS256 signatures verify, ours verify there."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    rfc_pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+    token = jose.Signer(kid="k", algorithm=jose.PS256, private_key=private).sign(
+        claims={"sub": "m"}, typ="JWT"
+    )
+    parsed = jose.jws_parse(token)
+
+    private.public_key().verify(parsed.signature, parsed.signing_input, rfc_pss, hashes.SHA256())
+    theirs = private.sign(b"a.b", rfc_pss, hashes.SHA256())
+    verifier = jose.Verifier(kid="k", algorithm=jose.PS256, public_key=private.public_key())
+    assert verifier.verify(b"a.b", theirs) is True

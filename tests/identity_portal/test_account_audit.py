@@ -12,6 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from audit.models import AuditEvent
+from tests.fixtures.core import console_login
 
 pytestmark = pytest.mark.django_db
 
@@ -51,11 +52,18 @@ def operator(monkeypatch):
 
 @pytest.fixture
 def staff_user(db):
-    return User.objects.create_user(username="carol", password=OLD_PASSWORD, is_staff=True)
+    """A console user (an auditor: a role, not the staff flag, lets one in)."""
+    from django.contrib.auth.models import Group
+
+    from core.roles import AUDITORS
+
+    user = User.objects.create_user(username="carol", password=OLD_PASSWORD)
+    user.groups.add(Group.objects.get_or_create(name=AUDITORS)[0])
+    return user
 
 
 def test_a_console_users_own_password_change_is_audited(client, staff_user):
-    client.force_login(staff_user)
+    console_login(client, staff_user)
     before = _events()
 
     response = client.post(
@@ -83,7 +91,7 @@ def test_a_console_users_own_password_change_is_audited(client, staff_user):
 
 
 def test_a_refused_own_password_change_changes_and_records_nothing(client, staff_user):
-    client.force_login(staff_user)
+    console_login(client, staff_user)
     before = _events()
 
     response = client.post(
@@ -103,7 +111,7 @@ def test_a_refused_own_password_change_changes_and_records_nothing(client, staff
 
 
 def test_the_own_password_change_and_its_event_commit_together(client, staff_user, monkeypatch):
-    client.force_login(staff_user)
+    console_login(client, staff_user)
     before = _events()
 
     def failing_record(**kwargs):

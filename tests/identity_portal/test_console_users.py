@@ -9,6 +9,7 @@ from django.core.cache import cache
 from audit.models import AuditEvent
 from core.roles import AUDITORS, SECURITY_ADMINS
 from identity_portal.services import first_admin_ensure
+from tests.fixtures.core import console_login
 
 pytestmark = pytest.mark.django_db
 
@@ -43,7 +44,7 @@ def test_a_superuser_grants_and_revokes_a_role_and_both_are_audited(client, admi
     alice = _member("alice", AUDITORS)
     admins = Group.objects.get_or_create(name=SECURITY_ADMINS)[0]
     auditors = Group.objects.get(name=AUDITORS)
-    client.force_login(admin_user)
+    console_login(client, admin_user)
     url = f"/console/auth/user/{alice.pk}/change/"
 
     granted = client.post(url, _change_form(alice, groups=[auditors.pk, admins.pk]))
@@ -66,7 +67,7 @@ def test_a_superuser_grants_and_revokes_a_role_and_both_are_audited(client, admi
 
 def test_making_someone_superuser_is_a_role_grant(client, admin_user):
     bob = _member("bob", SECURITY_ADMINS)
-    client.force_login(admin_user)
+    console_login(client, admin_user)
 
     response = client.post(
         f"/console/auth/user/{bob.pk}/change/", _change_form(bob, is_superuser="on")
@@ -81,7 +82,7 @@ def test_making_someone_superuser_is_a_role_grant(client, admin_user):
 @pytest.mark.parametrize("role", [SECURITY_ADMINS, AUDITORS])
 def test_non_superusers_cannot_change_accounts_or_escalate(client, role):
     actor = _member("actor", role)
-    client.force_login(actor)
+    console_login(client, actor)
 
     listing = client.get("/console/auth/user/")
     escalate = client.post(
@@ -108,13 +109,17 @@ def test_non_superusers_cannot_change_accounts_or_escalate(client, role):
 
 def test_staff_without_a_role_see_no_accounts(client):
     plain = User.objects.create_user(username="plain", password="x" * 16, is_staff=True)
-    client.force_login(plain)
+    console_login(client, plain)
 
-    assert client.get("/console/auth/user/").status_code == 403
+    response = client.get("/console/auth/user/")
+
+    # No role, no console: the staff flag lets nobody in.
+    assert response.status_code == 302
+    assert response["Location"] == "/console/login/?next=/console/auth/user/"
 
 
 def test_the_toolkits_own_token_pages_are_gone(client, admin_user):
-    client.force_login(admin_user)
+    console_login(client, admin_user)
 
     for page in ("accesstoken", "refreshtoken", "idtoken", "grant"):
         assert client.get(f"/console/oauth2_provider/{page}/").status_code == 404

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from django.conf import settings as django_settings
 
 from identity_portal.web_server import APPLICATION, web_server_argv
 
@@ -163,6 +164,8 @@ def test_a_token_issued_through_the_real_server_end_to_end(signing_key, machine_
     registered = machine_factory()
     database = {"DJANGO_SETTINGS_MODULE": "identity_portal.settings_test"}
     database["DATABASE_URL"] = _database_url()
+    # The issuer the tokens are verified against here (by default it follows the PORT).
+    database["ISSUER"] = django_settings.ISSUER
     with _running_server(tmp_path, **database) as port, requests.Session() as session:
         # One kept-alive connection, as a machine would use.
         answers = [

@@ -14,6 +14,7 @@ from audit.models import AuditEvent
 from jobs.models import JobRun
 from notifications.crypto import webhook_secret_unwrap
 from notifications.models import Delivery, WebhookEndpoint
+from tests.fixtures.core import console_login
 
 pytestmark = pytest.mark.django_db
 
@@ -47,7 +48,7 @@ def _form(url: str, **overrides) -> dict:
 def test_an_admin_adds_an_endpoint_sees_its_secret_once_and_sends_a_test(
     client, security_admin, webhook_receiver, django_capture_on_commit_callbacks
 ):
-    client.force_login(security_admin)
+    console_login(client, security_admin)
     response = client.post(ADD, _form(webhook_receiver.url))
 
     assert response.status_code == 200
@@ -79,7 +80,7 @@ def test_an_admin_adds_an_endpoint_sees_its_secret_once_and_sends_a_test(
 
 
 def test_a_private_url_is_a_field_error_and_nothing_is_saved(client, security_admin):
-    client.force_login(security_admin)
+    console_login(client, security_admin)
     response = client.post(ADD, _form("http://10.0.0.1/hook"))
     assert response.status_code == 200
     assert "Private and loopback targets are refused." in response.content.decode()
@@ -88,7 +89,7 @@ def test_a_private_url_is_a_field_error_and_nothing_is_saved(client, security_ad
 
 
 def test_an_auditor_sees_deliveries_and_jobs_but_adds_nothing(client, auditor):
-    client.force_login(auditor)
+    console_login(client, auditor)
     assert client.get(LIST).status_code == 200
     assert client.get(ADD).status_code == 403
     response = client.post(ADD, _form("https://hooks.example.com/x"))
@@ -106,7 +107,7 @@ def test_the_jobs_page_flags_a_job_not_run_for_three_intervals(client, security_
         last_outcome="success",
         runs=1,
     )
-    client.force_login(security_admin)
+    console_login(client, security_admin)
     content = client.get("/console/jobs/jobrun/").content.decode()
     assert (
         "Job tokens.tasks.issued_tokens_purge has not run for three of its intervals (3600 s)"

@@ -4,6 +4,7 @@ from django.contrib.auth.models import Group
 
 from audit.models import AuditEvent
 from core.roles import AUDITORS
+from tests.fixtures.core import console_login
 from tokens.keyring import keyring_reset
 from tokens.models import SigningKey
 
@@ -14,7 +15,7 @@ URL = "/console/tokens/signingkey/"
 def test_security_admin_sees_keys_without_private_material_and_revokes(
     client, admin_user, signing_key
 ):
-    client.force_login(admin_user)
+    console_login(client, admin_user)
 
     page = client.get(URL)
     detail = client.get(f"{URL}{signing_key.pk}/change/")
@@ -35,7 +36,7 @@ def test_an_auditor_looks_but_cannot_revoke(client, signing_key):
         username="auditor", password="correct horse battery", is_staff=True
     )
     auditor.groups.add(Group.objects.get(name=AUDITORS))
-    client.force_login(auditor)
+    console_login(client, auditor)
 
     page = client.get(URL)
     client.post(URL, {"action": "revoke_keys", "_selected_action": [signing_key.pk]})
@@ -48,7 +49,7 @@ def test_an_auditor_looks_but_cannot_revoke(client, signing_key):
 def test_the_console_names_the_problem_of_a_distrusted_key(client, admin_user, signing_key):
     SigningKey.objects.filter(pk=signing_key.pk).update(algorithm="EdDSA")
     keyring_reset()
-    client.force_login(admin_user)
+    console_login(client, admin_user)
 
     page = client.get(URL).content.decode()
 

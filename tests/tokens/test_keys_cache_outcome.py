@@ -13,7 +13,7 @@ from django.core.cache import cache
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from tests.fixtures.core import CacheWritesFail
+from tests.fixtures.core import CacheWritesFail, console_login
 from tokens.choices import KeyState
 from tokens.keyring import KEYRING_NOT_TOLD, VERSION_CACHE_KEY
 from tokens.models import SigningKey
@@ -51,7 +51,7 @@ def test_keys_revoke_is_a_plain_success_when_the_cache_was_told(signing_key):
 def test_console_revoke_warns_when_the_cache_was_not_told(
     client, admin_user, signing_key, cache_down_for_writes
 ):
-    client.force_login(admin_user)
+    console_login(client, admin_user)
 
     response = client.post(
         reverse("admin:tokens_signingkey_changelist"),

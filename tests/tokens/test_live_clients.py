@@ -49,6 +49,7 @@ def test_discovery_satisfies_rfc8414_validation_and_names_every_endpoint(issuer,
         "client_secret_basic",
         "client_secret_post",
         "private_key_jwt",
+        "federated_jwt",
     }
     for endpoint in ("token", "introspection", "revocation"):
         assert metadata[f"{endpoint}_endpoint_auth_methods_supported"] == auth_methods_supported()

@@ -86,6 +86,33 @@ def test_a_machine_rotates_its_own_secret_and_both_work_during_the_grace(
         assert token_request(client, new).status_code == 200
 
 
+def test_a_secret_in_its_grace_cannot_rotate_again(client, signing_key, machine_factory, rotate):
+    # Whoever leaked the old secret must not get a fresh one and cut the new one short.
+    registered = machine_factory()
+    new_secret = json.loads(rotate(registered.client_id, registered.secret).content)[
+        "client_secret"
+    ]
+    secrets_before = list(
+        ClientSecret.objects.filter(machine=registered.machine).values_list("pk", "expires_at")
+    )
+    events_before = AuditEvent.objects.filter(event_type="secret.rotated").count()
+
+    refused = rotate(registered.client_id, registered.secret)
+
+    assert refused.status_code == 400
+    assert json.loads(refused.content)["error"] == "invalid_request"
+    assert new_secret not in refused.content.decode()
+    assert (
+        list(
+            ClientSecret.objects.filter(machine=registered.machine).values_list("pk", "expires_at")
+        )
+        == secrets_before
+    )
+    assert AuditEvent.objects.filter(event_type="secret.rotated").count() == events_before
+    # The newest secret still rotates.
+    assert rotate(registered.client_id, new_secret).status_code == 201
+
+
 def test_the_new_secret_carries_the_maximum_age_policy(
     client, signing_key, machine_factory, rotate
 ):

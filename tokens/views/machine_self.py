@@ -36,7 +36,9 @@ def self_secret(request) -> HttpResponse:
     authenticated, context = machine_authenticate(request, form)
     machine = authenticated.machine
     try:
-        rotation = secret_self_rotate(machine=machine, context=context)
+        rotation = secret_self_rotate(
+            machine=machine, secret_id=authenticated.credential_id, context=context
+        )
     except ValidationError as exc:
         # A machine allowed no secret method has no secret to rotate.
         raise InvalidRequest(" ".join(exc.messages)) from exc

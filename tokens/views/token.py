@@ -1,6 +1,6 @@
 """POST /oauth/token: the grant types of ``tokens.grants`` (today RFC 6749 section 4.4).
 
-Our own thin view in front of the token service (DESIGN.md decision 1 allows
+Our own thin view in front of the token service (docs/design.md, decision 1, allows
 it): the toolkit's oauthlib pipeline costs several statements and a
 validator round per request, far over the hot path's budget. The protocol
 behaviour is RFC 6749 sections 4.4, 5.1 and 5.2 with RFC 8707 resources, and

@@ -160,6 +160,25 @@ class Command(BaseCommand):
         jwks_uri.add_argument("client_id")
         jwks_uri.add_argument("url")
 
+        update = actions.add_parser(
+            "update",
+            help="Change a machine's settings; each option given replaces that setting.",
+        )
+        update.add_argument("client_id")
+        update.add_argument("--name")
+        update.add_argument("--scope", action="append", dest="scopes", help="Repeat; replaces.")
+        update.add_argument("--default-scope", action="append", dest="default_scopes")
+        update.add_argument("--audience", action="append", dest="audiences", help="Repeat.")
+        update.add_argument("--default-audience")
+        update.add_argument("--ttl", type=int, help="Access-token lifetime, seconds.")
+        update.add_argument("--ip", action="append", dest="ip_allowlist", help="CIDR; repeat.")
+        update.add_argument(
+            "--any-ip", action="store_true", help="Clear the allow-list: any source address."
+        )
+        update.add_argument("--owner", help="Owner contact email.")
+        update.add_argument("--team", help="Owner team.")
+        update.add_argument("--description")
+
         rotate = actions.add_parser("rotate-secret", help="New secret; the old one has a grace.")
         rotate.add_argument("client_id")
         rotate.add_argument("--grace", type=int, default=None, help="Seconds; default: policy.")
@@ -259,6 +278,37 @@ class Command(BaseCommand):
             actor=actor, machine=self._machine(options["client_id"]), jwks_uri=options["url"]
         )
         return {"client_id": machine.client_id, "jwks_uri": machine.jwks_uri or None}
+
+    # update's options and the machine_update argument each one sets.
+    _UPDATE_OPTIONS = {
+        "name": "name",
+        "scopes": "scopes",
+        "default_scopes": "default_scopes",
+        "audiences": "audiences",
+        "default_audience": "default_audience",
+        "ttl": "access_token_ttl",
+        "ip_allowlist": "ip_allowlist",
+        "owner": "owner_email",
+        "team": "owner_team",
+        "description": "description",
+    }
+
+    def _update(self, actor, options):
+        if options["any_ip"] and options["ip_allowlist"]:
+            raise refuse("Give --ip or --any-ip, not both.")
+        changes = {
+            argument: options[option]
+            for option, argument in self._UPDATE_OPTIONS.items()
+            if options[option] is not None
+        }
+        if options["any_ip"]:
+            changes["ip_allowlist"] = []
+        if not changes:
+            raise refuse("Nothing to change: give at least one option (see --help).")
+        machine = machine_update(
+            actor=actor, machine=self._machine(options["client_id"]), **changes
+        )
+        return _machine_json(machine)
 
     def _rotate_secret(self, actor, options):
         machine = self._machine(options["client_id"])

@@ -2,11 +2,18 @@
 
 from django.core.management.base import BaseCommand
 
-from identity_portal.services import first_admin_ensure, first_signing_key_ensure
+from identity_portal.services import (
+    first_admin_ensure,
+    first_signing_key_ensure,
+    portal_scopes_ensure,
+)
 
 
 class Command(BaseCommand):
-    help = "Create what a fresh installation needs (first console admin, first signing key)."
+    help = (
+        "Create what a fresh installation needs (first console admin, first signing key, "
+        "the portal's own scopes)."
+    )
 
     def handle(self, *args, **options):
         admin = first_admin_ensure()
@@ -23,3 +30,6 @@ class Command(BaseCommand):
             self.stdout.write(f"First signing key created: {key.algorithm} kid={key.kid}")
         else:
             self.stdout.write("Signing key exists; nothing to create.")
+        created = portal_scopes_ensure()
+        if created:
+            self.stdout.write(f"Scopes created: {', '.join(created)}")
