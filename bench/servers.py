@@ -587,7 +587,9 @@ class Portal(Server):
         created = _json_from(self.manage(*argv))
         if not isinstance(created, dict) or "client_id" not in created:
             raise ServerUnavailable("`machine create` printed no client_id")
-        issuer = self.env().get("ISSUER", "http://127.0.0.1:8000")
+        # As identity_portal.settings derives it: ISSUER, else the port the portal serves on.
+        env = self.env()
+        issuer = env.get("ISSUER", f"http://127.0.0.1:{env['PORT']}").rstrip("/")
         self.assertions = AssertionPool(
             client_id=str(created["client_id"]), audience=issuer + "/oauth/token"
         )
