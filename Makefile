@@ -37,7 +37,10 @@ test: $(VENV)/.installed-dev
 	  exit $$rc
 
 # Not part of `make test`: needs wrk (apt-get install -y wrk), optionally node.
-# BENCH_ARGS="--only portal --concurrency 16 --duration 3" for a quick point.
+# Deployment mode by default (`manage.py serve`: web + Celery worker with beat), peers,
+# a 100,000-machine fleet, JWKS and introspection; README "Benchmark" lists the options.
+# BENCH_ARGS="--only portal --concurrency 16 --duration 5 --fleet 20000" for a quick point,
+# BENCH_ARGS="--web-only" for the web server alone.
 bench: $(VENV)/.installed-run
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 

@@ -84,3 +84,58 @@ def audited_request_ids(*, database_url: str, prefix: str) -> list[str]:
     except psycopg.Error as exc:
         raise AuditUnavailable(f"reading the audit trail failed: {exc}") from exc
     return [row[0] for row in rows]
+
+
+# Events above the sealed horizon (the highest sealed event id) are the unsealed backlog.
+_BACKLOG_QUERY = (
+    "SELECT (SELECT coalesce(max(id), 0) FROM audit_auditevent), "
+    "(SELECT coalesce(max(event_id), 0) FROM audit_auditseal)"
+)
+_COUNT_ABOVE = "SELECT count(*) FROM audit_auditevent WHERE id > {p}"
+
+
+class AuditTrail:
+    """One connection to the portal's audit tables, to watch the sealer keep up.
+
+    ``backend_pid`` (PostgreSQL) lets the harness leave this connection's own
+    work out of the database CPU it charges to the tokens.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        cfg = dj_database_url.parse(database_url)
+        if cfg["ENGINE"].endswith("sqlite3"):
+            try:
+                self._conn = sqlite3.connect(cfg["NAME"], timeout=30, isolation_level=None)
+            except sqlite3.Error as exc:
+                raise AuditUnavailable(f"reading the audit trail failed: {exc}") from exc
+            self._p = "?"
+            self.backend_pid = None
+        else:
+            import psycopg
+
+            try:
+                self._conn = psycopg.connect(
+                    host=cfg.get("HOST") or "127.0.0.1",
+                    port=cfg.get("PORT") or 5432,
+                    user=cfg.get("USER") or None,
+                    password=cfg.get("PASSWORD") or None,
+                    dbname=cfg["NAME"],
+                    autocommit=True,
+                )
+            except psycopg.Error as exc:
+                raise AuditUnavailable(f"reading the audit trail failed: {exc}") from exc
+            self._p = "%s"
+            self.backend_pid = self._conn.info.backend_pid
+
+    def top_and_horizon(self) -> tuple[int, int]:
+        """(highest event id, highest sealed event id)."""
+        top, horizon = self._conn.execute(_BACKLOG_QUERY).fetchone()
+        return int(top), int(horizon)
+
+    def unsealed(self) -> int:
+        """Events not sealed yet (committed or not yet visible ones aside)."""
+        _, horizon = self.top_and_horizon()
+        return int(self._conn.execute(_COUNT_ABOVE.format(p=self._p), (horizon,)).fetchone()[0])
+
+    def close(self) -> None:
+        self._conn.close()

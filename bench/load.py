@@ -35,12 +35,22 @@ class LoadFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class Target:
-    """One series of a benchmark: an endpoint and the credentials of its machines."""
+    """One series of a benchmark: an endpoint and the credentials of its machines.
+
+    ``fleet``: every request names a machine not asked for before in the run
+    (each wrk run gets a fresh share of ``credentials``, through a file).
+    ``audited``: each 2xx answer must have left one ``token.issued`` event.
+    ``concurrency``: the points of this series (None: the run's list).
+    """
 
     name: str
     url: str  # e.g. http://127.0.0.1:8100/oauth/token
     body: str
     credentials: list[tuple[str, str]]  # (client_id, client_secret)
+    method: str = "POST"
+    fleet: bool = False
+    audited: bool = True
+    concurrency: tuple[int, ...] | None = None
     # Single-use bodies (each a private_key_jwt assertion with its own jti): given a
     # count, the bodies for one wrk run. wrk's Lua cannot sign, so they are made before.
     body_pool: Callable[[int], list[str]] | None = field(default=None, compare=False, repr=False)
@@ -67,6 +77,8 @@ class LoadResult:
     latency_ms: dict[str, float]
     received_ids: list[str] = field(repr=False)
     load_tool_cpu_s: float = 0.0
+    wrapped: int = 0  # fleet: times a wrk thread ran out of fresh machines and started over
+    consumed: int = 0  # fleet: lines of the credentials file the threads reached
 
     @property
     def tokens_per_s(self) -> float:
@@ -120,17 +132,23 @@ def run_wrk(
     rid_prefix: str,
     out_stem: Path,
     timeout_s: float,
+    credentials: list[tuple[str, str]] | None = None,
 ) -> LoadResult:
-    """Run wrk once at one concurrency; return what it measured and received."""
+    """Run wrk once at one concurrency; return what it measured and received.
+
+    ``credentials`` (a fleet target's share for this run) go to wrk through a
+    file next to the results, one Authorization value per line.
+    """
     env = {
         **os.environ,
+        "BENCH_METHOD": target.method,
         "BENCH_PATH": _path_of(target.url),
         "BENCH_BODY": target.body,
-        "BENCH_AUTHS": ";".join(target.authorization_headers()),
         "BENCH_RID_PREFIX": rid_prefix,
         "BENCH_OUT": str(out_stem),
         "BENCH_THREADS": str(threads_for(connections)),
     }
+    env.pop("BENCH_BODIES", None)
     if target.body_pool is not None:
         # Enough single-use bodies for a server far faster than ours; a pool that ran
         # out would replay jtis, which the portal refuses (counted as non-2xx).
@@ -139,6 +157,16 @@ def run_wrk(
         pool.parent.mkdir(parents=True, exist_ok=True)
         pool.write_text("\n".join(bodies) + "\n")
         env["BENCH_BODIES"] = str(pool)
+    env.pop("BENCH_AUTHS_FILE", None)
+    if credentials is not None:
+        auths_file = Path(f"{out_stem}.auths")
+        values = Target(target.name, target.url, target.body, credentials).authorization_headers()
+        auths_file.write_text("\n".join(values) + "\n")
+        auths_file.chmod(0o600)
+        env["BENCH_AUTHS"] = ""
+        env["BENCH_AUTHS_FILE"] = str(auths_file)
+    else:
+        env["BENCH_AUTHS"] = ";".join(target.authorization_headers())
     argv = [
         wrk_path(),
         f"-t{threads_for(connections)}",
@@ -157,6 +185,9 @@ def run_wrk(
         )
     except subprocess.TimeoutExpired as exc:
         raise LoadFailed(f"wrk did not finish within {duration_s + 60:.0f} s") from exc
+    finally:
+        if "BENCH_AUTHS_FILE" in env:  # live secrets of the fleet: not left on disk
+            Path(env["BENCH_AUTHS_FILE"]).unlink(missing_ok=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     Path(f"{out_stem}.wrk.txt").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
@@ -179,6 +210,8 @@ def run_wrk(
         latency_ms=latency,
         received_ids=received,
         load_tool_cpu_s=(after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+        wrapped=int(summary.get("wrapped", 0)),
+        consumed=int(summary.get("max_thread_sent", 0)) * threads_for(connections),
     )
 
 

@@ -1,4 +1,4 @@
-"""Results of a benchmark run: the markdown table, the targets of issue 6, the SVG chart.
+"""Results of a benchmark run: the table, the targets of issues 6 and 13, the SVG chart.
 
 Pure functions over the run's result dict (the same dict saved as JSON), so
 they are tested without starting a server.
@@ -10,6 +10,9 @@ import math
 from html import escape
 
 PORTAL = "portal"
+FLEET = "portal-fleet"
+JWKS = "jwks"
+INTROSPECT = "introspect"
 NODE = "node-oidc-provider"
 STOCK_DEFAULT = "stock-default"
 STOCK_PLAIN = "stock-plain"
@@ -18,8 +21,28 @@ PRIVATE_KEY_JWT = "portal-private-key-jwt"
 FEDERATED = "portal-federated"
 # issue 11: a private_key_jwt token costs at most this much more than a secret one.
 MIN_JWT_RATIO = 0.7
-SERIES_ORDER = [PORTAL, NODE, STOCK_PLAIN, STOCK_DEFAULT]
-COLOURS = {PORTAL: "#1f6feb", NODE: "#2da44e", STOCK_PLAIN: "#bf8700", STOCK_DEFAULT: "#cf222e"}
+SERIES_ORDER = [
+    PORTAL,
+    PRIVATE_KEY_JWT,
+    FEDERATED,
+    FLEET,
+    INTROSPECT,
+    JWKS,
+    NODE,
+    STOCK_PLAIN,
+    STOCK_DEFAULT,
+]
+COLOURS = {
+    PORTAL: "#1f6feb",
+    PRIVATE_KEY_JWT: "#0a3069",
+    FEDERATED: "#1b7c83",
+    FLEET: "#8250df",
+    INTROSPECT: "#57606a",
+    JWKS: "#a0a0a0",
+    NODE: "#2da44e",
+    STOCK_PLAIN: "#bf8700",
+    STOCK_DEFAULT: "#cf222e",
+}
 
 # Issue 6, item 3: at concurrency 16, on 2 cores, PostgreSQL, ES256, durable audit.
 TARGET_CONCURRENCY = 16
@@ -27,6 +50,11 @@ TARGET_TOKENS_PER_S = 1000.0
 TARGET_NODE_RATIO = 0.25
 TARGET_STOCK_RATIO = 100.0
 TARGET_P99_MS = 25.0
+
+# Issue 13, items 2, 4 and 5: deployment mode, at c16, in the same run.
+DEPLOYMENT_NODE_RATIO = 0.6
+DEPLOYMENT_P99_OVER_NODE = 1.5
+FLEET_RATIO = 0.7
 
 
 def point(points: list[dict], series: str, concurrency: int) -> dict | None:
@@ -36,20 +64,25 @@ def point(points: list[dict], series: str, concurrency: int) -> dict | None:
     return None
 
 
+def _ratio(top: dict | None, bottom: dict | None) -> float | None:
+    if top is None or bottom is None:
+        return None
+    if bottom["tokens_per_s"] > 0:
+        return top["tokens_per_s"] / bottom["tokens_per_s"]
+    return math.inf if top["tokens_per_s"] > 0 else None
+
+
 def ratios(points: list[dict]) -> dict[str, dict[str, float | None]]:
-    """portal/node and portal/stock-default throughput at every concurrency measured."""
+    """portal/node, portal/stock-default, private_key_jwt/secret and federated/secret
+    throughput at every concurrency measured (None where a side is missing);
+    fleet/portal and introspect/portal where those points exist."""
     out: dict[str, dict[str, float | None]] = {}
     for c in sorted({p["concurrency"] for p in points}):
         portal = point(points, PORTAL, c)
-        row: dict[str, float | None] = {}
-        for label, peer in (("portal/node", NODE), ("portal/stock-default", STOCK_DEFAULT)):
-            other = point(points, peer, c)
-            if portal is None or other is None:
-                row[label] = None
-            elif other["tokens_per_s"] > 0:
-                row[label] = portal["tokens_per_s"] / other["tokens_per_s"]
-            else:
-                row[label] = math.inf if portal["tokens_per_s"] > 0 else None
+        row: dict[str, float | None] = {
+            "portal/node": _ratio(portal, point(points, NODE, c)),
+            "portal/stock-default": _ratio(portal, point(points, STOCK_DEFAULT, c)),
+        }
         jwt = point(points, PRIVATE_KEY_JWT, c)
         row["private_key_jwt/secret"] = (
             jwt["tokens_per_s"] / portal["tokens_per_s"]
@@ -62,8 +95,85 @@ def ratios(points: list[dict]) -> dict[str, dict[str, float | None]]:
             if federated is not None and portal is not None and portal["tokens_per_s"] > 0
             else None
         )
+        for label, series in (("fleet/portal", FLEET), ("introspect/portal", INTROSPECT)):
+            if point(points, series, c) is not None:
+                row[label] = _ratio(point(points, series, c), portal)
         out[str(c)] = row
     return out
+
+
+def _drain(p: dict) -> float:
+    drain = p["backlog"]["drain_s"]
+    return math.inf if drain is None else drain
+
+
+def deployment_targets(result: dict) -> list[dict[str, str]]:
+    """PASS, FAIL or SKIP for issue 13's targets (items 2, 4 and 5), at c16 in this run."""
+    points = result["points"]
+    c = TARGET_CONCURRENCY
+    portal = point(points, PORTAL, c)
+    node = point(points, NODE, c)
+    fleet = point(points, FLEET, c)
+    introspect = point(points, INTROSPECT, c)
+    mode = result["settings"].get("mode", "web-only")
+    verdicts: list[dict[str, str]] = []
+
+    def add(name: str, ok: bool | None, detail: str) -> None:
+        verdict = "SKIP" if ok is None else ("PASS" if ok else "FAIL")
+        verdicts.append({"target": name, "verdict": verdict, "detail": detail})
+
+    missing = "not measured in this run"
+    name = f"portal >= {DEPLOYMENT_NODE_RATIO} x node-oidc-provider at c{c} ({mode})"
+    r = _ratio(portal, node)
+    if r is None:
+        add(name, None, ("portal " if portal is None else "node ") + missing)
+    else:
+        add(name, r >= DEPLOYMENT_NODE_RATIO, f"{r:.2f} x")
+    name = f"portal p99 <= {DEPLOYMENT_P99_OVER_NODE} x node-oidc-provider's p99 at c{c}"
+    p99 = portal and portal["latency_ms"].get("p99")
+    node_p99 = node and node["latency_ms"].get("p99")
+    if not p99 or not node_p99:
+        add(name, None, ("portal " if not p99 else "node ") + missing)
+    else:
+        add(
+            name,
+            p99 <= DEPLOYMENT_P99_OVER_NODE * node_p99,
+            f"{p99:.1f} ms against {node_p99:.1f} ms ({p99 / node_p99:.2f} x)",
+        )
+    sealed = [p for p in points if p.get("backlog")]
+    name = "unsealed backlog <= two seal intervals' worth of tokens at every portal point"
+    if not sealed:
+        add(name, None, "no sealer ran")
+    else:
+        over = [p for p in sealed if p["backlog"]["largest"] > p["backlog"]["limit"]]
+        undrained = [p for p in sealed if p["backlog"]["drain_s"] is None]
+        worst = max(sealed, key=lambda p: p["backlog"]["largest"] / max(1, p["backlog"]["limit"]))
+        add(
+            name,
+            not over and not undrained,
+            f"largest {worst['backlog']['largest']:,} of {worst['backlog']['limit']:,} allowed "
+            f"({worst['series']} c{worst['concurrency']}); "
+            f"drained in at most {max(_drain(p) for p in sealed):.1f} s",
+        )
+    name = f"fleet >= {FLEET_RATIO} x the one-machine rate at c{c}"
+    r = _ratio(fleet, portal)
+    if r is None:
+        add(name, None, ("fleet " if fleet is None else "portal ") + missing)
+    else:
+        repeated = (fleet.get("fleet") or {}).get("repeated", 0)
+        add(
+            name,
+            r >= FLEET_RATIO and not repeated,
+            f"{r:.2f} x ({fleet['tokens_per_s']:,.0f} against {portal['tokens_per_s']:,.0f}/s)"
+            + (f"; {repeated} machines asked for twice" if repeated else ""),
+        )
+    name = f"introspection no slower than issuing at c{c}"
+    r = _ratio(introspect, portal)
+    if r is None:
+        add(name, None, ("introspection " if introspect is None else "portal ") + missing)
+    else:
+        add(name, r >= 1.0, f"{r:.2f} x ({introspect['tokens_per_s']:,.0f}/s)")
+    return verdicts
 
 
 def targets(result: dict) -> list[dict[str, str]]:
@@ -163,6 +273,8 @@ def conditions(result: dict) -> list[str]:
             "stock peer on PostgreSQL this includes its database): the machine was shared, "
             "throughput is understated"
         )
+    if result.get("interrupted"):
+        notes.append("the run was interrupted: the servers after the last point were not measured")
     if result["settings"]["duration_s"] < 10:
         notes.append(f"short points ({result['settings']['duration_s']} s): indicative only")
     return notes
@@ -176,6 +288,21 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _parts_cell(p: dict) -> str:
+    parts = p.get("cpu_ms_per_token_parts") or {}
+    if len(parts) < 2:
+        return "-"
+    return " / ".join(_fmt(parts.get(k), 2) for k in ("web", "worker", "relay"))
+
+
+def _backlog_cell(p: dict) -> str:
+    b = p.get("backlog")
+    if not b:
+        return "-"
+    cell = f"{b['at_end']:,} / {b['largest']:,} ({b['limit']:,})"
+    return cell + (" **over**" if b["largest"] > b["limit"] else "")
+
+
 def markdown(result: dict) -> str:
     s = result["settings"]
     h = result["host"]
@@ -187,9 +314,20 @@ def markdown(result: dict) -> str:
         f"wrk threads = min(2, c) · timeout {s['timeout_s']} s · {s['machines']} portal machines"
         f" · portal at {result.get('portal_commit', 'unknown')}",
         "",
+        f"Portal mode: **{s.get('mode', 'web-only')}**"
+        + (
+            " (`manage.py serve` as `make run` starts it: granian, a Celery worker with beat "
+            "sealing and checkpointing, output relayed by `serve`)"
+            if s.get("mode") == "deployment"
+            else " (granian alone, its log written straight to a file)"
+        )
+        + (f" · fleet of {s['fleet']:,} machines" if s.get("fleet") else ""),
+        "",
         "| server | c | tokens/s | p50 ms | p90 ms | p99 ms | non-2xx | socket errors "
-        "| server CPU ms/token | PostgreSQL CPU ms/token | audit lost / extra (max) |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| server CPU ms/token | PostgreSQL CPU ms/token | audit lost / extra (max) "
+        "| CPU ms/token web / worker / relay | unsealed at end / largest (limit) "
+        "| sealer drained in s |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     ordered = sorted(
         result["points"],
@@ -218,7 +356,8 @@ def markdown(result: dict) -> str:
             f"| {_fmt(lat.get('p50'), 2)} | {_fmt(lat.get('p90'), 2)} | {_fmt(lat.get('p99'), 2)} "
             f"| {non2xx} | {sum(p['socket_errors'].values())} "
             f"| {_fmt(p['cpu_ms_per_token'], 2)} | {_fmt(p.get('db_cpu_ms_per_token'), 2)} "
-            f"| {audit_cell} |"
+            f"| {audit_cell} | {_parts_cell(p)} | {_backlog_cell(p)} "
+            f"| {_fmt((p.get('backlog') or {}).get('drain_s'), 1)} |"
         )
     lines.append("")
     lines.append("Servers:")
@@ -234,15 +373,20 @@ def markdown(result: dict) -> str:
         lines += [
             "",
             "| c | portal/node | portal/stock-default | private_key_jwt/secret "
-            "| federated/secret |",
-            "|--:|--:|--:|--:|--:|",
+            "| federated/secret | fleet/portal | introspect/portal |",
+            "|--:|--:|--:|--:|--:|--:|--:|",
         ]
         for c, row in r.items():
             lines.append(
-                f"| {c} | {_fmt(row['portal/node'], 2)} | {_fmt(row['portal/stock-default'], 1)}"
-                f" | {_fmt(row.get('private_key_jwt/secret'), 2)}"
-                f" | {_fmt(row.get('federated/secret'), 2)} |"
+                f"| {c} | {_fmt(row['portal/node'], 2)} | {_fmt(row['portal/stock-default'], 1)} "
+                f"| {_fmt(row.get('private_key_jwt/secret'), 2)} "
+                f"| {_fmt(row.get('federated/secret'), 2)} "
+                f"| {_fmt(row.get('fleet/portal'), 2)} | {_fmt(row.get('introspect/portal'), 2)} |"
             )
+    if result.get("deployment_targets"):
+        lines += ["", f"Targets (issue 13, at c{TARGET_CONCURRENCY}, same run):"]
+        for t in result["deployment_targets"]:
+            lines.append(f"- {t['verdict']} {t['target']}: {t['detail']}")
     lines += ["", f"Targets (issue 6, item 3, at c{TARGET_CONCURRENCY}):"]
     for t in result["targets"]:
         lines.append(f"- {t['verdict']} {t['target']}: {t['detail']}")

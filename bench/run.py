@@ -1,31 +1,50 @@
 """`make bench`: token endpoint throughput and latency, the portal beside its peers.
 
     .venv/bin/python -m bench.run [--only portal,stock,node] [--concurrency 1,4,16,64]
-                                  [--duration 10] [--warmup 2] [--machines 4]
+                                  [--duration 10] [--warmup 2] [--machines 1]
+                                  [--fleet 100000] [--side-concurrency 16]
+                                  [--web-only [--sealer]]
 
-Starts each server in turn on a spare port (the portal under granian with
-its production config, against DATABASE_URL or a SQLite file under
-var/bench/), drives client credentials requests with wrk at each concurrency,
-reads the servers' CPU time from /proc, checks the portal's audit trail
-against the tokens wrk received, and writes var/bench/results.{md,json} and
-var/bench/throughput.svg (plus copies stamped with the run id).
+Starts each server in turn on a spare port and drives it with wrk at each
+concurrency. The portal runs against DATABASE_URL (or a SQLite file under
+var/bench/) in deployment mode by default: ``manage.py serve`` as ``make
+run`` starts it, granian plus a Celery worker with beat sealing and
+checkpointing the audit trail while the points run, their output relayed by
+``serve`` into var/bench/portal.log; ``--web-only`` runs granian alone.
+Besides the token endpoint (one machine), the portal is measured on a fleet
+(``--fleet`` machines registered in bulk, each asked for at most once, so
+every request is one the cache has not seen), on ``/.well-known/jwks.json``
+and on introspection. Reads the servers' CPU time from /proc (the web
+server, the worker and the relay apart) and PostgreSQL's, checks the audit
+trail against the tokens wrk received, reports the unsealed backlog at the
+end of each point and how long the sealer took to drain it, and writes
+var/bench/results.{md,json} and var/bench/throughput.svg (plus copies
+stamped with the run id).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import secrets
+import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import report
-from bench.audit_check import AuditUnavailable, audit_compare, audited_request_ids
+from bench.audit_check import (
+    AuditTrail,
+    AuditUnavailable,
+    audit_compare,
+    audited_request_ids,
+)
 from bench.federation import FEDERATED
 from bench.load import (
     LoadFailed,
@@ -37,7 +56,9 @@ from bench.load import (
     wrk_version,
 )
 from bench.servers import (
+    DEPLOYMENT,
     REPO,
+    WEB_ONLY,
     NodePeer,
     Portal,
     Server,
@@ -55,6 +76,9 @@ SHORT = {
     "portal": "portal",
     "portal-private-key-jwt": "portaljwt",
     FEDERATED: "portalfed",
+    "portal-fleet": "fleet",
+    "jwks": "jwks",
+    "introspect": "intro",
     "stock-default": "stockdef",
     "stock-plain": "stockplain",
 }
@@ -90,16 +114,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per point (10)")
     parser.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per point (2)")
     parser.add_argument("--timeout", type=float, default=10.0, help="wrk request timeout, s (10)")
-    parser.add_argument("--machines", type=int, default=4, help="portal machines to register (4)")
+    parser.add_argument(
+        "--machines",
+        type=int,
+        default=1,
+        help="portal machines the portal series rotates over (1: the one-machine rate)",
+    )
+    parser.add_argument(
+        "--fleet",
+        type=int,
+        default=100_000,
+        help="machines registered for the fleet point, each asked for at most once "
+        "(100000; 0: no fleet point)",
+    )
+    parser.add_argument(
+        "--side-concurrency",
+        type=_csv(int),
+        action="extend",
+        default=None,
+        help="concurrency of the fleet, JWKS and introspection points (default: 16)",
+    )
+    parser.add_argument(
+        "--web-only",
+        action="store_true",
+        help="the web server alone (granian, logs straight to a file), without the Celery "
+        "worker; default: deployment mode, `manage.py serve` as `make run` starts it",
+    )
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 2, help="portal web workers (cores)"
     )
     parser.add_argument(
         "--sealer",
         action="store_true",
-        help="run the audit sealer beside the portal at AUDIT_SEAL_INTERVAL (python -m "
-        "bench.sealer); each point then ends once its tokens are sealed, and counts the "
-        "sealer's PostgreSQL work",
+        help="with --web-only: run the audit sealer beside the web server at "
+        "AUDIT_SEAL_INTERVAL (python -m bench.sealer); each point then ends once its tokens "
+        "are sealed, and counts the sealer's PostgreSQL work",
     )
     parser.add_argument("--out", type=Path, default=REPO / "var" / "bench", help="output folder")
     args = parser.parse_args(argv)
@@ -108,8 +157,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown server(s) {sorted(unknown)}; choose from {', '.join(SERVERS)}")
     args.concurrency = sorted(set(args.concurrency or [1, 4, 16, 64]))
-    if any(c < 1 for c in args.concurrency):
+    args.side_concurrency = sorted(set(args.side_concurrency or [16]))
+    if any(c < 1 for c in (*args.concurrency, *args.side_concurrency)):
         parser.error("concurrency must be at least 1")
+    if args.machines < 1 or args.fleet < 0:
+        parser.error("--machines must be at least 1 and --fleet at least 0")
+    if args.sealer and not args.web_only:
+        parser.error("--sealer goes with --web-only (deployment mode seals in its worker)")
+    args.mode = WEB_ONLY if args.web_only else DEPLOYMENT
     return args
 
 
@@ -129,6 +184,51 @@ def stock_database_url(portal_url: str) -> str | None:
     return f"{base}/{name}_stockdot" + (f"?{query}" if query else "")
 
 
+class BacklogSampler:
+    """Reads the unsealed backlog about once a second while a point runs; keeps the largest."""
+
+    def __init__(self, trail: AuditTrail) -> None:
+        self.trail = trail
+        self.largest = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.largest = max(self.largest, self.trail.unsealed())
+            except Exception:  # noqa: BLE001,S112 (a missed sample is not a failed point)
+                continue
+
+    def __enter__(self) -> BacklogSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def wait_sealed(trail: AuditTrail, *, up_to: int, limit: float) -> float | None:
+    """Seconds until every event up to id ``up_to`` is sealed; None if not within ``limit``."""
+    started = time.monotonic()
+    while True:
+        _, horizon = trail.top_and_horizon()
+        if horizon >= up_to:
+            return time.monotonic() - started
+        if time.monotonic() - started > limit:
+            return None
+        time.sleep(0.1)
+
+
+def _fleet_share(target: Target, used: int, size: int) -> list[tuple[str, str]]:
+    """The next ``size`` machines of a fleet nobody asked for yet in this run."""
+    share = target.credentials[used : used + size]
+    if not share:
+        raise LoadFailed(f"{target.name}: the fleet is used up ({used:,} machines asked for)")
+    return share
+
+
 def measure_target(
     *,
     server: Server,
@@ -141,114 +241,192 @@ def measure_target(
     """Measure one series at every concurrency, appending each point as it is done."""
     status, body = token_request(target)
     if not 200 <= status < 300:
-        raise ServerUnavailable(f"{target.name}: a single token request got {status}: {body[:300]}")
-    for c in args.concurrency:
-        prefix = f"{run_id}-{SHORT.get(target.name, 'node')}-c{c}-"
-        stem = args.out / "runs" / run_id / f"{target.name}-c{c}"
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        if args.warmup > 0:
-            run_wrk(
-                target=target,
-                connections=c,
-                duration_s=args.warmup,
-                rid_prefix=prefix + "w",
-                out_stem=stem.with_name(stem.name + "-warmup"),
-                timeout_s=args.timeout,
+        raise ServerUnavailable(f"{target.name}: a single request got {status}: {body[:300]}")
+    sealing = isinstance(server, Portal) and (
+        server.mode == DEPLOYMENT or server.sealer is not None
+    )
+    trail = AuditTrail(audit_url) if sealing and audit_url else None
+    seal_interval = server.seal_interval if isinstance(server, Portal) else None
+    fleet_used = 0
+    # The fleet's last machine answered the smoke request: never hand it out again.
+    fleet_size = len(target.credentials) - 1
+    try:
+        for c in target.concurrency or args.concurrency:
+            prefix = f"{run_id}-{SHORT.get(target.name, 'node')}-c{c}-"
+            stem = args.out / "runs" / run_id / f"{target.name}-c{c}"
+            stem.parent.mkdir(parents=True, exist_ok=True)
+            if args.warmup > 0:
+                warm = run_wrk(
+                    target=target,
+                    connections=c,
+                    duration_s=args.warmup,
+                    rid_prefix=prefix + "w",
+                    out_stem=stem.with_name(stem.name + "-warmup"),
+                    timeout_s=args.timeout,
+                    credentials=(
+                        _fleet_share(target, fleet_used, fleet_size - fleet_used)
+                        if target.fleet
+                        else None
+                    ),
+                )
+                fleet_used += warm.consumed if target.fleet else 0
+                server.wait_idle()
+            if trail is not None:
+                # Start from a sealed trail, so the point's backlog is its own tokens'.
+                top, _ = trail.top_and_horizon()
+                if wait_sealed(trail, up_to=top, limit=max(600.0, 3 * seal_interval + 60)) is None:
+                    raise LoadFailed("the sealer did not catch up before the point")
+            db_url = audit_url if audit_url and is_postgres(audit_url) else None
+            exclude = frozenset({trail.backend_pid} if trail and trail.backend_pid else ())
+            db_before = postgres_backends_cpu(db_url, exclude=exclude) if db_url else None
+            sealer = getattr(server, "sealer", None)
+            sealer_before = sealer.cpu_seconds() if sealer is not None else 0.0
+            parts_before = server.cpu_parts() if isinstance(server, Portal) else {}
+            cpu_before = server.cpu_seconds()
+            host_before = host_busy_seconds()
+            sampler = BacklogSampler(trail) if trail is not None else contextlib.nullcontext()
+            with sampler:
+                result = run_wrk(
+                    target=target,
+                    connections=c,
+                    duration_s=args.duration,
+                    rid_prefix=prefix + "m",
+                    out_stem=stem,
+                    timeout_s=args.timeout,
+                    credentials=(
+                        _fleet_share(target, fleet_used, fleet_size - fleet_used)
+                        if target.fleet
+                        else None
+                    ),
+                )
+            fleet_used += result.consumed if target.fleet else 0
+            cpu = server.cpu_seconds() - cpu_before
+            host = host_busy_seconds() - host_before
+            parts = (
+                {k: v - parts_before.get(k, 0.0) for k, v in server.cpu_parts().items()}
+                if isinstance(server, Portal)
+                else {}
             )
-            server.wait_idle()
-        sealer = getattr(server, "sealer", None)
-        if sealer is not None:
-            # Start from a sealed trail, so the point pays for its own tokens only.
-            sealer.wait_pass_after(time.time())
-        db_url = audit_url if audit_url and is_postgres(audit_url) else None
-        db_before = postgres_backends_cpu(db_url) if db_url else None
-        sealer_before = sealer.cpu_seconds() if sealer is not None else 0.0
-        cpu_before = server.cpu_seconds()
-        host_before = host_busy_seconds()
-        result = run_wrk(
-            target=target,
-            connections=c,
-            duration_s=args.duration,
-            rid_prefix=prefix + "m",
-            out_stem=stem,
-            timeout_s=args.timeout,
-        )
-        cpu = server.cpu_seconds() - cpu_before
-        host = host_busy_seconds() - host_before
-        sealer_cpu = None
-        if sealer is not None:
-            # End once a pass that started after the load has sealed every token of it.
-            server.wait_idle()
-            sealer.wait_pass_after(time.time())
-            sealer_cpu = sealer.cpu_seconds() - sealer_before
-        db_cpu = cpu_delta(db_before, postgres_backends_cpu(db_url)) if db_url else None
-        server.wait_idle()
-        audit = None
-        if audit_url is not None:
-            audited = audited_request_ids(database_url=audit_url, prefix=prefix + "m")
-            audit = audit_compare(
-                received=result.received_ids, audited=audited, connections=c
-            ).as_dict()
-            # A server that replaced our X-Request-ID breaks the check: say so plainly.
-            audit["unsent_ids"] = sum(
-                1 for rid in result.received_ids if not rid.startswith(prefix + "m")
-            )
-        p = {
-            "series": target.name,
-            "concurrency": c,
-            "threads": threads_for(c),
-            "duration_s": round(result.duration_s, 3),
-            "tokens": result.ok,
-            "tokens_per_s": round(result.tokens_per_s, 1),
-            "latency_ms": result.latency_ms,
-            "requests": result.requests,
-            "non_2xx": result.non_2xx,
-            "non_2xx_statuses": result.non_2xx_statuses,
-            "socket_errors": result.socket_errors,
-            "server_cpu_s": round(cpu, 3),
-            "cpu_ms_per_token": round(cpu * 1000 / result.ok, 3) if result.ok else None,
-            "db_cpu_ms_per_token": (
-                round(db_cpu * 1000 / result.ok, 3) if db_cpu is not None and result.ok else None
-            ),
-            "sealer_cpu_ms_per_token": (
-                round(sealer_cpu * 1000 / result.ok, 3)
-                if sealer_cpu is not None and result.ok
+            backlog = None
+            if trail is not None:
+                top, _ = trail.top_and_horizon()
+                unsealed_at_end = trail.unsealed()
+                drain = wait_sealed(trail, up_to=top, limit=3 * seal_interval + 60)
+                backlog = {
+                    "at_end": unsealed_at_end,
+                    "largest": max(sampler.largest, unsealed_at_end),
+                    "drain_s": None if drain is None else round(drain, 2),
+                    # Issue 13: never more than two seal intervals' worth of tokens.
+                    "limit": round(2 * seal_interval * result.tokens_per_s),
+                    "seal_interval_s": seal_interval,
+                }
+            sealer_cpu = sealer.cpu_seconds() - sealer_before if sealer is not None else None
+            db_cpu = (
+                cpu_delta(db_before, postgres_backends_cpu(db_url, exclude=exclude))
+                if db_url
                 else None
-            ),
-            "load_tool_cpu_s": round(result.load_tool_cpu_s, 3),
-            # Cores busy with anything else during the point: other people's work on a
-            # shared machine (and, for the stock peer, its database).
-            "others_cores": round(
-                max(0.0, host - cpu - result.load_tool_cpu_s - (db_cpu or 0.0)) / result.duration_s,
-                2,
             )
-            if result.duration_s
-            else None,
-            "audit": audit,
-        }
-        points.append(p)
-        audit_text = (
+            server.wait_idle()
+            audit = None
+            if audit_url is not None and target.audited:
+                audited = audited_request_ids(database_url=audit_url, prefix=prefix + "m")
+                audit = audit_compare(
+                    received=result.received_ids, audited=audited, connections=c
+                ).as_dict()
+                # A server that replaced our X-Request-ID breaks the check: say so plainly.
+                audit["unsent_ids"] = sum(
+                    1 for rid in result.received_ids if not rid.startswith(prefix + "m")
+                )
+            p = {
+                "series": target.name,
+                "concurrency": c,
+                "threads": threads_for(c),
+                "duration_s": round(result.duration_s, 3),
+                "tokens": result.ok,
+                "tokens_per_s": round(result.tokens_per_s, 1),
+                "latency_ms": result.latency_ms,
+                "requests": result.requests,
+                "non_2xx": result.non_2xx,
+                "non_2xx_statuses": result.non_2xx_statuses,
+                "socket_errors": result.socket_errors,
+                "server_cpu_s": round(cpu, 3),
+                "cpu_ms_per_token": round(cpu * 1000 / result.ok, 3) if result.ok else None,
+                # Deployment mode: the web server, the Celery worker (sealing, beat) and the
+                # `serve` process relaying every log line, apart.
+                "cpu_ms_per_token_parts": (
+                    {k: round(v * 1000 / result.ok, 3) for k, v in parts.items()}
+                    if result.ok and parts
+                    else None
+                ),
+                "db_cpu_ms_per_token": (
+                    round(db_cpu * 1000 / result.ok, 3)
+                    if db_cpu is not None and result.ok
+                    else None
+                ),
+                "sealer_cpu_ms_per_token": (
+                    round(sealer_cpu * 1000 / result.ok, 3)
+                    if sealer_cpu is not None and result.ok
+                    else None
+                ),
+                "backlog": backlog,
+                "load_tool_cpu_s": round(result.load_tool_cpu_s, 3),
+                # Cores busy with anything else during the point: other people's work on a
+                # shared machine (and, for the stock peer, its database).
+                "others_cores": round(
+                    max(0.0, host - cpu - result.load_tool_cpu_s - (db_cpu or 0.0))
+                    / result.duration_s,
+                    2,
+                )
+                if result.duration_s
+                else None,
+                "audit": audit,
+            }
+            if target.fleet:
+                p["fleet"] = {"machines": len(target.credentials), "repeated": result.wrapped}
+            points.append(p)
+            say(point_line(p))
+    finally:
+        if trail is not None:
+            trail.close()
+
+
+def point_line(p: dict) -> str:
+    """One line per point for the terminal."""
+    audit = p.get("audit")
+    backlog = p.get("backlog")
+    parts = p.get("cpu_ms_per_token_parts") or {}
+    return (
+        f"  {p['series']:<19} c{p['concurrency']:<3} {p['tokens_per_s']:>9,.1f} /s  "
+        f"p99 {p['latency_ms'].get('p99', float('nan')):.2f} ms  "
+        f"non-2xx {p['non_2xx']}  socket errors {sum(p['socket_errors'].values())}  "
+        f"CPU {p['cpu_ms_per_token'] or 0:.2f} ms/req"
+        + (
+            " (" + ", ".join(f"{k} {v:.2f}" for k, v in parts.items()) + ")"
+            if len(parts) > 1
+            else ""
+        )
+        + (
+            f" (+{p['db_cpu_ms_per_token']:.2f} in PostgreSQL)"
+            if p["db_cpu_ms_per_token"] is not None
+            else ""
+        )
+        + (
+            f" (+{p['sealer_cpu_ms_per_token']:.2f} in the sealer)"
+            if p["sealer_cpu_ms_per_token"] is not None
+            else ""
+        )
+        + (
+            f", unsealed {backlog['at_end']} at end (largest {backlog['largest']}, "
+            f"limit {backlog['limit']}), drained in {backlog['drain_s']} s"
+            if backlog
+            else ""
+        )
+        + (
             f", audit lost {audit['lost']} extra {audit['extra']} dup {audit['duplicates']}"
             if audit
             else ""
         )
-        say(
-            f"  {target.name:<19} c{c:<3} {p['tokens_per_s']:>9,.1f} tokens/s  "
-            f"p99 {result.latency_ms.get('p99', float('nan')):.2f} ms  "
-            f"non-2xx {result.non_2xx}  socket errors {result.socket_error_total}  "
-            f"CPU {p['cpu_ms_per_token'] or 0:.2f} ms/token"
-            + (
-                f" (+{p['db_cpu_ms_per_token']:.2f} in PostgreSQL)"
-                if p["db_cpu_ms_per_token"] is not None
-                else ""
-            )
-            + (
-                f" (+{p['sealer_cpu_ms_per_token']:.2f} in the sealer)"
-                if p["sealer_cpu_ms_per_token"] is not None
-                else ""
-            )
-            + audit_text
-        )
+    )
 
 
 def git_describe() -> str:
@@ -286,6 +464,9 @@ def build_servers(args: argparse.Namespace, run_id: str, portal_url: str) -> lis
                 machines=args.machines,
                 run_id=run_id,
                 sealer=args.sealer,
+                mode=args.mode,
+                fleet=args.fleet,
+                side_concurrency=tuple(args.side_concurrency),
             )
         )
     if "stock" in args.only:
@@ -299,6 +480,10 @@ def build_servers(args: argparse.Namespace, run_id: str, portal_url: str) -> lis
     if "node" in args.only:
         servers.append(NodePeer(out_dir=args.out, workers=args.workers))
     return servers
+
+
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -327,7 +512,10 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "timeout_s": args.timeout,
+            "mode": args.mode,
             "machines": args.machines,
+            "fleet": args.fleet,
+            "side_concurrency": args.side_concurrency,
             "workers": args.workers,
             "sealer": args.sealer,
         },
@@ -335,46 +523,56 @@ def main(argv: list[str] | None = None) -> int:
         "points": [],
     }
     say(
-        f"benchmark {run_id}: {', '.join(args.only)} at c{args.concurrency}, "
+        f"benchmark {run_id} ({args.mode} mode): {', '.join(args.only)} at c{args.concurrency}, "
         f"{args.duration} s per point"
     )
-    for server in build_servers(args, run_id, portal_url):
-        info = result["servers"].setdefault(server.name, {"status": "ok"})
-        if isinstance(server, NodePeer) and not NodePeer.available():
-            info.update(status="skipped", reason="node is not installed")
-            say(f"{server.name}: skipped (node is not installed)")
-            continue
-        say(f"{server.name}: preparing")
-        try:
-            server.prepare()
-            server.start()
-            info.update(server.notes)
-            say(f"{server.name}: serving on {server.base_url}")
-            audit_url = portal_url if isinstance(server, Portal) else None
-            for target in server.targets():
-                try:
-                    measure_target(
-                        server=server,
-                        target=target,
-                        args=args,
-                        run_id=run_id,
-                        audit_url=audit_url,
-                        points=result["points"],
-                    )
-                except (ServerUnavailable, LoadFailed, AuditUnavailable) as exc:
-                    info.setdefault("errors", []).append(str(exc))
-                    say(f"{target.name}: not measured: {exc}")
-        except ServerUnavailable as exc:
-            info.update(server.notes)
-            info.update(status="failed", reason=str(exc))
-            say(f"{server.name}: not run: {exc}")
-        finally:
-            server.stop()
-        if info["status"] == "ok" and info.get("errors"):
-            info["status"] = "partial"
+    # SIGTERM (a timeout, a CI job cancelled) ends the run like Ctrl-C: the servers are
+    # stopped and what was measured so far is still written.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        for server in build_servers(args, run_id, portal_url):
+            info = result["servers"].setdefault(server.name, {"status": "ok"})
+            if isinstance(server, NodePeer) and not NodePeer.available():
+                info.update(status="skipped", reason="node is not installed")
+                say(f"{server.name}: skipped (node is not installed)")
+                continue
+            say(f"{server.name}: preparing")
+            try:
+                server.prepare()
+                server.start()
+                info.update(server.notes)
+                say(f"{server.name}: serving on {server.base_url}")
+                audit_url = portal_url if isinstance(server, Portal) else None
+                for target in server.targets():
+                    try:
+                        measure_target(
+                            server=server,
+                            target=target,
+                            args=args,
+                            run_id=run_id,
+                            audit_url=audit_url,
+                            points=result["points"],
+                        )
+                    except (ServerUnavailable, LoadFailed, AuditUnavailable) as exc:
+                        info.setdefault("errors", []).append(str(exc))
+                        say(f"{target.name}: not measured: {exc}")
+            except ServerUnavailable as exc:
+                info.update(server.notes)
+                info.update(status="failed", reason=str(exc))
+                say(f"{server.name}: not run: {exc}")
+            finally:
+                server.stop()
+            if info["status"] == "ok" and info.get("errors"):
+                info["status"] = "partial"
+    except KeyboardInterrupt:
+        result["interrupted"] = True
+        say("interrupted: writing what was measured so far")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     result["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     result["ratios"] = report.ratios(result["points"])
     result["targets"] = report.targets(result)
+    result["deployment_targets"] = report.deployment_targets(result)
     result["conditions"] = report.conditions(result)
     write_outputs(result, args.out)
     return 0 if result["points"] else 1

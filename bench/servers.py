@@ -33,6 +33,7 @@ from identity_portal.web_server import web_server_argv
 REPO = Path(__file__).resolve().parent.parent
 PEERS = Path(__file__).resolve().parent / "peers"
 SCOPE = "read"
+INTROSPECT_SCOPE = "tokens:introspect"
 AUDIENCE = "https://api.example"
 TOKEN_BODY = f"grant_type=client_credentials&scope={SCOPE}&resource={quote(AUDIENCE, safe='')}"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -138,7 +139,28 @@ def process_cpu_seconds(pid: int) -> float:
     return sum(int(v) for v in fields[11:13]) / _CLK_TCK if fields else 0.0
 
 
-def postgres_backends_cpu(url: str) -> dict[int, float] | None:
+def children_of(pid: int) -> list[int]:
+    """The direct children of a process (from /proc)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _proc_stat(int(entry.name))
+            if fields is not None and int(fields[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def command_line(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace")
+
+
+def postgres_backends_cpu(
+    url: str, *, exclude: frozenset[int] = frozenset()
+) -> dict[int, float] | None:
     """CPU seconds of each client backend connected to the database, when it runs here.
 
     Only meaningful with persistent connections (the portal's CONN_MAX_AGE):
@@ -164,7 +186,7 @@ def postgres_backends_cpu(url: str) -> dict[int, float] | None:
             ).fetchall()
     except psycopg.Error:
         return None
-    return {pid: process_cpu_seconds(pid) for (pid,) in rows}
+    return {pid: process_cpu_seconds(pid) for (pid,) in rows if pid not in exclude}
 
 
 def cpu_delta(before: dict[int, float] | None, after: dict[int, float] | None) -> float | None:
@@ -197,16 +219,30 @@ def http_up(url: str) -> bool:
 
 
 def token_request(target: Target) -> tuple[int, str]:
-    """One token request outside the load tool, to prove the wiring before loading it."""
-    headers = {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Request-ID": "bench-smoke-" + secrets.token_hex(4),
-    }
+    """One request outside the load tool, to prove the wiring before loading it.
+
+    A fleet target's smoke request uses its last machine, which no point reaches;
+    a target with a pool of single-use bodies spends one of its own.
+    """
+    headers = {"X-Request-ID": "bench-smoke-" + secrets.token_hex(4)}
     if target.credentials:
-        headers["Authorization"] = target.authorization_headers()[0]
-    body = target.body_pool(1)[0] if target.body_pool is not None else target.body
+        auths = target.authorization_headers() if not target.fleet else None
+        headers["Authorization"] = (
+            auths[0]
+            if auths
+            else Target(
+                target.name, target.url, "", target.credentials[-1:]
+            ).authorization_headers()[0]
+        )
+    body = None
+    if target.method == "POST":
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        body = target.body_pool(1)[0] if target.body_pool is not None else target.body
     request = urllib.request.Request(  # noqa: S310 (loopback, our server)
-        target.url, data=body.encode(), headers=headers, method="POST"
+        target.url,
+        data=body.encode() if body is not None else None,
+        headers=headers,
+        method=target.method,
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
@@ -422,8 +458,20 @@ class Sealer:
             proc.wait(timeout=10)
 
 
+DEPLOYMENT = "deployment"
+WEB_ONLY = "web-only"
+
+
 class Portal(Server):
-    """The portal under its own web server (granian), as `manage.py serve` starts it."""
+    """The portal as it is served: ``manage.py serve`` (deployment) or granian alone (web-only).
+
+    Deployment mode (the default) is what ``make run`` runs: ``manage.py
+    serve`` starts granian and a Celery worker with beat, relays their output
+    line by line to its own (here the log file, ``make run``'s terminal there),
+    and the worker seals and checkpoints the audit trail on its schedule while
+    the points run. Web-only mode starts granian alone with the same flags (and
+    optionally ``bench.sealer`` beside it).
+    """
 
     name = "portal"
 
@@ -436,25 +484,40 @@ class Portal(Server):
         machines: int,
         run_id: str,
         sealer: bool = False,
+        mode: str = DEPLOYMENT,
+        fleet: int = 0,
+        side_concurrency: tuple[int, ...] = (16,),
     ):
         super().__init__(out_dir=out_dir, workers=workers)
         self.database_url = database_url
         self.machine_count = machines
         self.run_id = run_id
+        self.mode = mode
+        self.fleet_count = fleet
+        self.side_concurrency = side_concurrency
         self.credentials: list[tuple[str, str]] = []
         self.assertions: AssertionPool | None = None
         # The federated point's issuer, started in prepare() (bench.federation).
         self.federated: FederatedWorkload | None = None
+        self.fleet: list[tuple[str, str]] = []
+        self.introspector: tuple[str, str] | None = None
+        self.notes["mode"] = mode
         self.notes["database"] = redact_url(database_url)
         self.notes["workers"] = workers
-        self.sealer = Sealer(out_dir=out_dir, env=self.env()) if sealer else None
-        if self.sealer:
+        self.seal_interval = float(self.env().get("AUDIT_SEAL_INTERVAL") or 10)
+        self.sealer = (
+            Sealer(out_dir=out_dir, env=self.env()) if sealer and mode == WEB_ONLY else None
+        )
+        if mode == DEPLOYMENT:
+            self.notes["worker"] = f"Celery worker with beat, seals every {self.seal_interval:g} s"
+        elif self.sealer:
             self.notes["sealer"] = f"every {self.sealer.interval:g} s"
         argv = web_server_argv(self.env())
         self.notes["threads per worker"] = int(argv[argv.index("--blocking-threads") + 1])
+        self._children: list[int] = []
 
     def env(self) -> dict[str, str]:
-        return {
+        env = {
             **os.environ,
             "DATABASE_URL": self.database_url,
             "PORT": str(self.port),
@@ -464,6 +527,10 @@ class Portal(Server):
             # The federated point's issuer listens on loopback, over plain HTTP.
             "FEDERATION_ALLOW_PRIVATE_ISSUERS": "true",
         }
+        # Checkpoints of the benchmark's database go to a witness of its own, not to the
+        # one `make run` keeps for the user's database.
+        env.setdefault("AUDIT_WITNESS", f"file:{self.out_dir / 'audit-witness.jsonl'}")
+        return env
 
     def manage(self, *args: str) -> str:
         return _run(
@@ -473,6 +540,15 @@ class Portal(Server):
             what="manage.py " + " ".join(args[:2]),
         )
 
+    def _machine_create(self, name: str, *scopes: str) -> tuple[str, str]:
+        argv = ["machine", "create", "--name", name, "--audience", AUDIENCE]
+        for scope in scopes:
+            argv += ["--scope", scope]
+        created = _json_from(self.manage(*argv))
+        if not isinstance(created, dict) or not {"client_id", "client_secret"} <= set(created):
+            raise ServerUnavailable("`machine create` printed no client_id/client_secret")
+        return str(created["client_id"]), str(created["client_secret"])
+
     def prepare(self) -> None:
         if is_postgres(self.database_url) and ensure_postgres_database(self.database_url):
             self.notes["database_created"] = True
@@ -480,6 +556,7 @@ class Portal(Server):
         self.manage("first_run")
         for argv in (
             ("scope", "create", SCOPE, "--description", "Benchmark scope"),
+            ("scope", "create", INTROSPECT_SCOPE, "--description", "Introspection"),
             ("audience", "create", AUDIENCE),
         ):
             try:
@@ -489,23 +566,15 @@ class Portal(Server):
                 if "exist" not in str(exc).lower():
                     raise
         for index in range(self.machine_count):
-            out = self.manage(
-                "machine",
-                "create",
-                "--name",
-                f"bench-{self.run_id}-{index + 1}",
-                "--scope",
-                SCOPE,
-                "--audience",
-                AUDIENCE,
-            )
-            created = _json_from(out)
-            if not isinstance(created, dict) or not {"client_id", "client_secret"} <= set(created):
-                raise ServerUnavailable("`machine create` printed no client_id/client_secret")
-            self.credentials.append((str(created["client_id"]), str(created["client_secret"])))
+            self.credentials.append(self._machine_create(f"bench-{self.run_id}-{index + 1}", SCOPE))
         self._prepare_private_key_jwt()
         self.federated = FederatedWorkload(out_dir=self.out_dir)
         self.federated.register(self.manage, scope=SCOPE, audience=AUDIENCE, run_id=self.run_id)
+        self.introspector = self._machine_create(
+            f"bench-{self.run_id}-introspector", SCOPE, INTROSPECT_SCOPE
+        )
+        if self.fleet_count:
+            self.fleet = self._fleet_register()
         # Each registration leaves a tombstone in the machine cache (clients.machine_cache)
         # during which that machine authenticates from the database. Measure the steady
         # state, not those seconds: start() waits them out.
@@ -518,7 +587,9 @@ class Portal(Server):
         created = _json_from(self.manage(*argv))
         if not isinstance(created, dict) or "client_id" not in created:
             raise ServerUnavailable("`machine create` printed no client_id")
-        issuer = self.env().get("ISSUER", "http://127.0.0.1:8000")
+        # As identity_portal.settings derives it: ISSUER, else the port the portal serves on.
+        env = self.env()
+        issuer = env.get("ISSUER", f"http://127.0.0.1:{env['PORT']}").rstrip("/")
         self.assertions = AssertionPool(
             client_id=str(created["client_id"]), audience=issuer + "/oauth/token"
         )
@@ -526,23 +597,80 @@ class Portal(Server):
         jwk_file.write_text(json.dumps(self.assertions.jwk))
         self.manage("machine", "add-key", str(created["client_id"]), "--jwk", str(jwk_file))
 
+    def _fleet_register(self) -> list[tuple[str, str]]:
+        """``bench.fleet``: the fleet's machines in bulk; their credentials stay in memory."""
+        path = self.out_dir / f"fleet-{self.run_id}.tsv"
+        try:
+            out = _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.fleet",
+                    "--count",
+                    str(self.fleet_count),
+                    "--name-prefix",
+                    f"bench-{self.run_id}-fleet",
+                    "--scope",
+                    SCOPE,
+                    "--audience",
+                    AUDIENCE,
+                    "--out",
+                    str(path),
+                ],
+                env=self.env(),
+                cwd=REPO,
+                what="bench.fleet",
+            )
+            fleet = [tuple(line.split("\t", 1)) for line in path.read_text().splitlines() if line]
+        finally:
+            path.unlink(missing_ok=True)
+        done = _json_from(out)
+        if isinstance(done, dict):
+            self.notes["fleet registered"] = f"{len(fleet):,} machines in {done.get('seconds')} s"
+        return fleet
+
     def start(self, *, timeout: float = 60.0) -> None:
         super().start(timeout=timeout)
+        if self.mode == DEPLOYMENT:
+            self._children = children_of(self.proc.pid)
         if self.sealer:
             self.sealer.start()
         wait = getattr(self, "settled_at", 0.0) - time.monotonic()
         if wait > 0:
             time.sleep(wait)
 
+    def cpu_parts(self) -> dict[str, float]:
+        """CPU seconds so far of the web server, the worker and ``serve`` itself (the relay)."""
+        assert self.proc is not None  # noqa: S101
+        if self.mode != DEPLOYMENT:
+            return {"web": tree_cpu_seconds(self.proc.pid)}
+        parts = {"web": 0.0, "worker": 0.0, "relay": process_cpu_seconds(self.proc.pid)}
+        for child in children_of(self.proc.pid):
+            line = command_line(child)
+            part = "web" if "granian" in line else "worker" if "celery" in line else "relay"
+            parts[part] += tree_cpu_seconds(child)
+        return parts
+
     def stop(self) -> None:
         if self.sealer:
             self.sealer.stop()
+        children, self._children = self._children, []
         if self.federated:
             self.federated.close()
             self.federated = None
         super().stop()
+        # serve stops its children on SIGTERM; if it was killed instead, they would live on
+        # in sessions of their own: end those we saw it start.
+        for pid in children:
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                continue
 
     def command(self) -> tuple[list[str], dict[str, str], Path]:
+        if self.mode == DEPLOYMENT:
+            # Exactly what `make run` ends with; its output goes to our log file.
+            return [sys.executable, "manage.py", "serve"], self.env(), REPO
         # The same server and flags as `manage.py serve`.
         return web_server_argv(self.env()), self.env(), REPO
 
@@ -550,14 +678,53 @@ class Portal(Server):
         return self.base_url + "/healthz"
 
     def targets(self) -> list[Target]:
-        url = self.base_url + "/oauth/token"
-        targets = [Target("portal", url, TOKEN_BODY, self.credentials)]
+        token_url = self.base_url + "/oauth/token"
+        targets = [Target("portal", token_url, TOKEN_BODY, self.credentials)]
         if self.assertions is not None:
             targets.append(
-                Target("portal-private-key-jwt", url, TOKEN_BODY, [], body_pool=self.assertions)
+                Target(
+                    "portal-private-key-jwt", token_url, TOKEN_BODY, [], body_pool=self.assertions
+                )
             )
         if self.federated is not None:
-            targets.append(Target(FEDERATED, url, "", [], body_pool=self.federated.bodies))
+            targets.append(Target(FEDERATED, token_url, "", [], body_pool=self.federated.bodies))
+        if self.fleet:
+            targets.append(
+                Target(
+                    "portal-fleet",
+                    token_url,
+                    TOKEN_BODY,
+                    self.fleet,
+                    fleet=True,
+                    concurrency=self.side_concurrency,
+                )
+            )
+        targets.append(
+            Target(
+                "jwks",
+                self.base_url + "/.well-known/jwks.json",
+                "",
+                [],
+                method="GET",
+                audited=False,
+                concurrency=self.side_concurrency,
+            )
+        )
+        if self.introspector is not None:
+            status, body = token_request(Target("portal", token_url, TOKEN_BODY, self.credentials))
+            if status != 200:
+                raise ServerUnavailable(f"no token to introspect: {status} {body[:200]}")
+            access_token = json.loads(body)["access_token"]
+            targets.append(
+                Target(
+                    "introspect",
+                    self.base_url + "/oauth/introspect",
+                    f"token={access_token}",
+                    [self.introspector],
+                    audited=False,
+                    concurrency=self.side_concurrency,
+                )
+            )
         return targets
 
 

@@ -2,9 +2,15 @@
 --
 -- Configured through the environment (set by bench/run.py; secrets never on a
 -- command line):
---   BENCH_PATH        token endpoint path, e.g. /oauth/token
+--   BENCH_METHOD      POST (default) or GET (a GET sends no body, no Content-Type)
+--   BENCH_PATH        endpoint path, e.g. /oauth/token
 --   BENCH_BODY        form body, e.g. grant_type=client_credentials&scope=read
 --   BENCH_AUTHS       Authorization header values ("Basic ..."), separated by ";"
+--   BENCH_AUTHS_FILE  or a file of them, one per line (a fleet of 100,000 machines does
+--                     not fit in an environment variable); each thread then walks its
+--                     own share of the lines once, in order (thread t of n takes lines
+--                     t, t+n, t+2n, ...), so no machine is asked for twice in a point
+--                     unless the file runs out (then it starts over; "wrapped" counts it)
 --   BENCH_RID_PREFIX  prefix of every X-Request-ID of this run point ([A-Za-z0-9-])
 --   BENCH_OUT         output path stem: writes <stem>.ids and <stem>.json in done()
 --   BENCH_BODIES      optional file of single-use bodies, one per line (private_key_jwt
@@ -15,6 +21,7 @@
 -- harness can compare what the load tool received with the audit trail.
 -- Threads are separate Lua states: done() collects from each through thread:get.
 
+local method = os.getenv("BENCH_METHOD") or "POST"
 local path = os.getenv("BENCH_PATH") or "/"
 local body = os.getenv("BENCH_BODY") or ""
 local prefix = os.getenv("BENCH_RID_PREFIX") or "bench-"
@@ -23,6 +30,8 @@ local auths = {}
 for value in string.gmatch(os.getenv("BENCH_AUTHS") or "", "[^;]+") do
   auths[#auths + 1] = value
 end
+
+local auths_file = os.getenv("BENCH_AUTHS_FILE")
 
 local threads = {}
 
@@ -34,12 +43,25 @@ end
 function init(args)
   sent = 0
   ok = 0
+  wrapped = 0
   ids = {}
   statuses = {}
+  local n = tonumber(os.getenv("BENCH_THREADS") or "1")
+  if auths_file then
+    -- This thread's share of the fleet, read once.
+    local line_no = 0
+    auths = {}
+    for line in io.lines(auths_file) do
+      line_no = line_no + 1
+      if (line_no - tid) % n == 0 and #line > 0 then
+        auths[#auths + 1] = line
+      end
+    end
+  end
   bodies = {}
   local pool = os.getenv("BENCH_BODIES")
   if pool then
-    local n = tonumber(os.getenv("BENCH_THREADS") or "1")
+    -- This thread's share of the single-use bodies, read once.
     local index = 0
     for line in io.lines(pool) do
       if line ~= "" then
@@ -55,12 +77,25 @@ end
 function request()
   sent = sent + 1
   local headers = {
-    ["Content-Type"] = "application/x-www-form-urlencoded",
     ["X-Request-ID"] = prefix .. tid .. "-" .. sent,
   }
+  if method == "POST" then
+    headers["Content-Type"] = "application/x-www-form-urlencoded"
+  end
   if #auths > 0 then
-    -- Spread the load over every registered machine.
-    headers["Authorization"] = auths[(sent + tid) % #auths + 1]
+    if auths_file then
+      -- Each machine of this thread's share once, in order.
+      if sent > #auths and (sent - 1) % #auths == 0 then
+        wrapped = wrapped + 1
+      end
+      headers["Authorization"] = auths[(sent - 1) % #auths + 1]
+    else
+      -- Spread the load over every registered machine.
+      headers["Authorization"] = auths[(sent + tid) % #auths + 1]
+    end
+  end
+  if method ~= "POST" then
+    return wrk.format(method, path, headers)
   end
   local sent_body = body
   if #bodies > 0 then
@@ -101,11 +136,13 @@ function done(summary, latency, requests)
     return
   end
   local f = assert(io.open(out .. ".ids", "w"))
-  local total_ok, total_sent = 0, 0
+  local total_ok, total_sent, total_wrapped, max_sent = 0, 0, 0, 0
   local all_statuses = {}
   for _, thread in ipairs(threads) do
     total_ok = total_ok + thread:get("ok")
     total_sent = total_sent + thread:get("sent")
+    total_wrapped = total_wrapped + thread:get("wrapped")
+    max_sent = math.max(max_sent, thread:get("sent"))
     for _, rid in ipairs(thread:get("ids")) do
       f:write(rid, "\n")
     end
@@ -121,11 +158,11 @@ function done(summary, latency, requests)
   local e = summary.errors
   local j = assert(io.open(out .. ".json", "w"))
   j:write(string.format(
-    '{"duration_us": %d, "requests": %d, "bytes": %d, "ok": %d, "sent": %d, '
+    '{"duration_us": %d, "requests": %d, "bytes": %d, "ok": %d, "sent": %d, "wrapped": %d, "max_thread_sent": %d, '
       .. '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, '
       .. '"latency_us": {"p50": %d, "p90": %d, "p99": %d, "max": %d, "mean": %.1f}, '
       .. '"non2xx_statuses": {%s}}\n',
-    summary.duration, summary.requests, summary.bytes, total_ok, total_sent,
+    summary.duration, summary.requests, summary.bytes, total_ok, total_sent, total_wrapped, max_sent,
     e.connect, e.read, e.write, e.status, e.timeout,
     latency:percentile(50), latency:percentile(90), latency:percentile(99),
     latency.max, latency.mean, table.concat(parts, ", ")))

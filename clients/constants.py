@@ -53,8 +53,10 @@ MACHINE_CACHE_TTL = 300
 MACHINE_CACHE_MISS_TTL = 30
 MACHINE_CACHE_TOMBSTONE_TTL = 10
 
-# last_used_at is written at most once per machine per this many seconds.
+# last_used_at is noted at most once per secret per this many seconds by a process,
+# and a process writes what it noted in one batch at most this often (seconds).
 LAST_USED_WRITE_INTERVAL = 60
+LAST_USED_FLUSH_INTERVAL = 10
 
 # Throttling of failed client authentication. Below the free allowance nothing
 # happens; past it every further failure blocks the key for a doubling time,

@@ -2,8 +2,7 @@
 
 The secret is checked against the peppered digests in the machine's cache
 entry: one HMAC-SHA256 per (pepper, digest format) in use, no SQL. The
-``last_used_at`` columns are written at most once per secret per
-``LAST_USED_WRITE_INTERVAL`` across all processes.
+``last_used_at`` columns are written in batches (``_last_used_touch``).
 """
 
 from __future__ import annotations
@@ -11,16 +10,18 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import unquote_plus
 
-from django.core.cache import cache
-from django.utils import timezone
+from django.db import connection, transaction
 
 from clients.auth_methods import AuthMethod, Credentials, Presented, Verification
 from clients.constants import (
     CLIENT_ID_MAX_LENGTH,
     CLIENT_SECRET_MAX_LENGTH,
+    LAST_USED_FLUSH_INTERVAL,
     LAST_USED_WRITE_INTERVAL,
 )
 from clients.credentials import (
@@ -29,7 +30,7 @@ from clients.credentials import (
     current_pepper_id,
     secret_digest,
 )
-from clients.machine_cache import CachedSecret, MachineAuthEntry, cache_safely
+from clients.machine_cache import CachedSecret, MachineAuthEntry
 from clients.models import ClientSecret, Machine
 from core.errors import InvalidClient, InvalidRequest
 
@@ -110,25 +111,87 @@ def _matching_secret(entry: MachineAuthEntry, secret: str) -> CachedSecret | Non
     return None
 
 
-# Per process: secret id -> time before which this process does not even ask the cache,
-# so the hot path makes its one cache round trip and no other.
+# Per process: secret id -> time before which this process does not record it again.
 _last_used_local: dict[int, float] = {}
+# Per process: usage not written yet, secret id -> (machine id, source ip, when), and
+# when it was last written. Guarded by the lock (web server threads share them).
+_last_used_pending: dict[int, tuple[int, str | None, float]] = {}
+_last_used_flushed_at = [0.0]
+_last_used_lock = threading.Lock()
 
 
 def _last_used_touch(machine: Machine, secret_id: int, ip: str | None, now: float) -> None:
-    """Write last_used_at at most once per secret per interval across all processes."""
+    """Note the use; write the noted uses of this process at most once per interval.
+
+    A fleet's machine asks about once per token lifetime, so a write per
+    request (two UPDATEs) would double the cold request's round trips. Uses
+    are kept in the process and written together, one statement per table,
+    by the first request after ``LAST_USED_FLUSH_INTERVAL``: ``last_used_at``
+    lags by at most that long (plus the time to the next request), and a
+    process that stops loses at most that much of it. Better a late
+    ``last_used_at`` than a write per token request.
+    """
     if _last_used_local.get(secret_id, 0.0) > now:
         return
-    if len(_last_used_local) > 100_000:
-        _last_used_local.clear()
-    _last_used_local[secret_id] = now + LAST_USED_WRITE_INTERVAL
-    # Whoever adds the shared key first writes. Without the cache the write is skipped:
-    # better a stale last_used_at than a write per token request.
-    if not cache_safely(cache.add, f"clients:used:{secret_id}", 1, LAST_USED_WRITE_INTERVAL):
+    with _last_used_lock:
+        if len(_last_used_local) > 100_000:
+            _last_used_local.clear()
+        _last_used_local[secret_id] = now + LAST_USED_WRITE_INTERVAL
+        _last_used_pending[secret_id] = (machine.pk, ip, now)
+        if now - _last_used_flushed_at[0] < LAST_USED_FLUSH_INTERVAL:
+            return
+        pending = dict(_last_used_pending)
+        _last_used_pending.clear()
+        _last_used_flushed_at[0] = now
+    last_used_flush(pending)
+
+
+def last_used_flush(pending: dict[int, tuple[int, str | None, float]]) -> None:
+    """Write ``last_used_at`` (and the machine's ``last_used_ip``) of the given uses.
+
+    On PostgreSQL one ``UPDATE ... FROM unnest(...)`` per table whatever the
+    batch size (Django's ``bulk_update`` builds a CASE with a branch per row,
+    which the server then walks for every row); elsewhere an update per row.
+    """
+    if not pending:
         return
-    used_at = timezone.now()
-    Machine.objects.filter(pk=machine.pk).update(last_used_at=used_at, last_used_ip=ip)
-    ClientSecret.objects.filter(pk=secret_id).update(last_used_at=used_at)
+    machines: dict[int, tuple[str | None, float]] = {}
+    for machine_id, ip, when in pending.values():
+        if machine_id not in machines or machines[machine_id][1] < when:
+            machines[machine_id] = (ip, when)
+    machine_rows = sorted((m, _aware(when), ip) for m, (ip, when) in machines.items())
+    secret_rows = sorted((s, _aware(when)) for s, (_, _, when) in pending.items())
+    with transaction.atomic():
+        if connection.vendor != "postgresql":
+            for machine_id, when, ip in machine_rows:
+                Machine.objects.filter(pk=machine_id).update(last_used_at=when, last_used_ip=ip)
+            for secret_id, when in secret_rows:
+                ClientSecret.objects.filter(pk=secret_id).update(last_used_at=when)
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {Machine._meta.db_table} AS m SET last_used_at = v.at, "  # noqa: S608
+                "last_used_ip = v.ip FROM unnest(%s::bigint[], %s::timestamptz[], %s::inet[]) "
+                "AS v(id, at, ip) WHERE m.id = v.id",
+                [list(column) for column in zip(*machine_rows, strict=True)],
+            )
+            cursor.execute(
+                f"UPDATE {ClientSecret._meta.db_table} AS s SET last_used_at = v.at "  # noqa: S608
+                "FROM unnest(%s::bigint[], %s::timestamptz[]) AS v(id, at) WHERE s.id = v.id",
+                [list(column) for column in zip(*secret_rows, strict=True)],
+            )
+
+
+def _aware(posix: float) -> datetime:
+    return datetime.fromtimestamp(posix, tz=UTC)
+
+
+def last_used_reset() -> None:
+    """Forget this process's noted uses (tests)."""
+    with _last_used_lock:
+        _last_used_local.clear()
+        _last_used_pending.clear()
+        _last_used_flushed_at[0] = 0.0
 
 
 class _ClientSecretMethod(AuthMethod):

@@ -462,3 +462,38 @@ def test_a_change_tombstones_the_previous_cache_version_too(
     assert machine_cache_key(machine.client_id) != previous
     assert cache.get(previous) == "tombstone"
     assert cache.get(machine_cache_key(machine.client_id)) == "tombstone"
+
+
+def test_uses_of_several_machines_are_written_in_one_batch_per_interval(
+    machine_and_secret, request_ctx, time_machine, cli_actor
+):
+    from clients.services import machine_register
+
+    machine, raw = machine_and_secret
+    other, other_raw = machine_register(actor=cli_actor, name="other-job", scopes=["read"])
+    time_machine.move_to("2030-01-01 12:00:00+00:00", tick=False)
+    client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    time_machine.move_to("2030-01-01 12:00:05+00:00", tick=False)
+
+    with CaptureQueriesContext(connection) as noted:
+        client_authenticate(credentials=_creds(other.client_id, other_raw), context=request_ctx)
+    time_machine.move_to("2030-01-01 12:01:01+00:00", tick=False)
+    with CaptureQueriesContext(connection) as flushed:
+        client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+
+    assert [q for q in noted.captured_queries if q["sql"].startswith("UPDATE")] == []
+    updates = [q["sql"] for q in flushed.captured_queries if q["sql"].startswith("UPDATE")]
+    used = dict(Machine.objects.values_list("name", "last_used_at"))
+    secrets_used = dict(ClientSecret.objects.values_list("machine__name", "last_used_at"))
+    if connection.vendor == "postgresql":
+        assert len(updates) == 2  # one per table, whatever the batch size
+    else:
+        assert len(updates) == 4  # SQLite: one per row, no round trips to save
+    assert {k: v.isoformat() for k, v in used.items()} == {
+        "billing-job": "2030-01-01T12:01:01+00:00",
+        "other-job": "2030-01-01T12:00:05+00:00",
+    }
+    assert {k: v.isoformat() for k, v in secrets_used.items()} == {
+        "billing-job": "2030-01-01T12:01:01+00:00",
+        "other-job": "2030-01-01T12:00:05+00:00",
+    }

@@ -159,13 +159,13 @@ def test_a_disallowed_host_is_a_json_400_in_the_lane(signing_key):
 
 
 @pytest.mark.django_db
-def test_an_unexpected_error_is_a_json_500_not_a_traceback(monkeypatch, signing_key):
+def test_an_unexpected_error_is_a_json_500_not_a_traceback(signing_key):
     def broken(request):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(token_lane, "token", broken)
-
-    status, headers, body = _via_lane(body=b"grant_type=client_credentials", CONTENT_TYPE=FORM)
+    status, headers, body = _via_lane(
+        app=token_lane.TokenLane(broken), body=b"grant_type=client_credentials", CONTENT_TYPE=FORM
+    )
 
     assert status == 500
     assert json.loads(body) == {"error": "server_error", "error_description": "Internal error."}
@@ -211,3 +211,45 @@ def test_an_http_token_request_is_redirected_to_https_as_djangos_stack_does(
         app=lane, CONTENT_TYPE=FORM, **{"wsgi.url_scheme": "https", "SERVER_PORT": "443"}, **case
     )
     assert secure_status == 200
+
+
+@pytest.mark.django_db
+def test_introspection_answers_the_same_in_both_lanes(client, signing_key, machine_factory):
+    holder = machine_factory(name="holder")
+    gateway = machine_factory(name="gateway", scopes=("orders:read", "tokens:introspect"))
+    token = json.loads(
+        _via_django(
+            client,
+            body=b"grant_type=client_credentials",
+            HTTP_AUTHORIZATION=basic(holder.client_id, holder.secret),
+        )[2]
+    )["access_token"]
+    auth = basic(gateway.client_id, gateway.secret)
+    cases = {
+        "active": f"token={token}".encode(),
+        "junk": b"token=not-a-token",
+        "missing": b"token_type_hint=access_token",
+    }
+    for name, body in cases.items():
+        lane = _via_lane(
+            body=body, CONTENT_TYPE=FORM, HTTP_AUTHORIZATION=auth, PATH_INFO="/oauth/introspect"
+        )
+        django = client.post("/oauth/introspect", body, content_type=FORM, HTTP_AUTHORIZATION=auth)
+
+        assert (name, lane[0], lane[2]) == (name, django.status_code, django.content)
+        assert _stable(lane[1]) == _stable(dict(django.items())), name
+    active = json.loads(
+        _via_lane(
+            body=cases["active"],
+            CONTENT_TYPE=FORM,
+            HTTP_AUTHORIZATION=auth,
+            PATH_INFO="/oauth/introspect",
+            HTTP_X_REQUEST_ID="lane-introspect-1",
+        )[2]
+    )
+    assert (active["active"], active["client_id"]) == (True, holder.client_id)
+    events = AuditEvent.objects.filter(event_type="token.introspected")
+    assert events.count() == 5  # two lanes x (active, junk), plus the last request
+    assert list(
+        events.filter(request_id="lane-introspect-1").values_list("outcome", "target_id")
+    ) == [("success", active["jti"])]

@@ -2,6 +2,7 @@ import json
 
 import pytest
 import time_machine
+from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -9,6 +10,7 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.test import APIRequestFactory
 
 from audit.models import AuditEvent
+from clients.machine_cache import machine_cache_key
 from tests.fixtures.tokens import OTHER_API
 from tests.tokens.helpers import token_request
 from tokens.api.authentication import BearerTokenAuthentication
@@ -91,6 +93,30 @@ def test_a_token_costs_at_most_two_sql_round_trips_on_a_warm_path(
         # SQLite: BEGIN is implicit; two INSERTs in one transaction (one commit).
         assert [s.split()[0] for s in statements if s.split()[0] == "INSERT"] == ["INSERT"] * 2
         assert len(statements) <= 4
+
+
+@pytest.mark.postgres
+def test_a_cold_token_request_costs_at_most_two_sql_round_trips(
+    client, signing_key, machine_factory
+):
+    """Issue 13: a fleet's requests are mostly cold (a machine the cache has not seen)."""
+    warm = machine_factory(name="warm")
+    cold = machine_factory(name="cold")
+    token_request(client, warm)  # the keyring, and this process's batch of usage times
+    cache.delete(machine_cache_key(cold.client_id))  # never seen: no entry, no tombstone
+
+    with CaptureQueriesContext(connection) as queries:
+        response = token_request(client, cold)
+
+    assert response.status_code == 200
+    statements = [q["sql"] for q in queries.captured_queries]
+    assert len(statements) == 2
+    assert statements[0].startswith("SELECT (SELECT coalesce(json_agg(")
+    assert statements[1].startswith("WITH t AS (INSERT INTO")
+    # The entry was stored: the next request of this machine reads no machine row.
+    with CaptureQueriesContext(connection) as again:
+        assert token_request(client, cold).status_code == 200
+    assert [q["sql"][:6] for q in again.captured_queries] == ["WITH t"]
 
 
 def test_beat_schedules_the_token_lifecycle_tasks(settings):
