@@ -19,6 +19,7 @@ from audit.models import AuditEvent
 from clients.client_assertion import JWT_BEARER
 from clients.models import ClientKey, ClientSecret, Machine
 from core import jose
+from tests.fixtures.core import console_login
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -222,7 +223,7 @@ def test_without_allow_private_a_loopback_jwks_uri_is_refused(keyless, oidc_issu
 
 def test_the_console_uploads_and_removes_a_key(client, keyless):
     admin = get_user_model().objects.create_superuser("root", "root@example.test", "pw-unused-1")
-    client.force_login(admin)
+    console_login(client, admin)
     machine = Machine.objects.get(client_id=keyless["client_id"])
     _, jwk = _ec_jwk("console-key")
     _, private = _ec_jwk("leaky", private=True)
@@ -254,7 +255,7 @@ def test_an_auditor_cannot_add_a_key(client, keyless):
 
     user = get_user_model().objects.create_user(username="aud", password="x", is_staff=True)
     user.groups.add(Group.objects.get(name="auditors"))
-    client.force_login(user)
+    console_login(client, user)
     machine = Machine.objects.get(client_id=keyless["client_id"])
 
     response = client.post(

@@ -11,6 +11,7 @@ from audit.models import AuditEvent
 from clients.federation.services import trust_add
 from clients.federation.templates import GITHUB_ISSUER
 from clients.models import FederationTrust
+from tests.fixtures.core import console_login
 
 pytestmark = pytest.mark.django_db
 
@@ -24,7 +25,7 @@ def _login(client, name: str, group: str | None):
     )
     if group:
         user.groups.add(Group.objects.get(name=group))
-    client.force_login(user)
+    console_login(client, user)
     return user
 
 
@@ -103,9 +104,12 @@ def test_an_auditor_sees_trusts_but_cannot_add_or_remove(client, machine, cli_ac
 
 
 def test_staff_without_a_role_sees_nothing(client, machine):
+    # Holding no role, the account is not let into the console at all: sent to sign in.
     _login(client, "nobody", None)
-    assert client.get(LIST_URL).status_code == 403
-    assert client.post(ADD_URL, _github_form(machine)).status_code == 403
+    listed = client.get(LIST_URL)
+    posted = client.post(ADD_URL, _github_form(machine))
+    assert (listed.status_code, posted.status_code) == (302, 302)
+    assert listed["Location"].startswith("/console/login/")
     assert FederationTrust.objects.count() == 0
 
 
