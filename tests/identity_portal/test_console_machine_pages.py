@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from clients.models import ClientSecret, Machine
+from tests.fixtures.core import console_login
 from tokens.choices import KeyAlgorithm
 from tokens.models import IssuedToken
 
@@ -25,13 +26,13 @@ def _role(name: str, group: str):
 
 @pytest.fixture
 def admin_client(client, db):
-    client.force_login(_role("sec", "security-admins"))
+    console_login(client, _role("sec", "security-admins"))
     return client
 
 
 @pytest.fixture
 def auditor_client(client, db):
-    client.force_login(_role("aud", "auditors"))
+    console_login(client, _role("aud", "auditors"))
     return client
 
 
