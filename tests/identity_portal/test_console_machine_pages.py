@@ -172,7 +172,16 @@ def test_auditors_see_no_control_and_are_refused_when_forcing(auditor_client, ma
     assert "Rotate secret" not in page and "Revoke now" not in page
     assert forced == [403, 403, 403]
     assert machine.enabled is True
-    assert AuditEvent.objects.count() == before
+    # Nothing changed; each refusal is on the record (the console's role gate audits it).
+    new = AuditEvent.objects.order_by("id")[before:]
+    assert [(e.event_type, e.outcome, e.details) for e in new] == [
+        ("console.access_denied", "failure", {"method": "POST", "path": path})
+        for path in (
+            f"/console/machines/{machine.pk}/disable/",
+            f"/console/machines/{machine.pk}/enable/",
+            f"/console/machines/{machine.pk}/revoke-tokens/",
+        )
+    ]
 
 
 @pytest.mark.parametrize(
