@@ -153,6 +153,7 @@ class MachineForm(forms.ModelForm):
             "auth_methods": list(DEFAULT_AUTH_METHODS),
             "secret_warning_period": None,
             "stale_action": "",
+            "jwks_uri": "",
             **self.cleaned_data,
         }
         values = {

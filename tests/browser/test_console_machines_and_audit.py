@@ -77,7 +77,16 @@ def test_an_admin_runs_a_machine_from_registration_to_the_audit_log(
     # The copy button puts exactly the secret on the clipboard.
     page.click(pages.COPY_SECRET)
     page.wait_for_function("() => document.querySelector('#copy-secret').textContent === 'Copied'")
-    assert page.evaluate("navigator.clipboard.readText()") == secret
+    # Read back as a person would, by pasting: the page's Permissions-Policy keeps
+    # clipboard-read=() (the console never reads the clipboard), so no readText() here.
+    page.evaluate(
+        "() => { const box = document.createElement('textarea');"
+        " box.id = 'paste-check'; document.body.append(box); }"
+    )
+    page.focus("#paste-check")
+    page.keyboard.press("Control+V")
+    assert page.input_value("#paste-check") == secret
+    page.evaluate("() => document.querySelector('#paste-check').remove()")
 
     # The machine gets a token with it over HTTP; a wrong secret is refused.
     status, issued = _token(page, client_id, secret)

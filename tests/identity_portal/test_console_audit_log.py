@@ -18,6 +18,7 @@ from audit.context import Actor, RequestContext, Target
 from audit.models import AuditEvent
 from audit.selectors import AuditFilters, AuditLogQuery, audit_log_page
 from audit.services import audit_record, audit_seal_pending
+from tests.fixtures.core import console_login
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 
@@ -58,7 +59,7 @@ def _role(name: str, group: str | None):
 @pytest.fixture
 def auditor_client(db):
     client = Client(enforce_csrf_checks=True)
-    client.force_login(_role("aud", "auditors"))
+    console_login(client, _role("aud", "auditors"))
     return client
 
 
@@ -175,10 +176,16 @@ def _csrf(client) -> str:
 
 
 def test_only_console_roles_read_or_export(client, events):
-    client.force_login(_role("staff", None))
+    console_login(client, _role("staff", None))
 
-    assert client.get("/console/audit/").status_code == 403
-    assert client.post("/console/audit/export/", {"format": "jsonl"}).status_code == 403
+    # Without a role the console is not open at all (not even with the staff flag): to sign-in.
+    read = client.get("/console/audit/")
+    export = client.post("/console/audit/export/", {"format": "jsonl"})
+    assert (read.status_code, read["Location"]) == (302, "/console/login/?next=/console/audit/")
+    assert (export.status_code, export["Location"]) == (
+        302,
+        "/console/login/?next=/console/audit/export/",
+    )
     assert not AuditEvent.objects.filter(event_type="audit.exported").exists()
 
 

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from clients.models import ClientSecret, Machine
+from tests.fixtures.core import console_login
 from tokens.choices import KeyAlgorithm
 from tokens.models import IssuedToken
 
@@ -25,13 +26,13 @@ def _role(name: str, group: str):
 
 @pytest.fixture
 def admin_client(client, db):
-    client.force_login(_role("sec", "security-admins"))
+    console_login(client, _role("sec", "security-admins"))
     return client
 
 
 @pytest.fixture
 def auditor_client(client, db):
-    client.force_login(_role("aud", "auditors"))
+    console_login(client, _role("aud", "auditors"))
     return client
 
 
@@ -171,7 +172,16 @@ def test_auditors_see_no_control_and_are_refused_when_forcing(auditor_client, ma
     assert "Rotate secret" not in page and "Revoke now" not in page
     assert forced == [403, 403, 403]
     assert machine.enabled is True
-    assert AuditEvent.objects.count() == before
+    # Nothing changed; each refusal is on the record (the console's role gate audits it).
+    new = AuditEvent.objects.order_by("id")[before:]
+    assert [(e.event_type, e.outcome, e.details) for e in new] == [
+        ("console.access_denied", "failure", {"method": "POST", "path": path})
+        for path in (
+            f"/console/machines/{machine.pk}/disable/",
+            f"/console/machines/{machine.pk}/enable/",
+            f"/console/machines/{machine.pk}/revoke-tokens/",
+        )
+    ]
 
 
 @pytest.mark.parametrize(
