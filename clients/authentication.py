@@ -61,6 +61,7 @@ from clients.throttling import (
     throttle_retry_after,
     throttle_success_record,
 )
+from core import metrics
 
 BASIC = "client_secret_basic"
 POST = "client_secret_post"
@@ -322,6 +323,7 @@ def client_authenticate(*, credentials: ClientCredentials, context: RequestConte
     values = cache_safely(cache.get_many, [machine_key, *keys.blocks, keys.fail_pair], default={})
     retry_after = throttle_retry_after(values=values, keys=keys, now=now)
     if retry_after:
+        metrics.throttled(kind="client_authentication")
         raise Throttled(retry_after=retry_after)
     entry = machine_auth_entry_resolve(credentials.client_id, values.get(machine_key))
     reason, match = _failure_reason(

@@ -10,6 +10,7 @@ class IdentityPortalConfig(AppConfig):
             cache,
             checks,
             console_audit,
+            jobs,
         )
         from identity_portal.log import install_redaction
 

@@ -4,6 +4,7 @@ from django.urls import path
 from audit.api.views import AuditEventListView, AuditExportView
 from audit.views import audit_keys
 from identity_portal import health
+from identity_portal.metrics import metrics_view
 from tokens.views import discovery, introspect, revoke, token
 
 admin.site.site_header = "Machine Identity Portal"
@@ -13,6 +14,7 @@ admin.site.index_title = "Console"
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("console/", admin.site.urls),
     path("oauth/token", token.token, name="oauth-token"),
     path("oauth/token/", token.token),

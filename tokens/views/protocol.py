@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import re
+from typing import NamedTuple
 from urllib.parse import parse_qsl
 
 from django.db import DatabaseError
@@ -18,7 +19,7 @@ from django.http import HttpResponse
 from django.http.multipartparser import parse_header_parameters
 from django.views.decorators.csrf import csrf_exempt
 
-from audit.context import request_context
+from audit.context import RequestContext, request_context
 from clients.authentication import (
     ClientAuthError,
     MalformedClientRequest,
@@ -26,6 +27,8 @@ from clients.authentication import (
     client_authenticate,
     client_credentials_from_request,
 )
+from clients.models import Machine
+from core import metrics
 from core.errors import (
     InvalidClient,
     InvalidRequest,
@@ -148,35 +151,56 @@ def form_single(form: dict[str, list[str]], name: str) -> str | None:
 
 
 class ClientRefused(Exception):
-    """Client authentication did not succeed; ``response`` says how to answer."""
+    """Client authentication did not succeed; ``response`` says how to answer.
 
-    def __init__(self, response: HttpResponse) -> None:
+    ``reason`` and ``method`` are for the metrics (code words, never input):
+    the audit reason of a failed authentication, ``throttled``, or the RFC 6749
+    code of credentials that could not be read; the authentication method, or
+    ``none`` when the credentials could not be read.
+    """
+
+    def __init__(self, response: HttpResponse, *, reason: str, method: str = "none") -> None:
         super().__init__("client refused")
         self.response = response
+        self.reason = reason
+        self.method = method
 
 
-def machine_authenticate(request, form: dict[str, list[str]]):
+class Authenticated(NamedTuple):
+    machine: Machine
+    context: RequestContext
+    method: str  # the client authentication method used (clients.authentication)
+
+
+def machine_authenticate(request, form: dict[str, list[str]]) -> Authenticated:
     """The calling machine, through the clients app's authentication contract.
 
-    ``form`` is the body from ``form_parse``. Returns ``(machine, context)``;
-    raises ``ClientRefused`` carrying the RFC 6749 answer (400, 401 with a
-    challenge, or 429).
+    ``form`` is the body from ``form_parse``. Returns the machine, the request's
+    audit context and the authentication method; raises ``ClientRefused``
+    carrying the RFC 6749 answer (400, 401 with a challenge, or 429).
     """
     context = request_context(request)
     try:
         credentials = client_credentials_from_request(request, form)
-        machine = client_authenticate(credentials=credentials, context=context)
     except MalformedClientRequest as exc:
         if exc.error == "invalid_client":
-            raise ClientRefused(invalid_client_response()) from exc
+            raise ClientRefused(invalid_client_response(), reason=exc.error) from exc
         error = OAuthError(exc.description)
         error.error, error.status = exc.error, exc.status
-        raise ClientRefused(error_response(error)) from exc
+        raise ClientRefused(error_response(error), reason=exc.error) from exc
+    try:
+        machine = client_authenticate(credentials=credentials, context=context)
     except ClientAuthError as exc:
-        raise ClientRefused(invalid_client_response()) from exc
+        raise ClientRefused(
+            invalid_client_response(), reason=exc.reason, method=credentials.method
+        ) from exc
     except Throttled as exc:
-        raise ClientRefused(throttled_response(retry_after=exc.retry_after)) from exc
-    return machine, context
+        raise ClientRefused(
+            throttled_response(retry_after=exc.retry_after),
+            reason="throttled",
+            method=credentials.method,
+        ) from exc
+    return Authenticated(machine, context, credentials.method)
 
 
 def protocol_endpoint(view):
@@ -206,6 +230,7 @@ def protocol_endpoint(view):
         except DatabaseError:
             # The persistent connection is dropped at the end of this request.
             logger.warning("%s: database unavailable", request.path, exc_info=True)
+            metrics.database_error(where=view.__name__)
             return error_response(TemporarilyUnavailable("The service is briefly unavailable."))
 
     return endpoint
