@@ -39,7 +39,7 @@ from django.http import Http404, HttpResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -56,6 +56,8 @@ from tokens.selectors import signing_keys_health, token_verify
 logger = logging.getLogger(__name__)
 
 BEARER_REALM = 'Bearer realm="Machine Identity Portal"'
+# What generate_latest writes: the classic text format, which every Prometheus reads.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # The secrets gauges read every usable secret: at most once a minute per process.
 SECRETS_REFRESH_SECONDS = 60.0
 
@@ -314,4 +316,4 @@ def metrics_view(request):
     refusal = metrics_access_refusal(request)
     if refusal is not None:
         return refusal
-    return HttpResponse(metrics_exposition(), content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(metrics_exposition(), content_type=CONTENT_TYPE)
