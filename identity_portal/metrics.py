@@ -303,8 +303,9 @@ class CountedFigures:
 
 def metrics_exposition() -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(CountedFigures(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None))
+    # Read first, so that a database error of this scrape is in its own counts.
     registry.register(DatabaseFigures())
+    registry.register(CountedFigures(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None))
     return generate_latest(registry)
 
 
