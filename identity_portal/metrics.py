@@ -217,27 +217,27 @@ def _database_families(now: datetime) -> list[Metric]:
 
 def _job_families(runs) -> list[Metric]:
     interval = _gauge(
-        "portal_job_interval_seconds", "Schedule interval of each periodic job.", labels=["job"]
+        "portal_job_interval_seconds", "Schedule interval of each periodic job.", labels=["periodic_job"]
     )
     last_run = _gauge(
         "portal_job_last_run_timestamp_seconds",
         "When each periodic job last finished (Unix time).",
-        labels=["job"],
+        labels=["periodic_job"],
     )
     last_success = _gauge(
         "portal_job_last_success_timestamp_seconds",
         "When each periodic job last finished successfully (Unix time).",
-        labels=["job"],
+        labels=["periodic_job"],
     )
     succeeded = _gauge(
         "portal_job_last_run_success",
         "1 when the job's last run succeeded, 0 when it failed.",
-        labels=["job"],
+        labels=["periodic_job"],
     )
     duration = _gauge(
         "portal_job_last_run_duration_seconds",
         "How long each periodic job's last run took.",
-        labels=["job"],
+        labels=["periodic_job"],
     )
     for job in scheduled_jobs():
         if job.interval is not None:

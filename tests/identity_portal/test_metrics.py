@@ -162,7 +162,7 @@ def test_every_family_is_served_and_parsed_with_the_counts_of_the_requests(
     assert value(after, "portal_signing_keys_signing") == 1
     assert value(after, "portal_signing_keys_distrusted") == 0
     assert value(after, "portal_client_secrets", state="active") == 1
-    assert value(after, "portal_job_interval_seconds", job="audit-seal") == 10
+    assert value(after, "portal_job_interval_seconds", periodic_job="audit-seal") == 10
     assert value(after, "portal_metrics_database_up") == 1
 
 

@@ -194,15 +194,22 @@ def test_a_scheduled_tasks_runs_are_recorded_with_their_outcome(client, monkeypa
         ),
     }
     ten = (T0 + timedelta(seconds=10)).timestamp()
-    assert value(families, "portal_job_last_run_timestamp_seconds", job="audit-seal") == ten
-    assert value(families, "portal_job_last_run_success", job="audit-seal") == 0
-    assert value(families, "portal_job_last_success_timestamp_seconds", job="audit-seal") == (
-        T0.timestamp()
+    assert (
+        value(families, "portal_job_last_run_timestamp_seconds", periodic_job="audit-seal") == ten
     )
-    assert value(families, "portal_job_last_run_success", job="audit-checkpoint") == 1
-    assert value(families, "portal_job_last_run_duration_seconds", job="audit-checkpoint") == 0
-    assert value(families, "portal_job_last_run_timestamp_seconds", job="audit-prune") is None
-    assert value(families, "portal_job_interval_seconds", job="audit-prune") == 3600
+    assert value(families, "portal_job_last_run_success", periodic_job="audit-seal") == 0
+    assert value(
+        families, "portal_job_last_success_timestamp_seconds", periodic_job="audit-seal"
+    ) == (T0.timestamp())
+    assert value(families, "portal_job_last_run_success", periodic_job="audit-checkpoint") == 1
+    assert (
+        value(families, "portal_job_last_run_duration_seconds", periodic_job="audit-checkpoint")
+        == 0
+    )
+    assert (
+        value(families, "portal_job_last_run_timestamp_seconds", periodic_job="audit-prune") is None
+    )
+    assert value(families, "portal_job_interval_seconds", periodic_job="audit-prune") == 3600
 
 
 def test_a_task_outside_the_schedule_or_called_directly_is_not_recorded():
