@@ -27,6 +27,8 @@ import re
 import threading
 
 from django.conf import settings
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 from prometheus_client import Counter, Histogram, disable_created_metrics
 
 # No ``*_created`` series: multi-process mode has none, and one per child doubles the output.
@@ -121,19 +123,31 @@ def bounded_grant(value: str | None) -> str:
     return NONE if not value else _grant(value)
 
 
+# METRICS_ENABLED, read once and kept in step with override_settings: reading a
+# setting costs more than a counter increment here.
+_on: bool = settings.METRICS_ENABLED
+
+
+@receiver(setting_changed)
+def _metrics_setting_changed(*, setting: str, value, **kwargs) -> None:
+    global _on
+    if setting == "METRICS_ENABLED":
+        _on = bool(value)
+
+
 def enabled() -> bool:
-    return settings.METRICS_ENABLED
+    return _on
 
 
 # Children by their (bounded) label values: ``labels()`` takes a lock and
 # validates on every call, a dict lookup does not.
 _issued: dict[tuple[str, str], object] = {}
 _denied: dict[tuple[str, str, str], object] = {}
-_responses: dict[tuple[str, str], object] = {}
+_responses: dict[tuple[str, int], object] = {}
 
 
 def token_issued(*, grant: str | None, auth_method: str | None) -> None:
-    if not settings.METRICS_ENABLED:
+    if not _on:
         return
     key = (bounded_grant(grant), _method(auth_method or NONE))
     child = _issued.get(key)
@@ -143,7 +157,7 @@ def token_issued(*, grant: str | None, auth_method: str | None) -> None:
 
 
 def token_denied(*, grant: str | None, auth_method: str | None, reason: str) -> None:
-    if not settings.METRICS_ENABLED:
+    if not _on:
         return
     key = (bounded_grant(grant), _method(auth_method or NONE), _reason(reason))
     child = _denied.get(key)
@@ -158,27 +172,27 @@ _STATUS_CLASSES = {str(digit): f"{digit}xx" for digit in range(1, 6)}
 
 def response_counted(*, endpoint: str, status: int, seconds: float) -> None:
     """One response: its class per endpoint, and the token endpoint's latency."""
-    if not settings.METRICS_ENABLED:
+    if not _on:
         return
-    key = (endpoint, _STATUS_CLASSES.get(str(status)[:1], OTHER))
-    child = _responses.get(key)
+    child = _responses.get((endpoint, status))
     if child is None:
-        child = _responses.setdefault(key, HTTP_RESPONSES.labels(*key))
+        labels = (endpoint, _STATUS_CLASSES.get(str(status)[:1], OTHER))
+        child = _responses.setdefault((endpoint, status), HTTP_RESPONSES.labels(*labels))
     child.inc()
     if endpoint == "token":
         TOKEN_REQUEST_SECONDS.observe(seconds)
 
 
 def cache_error(*, operation: str) -> None:
-    if settings.METRICS_ENABLED:
+    if _on:
         CACHE_ERRORS.labels(_operation(operation)).inc()
 
 
 def database_error(*, where: str) -> None:
-    if settings.METRICS_ENABLED:
+    if _on:
         DATABASE_ERRORS.labels(_where(where)).inc()
 
 
 def throttled(*, kind: str) -> None:
-    if settings.METRICS_ENABLED:
+    if _on:
         THROTTLED.labels(_kind(kind)).inc()
