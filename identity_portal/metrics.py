@@ -217,7 +217,9 @@ def _database_families(now: datetime) -> list[Metric]:
 
 def _job_families(runs) -> list[Metric]:
     interval = _gauge(
-        "portal_job_interval_seconds", "Schedule interval of each periodic job.", labels=["periodic_job"]
+        "portal_job_interval_seconds",
+        "Schedule interval of each periodic job.",
+        labels=["periodic_job"],
     )
     last_run = _gauge(
         "portal_job_last_run_timestamp_seconds",
