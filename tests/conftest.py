@@ -84,4 +84,5 @@ pytest_plugins = [
     "tests.fixtures.celery_worker",
     "tests.fixtures.clients",
     "tests.fixtures.tokens",
+    "tests.fixtures.oidc_issuer",
 ]
