@@ -10,9 +10,9 @@ kept, and ``METRICS_ENABLED=false`` turns every call here into an early return
 Label values come from our own code (a grant type of the registry, a client
 authentication method, an RFC 6749 error code or an audit reason), never from
 the request as sent and never a client id, so every family has a bounded number
-of series. ``bounded`` enforces it anyway: a value that is not a short
-identifier, or one past ``MAX_VALUES_PER_LABEL`` distinct values of its label in
-this process, is counted as ``other``.
+of series. Each label enforces it anyway (``_LabelValues``): a value that is not
+a short identifier, or one past ``MAX_VALUES_PER_LABEL`` distinct values of its
+label in this process, is counted as ``other``.
 
 Under the web server each worker process writes its counts to memory-mapped
 files in ``PROMETHEUS_MULTIPROC_DIR`` (``identity_portal.web_server`` sets and
@@ -119,7 +119,7 @@ _where = _LabelValues()
 _kind = _LabelValues()
 
 
-def bounded_grant(value: str | None) -> str:
+def _bounded_grant(value: str | None) -> str:
     return NONE if not value else _grant(value)
 
 
@@ -135,10 +135,6 @@ def _metrics_setting_changed(*, setting: str, value, **kwargs) -> None:
         _on = bool(value)
 
 
-def enabled() -> bool:
-    return _on
-
-
 # Children by their (bounded) label values: ``labels()`` takes a lock and
 # validates on every call, a dict lookup does not.
 _issued: dict[tuple[str, str], object] = {}
@@ -149,7 +145,7 @@ _responses: dict[tuple[str, int], object] = {}
 def token_issued(*, grant: str | None, auth_method: str | None) -> None:
     if not _on:
         return
-    key = (bounded_grant(grant), _method(auth_method or NONE))
+    key = (_bounded_grant(grant), _method(auth_method or NONE))
     child = _issued.get(key)
     if child is None:
         child = _issued.setdefault(key, TOKENS_ISSUED.labels(*key))
@@ -159,7 +155,7 @@ def token_issued(*, grant: str | None, auth_method: str | None) -> None:
 def token_denied(*, grant: str | None, auth_method: str | None, reason: str) -> None:
     if not _on:
         return
-    key = (bounded_grant(grant), _method(auth_method or NONE), _reason(reason))
+    key = (_bounded_grant(grant), _method(auth_method or NONE), _reason(reason))
     child = _denied.get(key)
     if child is None:
         child = _denied.setdefault(key, TOKENS_DENIED.labels(*key))
