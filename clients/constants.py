@@ -1,5 +1,8 @@
 """Fixed values of the machine credential format, client authentication and throttling."""
 
+# The client authentication methods a machine gets when none are named (clients.auth_methods).
+DEFAULT_AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+
 # Client secrets start with this so secret scanners can spot a leak.
 SECRET_PREFIX = "mip_cs_"
 # 32 random bytes (256 bits), base64url without padding: 43 characters.
@@ -33,12 +36,12 @@ AUTHORIZATION_HEADER_MAX_LENGTH = 2048
 # after a change keeps a concurrent reader from caching what it read before it (a
 # cold load takes milliseconds; ten seconds also covers a reader stalled by GC or
 # a slow database, at the cost of ten seconds of uncached reads after a change).
-MACHINE_CACHE_VERSION = 3  # bump when MachineAuthEntry, Machine or the encoding changes shape
+MACHINE_CACHE_VERSION = 4  # bump when MachineAuthEntry, Machine or the encoding changes shape
 # Tombstoned too on every change, for a release after a bump: during a rolling
 # deploy the nodes still on the previous version read and fill those keys. (Version 2
 # was pickled: a node of that release reading the new, authenticated tombstone fails
 # that request instead of serving the entry, which is the safe side.)
-MACHINE_CACHE_PREVIOUS_VERSIONS = (2, 1)
+MACHINE_CACHE_PREVIOUS_VERSIONS = (3, 2, 1)
 MACHINE_CACHE_TTL = 300
 MACHINE_CACHE_MISS_TTL = 30
 MACHINE_CACHE_TOMBSTONE_TTL = 10

@@ -5,6 +5,8 @@ from __future__ import annotations
 from django import forms
 from django.core.exceptions import ValidationError
 
+from clients.auth_methods import auth_method_choices
+from clients.constants import DEFAULT_AUTH_METHODS
 from clients.models import Audience, Machine
 from clients.services import audience_uri_check, machine_input_check
 
@@ -23,6 +25,14 @@ class MachineForm(forms.ModelForm):
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="CIDRs, one per line or comma-separated; empty: any address.",
     )
+    auth_methods = forms.MultipleChoiceField(
+        choices=auth_method_choices,
+        widget=forms.CheckboxSelectMultiple,
+        initial=list(DEFAULT_AUTH_METHODS),
+        label="Authentication methods",
+        help_text="How the machine may prove who it is. A secret is created on registration "
+        "only when a secret method is allowed.",
+    )
 
     class Meta:
         model = Machine
@@ -40,6 +50,7 @@ class MachineForm(forms.ModelForm):
             "max_secret_age",
             "rotation_grace",
             "ip_allowlist",
+            "auth_methods",
         ]
 
     def __init__(self, *args, **kwargs):
@@ -84,6 +95,7 @@ class MachineForm(forms.ModelForm):
             "max_secret_age": data["max_secret_age"],
             "rotation_grace": data["rotation_grace"],
             "ip_allowlist": data["ip_allowlist"],
+            "auth_methods": data["auth_methods"],
         }
 
 

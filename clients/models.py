@@ -7,7 +7,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from oauth2_provider.models import AbstractApplication
 
-from clients.constants import DIGEST_VERSION
+from clients.constants import DEFAULT_AUTH_METHODS, DIGEST_VERSION
 
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 scope_token_validator = RegexValidator(
@@ -76,6 +76,10 @@ def _pinned_condition(column: str, value) -> models.Q:
     return models.Q(**{f"{column}__isnull": True} if value is None else {column: value})
 
 
+def default_auth_methods() -> list[str]:
+    return list(DEFAULT_AUTH_METHODS)
+
+
 class Machine(AbstractApplication):
     """A service, device or job that authenticates with the client credentials grant.
 
@@ -113,6 +117,10 @@ class Machine(AbstractApplication):
         default=24 * 3600, help_text="Seconds the previous secret keeps working after a rotation."
     )
     ip_allowlist = models.JSONField(default=list, blank=True, help_text="CIDRs; empty: any.")
+    auth_methods = models.JSONField(
+        default=default_auth_methods,
+        help_text="The client authentication methods this machine may use.",
+    )
     last_used_at = models.DateTimeField(null=True, blank=True)
     last_used_ip = models.GenericIPAddressField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)

@@ -25,7 +25,8 @@ from django.utils import timezone
 from audit.choices import EventType
 from audit.context import Actor, RequestContext, Target
 from audit.services import audit_record
-from clients.constants import MAX_SECRET_AGE, MAX_USABLE_SECRETS
+from clients.auth_methods import auth_methods_check, auth_methods_with_secret
+from clients.constants import DEFAULT_AUTH_METHODS, MAX_SECRET_AGE, MAX_USABLE_SECRETS
 from clients.credentials import secret_generate
 from clients.machine_cache import machine_cache_invalidate
 from clients.models import Audience, ClientSecret, Machine, Scope, scope_token_validator
@@ -159,6 +160,30 @@ def _tags(values: Iterable[str]) -> list[str]:
     if any(_has_control(tag) for tag in tags):
         raise ValidationError({"tags": _CONTROL_MESSAGE})
     return list(dict.fromkeys(tags))
+
+
+def _auth_methods(values: Iterable[str]) -> list[str]:
+    """Registered method names, in registry order; at least one."""
+    names = [str(value) for value in values]
+    try:
+        checked = auth_methods_check(names)
+    except ValueError as exc:
+        raise ValidationError({"auth_methods": str(exc)}) from exc
+    if not checked:
+        raise ValidationError({"auth_methods": "At least one authentication method is required."})
+    return checked
+
+
+def _uses_secret(machine: Machine) -> bool:
+    return bool(auth_methods_with_secret() & set(machine.auth_methods))
+
+
+def _secret_allowed(machine: Machine) -> None:
+    if not _uses_secret(machine):
+        raise ValidationError(
+            "The machine uses no secret method: allow client_secret_basic or "
+            "client_secret_post first."
+        )
 
 
 def _secret_add(*, machine: Machine, actor: Actor, now: datetime) -> tuple[ClientSecret, str]:
@@ -328,6 +353,7 @@ def _machine_summary(machine: Machine) -> dict[str, Any]:
         "default_audience": machine.default_audience.uri if machine.default_audience else None,
         "access_token_ttl": machine.access_token_ttl,
         "ip_allowlist": list(machine.ip_allowlist),
+        "auth_methods": list(machine.auth_methods),
     }
 
 
@@ -346,6 +372,7 @@ def machine_input_check(
     max_secret_age: int | None = None,
     rotation_grace: int = 24 * 3600,
     ip_allowlist: Sequence[str] = (),
+    auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS,
 ) -> dict[str, Any]:
     """Validate a machine's complete settings without writing; the console form shows the errors.
 
@@ -379,6 +406,7 @@ def machine_input_check(
         "max_secret_age": check(_max_age, max_secret_age),
         "rotation_grace": check(_grace, rotation_grace),
         "ip_allowlist": check(_allowlist, ip_allowlist),
+        "auth_methods": check(_auth_methods, auth_methods),
     }
     if not errors:
         check(
@@ -416,13 +444,16 @@ def machine_register(
     max_secret_age: int | None = None,
     rotation_grace: int = 24 * 3600,
     ip_allowlist: Sequence[str] = (),
+    auth_methods: Sequence[str] = DEFAULT_AUTH_METHODS,
     created_by=None,
     context: RequestContext | None = None,
-) -> tuple[Machine, str]:
-    """Register a machine and give it its first secret; the raw secret is returned once.
+) -> tuple[Machine, str | None]:
+    """Register a machine and, when it may use a secret, its first secret (returned once).
 
     Scopes and audiences must already be in the registries: a typo must not
     silently create a new right. With a single audience it becomes the default.
+    A machine allowed no secret method gets no secret (``None``): none exists
+    that could leak.
     """
     if not default_audience and len(audiences) == 1:
         default_audience = audiences[0]
@@ -440,6 +471,7 @@ def machine_register(
         max_secret_age=max_secret_age,
         rotation_grace=rotation_grace,
         ip_allowlist=ip_allowlist,
+        auth_methods=auth_methods,
     )
     allowed = checked.pop("allowed_scopes")
     defaults = checked.pop("default_scopes")
@@ -458,16 +490,21 @@ def machine_register(
     machine.allowed_scopes.set(allowed)
     machine.default_scopes.set(defaults)
     machine.allowed_audiences.set(audience_rows)
-    now = timezone.now()
-    secret, raw = _secret_add(machine=machine, actor=actor, now=now)
+    secret, raw = None, None
+    if _uses_secret(machine):
+        secret, raw = _secret_add(machine=machine, actor=actor, now=timezone.now())
+    details = _machine_summary(machine)
+    if secret is not None:
+        details["secret_id"] = secret.pk
     audit_record(
         event_type=EventType.MACHINE_REGISTERED,
         actor=actor,
         target=_target(machine),
-        details={**_machine_summary(machine), "secret_id": secret.pk},
+        details=details,
         context=context,
     )
-    _secret_created_record(machine=machine, secret=secret, actor=actor, context=context)
+    if secret is not None:
+        _secret_created_record(machine=machine, secret=secret, actor=actor, context=context)
     machine_cache_invalidate(client_id=machine.client_id)
     return machine, raw
 
@@ -490,6 +527,7 @@ def machine_update(
     max_secret_age: int | None = UNSET,
     rotation_grace: int = UNSET,
     ip_allowlist: Sequence[str] = UNSET,
+    auth_methods: Sequence[str] = UNSET,
     context: RequestContext | None = None,
 ) -> Machine:
     """Change what is given; the audit event names the fields and their new values."""
@@ -508,6 +546,7 @@ def machine_update(
         "max_secret_age": (max_secret_age, _max_age),
         "rotation_grace": (rotation_grace, _grace),
         "ip_allowlist": (ip_allowlist, _allowlist),
+        "auth_methods": (auth_methods, _auth_methods),
     }
     for field, (value, clean) in simple.items():
         if value is UNSET:
@@ -647,6 +686,7 @@ def secret_create(
     machine = _lock(machine)
     if machine.deleted_at is not None:
         raise ValidationError("The machine is deleted.")
+    _secret_allowed(machine)
     now = timezone.now()
     if len(secret_list_usable(machine=machine, now=now)) >= MAX_USABLE_SECRETS:
         raise ValidationError(
@@ -675,6 +715,7 @@ def secret_rotate(
     machine = _lock(machine)
     if machine.deleted_at is not None:
         raise ValidationError("The machine is deleted.")
+    _secret_allowed(machine)
     grace = _grace(machine.rotation_grace if grace is None else grace, field="grace")
     now = timezone.now()
     previous = secret_list_usable(machine=machine, now=now)

@@ -80,6 +80,10 @@ class SlowDown(OAuthError):
     error = "slow_down"
     status = 429
 
+    def __init__(self, description: str = "", *, retry_after: int = 1) -> None:
+        super().__init__(description)
+        self.retry_after = retry_after
+
 
 class TemporarilyUnavailable(OAuthError):
     """No active signing key, or the database is away: refuse clearly, never a 500."""

@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import path
+from django.views.generic import RedirectView
 
 from audit.api.views import AuditEventListView, AuditExportView
 from audit.views import audit_keys
@@ -16,6 +18,8 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics_view, name="metrics"),
     path("console/", admin.site.urls),
+    # Browsers ask for /favicon.ico on any page, JSON ones included: answer with the icon.
+    path("favicon.ico", RedirectView.as_view(url=static("console/favicon.svg"), permanent=True)),
     path("oauth/token", token.token, name="oauth-token"),
     path("oauth/token/", token.token),
     path("oauth/introspect", introspect.introspect, name="oauth-introspect"),

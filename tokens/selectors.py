@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db.models import Count
 from django.urls import reverse
 
+from clients.auth_methods import auth_methods_supported, auth_signing_algorithms
 from clients.models import Scope
 from core import jose
 from tokens.choices import KeyAlgorithm, KeyState
@@ -87,7 +88,8 @@ def discovery_document() -> dict[str, Any]:
     """RFC 8414 / OpenID Connect Discovery metadata: exactly what we support."""
     scopes = sorted({OPENID_SCOPE, *Scope.objects.values_list("name", flat=True)})
     algorithms = [choice.value for choice in KeyAlgorithm]
-    auth_methods = ["client_secret_basic", "client_secret_post"]
+    auth_methods = auth_methods_supported()
+    signing_algorithms = auth_signing_algorithms()
     return {
         "issuer": settings.ISSUER,
         "token_endpoint": _absolute("oauth-token"),
@@ -101,6 +103,15 @@ def discovery_document() -> dict[str, Any]:
         "token_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
+        # RFC 8414 section 2: present only when a method signs (private_key_jwt and kin).
+        **(
+            {
+                f"{endpoint}_endpoint_auth_signing_alg_values_supported": signing_algorithms
+                for endpoint in ("token", "introspection", "revocation")
+            }
+            if signing_algorithms
+            else {}
+        ),
         "scopes_supported": scopes,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algorithms,

@@ -44,7 +44,9 @@ def _denials():
 def test_good_secret_returns_the_machine(machine_and_secret, request_ctx):
     machine, raw = machine_and_secret
 
-    found = client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    found = client_authenticate(
+        credentials=_creds(machine.client_id, raw), context=request_ctx
+    ).machine
 
     assert found.pk == machine.pk
     assert found.client_id == machine.client_id
@@ -55,7 +57,9 @@ def test_warm_cache_costs_no_sql_and_carries_scopes_and_audiences(machine_and_se
     client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
 
     with CaptureQueriesContext(connection) as queries:
-        found = client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+        found = client_authenticate(
+            credentials=_creds(machine.client_id, raw), context=request_ctx
+        ).machine
         scopes = [scope.name for scope in found.allowed_scopes.all()]
         defaults = [scope.name for scope in found.default_scopes.all()]
         audiences = [audience.uri for audience in found.allowed_audiences.all()]
@@ -102,8 +106,8 @@ def test_unknown_client_and_wrong_secret_fail_the_same_way(machine_and_secret, r
 
     assert type(unknown.value) is type(wrong.value)
     assert (str(unknown.value), unknown.value.args) == (str(wrong.value), wrong.value.args)
-    assert vars(unknown.value).keys() == vars(wrong.value).keys() == {"reason", "used_basic"}
-    assert (unknown.value.used_basic, wrong.value.used_basic) == (True, True)
+    assert vars(unknown.value).keys() == vars(wrong.value).keys() == {"reason", "description"}
+    assert (unknown.value.error, unknown.value.status) == ("invalid_client", 401)
     assert (unknown.value.reason, wrong.value.reason) == ("unknown_client", "wrong_secret")
     assert _denials() == [
         ("unknown_client", "203.0.113.7", "no-such-client", "failure"),
@@ -111,7 +115,7 @@ def test_unknown_client_and_wrong_secret_fail_the_same_way(machine_and_secret, r
     ]
 
 
-def test_used_basic_follows_the_method(machine_and_secret, request_ctx):
+def test_a_form_secret_failure_is_the_same_invalid_client(machine_and_secret, request_ctx):
     machine, _ = machine_and_secret
 
     with pytest.raises(ClientAuthError) as raised:
@@ -120,7 +124,10 @@ def test_used_basic_follows_the_method(machine_and_secret, request_ctx):
             context=request_ctx,
         )
 
-    assert raised.value.used_basic is False
+    assert (raised.value.error, raised.value.description) == (
+        "invalid_client",
+        "Client authentication failed.",
+    )
 
 
 def test_revoked_secret_is_denied_with_its_reason(
@@ -158,10 +165,10 @@ def test_ip_allow_list(machine_and_secret, cli_actor):
 
     inside = client_authenticate(
         credentials=_creds(machine.client_id, raw), context=RequestContext(source_ip="10.1.2.3")
-    )
+    ).machine
     inside_v6 = client_authenticate(
         credentials=_creds(machine.client_id, raw), context=RequestContext(source_ip="2001:db8::1")
-    )
+    ).machine
     with pytest.raises(ClientAuthError) as outside:
         client_authenticate(
             credentials=_creds(machine.client_id, raw),
@@ -250,7 +257,9 @@ def test_a_change_is_not_seen_before_commit(
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         machine_update(actor=cli_actor, machine=machine, access_token_ttl=120)
-    found = client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    found = client_authenticate(
+        credentials=_creds(machine.client_id, raw), context=request_ctx
+    ).machine
 
     assert len(callbacks) == 1
     assert found.access_token_ttl == 600
@@ -264,7 +273,9 @@ def test_a_change_invalidates_the_cached_machine(
 
     with django_capture_on_commit_callbacks(execute=True):
         machine_update(actor=cli_actor, machine=machine, access_token_ttl=120)
-    found = client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    found = client_authenticate(
+        credentials=_creds(machine.client_id, raw), context=request_ctx
+    ).machine
 
     assert found.access_token_ttl == 120
 
@@ -308,7 +319,9 @@ def test_authentication_works_while_the_cache_is_down(machine_and_secret, reques
         }
     }
 
-    found = client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    found = client_authenticate(
+        credentials=_creds(machine.client_id, raw), context=request_ctx
+    ).machine
     with pytest.raises(ClientAuthError) as raised:
         client_authenticate(credentials=_creds(machine.client_id, "wrong"), context=request_ctx)
 

@@ -22,7 +22,7 @@ def _authenticate(client_id, raw, ctx):
     return client_authenticate(
         credentials=ClientCredentials(client_id=client_id, secret=raw, method="client_secret_post"),
         context=ctx,
-    )
+    ).machine
 
 
 def test_an_entry_survives_encoding_field_for_field_without_sql(machine_and_secret, cli_actor):

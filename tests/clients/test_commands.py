@@ -45,7 +45,7 @@ def test_machine_create_prints_working_credentials(db, request_ctx):
             method="client_secret_basic",
         ),
         context=request_ctx,
-    )
+    ).machine
     assert (machine.name, machine.access_token_ttl, machine.owner_email) == (
         "bench",
         300,

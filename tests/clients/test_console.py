@@ -34,7 +34,7 @@ def _works(client_id, raw):
     return client_authenticate(
         credentials=ClientCredentials(client_id=client_id, secret=raw, method="client_secret_post"),
         context=RequestContext(source_ip="192.0.2.1"),
-    )
+    ).machine
 
 
 def _add_form(**overrides):
@@ -48,6 +48,7 @@ def _add_form(**overrides):
         "max_secret_age": "",
         "rotation_grace": "86400",
         "ip_allowlist": "",
+        "auth_methods": ["client_secret_basic", "client_secret_post"],
     }
     data.update(overrides)
     return data

@@ -7,9 +7,9 @@ from django.test import RequestFactory
 
 from clients.authentication import (
     ClientCredentials,
-    MalformedClientRequest,
     client_credentials_from_request,
 )
+from core.errors import OAuthError
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -82,14 +82,10 @@ def test_repr_never_shows_the_secret():
 def test_malformed_basic_header_is_refused(header, error, status):
     request = _request(HTTP_AUTHORIZATION=header)
 
-    with pytest.raises(MalformedClientRequest) as raised:
+    with pytest.raises(OAuthError) as raised:
         client_credentials_from_request(request)
 
-    assert (raised.value.error, raised.value.status, raised.value.used_basic) == (
-        error,
-        status,
-        True,
-    )
+    assert (raised.value.error, raised.value.status) == (error, status)
     assert raised.value.description
 
 
@@ -112,20 +108,16 @@ def test_malformed_basic_header_is_refused(header, error, status):
 def test_malformed_form_credentials_are_refused(body, error, status):
     request = _request(body)
 
-    with pytest.raises(MalformedClientRequest) as raised:
+    with pytest.raises(OAuthError) as raised:
         client_credentials_from_request(request)
 
-    assert (raised.value.error, raised.value.status, raised.value.used_basic) == (
-        error,
-        status,
-        False,
-    )
+    assert (raised.value.error, raised.value.status) == (error, status)
 
 
 def test_basic_and_form_secret_together_are_refused():
     request = _request("client_id=cid&client_secret=sec", HTTP_AUTHORIZATION=_basic(b"cid:sec"))
 
-    with pytest.raises(MalformedClientRequest) as raised:
+    with pytest.raises(OAuthError) as raised:
         client_credentials_from_request(request)
 
     assert (raised.value.error, raised.value.status) == ("invalid_request", 400)
@@ -134,7 +126,7 @@ def test_basic_and_form_secret_together_are_refused():
 def test_basic_with_another_client_id_in_the_body_is_refused():
     request = _request("client_id=other", HTTP_AUTHORIZATION=_basic(b"cid:sec"))
 
-    with pytest.raises(MalformedClientRequest) as raised:
+    with pytest.raises(OAuthError) as raised:
         client_credentials_from_request(request)
 
     assert raised.value.error == "invalid_request"
@@ -145,7 +137,7 @@ def test_credentials_in_the_query_string_are_refused():
         "/oauth/token?client_id=cid&client_secret=sec", data="", content_type=FORM
     )
 
-    with pytest.raises(MalformedClientRequest) as raised:
+    with pytest.raises(OAuthError) as raised:
         client_credentials_from_request(request)
 
     assert (raised.value.error, raised.value.status) == ("invalid_request", 400)
@@ -154,7 +146,7 @@ def test_credentials_in_the_query_string_are_refused():
 def test_json_body_carries_no_form_credentials():
     request = _request('{"client_id": "cid", "client_secret": "sec"}', "application/json")
 
-    with pytest.raises(MalformedClientRequest) as raised:
+    with pytest.raises(OAuthError) as raised:
         client_credentials_from_request(request)
 
     assert (raised.value.error, raised.value.status) == ("invalid_client", 401)
@@ -164,7 +156,7 @@ def test_too_many_fields_is_refused(settings):
     settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 10
     request = _request("&".join(f"f{i}=v" for i in range(20)))
 
-    with pytest.raises(MalformedClientRequest) as raised:
+    with pytest.raises(OAuthError) as raised:
         client_credentials_from_request(request)
 
     assert (raised.value.error, raised.value.status) == ("invalid_request", 400)
@@ -173,7 +165,7 @@ def test_too_many_fields_is_refused(settings):
 def test_broken_multipart_body_is_refused():
     request = _request("--x\r\ngarbage", "multipart/form-data; boundary=")
 
-    with pytest.raises(MalformedClientRequest) as raised:
+    with pytest.raises(OAuthError) as raised:
         client_credentials_from_request(request)
 
     assert (raised.value.error, raised.value.status) == ("invalid_request", 400)
@@ -207,7 +199,7 @@ def test_malformed_requests_change_nothing(machine_and_secret):
     ]
 
     for request in requests:
-        with pytest.raises(MalformedClientRequest):
+        with pytest.raises(OAuthError):
             client_credentials_from_request(request)
 
     after = (
@@ -234,7 +226,7 @@ def test_a_form_parsed_by_the_caller_is_used_and_the_body_not_read_again():
 
 def test_a_repeated_client_id_in_the_parsed_form_is_refused():
     request = _request()
-    with pytest.raises(MalformedClientRequest) as raised:
+    with pytest.raises(OAuthError) as raised:
         client_credentials_from_request(request, {"client_id": ["a", "b"], "client_secret": ["s"]})
     assert (raised.value.error, raised.value.status) == ("invalid_request", 400)
     assert raised.value.description == "a parameter is repeated"
@@ -244,6 +236,6 @@ def test_credentials_in_the_query_string_are_refused_with_a_parsed_form():
     request = RequestFactory().post(
         "/oauth/token?client_secret=leak", data="client_id=a", content_type=FORM
     )
-    with pytest.raises(MalformedClientRequest) as raised:
+    with pytest.raises(OAuthError) as raised:
         client_credentials_from_request(request, {"client_id": ["a"]})
     assert raised.value.description == "client credentials are not accepted in the URL"

@@ -20,8 +20,6 @@ from audit.models import AuditEvent
 from clients.authentication import (
     ClientAuthError,
     ClientCredentials,
-    MalformedClientRequest,
-    Throttled,
     client_authenticate,
     client_credentials_from_request,
 )
@@ -29,6 +27,7 @@ from clients.constants import AUTHORIZATION_HEADER_MAX_LENGTH, LAST_USED_WRITE_I
 from clients.credentials import UnknownPepper, secret_digest, secret_is_usable
 from clients.models import ClientSecret
 from clients.services import machine_register
+from core.errors import InvalidRequest, OAuthError, SlowDown
 
 FORM = "application/x-www-form-urlencoded"
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -80,26 +79,20 @@ def test_secret_is_usable_at_its_edges(overrides, usable):
 
 
 def test_the_failure_message_never_names_the_reason():
-    error = ClientAuthError(reason="wrong_secret", used_basic=True)
+    error = ClientAuthError(reason="wrong_secret")
 
-    assert str(error) == "client authentication failed"
-    assert error.args == ("client authentication failed",)
-    assert (error.reason, error.used_basic) == ("wrong_secret", True)
+    assert str(error) == "Client authentication failed."
+    assert error.args == ("Client authentication failed.",)
+    assert (error.error, error.status, error.reason) == ("invalid_client", 401, "wrong_secret")
 
 
-def test_malformed_request_and_throttled_carry_their_values():
-    malformed = MalformedClientRequest(
-        error="invalid_request", description="a parameter is repeated", status=400, used_basic=False
-    )
-    throttled = Throttled(retry_after=7)
+def test_a_refusal_and_a_throttle_carry_their_values():
+    refused = InvalidRequest("a parameter is repeated")
+    throttled = SlowDown("Too many requests; retry later.", retry_after=7)
 
-    assert str(malformed) == "a parameter is repeated"
-    assert (malformed.error, malformed.status, malformed.used_basic) == (
-        "invalid_request",
-        400,
-        False,
-    )
-    assert (throttled.args, throttled.retry_after) == ((7,), 7)
+    assert str(refused) == "a parameter is repeated"
+    assert (refused.error, refused.status) == ("invalid_request", 400)
+    assert (throttled.error, throttled.status, throttled.retry_after) == ("slow_down", 429, 7)
 
 
 def _denials():
@@ -176,23 +169,23 @@ def _request(body: str = "grant_type=client_credentials", path: str = "/oauth/to
     return RequestFactory().post(path, data=body, content_type=FORM, **extra)
 
 
-def _refusal(request) -> tuple[str, str, int, bool]:
-    with pytest.raises(MalformedClientRequest) as raised:
+def _refusal(request) -> tuple[str, str, int]:
+    with pytest.raises(OAuthError) as raised:
         client_credentials_from_request(request)
     error = raised.value
-    return (error.error, error.description, error.status, error.used_basic)
+    return (error.error, error.description, error.status)
 
 
-TOO_LONG = ("invalid_request", "client credentials are too long", 400, True)
-NOT_ASCII = ("invalid_request", "client credentials must be printable ASCII", 400, True)
-MALFORMED_BASIC = ("invalid_request", "malformed Basic credentials", 400, True)
-REQUIRED_BASIC = ("invalid_client", "client authentication required", 401, True)
+TOO_LONG = ("invalid_request", "client credentials are too long", 400)
+NOT_ASCII = ("invalid_request", "client credentials must be printable ASCII", 400)
+MALFORMED_BASIC = ("invalid_request", "malformed Basic credentials", 400)
+REQUIRED_BASIC = ("invalid_client", "client authentication required", 401)
 
 
 @pytest.mark.parametrize(
     ("header", "refusal"),
     [
-        ("Bearer abc", ("invalid_client", "use HTTP Basic authentication", 401, True)),
+        ("Bearer abc", ("invalid_client", "use HTTP Basic authentication", 401)),
         # A character outside the base64 alphabet is refused, not skipped ("cid:sec" otherwise).
         ("Basic Y2lk*OnNlYw==", MALFORMED_BASIC),
         ("Basic " + _b64(b"\xff\xfe:\xff"), MALFORMED_BASIC),  # not UTF-8
@@ -232,7 +225,6 @@ def test_the_authorization_header_bound_admits_exactly_its_maximum():
         "invalid_request",
         "Authorization header too large",
         400,
-        True,
     )
 
 
@@ -242,25 +234,25 @@ def test_the_authorization_header_bound_admits_exactly_its_maximum():
         (
             "client_id=a&client_id=b&client_secret=s",
             {},
-            ("invalid_request", "a parameter is repeated", 400, False),
+            ("invalid_request", "a parameter is repeated", 400),
         ),
         (
             "client_id=cid&client_secret=sec",
             {"HTTP_AUTHORIZATION": "Basic " + _b64(b"cid:sec")},
-            ("invalid_request", "use one client authentication method, not two", 400, True),
+            ("invalid_request", "use one client authentication method, not two", 400),
         ),
         (
             "client_id=other",
             {"HTTP_AUTHORIZATION": "Basic " + _b64(b"cid:sec")},
-            ("invalid_request", "client_id differs from the Basic credentials", 400, True),
+            ("invalid_request", "client_id differs from the Basic credentials", 400),
         ),
-        ("", {}, ("invalid_client", "client authentication required", 401, False)),
-        ("client_secret=s", {}, ("invalid_request", "client_id is required", 400, False)),
-        ("client_id=a", {}, ("invalid_client", "client authentication required", 401, False)),
+        ("", {}, ("invalid_client", "client authentication required", 401)),
+        ("client_secret=s", {}, ("invalid_request", "client_id is required", 400)),
+        ("client_id=a", {}, ("invalid_client", "client authentication required", 401)),
         (
             "client_id=a&client_secret=" + "s" * 513,
             {},
-            ("invalid_request", "client credentials are too long", 400, False),
+            ("invalid_request", "client credentials are too long", 400),
         ),
     ],
 )
@@ -275,7 +267,6 @@ def test_credentials_in_the_url_get_their_exact_error():
         "invalid_request",
         "client credentials are not accepted in the URL",
         400,
-        False,
     )
 
 
@@ -294,7 +285,6 @@ def test_credentials_in_the_url_are_refused_even_without_the_secret():
         "invalid_request",
         "client credentials are not accepted in the URL",
         400,
-        False,
     )
 
 
@@ -305,7 +295,6 @@ def test_a_body_that_cannot_be_parsed_gets_its_exact_error(settings):
         "invalid_request",
         "request body refused",
         400,
-        False,
     )
 
 
@@ -338,7 +327,7 @@ def test_a_secret_under_a_retired_pepper_does_not_hide_the_valid_one(
             client_id=machine.client_id, secret=raw, method="client_secret_basic"
         ),
         context=request_ctx,
-    )
+    ).machine
 
     assert found.pk == machine.pk
 

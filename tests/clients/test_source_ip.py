@@ -29,7 +29,7 @@ def _auth(machine, raw, context):
             client_id=machine.client_id, secret=raw, method="client_secret_basic"
         ),
         context=context,
-    )
+    ).machine
 
 
 def test_forwarded_for_from_an_untrusted_peer_is_ignored(allow_listed, settings):

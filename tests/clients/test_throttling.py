@@ -9,7 +9,6 @@ from audit.models import AuditEvent
 from clients.authentication import (
     ClientAuthError,
     ClientCredentials,
-    Throttled,
     client_authenticate,
 )
 from clients.constants import (
@@ -19,6 +18,7 @@ from clients.constants import (
     THROTTLE_WINDOW,
 )
 from clients.throttling import throttle_failure_record, throttle_keys, throttle_retry_after
+from core.errors import SlowDown
 
 START = "2030-01-01 12:00:00+00:00"
 
@@ -38,7 +38,7 @@ def _fail(client_id, ip="198.51.100.9"):
 
 
 def _throttled(client_id, attempt="wrong", ip="198.51.100.9") -> int:
-    with pytest.raises(Throttled) as raised:
+    with pytest.raises(SlowDown) as raised:
         _try(client_id, attempt, ip)
     return raised.value.retry_after
 

@@ -23,12 +23,6 @@ from core.errors import UnsupportedGrantType
 
 GRANT_CLASSES = ("tokens.grants.client_credentials.ClientCredentialsGrant",)
 
-# Parameters of client authentication (RFC 6749 2.3.1, RFC 7521 4.2): protocol
-# parameters at every endpoint, so none of them may repeat (RFC 6749 3.2).
-CLIENT_AUTH_PARAMETERS = frozenset(
-    {"client_id", "client_secret", "client_assertion", "client_assertion_type"}
-)
-
 
 class Grant:
     """One grant type of the token endpoint (RFC 6749 section 4 and its extensions).

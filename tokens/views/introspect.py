@@ -27,7 +27,8 @@ from tokens.views.protocol import (
 @protocol_endpoint
 def introspect(request) -> HttpResponse:
     form = form_parse(request)
-    machine, context, _method = machine_authenticate(request, form)
+    authenticated, context = machine_authenticate(request, form)
+    machine = authenticated.machine
     if INTROSPECT_SCOPE not in machine_grants(machine=machine).allowed_scopes:
         raise InsufficientScope(f"Introspection needs the scope {INTROSPECT_SCOPE}.")
     token = form_single(form, "token")

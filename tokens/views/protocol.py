@@ -11,7 +11,6 @@ import functools
 import json
 import logging
 import re
-from typing import NamedTuple
 from urllib.parse import parse_qsl
 
 from django.db import DatabaseError
@@ -21,13 +20,10 @@ from django.views.decorators.csrf import csrf_exempt
 
 from audit.context import RequestContext, request_context
 from clients.authentication import (
-    ClientAuthError,
-    MalformedClientRequest,
-    Throttled,
+    AuthenticatedClient,
     client_authenticate,
     client_credentials_from_request,
 )
-from clients.models import Machine
 from core import metrics
 from core.errors import (
     InvalidClient,
@@ -83,9 +79,9 @@ def invalid_client_response() -> HttpResponse:
     return response
 
 
-def throttled_response(*, retry_after: int) -> HttpResponse:
-    response = error_response(SlowDown("Too many requests; retry later."))
-    response["Retry-After"] = str(max(1, int(retry_after)))
+def throttled_response(error: SlowDown) -> HttpResponse:
+    response = error_response(error)
+    response["Retry-After"] = str(max(1, int(error.retry_after)))
     return response
 
 
@@ -155,8 +151,8 @@ class ClientRefused(Exception):
 
     ``reason`` and ``method`` are for the metrics (code words, never input):
     the audit reason of a failed authentication, ``throttled``, or the RFC 6749
-    code of credentials that could not be read; the authentication method, or
-    ``none`` when the credentials could not be read.
+    code of credentials that could not be read; the registered authentication
+    method, or ``none`` when no method's credentials could be read.
     """
 
     def __init__(self, response: HttpResponse, *, reason: str, method: str = "none") -> None:
@@ -166,41 +162,31 @@ class ClientRefused(Exception):
         self.method = method
 
 
-class Authenticated(NamedTuple):
-    machine: Machine
-    context: RequestContext
-    method: str  # the client authentication method used (clients.authentication)
-
-
-def machine_authenticate(request, form: dict[str, list[str]]) -> Authenticated:
+def machine_authenticate(
+    request, form: dict[str, list[str]]
+) -> tuple[AuthenticatedClient, RequestContext]:
     """The calling machine, through the clients app's authentication contract.
 
-    ``form`` is the body from ``form_parse``. Returns the machine, the request's
-    audit context and the authentication method; raises ``ClientRefused``
-    carrying the RFC 6749 answer (400, 401 with a challenge, or 429).
+    ``form`` is the body from ``form_parse``. Returns ``(authenticated,
+    context)``; raises ``ClientRefused`` carrying the RFC 6749 answer (400, 401
+    with a challenge, or 429). Every ``invalid_client``, malformed or not,
+    gets the same bytes.
     """
     context = request_context(request)
+    method = "none"
     try:
         credentials = client_credentials_from_request(request, form)
-    except MalformedClientRequest as exc:
-        if exc.error == "invalid_client":
-            raise ClientRefused(invalid_client_response(), reason=exc.error) from exc
-        error = OAuthError(exc.description)
-        error.error, error.status = exc.error, exc.status
-        raise ClientRefused(error_response(error), reason=exc.error) from exc
-    try:
-        machine = client_authenticate(credentials=credentials, context=context)
-    except ClientAuthError as exc:
-        raise ClientRefused(
-            invalid_client_response(), reason=exc.reason, method=credentials.method
-        ) from exc
-    except Throttled as exc:
-        raise ClientRefused(
-            throttled_response(retry_after=exc.retry_after),
-            reason="throttled",
-            method=credentials.method,
-        ) from exc
-    return Authenticated(machine, context, credentials.method)
+        method = credentials.method
+        authenticated = client_authenticate(credentials=credentials, context=context)
+    except InvalidClient as exc:
+        # ClientAuthError carries the audit reason; unreadable credentials do not.
+        reason = getattr(exc, "reason", None) or exc.error
+        raise ClientRefused(invalid_client_response(), reason=reason, method=method) from exc
+    except SlowDown as exc:
+        raise ClientRefused(throttled_response(exc), reason="throttled", method=method) from exc
+    except OAuthError as exc:
+        raise ClientRefused(error_response(exc), reason=exc.error, method=method) from exc
+    return authenticated, context
 
 
 def protocol_endpoint(view):

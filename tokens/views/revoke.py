@@ -24,7 +24,8 @@ from tokens.views.protocol import (
 @protocol_endpoint
 def revoke(request) -> HttpResponse:
     form = form_parse(request)
-    machine, context, _method = machine_authenticate(request, form)
+    authenticated, context = machine_authenticate(request, form)
+    machine = authenticated.machine
     token = form_single(form, "token")
     if token is None:
         raise InvalidRequest("The token parameter is missing.")

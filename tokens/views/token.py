@@ -9,13 +9,16 @@ the tests in tests/tokens/test_token_endpoint.py pin it down.
 
 from __future__ import annotations
 
+import dataclasses
+
 from django.db import DatabaseError
 from django.http import HttpResponse
 
+from clients.auth_methods import CLIENT_AUTH_PARAMETERS
 from core import metrics
 from core.errors import InvalidRequest, OAuthError, ServerError, TemporarilyUnavailable
 from tokens.constants import TOKEN_TYPE
-from tokens.grants import CLIENT_AUTH_PARAMETERS, grant_for
+from tokens.grants import grant_for
 from tokens.services import token_issue
 from tokens.views.protocol import (
     ClientRefused,
@@ -52,8 +55,15 @@ def _token(request, observed: TokenRequestObserved) -> HttpResponse:
     for name in (*grant.parameters, *CLIENT_AUTH_PARAMETERS):
         if len(form.get(name, ())) > 1:
             raise InvalidRequest(f"The parameter {name} is repeated.")
-    machine, context, observed.auth_method = machine_authenticate(request, form)
-    decision = grant.decide(machine=machine, params=grant.parse(form), context=context)
+    authenticated, context = machine_authenticate(request, form)
+    observed.auth_method = authenticated.method
+    decision = grant.decide(
+        machine=authenticated.machine, params=grant.parse(form), context=context
+    )
+    if authenticated.details:  # what the credential adds to the token.issued event
+        decision = dataclasses.replace(
+            decision, details={**authenticated.details, **decision.details}
+        )
     issued = token_issue(decision=decision, context=context)
     payload = {
         "access_token": issued.access_token,
@@ -71,7 +81,8 @@ class TokenRequestObserved:
     """What the metrics say about one token request: its grant, method and outcome.
 
     The grant is named only once the registry knows it and the method only once
-    the credentials were read, so no label value comes from the request as sent.
+    a registered method read the credentials, so no label value comes from the
+    request as sent.
     """
 
     __slots__ = ("auth_method", "grant")

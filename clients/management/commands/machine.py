@@ -1,7 +1,8 @@
-"""``manage.py machine``: register machines and manage their secrets from scripts.
+"""``manage.py machine``: register machines and manage their credentials from scripts.
 
 Prints JSON on stdout. The raw secret appears exactly once, in the output of
-``create`` or ``rotate-secret``. Every change is audited with actor kind ``cli``.
+``create`` (only when the machine may use a secret method) or ``rotate-secret``.
+Every change is audited with actor kind ``cli``.
 When the change is saved but the cache could not be told (a revoked secret or
 a disabled machine may keep working elsewhere for a while), the JSON is still
 printed, stderr says so and the exit status is 3.
@@ -12,7 +13,9 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand
 
+from clients.auth_methods import auth_methods_supported
 from clients.cache_outcome import cache_failures_collected
+from clients.constants import DEFAULT_AUTH_METHODS
 from clients.management.commands._cli import (
     cache_not_told,
     cli_actor,
@@ -46,6 +49,7 @@ def _machine_json(machine: Machine) -> dict:
         "default_audience": machine.default_audience.uri if machine.default_audience else None,
         "access_token_ttl": machine.access_token_ttl,
         "ip_allowlist": machine.ip_allowlist,
+        "auth_methods": list(machine.auth_methods),
         "last_used_at": machine.last_used_at.isoformat() if machine.last_used_at else None,
     }
 
@@ -80,6 +84,16 @@ class Command(BaseCommand):
         create.add_argument("--description", default="")
         create.add_argument("--tag", action="append", default=[], dest="tags")
         create.add_argument("--ip", action="append", default=[], dest="ip_allowlist")
+        create.add_argument(
+            "--auth-method",
+            action="append",
+            default=[],
+            dest="auth_methods",
+            metavar="METHOD",
+            help=f"Repeatable: {', '.join(auth_methods_supported())}; "
+            f"default: {' and '.join(DEFAULT_AUTH_METHODS)}. A secret is made only for a "
+            "secret method.",
+        )
 
         rotate = actions.add_parser("rotate-secret", help="New secret; the old one has a grace.")
         rotate.add_argument("client_id")
@@ -126,8 +140,12 @@ class Command(BaseCommand):
             default_audience=options["default_audience"],
             access_token_ttl=options["ttl"],
             ip_allowlist=options["ip_allowlist"],
+            auth_methods=options["auth_methods"] or DEFAULT_AUTH_METHODS,
         )
-        return {**_machine_json(machine), "client_secret": raw}
+        result = _machine_json(machine)
+        if raw is not None:
+            result["client_secret"] = raw
+        return result
 
     def _rotate_secret(self, actor, options):
         machine = self._machine(options["client_id"])
