@@ -179,7 +179,7 @@ def audit_chain_anchor() -> tuple[int, str]:
 class AuditBacklog:
     """How far sealing is behind, from a few index lookups (no count of the table)."""
 
-    unsealed: int  # event ids above the sealed horizon (an upper bound: ids of rollbacks count)
+    unsealed: int  # ids from the oldest unsealed event to the newest (rolled-back ids count)
     oldest_unsealed_at: datetime | None
     head_position: int
 
@@ -187,21 +187,26 @@ class AuditBacklog:
 def audit_backlog() -> AuditBacklog:
     """What ``/metrics`` reports at every scrape: bounded work whatever the table's size.
 
-    The newest event id minus the sealed horizon rather than ``audit_unsealed_count``:
-    the ids of events whose transaction rolled back are counted too, so this is
-    at most a little above the exact count, and 0 exactly when nothing waits.
+    The span of ids from the oldest event above the sealed horizon to the newest,
+    rather than ``audit_unsealed_count``: ids of inserts that rolled back within the
+    span are counted too, so this is at most a little above the exact count, and 0
+    exactly when nothing waits.
     """
     horizon = audit_sealed_horizon()
-    top = AuditEvent.objects.aggregate(top=Max("id"))["top"] or 0
     oldest = (
         AuditEvent.objects.filter(id__gt=horizon)
         .order_by("id")
-        .values_list("occurred_at", flat=True)
+        .values_list("id", "occurred_at")
         .first()
     )
+    if oldest is None:
+        return AuditBacklog(
+            unsealed=0, oldest_unsealed_at=None, head_position=audit_chain_head()[0]
+        )
+    top = AuditEvent.objects.aggregate(top=Max("id"))["top"] or oldest[0]
     return AuditBacklog(
-        unsealed=max(0, top - horizon),
-        oldest_unsealed_at=oldest,
+        unsealed=top - oldest[0] + 1,
+        oldest_unsealed_at=oldest[1],
         head_position=audit_chain_head()[0],
     )
 

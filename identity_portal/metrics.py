@@ -153,7 +153,7 @@ def _database_families(now: datetime) -> list[Metric]:
     families = [
         _gauge(
             "portal_audit_unsealed_events",
-            "Audit events not yet sealed into the chain (event ids above the sealed horizon).",
+            "Audit events not yet sealed into the chain (the span of their ids).",
             backlog.unsealed,
         ),
         _gauge(
