@@ -38,8 +38,11 @@ test: $(VENV)/.installed-dev
 
 # Not part of `make test`: needs wrk (apt-get install -y wrk), optionally node.
 # BENCH_ARGS="--only portal --concurrency 16 --duration 3" for a quick point.
+# Then the metrics' CPU cost per token request (bench/metrics_cost.py; METRICS_COST_DATABASE_URL,
+# else SQLite under var/bench/metrics-cost/).
 bench: $(VENV)/.installed-run
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.metrics_cost $(METRICS_COST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .

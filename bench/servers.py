@@ -27,7 +27,7 @@ import dj_database_url
 
 from bench.load import Target
 from clients.constants import MACHINE_CACHE_TOMBSTONE_TTL
-from identity_portal.web_server import web_server_argv
+from identity_portal.web_server import web_server_argv, web_server_env
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS = Path(__file__).resolve().parent / "peers"
@@ -533,8 +533,9 @@ class Portal(Server):
         super().stop()
 
     def command(self) -> tuple[list[str], dict[str, str], Path]:
-        # The same server and flags as `manage.py serve`.
-        return web_server_argv(self.env()), self.env(), REPO
+        # The same server, flags and metrics directory as `manage.py serve`.
+        env = web_server_env(self.env())
+        return web_server_argv(env), env, REPO
 
     def health_url(self) -> str:
         return self.base_url + "/healthz"

@@ -12,6 +12,7 @@ from audit.api.views import AuditEventListView, AuditExportView
 from audit.views import audit_keys
 from clients.api import views as machines_api
 from identity_portal import health
+from identity_portal.metrics import metrics_view
 from identity_portal.mfa_views import console_mfa
 from tokens.api import keys as keys_api
 from tokens.views import discovery, introspect, machine_self, revoke, token
@@ -19,6 +20,7 @@ from tokens.views import discovery, introspect, machine_self, revoke, token
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     # Before the admin site's own URLs: the second step of console sign-in.
     path("console/mfa/", console_mfa, name="console-mfa"),
     path("console/", admin.site.urls),

@@ -2,7 +2,11 @@
 
 from django.core.management.base import BaseCommand
 
-from identity_portal.services import first_admin_ensure, first_signing_key_ensure
+from identity_portal.services import (
+    first_admin_ensure,
+    first_signing_key_ensure,
+    metrics_registry_ensure,
+)
 
 
 class Command(BaseCommand):
@@ -23,3 +27,8 @@ class Command(BaseCommand):
             self.stdout.write(f"First signing key created: {key.algorithm} kid={key.kid}")
         else:
             self.stdout.write("Signing key exists; nothing to create.")
+        created = metrics_registry_ensure()
+        if created:
+            self.stdout.write(f"For /metrics scrapers: created {' and '.join(created)}.")
+        else:
+            self.stdout.write("Metrics scope and audience exist; nothing to create.")
