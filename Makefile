@@ -41,8 +41,11 @@ test: $(VENV)/.installed-dev
 # a 100,000-machine fleet, JWKS and introspection; README "Benchmark" lists the options.
 # BENCH_ARGS="--only portal --concurrency 16 --duration 5 --fleet 20000" for a quick point,
 # BENCH_ARGS="--web-only" for the web server alone.
+# Then the metrics' CPU cost per token request (bench/metrics_cost.py; METRICS_COST_DATABASE_URL,
+# else SQLite under var/bench/metrics-cost/).
 bench: $(VENV)/.installed-run
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+	$(BIN)/python -m bench.metrics_cost $(METRICS_COST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check --fix .

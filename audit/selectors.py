@@ -186,6 +186,62 @@ def audit_chain_anchor() -> tuple[int, str]:
     return position, digest
 
 
+@dataclass(frozen=True)
+class AuditBacklog:
+    """How far sealing is behind, from a few index lookups (no count of the table)."""
+
+    unsealed: int  # ids from the oldest unsealed event to the newest (rolled-back ids count)
+    oldest_unsealed_at: datetime | None
+    head_position: int
+
+
+def audit_backlog() -> AuditBacklog:
+    """What ``/metrics`` reports at every scrape: bounded work whatever the table's size.
+
+    The span of ids from the oldest event above the sealed horizon to the newest,
+    rather than ``audit_unsealed_count``: ids of inserts that rolled back within the
+    span are counted too, so this is at most a little above the exact count, and 0
+    exactly when nothing waits.
+    """
+    horizon = audit_sealed_horizon()
+    oldest = (
+        AuditEvent.objects.filter(id__gt=horizon)
+        .order_by("id")
+        .values_list("id", "occurred_at")
+        .first()
+    )
+    if oldest is None:
+        return AuditBacklog(
+            unsealed=0, oldest_unsealed_at=None, head_position=audit_chain_head()[0]
+        )
+    top = AuditEvent.objects.aggregate(top=Max("id"))["top"] or oldest[0]
+    return AuditBacklog(
+        unsealed=top - oldest[0] + 1,
+        oldest_unsealed_at=oldest[1],
+        head_position=audit_chain_head()[0],
+    )
+
+
+# How many of the newest checkpoint rows ``audit_checkpoint_signed_last_at`` looks at.
+SIGNED_CHECKPOINT_LOOKBACK = 16
+
+
+def audit_checkpoint_signed_last_at() -> datetime | None:
+    """When the newest checkpoint whose signature verifies was written.
+
+    Among the newest ``SIGNED_CHECKPOINT_LOOKBACK`` rows only, so the work is
+    bounded: anyone with INSERT can add unsigned rows, and a run of them that
+    long hides every signed checkpoint (None), which reads as "too old", as it
+    should.
+    """
+    keys = audit_verification_keys()
+    rows = AuditCheckpoint.objects.order_by("-id").values(*CHECKPOINT_COLUMNS)
+    for row in rows[:SIGNED_CHECKPOINT_LOOKBACK]:
+        if chain.checkpoint_valid(row, keys):
+            return row["created_at"]
+    return None
+
+
 def audit_unsealed_count() -> int:
     """Committed events waiting for the sealer (above the sealed horizon)."""
     return AuditEvent.objects.filter(id__gt=audit_sealed_horizon()).count()

@@ -28,7 +28,7 @@ import dj_database_url
 from bench.federation import FEDERATED, FederatedWorkload
 from bench.load import Target
 from clients.constants import MACHINE_CACHE_TOMBSTONE_TTL
-from identity_portal.web_server import web_server_argv
+from identity_portal.web_server import web_server_argv, web_server_env
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS = Path(__file__).resolve().parent / "peers"
@@ -668,11 +668,12 @@ class Portal(Server):
                 continue
 
     def command(self) -> tuple[list[str], dict[str, str], Path]:
+        # The same server, flags and metrics directory as `manage.py serve`.
+        env = web_server_env(self.env())
         if self.mode == DEPLOYMENT:
             # Exactly what `make run` ends with; its output goes to our log file.
-            return [sys.executable, "manage.py", "serve"], self.env(), REPO
-        # The same server and flags as `manage.py serve`.
-        return web_server_argv(self.env()), self.env(), REPO
+            return [sys.executable, "manage.py", "serve"], env, REPO
+        return web_server_argv(env), env, REPO
 
     def health_url(self) -> str:
         return self.base_url + "/healthz"

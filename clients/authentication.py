@@ -57,6 +57,7 @@ from clients.throttling import (
     throttle_retry_after,
     throttle_success_record,
 )
+from core import metrics
 from core.errors import InvalidClient, InvalidRequest, SlowDown
 
 __all__ = [
@@ -200,6 +201,7 @@ def client_authenticate(
     values = cache_safely(cache.get_many, wanted, default={})
     retry_after = throttle_retry_after(values=values, keys=keys, now=now)
     if retry_after:
+        metrics.throttled(kind="client_authentication")
         raise SlowDown("Too many requests; retry later.", retry_after=retry_after)
     entry = None
     if client_id is not None:

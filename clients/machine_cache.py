@@ -57,7 +57,7 @@ from clients.credentials import (
     secret_effective_expiry,
 )
 from clients.models import Audience, ClientKey, ClientSecret, Machine, Scope
-from core import jose
+from core import jose, metrics
 from core.prepared import prepared_cursor
 from core.remote_jwks import keyset_from_jwks
 
@@ -140,6 +140,7 @@ def cache_safely(call: Callable[..., Any], *args: Any, default: Any = None, **kw
         return call(*args, **kwargs)
     except CACHE_ERRORS as exc:
         logger.warning("cache unavailable (%s): %s", call.__name__, type(exc).__name__)
+        metrics.cache_error(operation=call.__name__)
         return default
 
 
@@ -551,6 +552,7 @@ def _tombstone_write(key: str) -> None:
             cache.set(key, _TOMBSTONE, MACHINE_CACHE_TOMBSTONE_TTL)
             return
         except CACHE_ERRORS as exc:
+            metrics.cache_error(operation="machine_cache_invalidate")
             if attempt == 1:
                 logger.warning(
                     "machine cache invalidation failed, retrying: %s", type(exc).__name__

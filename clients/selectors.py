@@ -186,3 +186,46 @@ def machines_unused(*, now: datetime | None = None, limit: int = 10) -> tuple[in
     )
     oldest_first = machines.order_by(F("last_used_at").asc(nulls_first=True), "name")
     return machines.count(), list(oldest_first[:limit])
+
+
+@dataclass(frozen=True)
+class SecretsExpiry:
+    """Usable secrets of live machines, and those that expire within the warning period."""
+
+    usable: int
+    expiring: int  # usable, but expiring within the warning period
+    # Machines whose every usable secret expires within the warning period: a
+    # secret in a rotation's grace period is expiring, but its machine has a newer one.
+    machines_expiring: int
+
+
+def secrets_expiry(*, now: datetime, warning: timedelta) -> SecretsExpiry:
+    """One pass over the usable secrets of machines not deleted (four columns each).
+
+    A secret's expiry is its own ``expires_at`` or its machine's maximum age,
+    whichever comes first (``clients.credentials.secret_effective_expiry``), so
+    the age part is applied here rather than in SQL.
+    """
+    rows = (
+        ClientSecret.objects.filter(revoked_at__isnull=True, machine__deleted_at__isnull=True)
+        .filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now))
+        .values_list("machine_id", "created_at", "expires_at", "machine__max_secret_age")
+    )
+    horizon = now + warning
+    usable = expiring = 0
+    lasting: dict[int, bool] = {}  # machine -> has a usable secret lasting past the warning
+    for machine_id, created_at, expires_at, max_age in rows.iterator(chunk_size=2000):
+        expiry = secret_effective_expiry(
+            created_at=created_at, expires_at=expires_at, max_secret_age=max_age
+        )
+        if expiry is not None and expiry <= now:
+            continue
+        usable += 1
+        soon = expiry is not None and expiry <= horizon
+        expiring += soon
+        lasting[machine_id] = lasting.get(machine_id, False) or not soon
+    return SecretsExpiry(
+        usable=usable,
+        expiring=expiring,
+        machines_expiring=sum(1 for lasts in lasting.values() if not lasts),
+    )

@@ -35,7 +35,12 @@ def machines_stale_task() -> dict | None:
     return job_execute(name=MACHINES_STALE, call=_stale)
 
 
-@shared_task(name="clients.used_assertions_purge")
-def purge_used_assertions() -> int:
+USED_ASSERTIONS_PURGE = "clients.used_assertions_purge"
+
+
+@shared_task(name=USED_ASSERTIONS_PURGE, **PERIODIC_TASK_OPTIONS)
+def purge_used_assertions() -> int | None:
     """Forget the replay rows of expired client assertions (they cannot be replayed any more)."""
-    return used_assertions_purge(now=timezone.now())
+    return job_execute(
+        name=USED_ASSERTIONS_PURGE, call=lambda: used_assertions_purge(now=timezone.now())
+    )

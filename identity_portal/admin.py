@@ -47,6 +47,7 @@ from audit.choices import EventType
 from audit.context import Actor, RequestContext, request_context
 from clients.machine_cache import cache_safely
 from clients.throttling import throttle_failure_record, throttle_keys, throttle_retry_after
+from core import metrics
 from core.admin import RoleGatedAdminMixin
 from core.client_address import client_ip
 from core.roles import AUDITORS, SECURITY_ADMINS, may_enter_console, role_names
@@ -101,6 +102,7 @@ class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
         values = cache_safely(cache.get_many, list(keys.blocks), default={})
         retry_after = throttle_retry_after(values=values, keys=keys)
         if retry_after:
+            metrics.throttled(kind="console_sign_in")
             raise ValidationError(
                 self.error_messages["throttled"],
                 code="throttled",

@@ -1,4 +1,4 @@
-"""Request ids and the access log.
+"""Request ids, the access log and the per-response metrics.
 
 A request id is accepted from the caller when well-formed, else generated,
 and echoed in the response. The access line is written here rather than by
@@ -10,6 +10,10 @@ logged without its query string: credentials never belong in a URL, and if
 a client puts them there anyway they must not reach the log. The path is
 decoded, so ``%0A`` in a URL is a real line break: control characters (and
 the quote and backslash) are escaped so a caller cannot forge a log line.
+
+Both lanes (Django's handler and the token lane) pass here, so it is also where
+each response is counted by endpoint and status class and the token endpoint's
+latency observed (``core.metrics``): two counter increments, a few microseconds.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import uuid
 
 from django.conf import settings
 
+from core import metrics
 from identity_portal.log import request_id_var
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -50,6 +55,32 @@ def loggable_path(path: str) -> str:
 
 access_logger = logging.getLogger("identity_portal.access")
 
+# The endpoint label of ``portal_http_responses_total``: a fixed set, whatever the path.
+_ENDPOINTS = {
+    "/oauth/token": "token",
+    "/oauth/token/": "token",
+    "/oauth/introspect": "introspect",
+    "/oauth/revoke": "revoke",
+    "/metrics": "metrics",
+    "/healthz": "health",
+    "/readyz": "health",
+}
+_ENDPOINT_PREFIXES = (
+    ("/console/", "console"),
+    ("/api/", "api"),
+    ("/.well-known/", "discovery"),
+)
+
+
+def endpoint_of(path: str) -> str:
+    endpoint = _ENDPOINTS.get(path)
+    if endpoint is not None:
+        return endpoint
+    for prefix, name in _ENDPOINT_PREFIXES:
+        if path.startswith(prefix):
+            return name
+    return "other"
+
 
 class RequestIdMiddleware:
     def __init__(self, get_response):
@@ -65,6 +96,12 @@ class RequestIdMiddleware:
         try:
             response = self.get_response(request)
             response[REQUEST_ID_HEADER] = request_id
+            elapsed = time.perf_counter() - started
+            metrics.response_counted(
+                endpoint=endpoint_of(request.path_info),
+                status=response.status_code,
+                seconds=elapsed,
+            )
             if self.access_log:
                 access_logger.info(
                     '%s "%s %s" %s %.1fms',
@@ -72,7 +109,7 @@ class RequestIdMiddleware:
                     request.method,
                     loggable_path(request.path),
                     response.status_code,
-                    (time.perf_counter() - started) * 1000,
+                    elapsed * 1000,
                 )
         finally:
             request_id_var.reset(token)

@@ -10,6 +10,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
@@ -20,8 +21,8 @@ from audit.api.permissions import AUDIT_READ_SCOPE
 from audit.choices import EventType
 from audit.context import Actor, RequestContext, Target
 from audit.services import audit_record
-from clients.models import Scope
-from clients.services import scope_create
+from clients.models import Audience, Scope
+from clients.services import audience_create, scope_create
 from tokens.constants import INTROSPECT_SCOPE, OPENID_SCOPE
 from tokens.models import SigningKey
 from tokens.services import signing_key_first_ensure
@@ -124,6 +125,37 @@ def portal_scopes_ensure() -> list[str]:
         except (IntegrityError, ValidationError):
             continue
         created.append(name)
+    return created
+
+
+METRICS_READ_SCOPE = "metrics:read"
+
+
+def metrics_registry_ensure() -> list[str]:
+    """Register what a ``/metrics`` scraper's machine asks for: the scope, the audience.
+
+    ``metrics:read`` and ``METRICS_AUDIENCE``, each created (and audited) only when
+    missing; returns what was created. A machine allowed both can get a token
+    that reads the metrics from outside ``METRICS_ALLOWED_CIDRS``.
+    """
+    actor = Actor.cli("first_run")
+    created = []
+    if not Scope.objects.filter(name=METRICS_READ_SCOPE).exists():
+        try:
+            scope_create(
+                actor=actor,
+                name=METRICS_READ_SCOPE,
+                description="Read the Prometheus metrics at /metrics",
+            )
+            created.append(f"scope {METRICS_READ_SCOPE}")
+        except (IntegrityError, ValidationError):
+            pass  # another first run created it meanwhile
+    if not Audience.objects.filter(uri=settings.METRICS_AUDIENCE).exists():
+        try:
+            audience_create(actor=actor, uri=settings.METRICS_AUDIENCE, name="Metrics")
+            created.append(f"audience {settings.METRICS_AUDIENCE}")
+        except (IntegrityError, ValidationError):
+            pass
     return created
 
 

@@ -8,6 +8,7 @@ Every variable is documented in README.md. Defaults give the embedded tier
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from datetime import timedelta
@@ -288,6 +289,24 @@ CELERY_BEAT_SCHEDULE.update(
         },
     }
 )
+
+# --- Metrics (identity_portal.metrics) ---------------------------------------
+# /metrics in the Prometheus text format. Off, nothing is counted and /metrics is 404.
+METRICS_ENABLED = env_bool("METRICS_ENABLED", True)
+# Who may scrape without a token: client addresses (core.client_address, so
+# X-Forwarded-For counts only from TRUSTED_PROXIES) in these networks.
+METRICS_ALLOWED_CIDRS = env_list("METRICS_ALLOWED_CIDRS", "127.0.0.0/8,::1/128")
+try:
+    METRICS_ALLOWED_NETWORKS = tuple(
+        ipaddress.ip_network(cidr, strict=False) for cidr in METRICS_ALLOWED_CIDRS
+    )
+except ValueError as exc:
+    raise ImproperlyConfigured(f"METRICS_ALLOWED_CIDRS: {exc}") from exc
+# Anyone else needs a bearer access token of ours with scope metrics:read issued for this
+# audience (ask with resource=<this URI>), as the audit API wants its own.
+METRICS_AUDIENCE = ENV.get("METRICS_AUDIENCE", f"{ISSUER}/metrics")
+# A usable client secret that expires within this many days is "expiring".
+SECRET_WARNING_DAYS = env_int("SECRET_WARNING_DAYS", 14)
 
 # --- Auth, sessions, console ----------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -13,6 +13,7 @@ from audit.views import audit_keys
 from clients.api import credentials as machine_credentials_api
 from clients.api import views as machines_api
 from identity_portal import health
+from identity_portal.metrics import metrics_view
 from identity_portal.mfa_views import console_mfa
 from tokens.api import keys as keys_api
 from tokens.views import discovery, introspect, machine_self, revoke, token
@@ -23,6 +24,7 @@ admin.site.site_url = None
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     # Before the admin site's own URLs: the second step of console sign-in.
     path("console/mfa/", console_mfa, name="console-mfa"),
     # Ours first: the dashboard replaces the admin's index at console/.

@@ -16,7 +16,8 @@ serve`` and the benchmark start the same server with the same flags:
   while one waits on PostgreSQL or Redis the other computes; with one,
   ``make bench`` left a fifth of the two cores idle at concurrency 16);
 - ``VAR_DIR``: the console's collected static files are served from
-  ``VAR_DIR/static`` under ``/static/`` when that folder exists.
+  ``VAR_DIR/static`` under ``/static/`` when that folder exists, and the
+  workers count their metrics into ``VAR_DIR/prometheus`` (``web_server_env``).
 
 HTTP/1.1 only, no WebSockets (the portal has neither use for HTTP/2 cleartext
 nor for sockets); headers are bounded by the connection buffer
@@ -56,6 +57,37 @@ def _positive(env: Mapping[str, str], name: str, default: int) -> int:
     return number
 
 
+def _var_dir(env: Mapping[str, str]) -> Path:
+    return Path(env.get("VAR_DIR") or BASE_DIR / "var")
+
+
+def metrics_dir_reset(path: Path) -> None:
+    """An empty directory for the workers' metric files (prometheus_client multi-process).
+
+    Emptied at every start: files left by a previous server are counts of processes
+    that no longer exist, and summing them would make counters jump. While the
+    server runs, a worker that died and was replaced leaves its files: its counts
+    stay in the sums, so counters never go backwards (no gauge is kept in these
+    files, so there is no dead worker's value to forget).
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for leftover in path.glob("*.db"):
+        leftover.unlink()
+
+
+def web_server_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``env`` plus ``PROMETHEUS_MULTIPROC_DIR`` for the web server's workers, emptied now.
+
+    Every worker process counts into its own files there and ``/metrics`` sums
+    them, whichever worker answers the scrape. Call it once per server start,
+    before the server starts (``manage.py serve`` and ``make bench`` do).
+    """
+    env = dict(os.environ if env is None else env)
+    metrics_dir = _var_dir(env).resolve() / "prometheus"
+    metrics_dir_reset(metrics_dir)
+    return {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+
+
 def web_server_argv(env: Mapping[str, str] | None = None) -> list[str]:
     """The argv that serves the portal, for ``env`` (default: this process's)."""
     env = os.environ if env is None else env
@@ -90,7 +122,7 @@ def web_server_argv(env: Mapping[str, str] | None = None) -> list[str]:
         "--respawn-failed-workers",
         "--no-access-log",
     ]
-    static = Path(env.get("VAR_DIR") or BASE_DIR / "var") / "static"
+    static = _var_dir(env) / "static"
     if static.is_dir():
         argv += ["--static-path-route", "/static", "--static-path-mount", str(static.resolve())]
     return [*argv, APPLICATION]

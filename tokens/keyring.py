@@ -35,7 +35,7 @@ from django.db import DatabaseError, transaction
 from redis.exceptions import RedisError
 
 from clients.cache_outcome import cache_failure_report
-from core import jose
+from core import jose, metrics
 from tokens import key_material
 from tokens.choices import KeyProblemReason, KeyState
 from tokens.constants import PUBLISHED_STATES
@@ -148,6 +148,7 @@ def _cached_version() -> str | None:
             version = _read_version()
     except (RedisError, OSError):
         logger.warning("keyring: cache unreachable, falling back to the database")
+        metrics.cache_error(operation="keyring_version_read")
         return None
     return version
 
@@ -275,6 +276,7 @@ def keyring_changed() -> None:
             cache.set(VERSION_CACHE_KEY, _new_version(), timeout=None)
         except (RedisError, OSError):
             logger.warning("keyring: cache unreachable; other processes reload within seconds")
+            metrics.cache_error(operation="keyring_version_bump")
             cache_failure_report(message=KEYRING_NOT_TOLD)
 
     transaction.on_commit(bump)

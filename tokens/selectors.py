@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -298,3 +299,35 @@ def machine_tokens_live_count(*, machine) -> int:
     return IssuedToken.objects.filter(
         machine_id=machine.pk, revoked_at__isnull=True, expires_at__gt=timezone.now()
     ).count()
+
+
+@dataclass(frozen=True)
+class SigningKeysHealth:
+    """What ``/metrics`` says about the signing keys: rows by state, and what signs."""
+
+    by_state: dict[str, int]  # every KeyState, 0 included
+    active_since: dict[str, datetime]  # algorithm -> when its signing key became active
+    distrusted: int  # published rows the keyring refuses (forged or edited in the database)
+
+
+def signing_keys_health() -> SigningKeysHealth:
+    """One grouped count over the (small) key table, and the process's keyring.
+
+    ``active_since`` holds only the keys the keyring trusts and signs with: a row
+    planted as active without the KEK counts in ``by_state`` but signs nothing.
+    """
+    counts = dict(SigningKey.objects.order_by().values_list("state").annotate(n=Count("id")))
+    ring = keyring_current()
+    signing = {signer.kid for signer in ring.signers.values()}
+    active_since = {
+        algorithm: activated_at or created_at
+        for kid, algorithm, activated_at, created_at in SigningKey.objects.filter(
+            state=KeyState.ACTIVE
+        ).values_list("kid", "algorithm", "activated_at", "created_at")
+        if kid in signing
+    }
+    return SigningKeysHealth(
+        by_state={state: counts.get(state, 0) for state in KeyState.values},
+        active_since=active_since,
+        distrusted=sum(1 for problem in ring.problems if not problem.trusted),
+    )

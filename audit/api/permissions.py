@@ -12,6 +12,7 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework.permissions import BasePermission
 
+from core.bearer import claims_grant
 from core.roles import can_read_audit
 
 AUDIT_READ_SCOPE = "audit:read"
@@ -26,21 +27,8 @@ class CanReadAudit(BasePermission):
     def has_permission(self, request, view) -> bool:
         claims = request.auth
         if isinstance(claims, dict):
-            scope = claims.get("scope")
-            return (
-                isinstance(scope, str)
-                and AUDIT_READ_SCOPE in scope.split()
-                and _addressed_to_audit(claims.get("aud"))
+            return claims_grant(
+                claims, scope=AUDIT_READ_SCOPE, audience=settings.AUDIT_API_AUDIENCE
             )
         user = request.user
         return user is not None and can_read_audit(user)
-
-
-def _addressed_to_audit(aud) -> bool:
-    """``aud`` is one string or a list of strings (RFC 7519 section 4.1.3)."""
-    expected = settings.AUDIT_API_AUDIENCE
-    if isinstance(aud, str):
-        return aud == expected
-    if isinstance(aud, list):
-        return any(isinstance(item, str) and item == expected for item in aud)
-    return False

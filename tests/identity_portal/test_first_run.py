@@ -31,8 +31,10 @@ def test_first_run_command_prints_the_password_only_the_first_time(capsys):
     assert "username: admin" in printed_first
     assert "password:" in printed_first
     assert "First signing key created: ES256 kid=" in printed_first
+    assert "For /metrics scrapers: created scope metrics:read and audience " in printed_first
     assert printed_second == (
         "Console admin exists; nothing to create.\nSigning key exists; nothing to create.\n"
+        "Metrics scope and audience exist; nothing to create.\n"
     )
 
 

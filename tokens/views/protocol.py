@@ -24,6 +24,7 @@ from clients.authentication import (
     client_authenticate,
     client_credentials_from_request,
 )
+from core import metrics
 from core.errors import (
     InvalidClient,
     InvalidRequest,
@@ -146,11 +147,19 @@ def form_single(form: dict[str, list[str]], name: str) -> str | None:
 
 
 class ClientRefused(Exception):
-    """Client authentication did not succeed; ``response`` says how to answer."""
+    """Client authentication did not succeed; ``response`` says how to answer.
 
-    def __init__(self, response: HttpResponse) -> None:
+    ``reason`` and ``method`` are for the metrics (code words, never input):
+    the audit reason of a failed authentication, ``throttled``, or the RFC 6749
+    code of credentials that could not be read; the registered authentication
+    method, or ``none`` when no method's credentials could be read.
+    """
+
+    def __init__(self, response: HttpResponse, *, reason: str, method: str = "none") -> None:
         super().__init__("client refused")
         self.response = response
+        self.reason = reason
+        self.method = method
 
 
 def machine_authenticate(
@@ -164,15 +173,19 @@ def machine_authenticate(
     gets the same bytes.
     """
     context = request_context(request)
+    method = "none"
     try:
         credentials = client_credentials_from_request(request, form)
+        method = credentials.method
         authenticated = client_authenticate(credentials=credentials, context=context)
     except InvalidClient as exc:
-        raise ClientRefused(invalid_client_response()) from exc
+        # ClientAuthError carries the audit reason; unreadable credentials do not.
+        reason = getattr(exc, "reason", None) or exc.error
+        raise ClientRefused(invalid_client_response(), reason=reason, method=method) from exc
     except SlowDown as exc:
-        raise ClientRefused(throttled_response(exc)) from exc
+        raise ClientRefused(throttled_response(exc), reason="throttled", method=method) from exc
     except OAuthError as exc:
-        raise ClientRefused(error_response(exc)) from exc
+        raise ClientRefused(error_response(exc), reason=exc.error, method=method) from exc
     return authenticated, context
 
 
@@ -203,6 +216,7 @@ def protocol_endpoint(view):
         except DatabaseError:
             # The persistent connection is dropped at the end of this request.
             logger.warning("%s: database unavailable", request.path, exc_info=True)
+            metrics.database_error(where=view.__name__)
             return error_response(TemporarilyUnavailable("The service is briefly unavailable."))
 
     return endpoint

@@ -5,6 +5,7 @@ from django.core.management.base import BaseCommand
 from identity_portal.services import (
     first_admin_ensure,
     first_signing_key_ensure,
+    metrics_registry_ensure,
     portal_scopes_ensure,
 )
 
@@ -33,3 +34,8 @@ class Command(BaseCommand):
         created = portal_scopes_ensure()
         if created:
             self.stdout.write(f"Scopes created: {', '.join(created)}")
+        created = metrics_registry_ensure()
+        if created:
+            self.stdout.write(f"For /metrics scrapers: created {' and '.join(created)}.")
+        else:
+            self.stdout.write("Metrics scope and audience exist; nothing to create.")

@@ -15,7 +15,7 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from identity_portal.web_server import web_server_argv
+from identity_portal.web_server import web_server_argv, web_server_env
 
 
 class Command(BaseCommand):
@@ -31,8 +31,12 @@ class Command(BaseCommand):
             "VAR_DIR": str(settings.VAR_DIR),
             "PYTHONUNBUFFERED": "1",
         }
+        # The web workers count metrics into files the scrape sums; the worker's
+        # own counts are not served by /metrics (its jobs are, from the database).
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        envs = {"web": web_server_env(env), "worker": env}
         bin_dir = os.path.dirname(sys.executable)
-        commands = {"web": web_server_argv(env)}
+        commands = {"web": web_server_argv(envs["web"])}
         if not options["no_worker"]:
             commands["worker"] = [
                 os.path.join(bin_dir, "celery"),
@@ -60,7 +64,7 @@ class Command(BaseCommand):
         for name, cmd in commands.items():
             procs[name] = subprocess.Popen(  # noqa: S603 (fixed argv, no shell)
                 cmd,
-                env=env,
+                env=envs[name],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 text=True,
