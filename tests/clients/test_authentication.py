@@ -470,7 +470,9 @@ def test_uses_of_several_machines_are_written_in_one_batch_per_interval(
     from clients.services import machine_register
 
     machine, raw = machine_and_secret
-    other, other_raw = machine_register(actor=cli_actor, name="other-job", scopes=["read"])
+    other, other_raw = machine_register(
+        actor=cli_actor, name="other-job", scopes=["read"], audiences=["https://api.example"]
+    )
     time_machine.move_to("2030-01-01 12:00:00+00:00", tick=False)
     client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
     time_machine.move_to("2030-01-01 12:00:05+00:00", tick=False)

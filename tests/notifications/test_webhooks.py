@@ -19,7 +19,7 @@ from django.test import override_settings
 from audit.context import Target
 from audit.models import AuditEvent
 from clients.lifecycle import secrets_expire
-from clients.services import machine_register
+from clients.services import audience_create, machine_register
 from notifications.crypto import webhook_secret_unwrap, webhook_signature_verify
 from notifications.models import Delivery, DeliveryAttempt, Notification, WebhookEndpoint
 from notifications.services import (
@@ -59,6 +59,7 @@ def test_an_owner_hears_the_warning_and_the_expiry_once_each_by_webhook_and_emai
             owner_team="payments",
             owner_email="owner@example.test",
             max_secret_age=30 * DAY,
+            audiences=[audience_create(actor=cli_actor, uri="https://api.example").uri],
         )
     for day in (10, 16, 20, 30, 31):
         with time_machine.travel(T0 + timedelta(days=day), tick=False):
