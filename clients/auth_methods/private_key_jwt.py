@@ -8,10 +8,12 @@ size and time limits, no private addresses, refetched on an unknown ``kid``
 at most once a minute).
 
 The assertion must carry ``iss`` = ``sub`` = the client_id, an ``aud`` naming
-the token endpoint or the issuer, an ``exp`` at most five minutes ahead, and
-a ``jti`` used once until it expires; its algorithm must be one of
-``core.jose.ALGORITHMS`` and the key's own. Every failure is one reason for
-the audit trail and the same ``invalid_client`` for the client.
+the token endpoint or the issuer (or what the endpoint asks instead,
+``Presented.assertion_audiences``: the self-rotation endpoint's own URL), an
+``exp`` at most five minutes ahead, and a ``jti`` used once until it expires;
+its algorithm must be one of ``core.jose.ALGORITHMS`` and the key's own.
+Every failure is one reason for the audit trail and the same
+``invalid_client`` for the client.
 
 Which assertions are ours: those whose ``iss`` equals their ``sub`` (a
 machine speaking for itself), those whose ``iss`` or ``sub`` is the form's

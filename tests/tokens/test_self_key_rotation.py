@@ -345,7 +345,7 @@ def test_a_jwk_parameter_that_is_no_json_object_is_refused_before_authentication
     assert replace(assertion, _public_jwk(_ec_key(), kid="k2")).status_code == 201
 
 
-def test_a_repeated_jwk_or_a_json_body_is_refused(client, keyed, replace):
+def test_a_repeated_jwk_one_in_the_url_or_a_json_body_is_refused(client, keyed, replace):
     jwk = json.dumps(_public_jwk(_ec_key()))
     repeated = client.post(
         URL,
@@ -366,7 +366,14 @@ def test_a_repeated_jwk_or_a_json_body_is_refused(client, keyed, replace):
         content_type="application/json",
     )
 
+    in_the_url = client.post(
+        URL + "?jwk=" + quote_plus(jwk),
+        data=_form(client_assertion_type=JWT_BEARER, client_assertion=keyed.assertion()),
+        content_type=FORM,
+    )
+
     _assert_invalid_request(repeated, "The parameter jwk is repeated.")
+    _assert_invalid_request(in_the_url, "Send the jwk in the form body, not in the URL.")
     _assert_invalid_request(as_json, "The body must be application/x-www-form-urlencoded.")
     assert [kid for kid, _ in _keys(keyed.machine)] == ["k1"]
     assert AuditEvent.objects.filter(event_type__startswith="client_key.").count() == 1

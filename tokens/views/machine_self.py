@@ -122,6 +122,9 @@ def _replace_key(request, form: dict[str, list[str]], jwk_text: str) -> HttpResp
 def self_secret(request) -> HttpResponse:
     # An empty body, or a form (client_secret_post, an assertion); anything else is refused.
     form = form_parse(request) if request.body else {}
+    if JWK_PARAMETER in request.GET:
+        # Ignored, it would rotate the secret instead of the key the caller meant.
+        raise InvalidRequest("Send the jwk in the form body, not in the URL.")
     jwk_text = form_single(form, JWK_PARAMETER)
     if jwk_text is not None:
         return _replace_key(request, form, jwk_text)
