@@ -86,17 +86,24 @@ class AuthenticatedClient:
     machine: Machine
     method: str
     details: Mapping[str, Any]
-    # The secret or key that matched, when the method has one (self-rotation checks it).
+    # The secret that matched, when the method has one (self-rotation checks it).
     credential_id: int | None = None
+    # The registered key whose signature verified (private_key_jwt): self-rotation replaces it.
+    key_kid: str | None = None
 
 
 def client_credentials_from_request(
-    request, form: Mapping[str, list[str]] | None = None
+    request,
+    form: Mapping[str, list[str]] | None = None,
+    *,
+    assertion_audiences: frozenset[str] | None = None,
 ) -> Credentials:
     """Read the client's credentials with the one method whose credentials the request carries.
 
     ``form`` is the body the caller already parsed (parameter -> values), so
     the body is parsed once per request; without it, Django's ``request.POST``.
+    ``assertion_audiences``: what a machine's own assertion must name in
+    ``aud`` at this endpoint, when not the token endpoint's rule.
     """
     header = request.META.get("HTTP_AUTHORIZATION")
     if header is not None and len(header) > AUTHORIZATION_HEADER_MAX_LENGTH:
@@ -114,7 +121,7 @@ def client_credentials_from_request(
         form = {name: posted.getlist(name) for name in CLIENT_AUTH_PARAMETERS}
     if any(len(form.get(name) or ()) > 1 for name in CLIENT_AUTH_PARAMETERS):
         raise InvalidRequest("a parameter is repeated")
-    presented = Presented(authorization=header, form=form)
+    presented = Presented(authorization=header, form=form, assertion_audiences=assertion_audiences)
     method = presented_method(presented)
     if method is None:
         client_id = presented.value("client_id")
@@ -243,4 +250,5 @@ def client_authenticate(
         method=method.name,
         details=verification.details,
         credential_id=verification.credential_id,
+        key_kid=verification.key_kid,
     )

@@ -79,6 +79,11 @@ def _secret_display(secret: ClientSecret) -> str:
     return f"{secret.display_prefix}…{secret.last_four}"
 
 
+def _machine_actor(machine: Machine) -> Actor:
+    """The machine itself as the actor of a change it made (self-rotation)."""
+    return Actor(kind=ActorKind.MACHINE, id=machine.client_id, display=machine.name[:255])
+
+
 def _lock(machine: Machine) -> Machine:
     """Re-read the machine under a row lock (PostgreSQL); SQLite serialises writers anyway."""
     return Machine.objects.select_for_update().get(pk=machine.pk)
@@ -955,7 +960,7 @@ def secret_self_rotate(
     ``secret_id`` is the secret the request authenticated with: only the newest
     usable one may rotate (an old one in its grace is refused).
     """
-    actor = Actor(kind=ActorKind.MACHINE, id=machine.client_id, display=machine.name[:255])
+    actor = _machine_actor(machine)
     return _rotate(
         actor=actor, machine=machine, grace=None, context=context, by_secret_id=secret_id
     )
@@ -1043,7 +1048,12 @@ def _client_key_summary(key: ClientKey) -> dict[str, Any]:
 
 @transaction.atomic
 def client_key_add(
-    *, actor: Actor, machine: Machine, jwk: Any, context: RequestContext | None = None
+    *,
+    actor: Actor,
+    machine: Machine,
+    jwk: Any,
+    context: RequestContext | None = None,
+    reason: str = "",
 ) -> ClientKey:
     """Register a public key for ``private_key_jwt`` (at most ``MAX_CLIENT_KEYS``), bound to
     the machine under the newest pepper; audited as ``client_key.added``."""
@@ -1075,6 +1085,7 @@ def client_key_add(
         event_type=EventType.CLIENT_KEY_ADDED,
         actor=actor,
         target=_target(machine),
+        reason=reason,
         details=_client_key_summary(key),
         context=context,
     )
@@ -1084,7 +1095,12 @@ def client_key_add(
 
 @transaction.atomic
 def client_key_remove(
-    *, actor: Actor, machine: Machine, kid: str, context: RequestContext | None = None
+    *,
+    actor: Actor,
+    machine: Machine,
+    kid: str,
+    context: RequestContext | None = None,
+    reason: str = "",
 ) -> dict[str, Any]:
     """Remove a registered key at once; audited as ``client_key.removed``.
 
@@ -1098,8 +1114,67 @@ def client_key_remove(
         event_type=EventType.CLIENT_KEY_REMOVED,
         actor=actor,
         target=_target(machine),
+        reason=reason,
         details=summary,
         context=context,
     )
     machine_cache_invalidate(client_id=machine.client_id)
     return summary
+
+
+# The reason both events of a machine's own key replacement carry.
+SELF_ROTATION = "self_rotation"
+
+
+@dataclass(frozen=True)
+class KeyReplacement:
+    """A machine's own key replacement: the key now registered and the one it replaced."""
+
+    key: ClientKey
+    replaced: dict[str, Any]
+
+
+@transaction.atomic
+def client_key_self_replace(
+    *, machine: Machine, signed_with: str, jwk: Any, context: RequestContext | None = None
+) -> KeyReplacement:
+    """The machine replaces the key ``signed_with`` (whose assertion authenticated it) by ``jwk``.
+
+    At once, not after a grace: the caller holds the new private key when it
+    asks, assertions are single-use and live minutes, and tokens already
+    issued stay valid until they expire; keeping the old key for a while would
+    need a third key slot, and would keep a key working that its owner just
+    chose to stop trusting. Instances that share one key must switch
+    together; instances that rotate on their own each get a key of their own
+    (two slots). The key must still be registered (two instances replacing
+    the same key: the second finds it gone and is refused), and the new key
+    must be neither of the machine's keys nor reuse a kid. The removal and
+    the addition go through ``client_key_remove`` and ``client_key_add`` (their
+    checks, their audit events with the machine as actor and reason
+    ``self_rotation``, their cache invalidation) in this one transaction.
+    """
+    actor = _machine_actor(machine)
+    stored, thumbprint = _client_key_jwk(jwk)
+    machine = _lock(machine)
+    if machine.deleted_at is not None:
+        raise ValidationError("The machine is deleted.")
+    if "private_key_jwt" not in machine.auth_methods:
+        raise ValidationError("The machine may not use private_key_jwt: it has no key to replace.")
+    if machine.jwks_uri:
+        raise ValidationError(
+            "The machine publishes its keys at its jwks_uri: replace the key there."
+        )
+    existing = list(machine.keys.all())
+    if not any(key.kid == signed_with for key in existing):
+        raise ValidationError(
+            "The key that signed this request is no longer registered (replaced meanwhile)."
+        )
+    if any(key.thumbprint == thumbprint or key.kid == stored["kid"] for key in existing):
+        raise ValidationError("The machine already has this key (or this kid): send a new one.")
+    replaced = client_key_remove(
+        actor=actor, machine=machine, kid=signed_with, context=context, reason=SELF_ROTATION
+    )
+    key = client_key_add(
+        actor=actor, machine=machine, jwk=jwk, context=context, reason=SELF_ROTATION
+    )
+    return KeyReplacement(key=key, replaced=replaced)

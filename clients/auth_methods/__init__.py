@@ -70,22 +70,31 @@ class Verification:
 
     ``reason`` is empty on success, else the precise cause for the audit
     trail only (the client always gets the same ``invalid_client``).
-    ``credential_id`` names the secret or key that matched (for
-    ``last_used_at``); ``details`` go into the ``token.issued`` event of a
-    success and the ``token.denied`` event of a failure (never a secret).
+    ``credential_id`` names the secret that matched (for ``last_used_at``
+    and self-rotation); ``key_kid`` the registered key whose signature
+    verified (a machine replacing its own key replaces that one);
+    ``details`` go into the ``token.issued`` event of a success and the
+    ``token.denied`` event of a failure (never a secret).
     """
 
     reason: str = ""
     credential_id: int | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    key_kid: str | None = None
 
 
 @dataclass
 class Presented:
-    """The client-authentication part of a request, read once and shared by every method."""
+    """The client-authentication part of a request, read once and shared by every method.
+
+    ``assertion_audiences`` is what an assertion of the machine's own
+    (``private_key_jwt``) must name in ``aud`` at this endpoint; ``None``: the
+    token endpoint's rule (``client_assertion.assertion_audiences``).
+    """
 
     authorization: str | None
     form: Mapping[str, list[str]]
+    assertion_audiences: frozenset[str] | None = None
 
     def value(self, name: str) -> str | None:
         values = self.form.get(name)

@@ -8,10 +8,12 @@ size and time limits, no private addresses, refetched on an unknown ``kid``
 at most once a minute).
 
 The assertion must carry ``iss`` = ``sub`` = the client_id, an ``aud`` naming
-the token endpoint or the issuer, an ``exp`` at most five minutes ahead, and
-a ``jti`` used once until it expires; its algorithm must be one of
-``core.jose.ALGORITHMS`` and the key's own. Every failure is one reason for
-the audit trail and the same ``invalid_client`` for the client.
+the token endpoint or the issuer (or what the endpoint asks instead,
+``Presented.assertion_audiences``: the self-rotation endpoint's own URL), an
+``exp`` at most five minutes ahead, and a ``jti`` used once until it expires;
+its algorithm must be one of ``core.jose.ALGORITHMS`` and the key's own.
+Every failure is one reason for the audit trail and the same
+``invalid_client`` for the client.
 
 Which assertions are ours: those whose ``iss`` equals their ``sub`` (a
 machine speaking for itself), those whose ``iss`` or ``sub`` is the form's
@@ -44,6 +46,8 @@ PRIVATE_KEY_JWT = "private_key_jwt"
 @dataclass(frozen=True)
 class AssertionCredentials(Credentials):
     assertion: ClientAssertion
+    # What ``aud`` must name here; None: the token endpoint's rule (the endpoint or the issuer).
+    audiences: frozenset[str] | None = None
 
 
 def _kid_for_audit(assertion: ClientAssertion) -> dict[str, str]:
@@ -72,7 +76,12 @@ class PrivateKeyJWT(AuthMethod):
         client_id = assertion.client_id or assertion.claim_str("iss")
         if client_id is not None and (len(client_id) > 255 or not client_id.isprintable()):
             client_id = None
-        return AssertionCredentials(client_id=client_id, method=self.name, assertion=assertion)
+        return AssertionCredentials(
+            client_id=client_id,
+            method=self.name,
+            assertion=assertion,
+            audiences=presented.assertion_audiences,
+        )
 
     def verify(self, *, credentials, entry, context, now) -> Verification:
         assertion: ClientAssertion = credentials.assertion
@@ -93,7 +102,9 @@ class PrivateKeyJWT(AuthMethod):
         details = {"kid": verifier.kid}
         reason = assertion_claims_check(
             assertion,
-            audiences=assertion_audiences(),
+            audiences=(
+                assertion_audiences() if credentials.audiences is None else credentials.audiences
+            ),
             now=now,
             max_lifetime=ASSERTION_MAX_LIFETIME,
         )
@@ -104,7 +115,9 @@ class PrivateKeyJWT(AuthMethod):
             issuer=client_id, jti=jti, expires_at=float(assertion.claims["exp"]), now=now
         ):
             return Verification(reason="replayed", details=details)
-        return Verification(details={"auth_method": self.name, "client_key": verifier.kid})
+        return Verification(
+            details={"auth_method": self.name, "client_key": verifier.kid}, key_kid=verifier.kid
+        )
 
     def _verifier(self, entry, assertion: ClientAssertion) -> tuple[jose.Verifier | None, str]:
         """The key that verifies the signature, and the reason when none does."""

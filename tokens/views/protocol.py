@@ -163,11 +163,16 @@ class ClientRefused(Exception):
 
 
 def machine_authenticate(
-    request, form: dict[str, list[str]]
+    request,
+    form: dict[str, list[str]],
+    *,
+    assertion_audiences: frozenset[str] | None = None,
 ) -> tuple[AuthenticatedClient, RequestContext]:
     """The calling machine, through the clients app's authentication contract.
 
-    ``form`` is the body from ``form_parse``. Returns ``(authenticated,
+    ``form`` is the body from ``form_parse``; ``assertion_audiences``, what a
+    machine's own assertion must name in ``aud`` when not the token endpoint's
+    rule (``clients.client_assertion.assertion_audiences``). Returns ``(authenticated,
     context)``; raises ``ClientRefused`` carrying the RFC 6749 answer (400, 401
     with a challenge, or 429). Every ``invalid_client``, malformed or not,
     gets the same bytes.
@@ -175,7 +180,9 @@ def machine_authenticate(
     context = request_context(request)
     method = "none"
     try:
-        credentials = client_credentials_from_request(request, form)
+        credentials = client_credentials_from_request(
+            request, form, assertion_audiences=assertion_audiences
+        )
         method = credentials.method
         authenticated = client_authenticate(credentials=credentials, context=context)
     except InvalidClient as exc:
