@@ -40,7 +40,8 @@ test: $(VENV)/.installed-dev
 # Deployment mode by default (`manage.py serve`: web + Celery worker with beat), peers,
 # a 100,000-machine fleet, JWKS and introspection; README "Benchmark" lists the options.
 # BENCH_ARGS="--only portal --concurrency 16 --duration 5 --fleet 20000" for a quick point,
-# BENCH_ARGS="--web-only" for the web server alone.
+# BENCH_ARGS="--web-only" for the web server alone; BENCH_ARGS="--baseline REF ..." adds REF's
+# portal (a temporary worktree, venv and database), in turns with this one (README "Benchmark").
 # Then the metrics' CPU cost per token request (bench/metrics_cost.py; METRICS_COST_DATABASE_URL,
 # else SQLite under var/bench/metrics-cost/).
 bench: $(VENV)/.installed-run

@@ -7,6 +7,7 @@ they are tested without starting a server.
 from __future__ import annotations
 
 import math
+import statistics
 from html import escape
 
 PORTAL = "portal"
@@ -55,6 +56,12 @@ TARGET_P99_MS = 25.0
 DEPLOYMENT_NODE_RATIO = 0.6
 DEPLOYMENT_P99_OVER_NODE = 1.5
 FLEET_RATIO = 0.7
+
+# Issue 11: at c16, same run. The secret path no slower than before the refactor
+# (``--baseline REF``: the medians of interleaved rounds), each credential kind without
+# a stored secret at least MIN_JWT_RATIO of the secret path's rate.
+BASELINE_MIN_RATIO = 1.0
+BASELINE_PREFIX = "portal@"
 
 
 def point(points: list[dict], series: str, concurrency: int) -> dict | None:
@@ -257,6 +264,108 @@ def targets(result: dict) -> list[dict[str, str]]:
     return verdicts
 
 
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def _side_summary(points: list[dict]) -> dict | None:
+    """Medians of one side's rounds at one concurrency, and each round's rate in order."""
+    if not points:
+        return None
+    points = sorted(points, key=lambda p: p.get("round", 0))
+
+    def med(get) -> float | None:
+        values = [v for v in (get(p) for p in points) if v is not None]
+        return _median(values)
+
+    audits = [p["audit"] for p in points if p.get("audit") is not None]
+    return {
+        "rounds": len(points),
+        "tokens_per_s": med(lambda p: p["tokens_per_s"]),
+        "tokens_per_s_rounds": [p["tokens_per_s"] for p in points],
+        "p50_ms": med(lambda p: p["latency_ms"].get("p50")),
+        "p99_ms": med(lambda p: p["latency_ms"].get("p99")),
+        "cpu_ms_per_token": med(lambda p: p.get("cpu_ms_per_token")),
+        "db_cpu_ms_per_token": med(lambda p: p.get("db_cpu_ms_per_token")),
+        "non_2xx": sum(p["non_2xx"] for p in points),
+        "audit_lost": sum(a["lost"] for a in audits) if audits else None,
+        "audit_ok": all(a["ok"] for a in audits) if audits else None,
+    }
+
+
+def before_after(rounds: list[dict], *, base_series: str) -> dict[str, dict]:
+    """Per concurrency: the medians of REF's rounds (``base``) and of the current
+    portal's (``current``, the series ``portal``), and ``ratio`` = current/base tokens/s."""
+    out: dict[str, dict] = {}
+    for c in sorted({p["concurrency"] for p in rounds}):
+        base = _side_summary(
+            [p for p in rounds if p["series"] == base_series and p["concurrency"] == c]
+        )
+        current = _side_summary(
+            [p for p in rounds if p["series"] == PORTAL and p["concurrency"] == c]
+        )
+        ratio = None
+        if base and current and base["tokens_per_s"]:
+            ratio = current["tokens_per_s"] / base["tokens_per_s"]
+        out[str(c)] = {"base": base, "current": current, "ratio": ratio}
+    return out
+
+
+def issue11_targets(result: dict) -> list[dict[str, str]]:
+    """PASS, FAIL or SKIP for issue 11's bench targets, at c16 in this run."""
+    c = TARGET_CONCURRENCY
+    verdicts: list[dict[str, str]] = []
+
+    def add(name: str, ok: bool | None, detail: str) -> None:
+        verdict = "SKIP" if ok is None else ("PASS" if ok else "FAIL")
+        verdicts.append({"target": name, "verdict": verdict, "detail": detail})
+
+    baseline = result.get("baseline")
+    series = baseline["series"] if baseline else BASELINE_PREFIX + "REF"
+    name = f"secret path at c{c} not slower than {series} (medians of interleaved rounds)"
+    row = (baseline or {}).get("summary", {}).get(str(c))
+    if not baseline:
+        add(name, None, "no --baseline in this run")
+    elif baseline.get("status") != "ok":
+        add(name, None, f"{series} not run: {baseline.get('reason', 'unknown')}")
+    elif row is None or row["ratio"] is None:
+        add(name, None, f"no before/after rounds at c{c}")
+    else:
+        base, current = row["base"], row["current"]
+        lo_b, hi_b = min(base["tokens_per_s_rounds"]), max(base["tokens_per_s_rounds"])
+        lo_c, hi_c = min(current["tokens_per_s_rounds"]), max(current["tokens_per_s_rounds"])
+        overlap = lo_c <= hi_b and lo_b <= hi_c
+        add(
+            name,
+            row["ratio"] >= BASELINE_MIN_RATIO,
+            f"{row['ratio']:.3f} x ({current['tokens_per_s']:,.0f} against "
+            f"{base['tokens_per_s']:,.0f} tokens/s; rounds {lo_c:,.0f}-{hi_c:,.0f} against "
+            f"{lo_b:,.0f}-{hi_b:,.0f}"
+            + ("; the rounds overlap: within this run's noise" if overlap else "")
+            + ")",
+        )
+        audits = [p["audit"] for p in baseline.get("points", []) if p.get("audit")]
+        if audits:
+            add(
+                "audit: one token.issued per token received in every before/after round",
+                all(a["ok"] for a in audits),
+                f"lost {sum(a['lost'] for a in audits)}, duplicates "
+                f"{sum(a['duplicates'] for a in audits)} in {len(audits)} rounds",
+            )
+    ratios_here = result.get("ratios", {}).get(str(c), {})
+    for label, key in (
+        ("private_key_jwt", "private_key_jwt/secret"),
+        ("federated", "federated/secret"),
+    ):
+        name = f"{label} >= {MIN_JWT_RATIO} x the secret path's rate at c{c}"
+        r = ratios_here.get(key)
+        if r is None:
+            add(name, None, f"{label} or the secret path not measured at c{c} in this run")
+        else:
+            add(name, r >= MIN_JWT_RATIO, f"{r:.2f} x")
+    return verdicts
+
+
 def conditions(result: dict) -> list[str]:
     """Where this run differs from the conditions the targets are defined for."""
     notes = []
@@ -265,7 +374,8 @@ def conditions(result: dict) -> list[str]:
     portal = result["servers"].get(PORTAL, {})
     if portal.get("status") == "ok" and not str(portal.get("database", "")).startswith("postgres"):
         notes.append("the targets assume PostgreSQL; the portal ran on SQLite")
-    others = [p["others_cores"] for p in result["points"] if p.get("others_cores") is not None]
+    measured = result["points"] + (result.get("baseline") or {}).get("points", [])
+    others = [p["others_cores"] for p in measured if p.get("others_cores") is not None]
     if others and max(others) >= 0.25:
         notes.append(
             f"other processes kept up to {max(others):.2f} cores busy during a point "
@@ -273,6 +383,9 @@ def conditions(result: dict) -> list[str]:
             "stock peer on PostgreSQL this includes its database): the machine was shared, "
             "throughput is understated"
         )
+    baseline = result.get("baseline")
+    if baseline and baseline.get("status") != "ok":
+        notes.append(f"{baseline['series']} was not measured: {baseline.get('reason', 'unknown')}")
     if result.get("interrupted"):
         notes.append("the run was interrupted: the servers after the last point were not measured")
     if result["settings"]["duration_s"] < 10:
@@ -301,6 +414,58 @@ def _backlog_cell(p: dict) -> str:
         return "-"
     cell = f"{b['at_end']:,} / {b['largest']:,} ({b['limit']:,})"
     return cell + (" **over**" if b["largest"] > b["limit"] else "")
+
+
+def _before_after_lines(result: dict) -> list[str]:
+    """The baseline's row and the current portal's, medians of their rounds, and the ratio."""
+    baseline = result.get("baseline")
+    if not baseline:
+        return []
+    series = baseline["series"]
+    commit = (baseline.get("commit") or "")[:12] or "?"
+    lines = [
+        "",
+        f"Before and after: the secret path of {series} (commit {commit}) and of the current "
+        f"portal ({result.get('portal_commit', 'unknown')}), {baseline['rounds']} rounds each, "
+        "interleaved in this run (base, current, then current, base, ...); medians:",
+    ]
+    if baseline.get("status") != "ok":
+        return [*lines, "", f"- not run: {' '.join(str(baseline.get('reason')).split())}"]
+    lines += [
+        "",
+        "| series | c | tokens/s | p50 ms | p99 ms | server CPU ms/token "
+        "| PostgreSQL CPU ms/token | non-2xx | audit lost | tokens/s of each round |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for c, row in baseline.get("summary", {}).items():
+        for label, side in ((series, row["base"]), (PORTAL, row["current"])):
+            if side is None:
+                lines.append(f"| {label} | {c} | not measured | | | | | | | |")
+                continue
+            lost = "n/a" if side["audit_lost"] is None else str(side["audit_lost"])
+            if side["audit_ok"] is False:
+                lost += " **FAIL**"
+            lines.append(
+                f"| {label} | {c} | {_fmt(side['tokens_per_s'])} | {_fmt(side['p50_ms'], 2)} "
+                f"| {_fmt(side['p99_ms'], 2)} | {_fmt(side['cpu_ms_per_token'], 2)} "
+                f"| {_fmt(side['db_cpu_ms_per_token'], 2)} | {side['non_2xx']} | {lost} "
+                f"| {', '.join(_fmt(v) for v in side['tokens_per_s_rounds'])} |"
+            )
+        lines.append(
+            f"| **current/base** | {c} | **{_fmt(row['ratio'], 3)}** "
+            f"| {_side_ratio(row, 'p50_ms')} | {_side_ratio(row, 'p99_ms')} "
+            f"| {_side_ratio(row, 'cpu_ms_per_token')} | {_side_ratio(row, 'db_cpu_ms_per_token')} "
+            "| | | |"
+        )
+    lines += [f"- not measured: {' '.join(str(e).split())}" for e in baseline.get("errors", [])]
+    return lines
+
+
+def _side_ratio(row: dict, key: str) -> str:
+    base, current = row["base"], row["current"]
+    if not base or not current or not base.get(key) or current.get(key) is None:
+        return "-"
+    return _fmt(current[key] / base[key], 3)
 
 
 def markdown(result: dict) -> str:
@@ -383,9 +548,14 @@ def markdown(result: dict) -> str:
                 f"| {_fmt(row.get('federated/secret'), 2)} "
                 f"| {_fmt(row.get('fleet/portal'), 2)} | {_fmt(row.get('introspect/portal'), 2)} |"
             )
+    lines += _before_after_lines(result)
     if result.get("deployment_targets"):
         lines += ["", f"Targets (issue 13, at c{TARGET_CONCURRENCY}, same run):"]
         for t in result["deployment_targets"]:
+            lines.append(f"- {t['verdict']} {t['target']}: {t['detail']}")
+    if result.get("issue11_targets"):
+        lines += ["", f"Targets (issue 11, at c{TARGET_CONCURRENCY}, same run):"]
+        for t in result["issue11_targets"]:
             lines.append(f"- {t['verdict']} {t['target']}: {t['detail']}")
     lines += ["", f"Targets (issue 6, item 3, at c{TARGET_CONCURRENCY}):"]
     for t in result["targets"]:

@@ -3,7 +3,9 @@
     .venv/bin/python -m bench.run [--only portal,stock,node] [--concurrency 1,4,16,64]
                                   [--duration 10] [--warmup 2] [--machines 1]
                                   [--fleet 100000] [--side-concurrency 16]
-                                  [--web-only [--sealer]]
+                                  [--web-only [--sealer]] [--series portal,...]
+                                  [--baseline REF [--baseline-rounds 3]
+                                   [--baseline-redis-url redis://HOST:PORT/N]]
 
 Starts each server in turn on a spare port and drives it with wrk at each
 concurrency. The portal runs against DATABASE_URL (or a SQLite file under
@@ -19,7 +21,9 @@ server, the worker and the relay apart) and PostgreSQL's, checks the audit
 trail against the tokens wrk received, reports the unsealed backlog at the
 end of each point and how long the sealer took to drain it, and writes
 var/bench/results.{md,json} and var/bench/throughput.svg (plus copies
-stamped with the run id).
+stamped with the run id). ``--baseline REF`` also serves the portal as it was
+at REF (bench.baseline) and loads it in turns with the current one on the
+secret path, in the same run: the before and after of a change.
 """
 
 from __future__ import annotations
@@ -44,6 +48,13 @@ from bench.audit_check import (
     AuditUnavailable,
     audit_compare,
     audited_request_ids,
+)
+from bench.baseline import (
+    BaselinePortal,
+    baseline_redis_url,
+    is_baseline_series,
+    round_order,
+    valid_ref,
 )
 from bench.federation import FEDERATED
 from bench.load import (
@@ -82,6 +93,24 @@ SHORT = {
     "stock-default": "stockdef",
     "stock-plain": "stockplain",
 }
+
+
+# The portal's series, which --series chooses from.
+PORTAL_SERIES = (
+    "portal",
+    "portal-private-key-jwt",
+    FEDERATED,
+    "portal-fleet",
+    "jwks",
+    "introspect",
+)
+
+
+def short_name(series: str) -> str:
+    """The series' tag in request ids (``[A-Za-z0-9-]``, see bench.audit_check)."""
+    if is_baseline_series(series):
+        return "base"
+    return SHORT.get(series, "node")
 
 
 def say(message: str) -> None:
@@ -150,6 +179,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "AUDIT_SEAL_INTERVAL (python -m bench.sealer); each point then ends once its tokens "
         "are sealed, and counts the sealer's PostgreSQL work",
     )
+    parser.add_argument(
+        "--series",
+        type=_csv(str),
+        action="extend",
+        default=None,
+        help="the portal's series to measure, comma-separated or repeated: "
+        + ", ".join(PORTAL_SERIES)
+        + " (default: all; without portal-fleet no fleet is registered)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        default=None,
+        help="also serve the portal as it was at git revision REF (a temporary worktree, "
+        "venv and database of its own, removed afterwards) and load it in turns with the "
+        "current portal on the secret path at every --concurrency: series portal@REF, "
+        "medians and the ratio current/base",
+    )
+    parser.add_argument(
+        "--baseline-rounds",
+        type=int,
+        default=3,
+        help="with --baseline: points of each side at each concurrency, interleaved (3)",
+    )
+    parser.add_argument(
+        "--baseline-redis-url",
+        default=None,
+        help="with --baseline and REDIS_URL: a Redis database for REF's portal alone "
+        "(default: BASELINE_REDIS_URL)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "var" / "bench", help="output folder")
     args = parser.parse_args(argv)
     args.only = args.only or list(SERVERS)
@@ -165,6 +224,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.sealer and not args.web_only:
         parser.error("--sealer goes with --web-only (deployment mode seals in its worker)")
     args.mode = WEB_ONLY if args.web_only else DEPLOYMENT
+    if args.series is not None:
+        unknown = set(args.series) - set(PORTAL_SERIES)
+        if unknown:
+            parser.error(
+                f"unknown series {sorted(unknown)}; choose from {', '.join(PORTAL_SERIES)}"
+            )
+        if "portal-fleet" not in args.series:
+            args.fleet = 0
+    args.baseline_redis_url_resolved = None
+    if args.baseline is not None:
+        if not valid_ref(args.baseline):
+            parser.error(f"--baseline {args.baseline!r} is not a git revision name")
+        if "portal" not in args.only:
+            parser.error("--baseline compares portals: --only must include portal")
+        if args.baseline_rounds < 1:
+            parser.error("--baseline-rounds must be at least 1")
+        try:
+            args.baseline_redis_url_resolved = baseline_redis_url(
+                args.baseline_redis_url, os.environ
+            )
+        except ValueError as exc:
+            parser.error(str(exc))
+    elif args.baseline_redis_url:
+        parser.error("--baseline-redis-url goes with --baseline")
     return args
 
 
@@ -237,8 +320,14 @@ def measure_target(
     run_id: str,
     audit_url: str | None,
     points: list[dict],
+    concurrency: list[int] | None = None,
+    round_number: int | None = None,
 ) -> None:
-    """Measure one series at every concurrency, appending each point as it is done."""
+    """Measure one series at every concurrency, appending each point as it is done.
+
+    ``concurrency`` and ``round_number``: one point of a before/after round
+    (``--baseline``), with request ids and files of its own.
+    """
     status, body = token_request(target)
     if not 200 <= status < 300:
         raise ServerUnavailable(f"{target.name}: a single request got {status}: {body[:300]}")
@@ -251,9 +340,12 @@ def measure_target(
     # The fleet's last machine answered the smoke request: never hand it out again.
     fleet_size = len(target.credentials) - 1
     try:
-        for c in target.concurrency or args.concurrency:
-            prefix = f"{run_id}-{SHORT.get(target.name, 'node')}-c{c}-"
-            stem = args.out / "runs" / run_id / f"{target.name}-c{c}"
+        for c in concurrency or target.concurrency or args.concurrency:
+            tag = "" if round_number is None else f"r{round_number}"
+            prefix = f"{run_id}-{short_name(target.name)}-c{c}-{tag}"
+            # A revision name may hold "/": never a folder of its own.
+            stem_name = target.name.replace("/", "_") + f"-c{c}" + (f"-{tag}" if tag else "")
+            stem = args.out / "runs" / run_id / stem_name
             stem.parent.mkdir(parents=True, exist_ok=True)
             if args.warmup > 0:
                 warm = run_wrk(
@@ -383,6 +475,8 @@ def measure_target(
             }
             if target.fleet:
                 p["fleet"] = {"machines": len(target.credentials), "repeated": result.wrapped}
+            if round_number is not None:
+                p["round"] = round_number
             points.append(p)
             say(point_line(p))
     finally:
@@ -518,6 +612,9 @@ def main(argv: list[str] | None = None) -> int:
             "side_concurrency": args.side_concurrency,
             "workers": args.workers,
             "sealer": args.sealer,
+            "series": args.series,
+            "baseline": args.baseline,
+            "baseline_rounds": args.baseline_rounds if args.baseline else None,
         },
         "servers": {},
         "points": [],
@@ -525,11 +622,34 @@ def main(argv: list[str] | None = None) -> int:
     say(
         f"benchmark {run_id} ({args.mode} mode): {', '.join(args.only)} at c{args.concurrency}, "
         f"{args.duration} s per point"
+        + (f"; before/after against {args.baseline}" if args.baseline else "")
     )
+    baseline = None
+    if args.baseline:
+        baseline = BaselinePortal(
+            ref=args.baseline,
+            out_dir=args.out,
+            workers=args.workers,
+            portal_database_url=portal_url,
+            redis_url=args.baseline_redis_url_resolved,
+            run_id=run_id,
+            mode=args.mode,
+            sealer=args.sealer,
+        )
+        result["baseline"] = {
+            "ref": args.baseline,
+            "series": baseline.name,
+            "rounds": args.baseline_rounds,
+            "status": "ok",
+            "points": [],
+        }
     # SIGTERM (a timeout, a CI job cancelled) ends the run like Ctrl-C: the servers are
     # stopped and what was measured so far is still written.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
+        if baseline is not None:
+            # Before anything is measured: installing and migrating REF costs minutes of CPU.
+            baseline_prepare(baseline, result)
         for server in build_servers(args, run_id, portal_url):
             info = result["servers"].setdefault(server.name, {"status": "ok"})
             if isinstance(server, NodePeer) and not NodePeer.available():
@@ -543,7 +663,14 @@ def main(argv: list[str] | None = None) -> int:
                 info.update(server.notes)
                 say(f"{server.name}: serving on {server.base_url}")
                 audit_url = portal_url if isinstance(server, Portal) else None
-                for target in server.targets():
+                targets = server.targets()
+                for target in targets:
+                    if (
+                        isinstance(server, Portal)
+                        and args.series
+                        and target.name not in args.series
+                    ):
+                        continue
                     try:
                         measure_target(
                             server=server,
@@ -556,6 +683,16 @@ def main(argv: list[str] | None = None) -> int:
                     except (ServerUnavailable, LoadFailed, AuditUnavailable) as exc:
                         info.setdefault("errors", []).append(str(exc))
                         say(f"{target.name}: not measured: {exc}")
+                if isinstance(server, Portal) and baseline is not None and baseline.credentials:
+                    measure_before_after(
+                        current=server,
+                        current_target=next(t for t in targets if t.name == "portal"),
+                        baseline=baseline,
+                        args=args,
+                        run_id=run_id,
+                        portal_url=portal_url,
+                        result=result,
+                    )
             except ServerUnavailable as exc:
                 info.update(server.notes)
                 info.update(status="failed", reason=str(exc))
@@ -568,14 +705,99 @@ def main(argv: list[str] | None = None) -> int:
         result["interrupted"] = True
         say("interrupted: writing what was measured so far")
     finally:
+        if baseline is not None:
+            say(f"{baseline.name}: removing its worktree and database")
+            problems = baseline.cleanup()
+            for problem in problems:
+                say(f"{baseline.name}: cleanup: {problem}")
+            if problems:
+                result["baseline"]["cleanup_problems"] = problems
         signal.signal(signal.SIGTERM, previous)
     result["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    if baseline is not None:
+        result["baseline"]["summary"] = report.before_after(
+            result["baseline"]["points"], base_series=baseline.name
+        )
     result["ratios"] = report.ratios(result["points"])
     result["targets"] = report.targets(result)
+    result["issue11_targets"] = report.issue11_targets(result)
     result["deployment_targets"] = report.deployment_targets(result)
     result["conditions"] = report.conditions(result)
     write_outputs(result, args.out)
     return 0 if result["points"] else 1
+
+
+def baseline_prepare(baseline: BaselinePortal, result: dict) -> None:
+    """Check REF out and install, migrate and register it; a failure is reported, the run
+    goes on without the before/after."""
+    info = result["servers"].setdefault(baseline.name, {"status": "ok"})
+    say(f"{baseline.name}: preparing (worktree, venv, database)")
+    try:
+        baseline.prepare()
+    except (ServerUnavailable, OSError, subprocess.SubprocessError) as exc:
+        # A command that hung past its time limit, a folder that could not be made: the
+        # run goes on without the before/after, and says why.
+        baseline.credentials = []
+        info.update(baseline.notes)
+        info.update(status="failed", reason=str(exc))
+        result["baseline"].update(status="failed", reason=str(exc))
+        say(f"{baseline.name}: not run: {exc}")
+        return
+    info.update(baseline.notes)
+    result["baseline"]["commit"] = baseline.commit
+
+
+def measure_before_after(
+    *,
+    current: Portal,
+    current_target: Target,
+    baseline: BaselinePortal,
+    args: argparse.Namespace,
+    run_id: str,
+    portal_url: str,
+    result: dict,
+) -> None:
+    """REF's portal and the current one in turns on the secret path, at every concurrency.
+
+    Both serve at once (REF's with its own database, Redis and VAR_DIR), and each
+    point loads one of them while the other idles, so machine noise lands on both
+    sides alike; ``report.before_after`` takes the medians.
+    """
+    record = result["baseline"]
+    info = result["servers"][baseline.name]
+    say(f"{baseline.name}: starting beside the current portal")
+    try:
+        baseline.start()
+        info.update(baseline.notes)
+        say(f"{baseline.name}: serving on {baseline.base_url}")
+        base_target = baseline.targets()[0]
+        for c in args.concurrency:
+            for number, side in round_order(args.baseline_rounds):
+                server, target, audit_url = (
+                    (baseline, base_target, baseline.database_url)
+                    if side == "base"
+                    else (current, current_target, portal_url)
+                )
+                try:
+                    measure_target(
+                        server=server,
+                        target=target,
+                        args=args,
+                        run_id=run_id,
+                        audit_url=audit_url,
+                        points=record["points"],
+                        concurrency=[c],
+                        round_number=number,
+                    )
+                except (ServerUnavailable, LoadFailed, AuditUnavailable) as exc:
+                    record.setdefault("errors", []).append(f"{target.name} c{c} r{number}: {exc}")
+                    say(f"{target.name} c{c} round {number}: not measured: {exc}")
+    except ServerUnavailable as exc:
+        info.update(status="failed", reason=str(exc))
+        record.update(status="failed", reason=str(exc))
+        say(f"{baseline.name}: not run: {exc}")
+    finally:
+        baseline.stop()
 
 
 def write_outputs(result: dict, out: Path) -> None:

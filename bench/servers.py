@@ -398,19 +398,30 @@ class Sealer:
     everything it issued is sealed (the sealing cost of its tokens inside it).
     """
 
-    def __init__(self, *, out_dir: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        *,
+        out_dir: Path,
+        env: dict[str, str],
+        python: str = sys.executable,
+        cwd: Path = REPO,
+        log_name: str = "sealer.log",
+    ) -> None:
+        # python and cwd: another tree's own sealer (``--baseline``) runs with its own code.
         self.env = env
-        self.log_path = out_dir / "sealer.log"
+        self.python = python
+        self.cwd = cwd
+        self.log_path = out_dir / log_name
         self.proc: subprocess.Popen | None = None
         self.interval = float(env.get("AUDIT_SEAL_INTERVAL") or 10)
 
     def start(self) -> None:
         self.log_path.write_bytes(b"")
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.sealer"],
+        self.proc = subprocess.Popen(  # noqa: S603 (fixed argv, no shell)
+            [self.python, "-m", "bench.sealer"],
             env=self.env,
-            cwd=REPO,
+            cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
