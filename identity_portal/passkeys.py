@@ -1,0 +1,182 @@
+"""Passkeys and security keys (WebAuthn) as the console's other second factor.
+
+Built on django-otp-webauthn: its credential model is a django-otp device, its
+helper runs the ceremonies (challenge kept in the session and spent once,
+origin, RP ID and signature checked by py_webauthn). What is ours, as for TOTP
+in ``identity_portal.mfa``:
+
+- registration and its audit event commit together (``console.mfa_enrolled``,
+  ``device`` ``webauthn``); a user registering a passkey as their first second
+  factor gets their recovery codes in that same transaction, shown once;
+- a passkey used at sign-in is recorded (``console.mfa_verified``), a failed
+  assertion too (``console.mfa_failed``, method ``webauthn``, the reason code);
+- removing a passkey is recorded (``console.mfa_device_removed``).
+
+A credential row holds the public key and credential id the authenticator
+gave at registration, bound to its user by a foreign key only: the package's
+model has no room for a MAC, so a database writer can plant a passkey of
+their own for a user (the README's threat model says so), as they can read or
+replace a TOTP key, which django-otp stores in clear.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.db import transaction
+from django_otp_webauthn import exceptions as webauthn_errors
+from django_otp_webauthn.models import WebAuthnCredential
+from django_otp_webauthn.utils import rewrite_exceptions
+
+from audit.choices import EventType
+from audit.context import Actor, RequestContext
+from audit.services import audit_record
+from identity_portal.mfa import (
+    failure_record,
+    mfa_is_enrolled,
+    recovery_code_display,
+    recovery_codes_replace,
+    user_target,
+)
+
+# A console user's passkeys are few (a laptop, a phone, a security key or two).
+MAX_PASSKEYS_PER_USER = 10
+
+
+# --- selectors ---------------------------------------------------------------------
+
+
+def passkeys_available() -> bool:
+    """Whether browsers can use passkeys with this portal's RP ID and origins.
+
+    Browsers refuse an IP address as RP ID, and WebAuthn in a plain-http page
+    other than on localhost: on such a host the console does not offer passkeys.
+    """
+    rp_id = settings.WEBAUTHN_RP_ID
+    origins = settings.WEBAUTHN_ORIGINS
+    if not rp_id or not origins:
+        return False
+    try:
+        ipaddress.ip_address(rp_id)
+    except ValueError:
+        pass
+    else:
+        return False
+    return all(
+        origin.startswith("https://") or urlsplit(origin).hostname == "localhost"
+        for origin in origins
+    )
+
+
+def passkey_list(*, user):
+    """The user's passkeys, oldest first."""
+    return WebAuthnCredential.objects.filter(user=user, confirmed=True).order_by("created_at", "id")
+
+
+def passkey_exists(*, user) -> bool:
+    return WebAuthnCredential.objects.filter(user=user, confirmed=True).exists()
+
+
+def passkey_label(credential) -> str:
+    """How the console names a passkey: its number and when it was added (no key material)."""
+    return f"passkey {credential.pk} ({credential.created_at:%Y-%m-%d})"
+
+
+# --- services ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PasskeyRegistration:
+    credential: WebAuthnCredential
+    first_factor: bool  # the user had no second factor before: recovery codes issued
+    recovery_codes: list[str]  # shown once, as the user types them; empty if not first
+
+
+def passkey_register(
+    *, user, helper, state: dict, data: dict, context: RequestContext
+) -> PasskeyRegistration:
+    """Verify the authenticator's attestation and store the credential, with its event.
+
+    ``helper`` is django-otp-webauthn's (it checks challenge, origin and RP ID
+    and saves the credential and its attestation). In one transaction with it:
+    ``console.mfa_enrolled`` and, for a user's first second factor, new
+    recovery codes. Raises the package's API errors (4xx) on a bad response;
+    nothing is then stored.
+    """
+    with transaction.atomic():
+        first = not mfa_is_enrolled(user=user)
+        with rewrite_exceptions(logger=None):
+            credential = helper.register_complete(user=user, state=state, data=data)
+        credential.name = f"passkey {credential.pk}"
+        credential.save(update_fields=["name"])
+        codes = recovery_codes_replace(user=user) if first else []
+        audit_record(
+            event_type=EventType.CONSOLE_MFA_ENROLLED,
+            actor=Actor.user(user),
+            target=user_target(user),
+            details={
+                "device": "webauthn",
+                "credential": credential.pk,
+                "recovery_codes": len(codes),
+            },
+            context=context,
+        )
+    return PasskeyRegistration(
+        credential=credential,
+        first_factor=first,
+        recovery_codes=[recovery_code_display(c) for c in codes],
+    )
+
+
+def passkey_verify(*, user, helper, state: dict | None, data: dict, context: RequestContext):
+    """The user's credential that signed this assertion; a failure is recorded and re-raised.
+
+    Success updates the credential's sign count and last use and records
+    ``console.mfa_verified`` in one transaction. Any refusal (no or spent
+    challenge, unknown credential, another user's, bad signature, wrong
+    origin) leaves the credential as it was and records ``console.mfa_failed``
+    with the package's error code as reason.
+    """
+    try:
+        with transaction.atomic():
+            if not state:
+                raise webauthn_errors.InvalidState()
+            with rewrite_exceptions(logger=None):
+                credential = helper.authenticate_complete(user=user, state=state, data=data)
+            if not credential.confirmed:
+                raise webauthn_errors.CredentialDisabled()
+            audit_record(
+                event_type=EventType.CONSOLE_MFA_VERIFIED,
+                actor=Actor.user(user),
+                target=user_target(user),
+                details={"method": "webauthn", "credential": credential.pk},
+                context=context,
+            )
+    except webauthn_errors.OTPWebAuthnApiError as exc:
+        with transaction.atomic():
+            failure_record(user=user, method="webauthn", reason=exc.code, context=context)
+        raise
+    return credential
+
+
+def passkey_remove(*, user, credential_id: int, context: RequestContext) -> bool:
+    """Remove one of ``user``'s own passkeys; False (nothing recorded) if they have no such one.
+
+    A session verified with the removed passkey is no longer verified
+    (django-otp finds its device gone) and is asked for a second factor again.
+    """
+    with transaction.atomic():
+        removed, _ = WebAuthnCredential.objects.filter(user=user, pk=credential_id).delete()
+        if not removed:
+            return False
+        audit_record(
+            event_type=EventType.CONSOLE_MFA_DEVICE_REMOVED,
+            actor=Actor.user(user),
+            target=user_target(user),
+            details={"device": "webauthn", "credential": credential_id},
+            context=context,
+        )
+    return True
