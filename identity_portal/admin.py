@@ -36,7 +36,6 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
-from django_otp_webauthn.models import WebAuthnCredential
 from oauth2_provider.models import (
     get_access_token_model,
     get_grant_model,
@@ -58,6 +57,7 @@ from identity_portal.mfa import (
     mfa_recovery_codes_left,
     mfa_reset,
 )
+from identity_portal.models import PasskeyCredential
 from identity_portal.services import console_roles_record, console_user_record
 
 for _model in (
@@ -74,7 +74,7 @@ for _model in (
 # user's own page, /console/account/passkeys/).
 
 User = get_user_model()
-for _model in (User, Group, TOTPDevice, StaticDevice, WebAuthnCredential):
+for _model in (User, Group, TOTPDevice, StaticDevice, PasskeyCredential):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
 
@@ -250,7 +250,7 @@ class ConsoleUserAdmin(RoleGatedAdminMixin, UserAdmin):
             extra["mfa_enrolled"] = mfa_is_enrolled(user=user)
             extra["mfa_codes_left"] = mfa_recovery_codes_left(user=user)
             extra["mfa_authenticator"] = mfa_authenticator_get(user=user) is not None
-            extra["mfa_passkeys"] = WebAuthnCredential.objects.filter(
+            extra["mfa_passkeys"] = PasskeyCredential.objects.filter(
                 user=user, confirmed=True
             ).count()
             extra["can_reset_mfa"] = _superuser(request)

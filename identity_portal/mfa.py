@@ -27,11 +27,11 @@ from django.db import transaction
 from django.utils.crypto import salted_hmac
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
-from django_otp_webauthn.models import WebAuthnCredential
 
 from audit.choices import EventType, Outcome
 from audit.context import Actor, RequestContext, Target
 from audit.services import audit_record
+from identity_portal.models import PasskeyCredential
 
 RECOVERY_CODE_COUNT = 10
 RECOVERY_DEVICE_NAME = "recovery codes"
@@ -56,7 +56,7 @@ def mfa_is_enrolled(*, user) -> bool:
     """Whether the user has a second factor: a confirmed authenticator or a passkey."""
     return (
         TOTPDevice.objects.filter(user=user, confirmed=True).exists()
-        or WebAuthnCredential.objects.filter(user=user, confirmed=True).exists()
+        or PasskeyCredential.objects.filter(user=user, confirmed=True).exists()
     )
 
 
@@ -227,7 +227,7 @@ def mfa_reset(*, user, actor: Actor, context: RequestContext) -> int:
     """
     with transaction.atomic():
         totp, static = TOTPDevice.objects.filter(user=user), StaticDevice.objects.filter(user=user)
-        passkeys = WebAuthnCredential.objects.filter(user=user)
+        passkeys = PasskeyCredential.objects.filter(user=user)
         passkeys_removed = passkeys.count()
         removed = totp.count() + static.count() + passkeys_removed
         totp.delete()

@@ -38,6 +38,7 @@ from identity_portal.mfa import mfa_is_enrolled, mfa_recovery_codes_left
 from identity_portal.mfa_views import next_url, webauthn_config
 from identity_portal.passkeys import (
     MAX_PASSKEYS_PER_USER,
+    passkey_is_bound,
     passkey_label,
     passkey_list,
     passkey_register,
@@ -148,7 +149,13 @@ def passkeys_page(request):
         raise Http404("Passkeys are not available on this host.")
     user = request.user
     rows = [
-        {"id": c.pk, "label": passkey_label(c), "created": c.created_at, "used": c.last_used_at}
+        {
+            "id": c.pk,
+            "label": passkey_label(c),
+            "created": c.created_at,
+            "used": c.last_used_at,
+            "bound": passkey_is_bound(c),
+        }
         for c in passkey_list(user=user)
     ]
     return TemplateResponse(

@@ -12,23 +12,24 @@ in ``identity_portal.mfa``:
   assertion too (``console.mfa_failed``, method ``webauthn``, the reason code);
 - removing a passkey is recorded (``console.mfa_device_removed``).
 
-A credential row holds the public key and credential id the authenticator
-gave at registration, bound to its user by a foreign key only: the package's
-model has no room for a MAC, so a database writer can plant a passkey of
-their own for a user (the README's threat model says so), as they can read or
-replace a TOTP key, which django-otp stores in clear.
+A credential row (``identity_portal.models.PasskeyCredential``) holds the
+credential id and public key the authenticator gave at registration, and an
+HMAC under a key derived from ``SECRET_KEY`` over them and the user: a row a
+database writer plants, edits or moves to another user verifies nobody
+(``console.mfa_failed``, reason ``credential_unbound``).
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
+from django.utils.crypto import salted_hmac
 from django_otp_webauthn import exceptions as webauthn_errors
-from django_otp_webauthn.models import WebAuthnCredential
 from django_otp_webauthn.utils import rewrite_exceptions
 
 from audit.choices import EventType
@@ -41,9 +42,43 @@ from identity_portal.mfa import (
     recovery_codes_replace,
     user_target,
 )
+from identity_portal.models import PasskeyCredential
 
 # A console user's passkeys are few (a laptop, a phone, a security key or two).
 MAX_PASSKEYS_PER_USER = 10
+
+
+class CredentialUnbound(webauthn_errors.OTPWebAuthnApiError):
+    status_code = 403
+    default_detail = "This passkey was not registered by the portal."
+    default_code = "credential_unbound"
+
+
+def passkey_binding(*, user_id: int, credential_id: bytes, public_key: bytes) -> str:
+    """The MAC that binds a credential row to its user, under a key derived from ``SECRET_KEY``.
+
+    Length-prefixed fields, so no two different (id, key) pairs share an input.
+    """
+    credential_id, public_key = bytes(credential_id), bytes(public_key)
+    value = b"".join(
+        (
+            f"{user_id}:{len(credential_id)}:".encode("ascii"),
+            credential_id,
+            f":{len(public_key)}:".encode("ascii"),
+            public_key,
+        )
+    )
+    return salted_hmac("identity_portal.passkeys.binding", value, algorithm="sha256").hexdigest()
+
+
+def passkey_is_bound(credential) -> bool:
+    """Whether the portal wrote this row: its binding verifies (constant-time comparison)."""
+    expected = passkey_binding(
+        user_id=credential.user_id,
+        credential_id=credential.credential_id,
+        public_key=credential.public_key,
+    )
+    return hmac.compare_digest(credential.binding.encode("ascii"), expected.encode("ascii"))
 
 
 # --- selectors ---------------------------------------------------------------------
@@ -73,11 +108,11 @@ def passkeys_available() -> bool:
 
 def passkey_list(*, user):
     """The user's passkeys, oldest first."""
-    return WebAuthnCredential.objects.filter(user=user, confirmed=True).order_by("created_at", "id")
+    return PasskeyCredential.objects.filter(user=user, confirmed=True).order_by("created_at", "id")
 
 
 def passkey_exists(*, user) -> bool:
-    return WebAuthnCredential.objects.filter(user=user, confirmed=True).exists()
+    return PasskeyCredential.objects.filter(user=user, confirmed=True).exists()
 
 
 def passkey_label(credential) -> str:
@@ -90,7 +125,7 @@ def passkey_label(credential) -> str:
 
 @dataclass(frozen=True)
 class PasskeyRegistration:
-    credential: WebAuthnCredential
+    credential: PasskeyCredential
     first_factor: bool  # the user had no second factor before: recovery codes issued
     recovery_codes: list[str]  # shown once, as the user types them; empty if not first
 
@@ -111,7 +146,12 @@ def passkey_register(
         with rewrite_exceptions(logger=None):
             credential = helper.register_complete(user=user, state=state, data=data)
         credential.name = f"passkey {credential.pk}"
-        credential.save(update_fields=["name"])
+        credential.binding = passkey_binding(
+            user_id=user.pk,
+            credential_id=credential.credential_id,
+            public_key=credential.public_key,
+        )
+        credential.save(update_fields=["name", "binding"])
         codes = recovery_codes_replace(user=user) if first else []
         audit_record(
             event_type=EventType.CONSOLE_MFA_ENROLLED,
@@ -137,8 +177,8 @@ def passkey_verify(*, user, helper, state: dict | None, data: dict, context: Req
     Success updates the credential's sign count and last use and records
     ``console.mfa_verified`` in one transaction. Any refusal (no or spent
     challenge, unknown credential, another user's, bad signature, wrong
-    origin) leaves the credential as it was and records ``console.mfa_failed``
-    with the package's error code as reason.
+    origin, a row whose binding does not verify) leaves the credential as it
+    was and records ``console.mfa_failed`` with the error code as reason.
     """
     try:
         with transaction.atomic():
@@ -148,6 +188,9 @@ def passkey_verify(*, user, helper, state: dict | None, data: dict, context: Req
                 credential = helper.authenticate_complete(user=user, state=state, data=data)
             if not credential.confirmed:
                 raise webauthn_errors.CredentialDisabled()
+            if not passkey_is_bound(credential):
+                # Planted, edited or moved in the database: its sign count update rolls back.
+                raise CredentialUnbound()
             audit_record(
                 event_type=EventType.CONSOLE_MFA_VERIFIED,
                 actor=Actor.user(user),
@@ -169,7 +212,7 @@ def passkey_remove(*, user, credential_id: int, context: RequestContext) -> bool
     (django-otp finds its device gone) and is asked for a second factor again.
     """
     with transaction.atomic():
-        removed, _ = WebAuthnCredential.objects.filter(user=user, pk=credential_id).delete()
+        removed, _ = PasskeyCredential.objects.filter(user=user, pk=credential_id).delete()
         if not removed:
             return False
         audit_record(

@@ -338,6 +338,9 @@ WEBAUTHN_ORIGINS = env_list("WEBAUTHN_ORIGINS", "{0.scheme}://{0.netloc}".format
 OTP_WEBAUTHN_RP_ID = WEBAUTHN_RP_ID
 OTP_WEBAUTHN_RP_NAME = OTP_TOTP_ISSUER
 OTP_WEBAUTHN_ALLOWED_ORIGINS = WEBAUTHN_ORIGINS
+# Our rows, bound to SECRET_KEY (identity_portal.models), in place of the package's.
+OTP_WEBAUTHN_CREDENTIAL_MODEL = "identity_portal.PasskeyCredential"
+OTP_WEBAUTHN_ATTESTATION_MODEL = "identity_portal.PasskeyAttestation"
 # A second factor only: the password always comes first (no passwordless sign-in).
 OTP_WEBAUTHN_ALLOW_PASSWORDLESS_LOGIN = False
 # The package's checks refuse a start with a plain-http origin other than localhost; ours

@@ -13,9 +13,9 @@ from __future__ import annotations
 import base64
 
 import pytest
-from django_otp_webauthn.models import WebAuthnCredential
 
 from audit.models import AuditEvent
+from identity_portal.models import PasskeyCredential
 from tests.browser import pages
 from tests.browser.conftest import PASSWORD
 
@@ -75,7 +75,7 @@ def test_a_passkey_registered_at_first_sign_in_signs_in_next_time(
     page.click(pages.MFA_CONTINUE)
     page.wait_for_url(f"**{pages.CONSOLE_HOME}")
     credentials = page.cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})
-    stored = WebAuthnCredential.objects.get(user=who.user)
+    stored = PasskeyCredential.objects.get(user=who.user)
     assert [base64.b64decode(c["credentialId"]) for c in credentials["credentials"]] == [
         bytes(stored.credential_id)
     ]
@@ -122,5 +122,5 @@ def test_a_signed_in_user_adds_a_passkey_from_their_page(
     page.wait_for_selector(pages.PASSKEY_ROWS)
 
     assert page.locator(pages.PASSKEY_ROWS).count() == 1
-    assert WebAuthnCredential.objects.filter(user=page.console_user.user).count() == 1
+    assert PasskeyCredential.objects.filter(user=page.console_user.user).count() == 1
     screenshot(page, "passkeys-page-added")

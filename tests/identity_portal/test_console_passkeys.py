@@ -9,10 +9,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
-from django_otp_webauthn.models import WebAuthnCredential
 
 from audit.models import AuditEvent
 from core.roles import AUDITORS
+from identity_portal.models import PasskeyCredential
+from identity_portal.passkeys import passkey_binding
 from tests.fixtures.core import console_login
 from tests.fixtures.passkeys import SoftPasskey, b64url
 
@@ -75,7 +76,7 @@ def test_a_verified_user_registers_a_passkey_and_it_is_audited(client, auditor, 
     options = client.post(REGISTER_BEGIN).json()
     response = _post_json(client, REGISTER_COMPLETE, passkey.create(options))
 
-    credential = WebAuthnCredential.objects.get()
+    credential = PasskeyCredential.objects.get()
     assert response.status_code == 200
     assert response.json() == {"id": credential.pk}  # no recovery codes: not a first factor
     assert options["rp"] == {"id": "localhost", "name": "Machine Identity Portal"}
@@ -84,6 +85,9 @@ def test_a_verified_user_registers_a_passkey_and_it_is_audited(client, auditor, 
         auditor,
         passkey.credential_id,
         f"passkey {credential.pk}",
+    )
+    assert credential.binding == passkey_binding(
+        user_id=auditor.pk, credential_id=passkey.credential_id, public_key=credential.public_key
     )
     assert _events("console.mfa_enrolled") == [
         (
@@ -131,7 +135,7 @@ def test_an_enrolled_user_cannot_add_a_passkey_with_the_password_alone(
     assert response.status_code == 403
     assert response.json()["code"] == "user_not_verified"
     assert _post_json(client, REGISTER_COMPLETE, {}).status_code == 403
-    assert not WebAuthnCredential.objects.exists()
+    assert not PasskeyCredential.objects.exists()
     assert _events("console.mfa_enrolled") == []
 
 
@@ -143,7 +147,7 @@ def test_a_registration_answer_for_another_challenge_stores_nothing(client, audi
 
     assert response.status_code == 422
     assert response.json()["code"] == "invalid_registration_response"
-    assert not WebAuthnCredential.objects.exists()
+    assert not PasskeyCredential.objects.exists()
     assert _events("console.mfa_enrolled") == []
 
 
@@ -159,7 +163,7 @@ def test_a_user_signs_in_with_their_passkey_instead_of_a_code(client, auditor, r
     options = client.post(AUTH_BEGIN).json()
     response = _post_json(client, f"{AUTH_COMPLETE}?next=/console/audit/", registered.get(options))
 
-    credential = WebAuthnCredential.objects.get()
+    credential = PasskeyCredential.objects.get()
     assert response.status_code == 200
     assert response.json() == {"id": credential.pk, "redirect_url": "/console/audit/"}
     assert options["allowCredentials"] == [
@@ -192,7 +196,7 @@ def test_a_failed_assertion_is_recorded_and_verifies_nothing(client, auditor, re
     assert response.status_code == 422
     assert response.json()["code"] == "invalid_authentication_response"
     assert not _verified(client)
-    assert WebAuthnCredential.objects.get().sign_count == 0
+    assert PasskeyCredential.objects.get().sign_count == 0
     assert _events("console.mfa_verified") == []
     assert _events("console.mfa_failed") == [
         (
@@ -270,7 +274,7 @@ def test_malformed_ceremony_answers_get_a_4xx_and_change_nothing(
 
     assert 400 <= response.status_code < 500
     assert response["Content-Type"] == "application/json"
-    assert not WebAuthnCredential.objects.exists()
+    assert not PasskeyCredential.objects.exists()
     assert _events("console.mfa_enrolled") == enrolled_before
     assert _events("console.mfa_verified") == []
 
@@ -309,7 +313,7 @@ def test_passkeys_are_not_offered_where_browsers_cannot_use_them(client, auditor
 
 def test_the_page_lists_the_users_passkeys_and_removes_one(client, auditor, registered):
     console_login(client, auditor)
-    credential = WebAuthnCredential.objects.get()
+    credential = PasskeyCredential.objects.get()
 
     page = client.get(PAGE)
     assert page.status_code == 200
@@ -318,7 +322,7 @@ def test_the_page_lists_the_users_passkeys_and_removes_one(client, auditor, regi
     response = client.post(f"{PAGE}{credential.pk}/remove/")
 
     assert response.status_code == 302
-    assert not WebAuthnCredential.objects.exists()
+    assert not PasskeyCredential.objects.exists()
     assert _events("console.mfa_device_removed") == [
         ("audrey", "audrey", "success", "", {"device": "webauthn", "credential": credential.pk})
     ]
@@ -326,12 +330,12 @@ def test_the_page_lists_the_users_passkeys_and_removes_one(client, auditor, regi
 
 def test_nobody_removes_another_users_passkey(client, auditor, registered, admin_user):
     console_login(client, admin_user)
-    credential = WebAuthnCredential.objects.get()
+    credential = PasskeyCredential.objects.get()
 
     response = client.post(f"{PAGE}{credential.pk}/remove/")
 
     assert response.status_code == 404
-    assert WebAuthnCredential.objects.filter(pk=credential.pk).exists()
+    assert PasskeyCredential.objects.filter(pk=credential.pk).exists()
     assert _events("console.mfa_device_removed") == []
     assert client.get(f"{PAGE}{credential.pk}/remove/").status_code == 405
 
@@ -354,8 +358,50 @@ def test_a_superusers_reset_removes_passkeys_too(client, auditor, registered, ad
 
     client.post(f"/console/auth/user/{auditor.pk}/reset-mfa/")
 
-    assert not WebAuthnCredential.objects.exists()
+    assert not PasskeyCredential.objects.exists()
     assert _events("console.mfa_reset") == [
         ("root-admin", "audrey", "success", "", {"devices_removed": 2, "passkeys_removed": 1})
     ]
     assert not _verified(victim)  # the session verified by the passkey is verified no more
+
+
+# --- rows the portal did not write ----------------------------------------------------
+
+
+def test_a_passkey_planted_in_the_database_verifies_nobody(client, auditor, passkeys_on):
+    passkey = SoftPasskey()
+    planted = PasskeyCredential.objects.create(
+        user=auditor,
+        name="planted",
+        credential_id=passkey.credential_id,
+        public_key=passkey._cose_public_key(),
+        binding="0" * 64,
+    )
+    client.force_login(auditor)
+    options = client.post(AUTH_BEGIN).json()
+
+    response = _post_json(client, AUTH_COMPLETE, passkey.get(options))
+
+    assert (response.status_code, response.json()["code"]) == (403, "credential_unbound")
+    assert not _verified(client)
+    planted.refresh_from_db()
+    assert (planted.sign_count, planted.last_used_at) == (0, None)
+    assert _events("console.mfa_verified") == []
+    assert _events("console.mfa_failed") == [
+        ("audrey", "audrey", "failure", "credential_unbound", {"method": "webauthn"})
+    ]
+
+
+def test_a_passkey_moved_to_another_user_verifies_nobody(client, auditor, registered):
+    mallory = User.objects.create_user(username="mallory", password="correct horse battery")
+    mallory.groups.add(Group.objects.get(name=AUDITORS))
+    PasskeyCredential.objects.update(user=mallory)  # a database writer's edit
+    client.force_login(mallory)
+    options = client.post(AUTH_BEGIN).json()
+
+    response = _post_json(client, AUTH_COMPLETE, registered.get(options))
+
+    assert (response.status_code, response.json()["code"]) == (403, "credential_unbound")
+    assert not _verified(client)
+    console_login(client, mallory)
+    assert b"not registered by the portal" in client.get(PAGE).content
