@@ -38,6 +38,7 @@ from identity_portal.mfa import mfa_is_enrolled, mfa_recovery_codes_left
 from identity_portal.mfa_views import next_url, webauthn_config
 from identity_portal.passkeys import (
     MAX_PASSKEYS_PER_USER,
+    LastSecondFactor,
     passkey_is_bound,
     passkey_label,
     passkey_list,
@@ -176,9 +177,17 @@ def passkeys_page(request):
 @require_POST
 def passkey_remove_view(request, credential_id: int):
     """Remove one of the user's own passkeys; another user's id is a 404, as an unknown one."""
-    if not passkey_remove(
-        user=request.user, credential_id=credential_id, context=request_context(request)
-    ):
+    try:
+        removed = passkey_remove(
+            user=request.user, credential_id=credential_id, context=request_context(request)
+        )
+    except LastSecondFactor:
+        messages.error(
+            request,
+            "This passkey is your only second factor: add another passkey before removing it.",
+        )
+        return HttpResponseRedirect(reverse("console-passkeys"))
+    if not removed:
         raise Http404("No such passkey.")
     messages.success(request, f"Passkey {credential_id} removed.")
     return HttpResponseRedirect(reverse("console-passkeys"))

@@ -37,6 +37,7 @@ from audit.context import Actor, RequestContext
 from audit.services import audit_record
 from identity_portal.mfa import (
     failure_record,
+    mfa_authenticator_get,
     mfa_is_enrolled,
     recovery_code_display,
     recovery_codes_replace,
@@ -205,16 +206,30 @@ def passkey_verify(*, user, helper, state: dict | None, data: dict, context: Req
     return credential
 
 
+class LastSecondFactor(Exception):
+    """The passkey is the user's only second factor: removing it would leave recovery codes only."""
+
+
 def passkey_remove(*, user, credential_id: int, context: RequestContext) -> bool:
     """Remove one of ``user``'s own passkeys; False (nothing recorded) if they have no such one.
 
-    A session verified with the removed passkey is no longer verified
+    Refused (``LastSecondFactor``, nothing changed) when it is their only
+    second factor: an account without one enrols again with the password
+    alone, so only a superuser's reset may bring an account back there. A
+    session verified with the removed passkey is no longer verified
     (django-otp finds its device gone) and is asked for a second factor again.
     """
     with transaction.atomic():
-        removed, _ = PasskeyCredential.objects.filter(user=user, pk=credential_id).delete()
-        if not removed:
+        mine = PasskeyCredential.objects.select_for_update().filter(user=user)
+        credential = mine.filter(pk=credential_id).first()
+        if credential is None:
             return False
+        others = PasskeyCredential.objects.filter(user=user, confirmed=True).exclude(
+            pk=credential_id
+        )
+        if not others.exists() and mfa_authenticator_get(user=user) is None:
+            raise LastSecondFactor()
+        credential.delete()
         audit_record(
             event_type=EventType.CONSOLE_MFA_DEVICE_REMOVED,
             actor=Actor.user(user),

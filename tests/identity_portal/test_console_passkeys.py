@@ -7,6 +7,7 @@ import json
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.test import Client
 from django_otp.plugins.otp_static.models import StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
@@ -326,6 +327,31 @@ def test_the_page_lists_the_users_passkeys_and_removes_one(client, auditor, regi
     assert _events("console.mfa_device_removed") == [
         ("audrey", "audrey", "success", "", {"device": "webauthn", "credential": credential.pk})
     ]
+
+
+def test_the_only_second_factor_is_not_removed(client, auditor, passkeys_on):
+    client.force_login(auditor)
+    _register(client, SoftPasskey())  # enrolled with a passkey alone, session verified
+    credential = PasskeyCredential.objects.get()
+
+    response = client.post(f"{PAGE}{credential.pk}/remove/", follow=True)
+
+    assert response.status_code == 200
+    assert [str(m) for m in response.context["messages"]] == [
+        "This passkey is your only second factor: add another passkey before removing it."
+    ]
+    assert PasskeyCredential.objects.filter(pk=credential.pk).exists()
+    assert _events("console.mfa_device_removed") == []
+
+
+def test_the_ceremonies_need_the_csrf_token(auditor, passkeys_on):
+    client = Client(enforce_csrf_checks=True)
+    console_login(client, auditor)
+
+    response = client.post(REGISTER_BEGIN)
+
+    assert response.status_code == 403
+    assert "otp_webauthn_register_state" not in client.session
 
 
 def test_nobody_removes_another_users_passkey(client, auditor, registered, admin_user):
