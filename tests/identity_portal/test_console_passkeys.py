@@ -13,6 +13,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit.models import AuditEvent
 from core.roles import AUDITORS
+from identity_portal.checks import production_passkeys
 from identity_portal.models import PasskeyCredential
 from identity_portal.passkeys import passkey_binding
 from tests.fixtures.core import console_login
@@ -431,3 +432,16 @@ def test_a_passkey_moved_to_another_user_verifies_nobody(client, auditor, regist
     assert not _verified(client)
     console_login(client, mallory)
     assert b"not registered by the portal" in client.get(PAGE).content
+
+
+def test_production_warns_when_passkeys_are_off(settings):
+    settings.PRODUCTION = True
+    off = production_passkeys()
+    settings.WEBAUTHN_RP_ID, settings.WEBAUTHN_ORIGINS = (
+        "portal.example",
+        ["https://portal.example"],
+    )
+    on = production_passkeys()
+
+    assert [(m.level, m.id) for m in off] == [(30, "identity_portal.W009")]
+    assert on == []
