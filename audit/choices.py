@@ -48,11 +48,15 @@ class EventType(models.TextChoices):
     CONSOLE_LOGIN = "console.login"
     CONSOLE_LOGIN_FAILED = "console.login_failed"
     CONSOLE_LOGOUT = "console.logout"
-    # Second factor: an authenticator enrolled (recovery codes issued with it), a failed
-    # or throttled code, a recovery code spent, and a superuser's reset of someone's factor.
+    # Second factor: an authenticator or passkey enrolled (recovery codes issued with the
+    # first), a second factor accepted at sign-in, a failed or throttled code or passkey
+    # assertion, a recovery code spent, a passkey removed by its user, and a superuser's
+    # reset of someone's factors.
     CONSOLE_MFA_ENROLLED = "console.mfa_enrolled"
+    CONSOLE_MFA_VERIFIED = "console.mfa_verified"
     CONSOLE_MFA_FAILED = "console.mfa_failed"
     CONSOLE_MFA_RECOVERY_USED = "console.mfa_recovery_used"
+    CONSOLE_MFA_DEVICE_REMOVED = "console.mfa_device_removed"
     CONSOLE_MFA_RESET = "console.mfa_reset"
     # A console page or action refused to the signed-in user (a forced URL, say).
     CONSOLE_ACCESS_DENIED = "console.access_denied"

@@ -51,7 +51,13 @@ from core import metrics
 from core.admin import RoleGatedAdminMixin
 from core.client_address import client_ip
 from core.roles import AUDITORS, SECURITY_ADMINS, may_enter_console, role_names
-from identity_portal.mfa import mfa_is_enrolled, mfa_recovery_codes_left, mfa_reset
+from identity_portal.mfa import (
+    mfa_authenticator_get,
+    mfa_is_enrolled,
+    mfa_recovery_codes_left,
+    mfa_reset,
+)
+from identity_portal.models import PasskeyCredential
 from identity_portal.services import console_roles_record, console_user_record
 
 for _model in (
@@ -64,10 +70,11 @@ for _model in (
         admin.site.unregister(_model)
 
 # django-otp's own device pages would show authenticator keys and bypass the roles;
-# a user's second factor is seen and reset on the user's page only.
+# a user's second factor is seen and reset on the user's page only (passkeys: the
+# user's own page, /console/account/passkeys/).
 
 User = get_user_model()
-for _model in (User, Group, TOTPDevice, StaticDevice):
+for _model in (User, Group, TOTPDevice, StaticDevice, PasskeyCredential):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
 
@@ -242,6 +249,10 @@ class ConsoleUserAdmin(RoleGatedAdminMixin, UserAdmin):
         if user is not None:
             extra["mfa_enrolled"] = mfa_is_enrolled(user=user)
             extra["mfa_codes_left"] = mfa_recovery_codes_left(user=user)
+            extra["mfa_authenticator"] = mfa_authenticator_get(user=user) is not None
+            extra["mfa_passkeys"] = PasskeyCredential.objects.filter(
+                user=user, confirmed=True
+            ).count()
             extra["can_reset_mfa"] = _superuser(request)
             extra["reset_mfa_url"] = reverse("admin:auth_user_reset_mfa", args=[user.pk])
         return super().change_view(request, object_id, form_url, extra)

@@ -106,3 +106,26 @@ def production_shared_cache(app_configs=None, **kwargs) -> list[checks.CheckMess
             id="identity_portal.E008",
         )
     ]
+
+
+@checks.register()
+def production_passkeys(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    """Production should offer passkeys: a warning when its RP ID or origins rule them out.
+
+    django-otp-webauthn's own origin checks are silenced (they would stop the
+    embedded tier on http://127.0.0.1 from starting); where browsers cannot use
+    passkeys the console simply does not offer them, which production should know.
+    """
+    # Imported here: this module loads before the app registry, the passkeys module after.
+    from identity_portal.passkeys import passkeys_available
+
+    if not settings.PRODUCTION or passkeys_available():
+        return []
+    return [
+        checks.Warning(
+            "Passkeys are off: WEBAUTHN_RP_ID is an IP address or a WEBAUTHN_ORIGINS entry is "
+            "not https://.",
+            hint="Set ISSUER to the console's https:// URL (or WEBAUTHN_RP_ID, WEBAUTHN_ORIGINS).",
+            id="identity_portal.W009",
+        )
+    ]

@@ -12,7 +12,8 @@ Built on django-otp's devices (a ``TOTPDevice`` per authenticator, a
   database reader learns no code and a database writer cannot plant one that
   works. Each is shown once, right after enrolment, and spent when used;
 - every failed or throttled code is recorded (``console.mfa_failed``), as is
-  every recovery code spent and every reset by a superuser.
+  every code accepted (``console.mfa_verified``), every recovery code spent and
+  every reset by a superuser (which removes passkeys too: ``identity_portal.passkeys``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from audit.choices import EventType, Outcome
 from audit.context import Actor, RequestContext, Target
 from audit.services import audit_record
+from identity_portal.models import PasskeyCredential
 
 RECOVERY_CODE_COUNT = 10
 RECOVERY_DEVICE_NAME = "recovery codes"
@@ -38,7 +40,7 @@ _TOTP_SHAPE = re.compile(r"^[0-9]{6,8}$")
 _RECOVERY_SHAPE = re.compile(r"^[a-z2-7]{12}$")
 
 
-def _target(user) -> Target:
+def user_target(user) -> Target:
     return Target(kind="user", id=str(user.pk), display=user.get_username())
 
 
@@ -51,7 +53,11 @@ def mfa_authenticator_get(*, user) -> TOTPDevice | None:
 
 
 def mfa_is_enrolled(*, user) -> bool:
-    return TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+    """Whether the user has a second factor: a confirmed authenticator or a passkey."""
+    return (
+        TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+        or PasskeyCredential.objects.filter(user=user, confirmed=True).exists()
+    )
 
 
 def mfa_recovery_codes_left(*, user) -> int:
@@ -121,23 +127,23 @@ def mfa_enrolment_confirm(
     with transaction.atomic():
         device = TOTPDevice.objects.select_for_update().get(pk=device.pk, user=user)
         if device.confirmed or not device.verify_token(token.strip()):
-            _failure_record(user=user, method="totp", reason="bad_code", context=context)
+            failure_record(user=user, method="totp", reason="bad_code", context=context)
             return None
         device.confirmed = True
         device.save(update_fields=["confirmed"])
         TOTPDevice.objects.filter(user=user).exclude(pk=device.pk).delete()
-        codes = _recovery_codes_replace(user=user)
+        codes = recovery_codes_replace(user=user)
         audit_record(
             event_type=EventType.CONSOLE_MFA_ENROLLED,
             actor=Actor.user(user),
-            target=_target(user),
+            target=user_target(user),
             details={"device": "totp", "recovery_codes": len(codes)},
             context=context,
         )
     return Enrolment(device=device, recovery_codes=[recovery_code_display(c) for c in codes])
 
 
-def _recovery_codes_replace(*, user) -> list[str]:
+def recovery_codes_replace(*, user) -> list[str]:
     StaticDevice.objects.filter(user=user).delete()
     device = StaticDevice.objects.create(user=user, name=RECOVERY_DEVICE_NAME, confirmed=True)
     codes = [_recovery_code_new() for _ in range(RECOVERY_CODE_COUNT)]
@@ -171,33 +177,40 @@ def mfa_verify(*, user, token: str, context: RequestContext):
                 else None
             )
         if device is None or candidate is None:
-            _failure_record(user=user, method=method, reason="bad_code", context=context)
+            failure_record(user=user, method=method, reason="bad_code", context=context)
             return None
         allowed, _ = device.verify_is_allowed()
         if not allowed:
-            _failure_record(user=user, method=method, reason="throttled", context=context)
+            failure_record(user=user, method=method, reason="throttled", context=context)
             return None
         if not device.verify_token(candidate):
-            _failure_record(user=user, method=method, reason="bad_code", context=context)
+            failure_record(user=user, method=method, reason="bad_code", context=context)
             return None
         if method == "recovery_code":
             audit_record(
                 event_type=EventType.CONSOLE_MFA_RECOVERY_USED,
                 actor=Actor.user(user),
-                target=_target(user),
+                target=user_target(user),
                 details={"left": device.token_set.count()},
                 context=context,
             )
+        audit_record(
+            event_type=EventType.CONSOLE_MFA_VERIFIED,
+            actor=Actor.user(user),
+            target=user_target(user),
+            details={"method": method},
+            context=context,
+        )
     return device
 
 
-def _failure_record(*, user, method: str, reason: str, context: RequestContext) -> None:
+def failure_record(*, user, method: str, reason: str, context: RequestContext) -> None:
     # Outside the caller's transaction would be wrong: the throttle counter that
     # django-otp just incremented and this event commit together.
     audit_record(
         event_type=EventType.CONSOLE_MFA_FAILED,
         actor=Actor.user(user),
-        target=_target(user),
+        target=user_target(user),
         outcome=Outcome.FAILURE,
         reason=reason,
         details={"method": method},
@@ -206,21 +219,25 @@ def _failure_record(*, user, method: str, reason: str, context: RequestContext) 
 
 
 def mfa_reset(*, user, actor: Actor, context: RequestContext) -> int:
-    """Remove the user's authenticators and recovery codes (a superuser's act).
+    """Remove the user's authenticators, passkeys and recovery codes (a superuser's act).
 
     The user enrols again at their next sign-in; a session they verified with
-    a removed device is no longer verified. Returns how many devices went.
+    a removed device is no longer verified. Returns how many devices went
+    (passkeys included; the event also says how many of them were passkeys).
     """
     with transaction.atomic():
         totp, static = TOTPDevice.objects.filter(user=user), StaticDevice.objects.filter(user=user)
-        removed = totp.count() + static.count()
+        passkeys = PasskeyCredential.objects.filter(user=user)
+        passkeys_removed = passkeys.count()
+        removed = totp.count() + static.count() + passkeys_removed
         totp.delete()
         static.delete()
+        passkeys.delete()
         audit_record(
             event_type=EventType.CONSOLE_MFA_RESET,
             actor=actor,
-            target=_target(user),
-            details={"devices_removed": removed},
+            target=user_target(user),
+            details={"devices_removed": removed, "passkeys_removed": passkeys_removed},
             context=context,
         )
     return removed

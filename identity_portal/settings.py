@@ -80,6 +80,8 @@ INSTALLED_APPS = [
     "django_otp",
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
+    # Passkeys and security keys (WebAuthn) as the other kind of second factor.
+    "django_otp_webauthn",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -327,6 +329,23 @@ CONSOLE_REQUIRE_MFA = env_bool("CONSOLE_REQUIRE_MFA", True)
 CONSOLE_IDLE_TIMEOUT = env_int("CONSOLE_IDLE_TIMEOUT", 30 * 60)
 # The name authenticator apps show next to the account.
 OTP_TOTP_ISSUER = ENV.get("OTP_TOTP_ISSUER", "Machine Identity Portal")
+# Passkeys (WebAuthn, django-otp-webauthn) as the other second factor: scoped to the
+# relying party ID (the ISSUER's host name) and accepted only from the console's origins.
+# Browsers refuse an IP address as RP ID and WebAuthn off https (except on localhost): with
+# such an ISSUER (the embedded default http://127.0.0.1:8000) passkeys are simply not offered.
+WEBAUTHN_RP_ID = ENV.get("WEBAUTHN_RP_ID", _issuer_host)
+WEBAUTHN_ORIGINS = env_list("WEBAUTHN_ORIGINS", "{0.scheme}://{0.netloc}".format(urlsplit(ISSUER)))
+OTP_WEBAUTHN_RP_ID = WEBAUTHN_RP_ID
+OTP_WEBAUTHN_RP_NAME = OTP_TOTP_ISSUER
+OTP_WEBAUTHN_ALLOWED_ORIGINS = WEBAUTHN_ORIGINS
+# Our rows, bound to SECRET_KEY (identity_portal.models), in place of the package's.
+OTP_WEBAUTHN_CREDENTIAL_MODEL = "identity_portal.PasskeyCredential"
+OTP_WEBAUTHN_ATTESTATION_MODEL = "identity_portal.PasskeyAttestation"
+# A second factor only: the password always comes first (no passwordless sign-in).
+OTP_WEBAUTHN_ALLOW_PASSWORDLESS_LOGIN = False
+# The package's checks refuse a start with a plain-http origin other than localhost; ours
+# (identity_portal.checks) warns instead and the console offers no passkeys on such a host.
+SILENCED_SYSTEM_CHECKS = ["otp_webauthn.E030", "otp_webauthn.E031"]
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 

@@ -15,6 +15,12 @@ from clients.api import views as machines_api
 from identity_portal import health
 from identity_portal.metrics import metrics_view
 from identity_portal.mfa_views import console_mfa
+from identity_portal.passkey_views import (
+    AuthenticationBeginView,
+    AuthenticationCompleteView,
+    RegistrationBeginView,
+    RegistrationCompleteView,
+)
 from tokens.api import keys as keys_api
 from tokens.views import discovery, introspect, machine_self, revoke, token
 
@@ -27,6 +33,38 @@ urlpatterns = [
     path("metrics", metrics_view, name="metrics"),
     # Before the admin site's own URLs: the second step of console sign-in.
     path("console/mfa/", console_mfa, name="console-mfa"),
+    # Passkey ceremonies (JSON), under the second step's prefix so that step reaches them;
+    # the namespace and names are django-otp-webauthn's, which its code reverses.
+    path(
+        "console/mfa/passkeys/",
+        include(
+            (
+                [
+                    path(
+                        "registration/begin/",
+                        RegistrationBeginView.as_view(),
+                        name="credential-registration-begin",
+                    ),
+                    path(
+                        "registration/complete/",
+                        RegistrationCompleteView.as_view(),
+                        name="credential-registration-complete",
+                    ),
+                    path(
+                        "authentication/begin/",
+                        AuthenticationBeginView.as_view(),
+                        name="credential-authentication-begin",
+                    ),
+                    path(
+                        "authentication/complete/",
+                        AuthenticationCompleteView.as_view(),
+                        name="credential-authentication-complete",
+                    ),
+                ],
+                "otp_webauthn",
+            )
+        ),
+    ),
     # Ours first: the dashboard replaces the admin's index at console/.
     path("console/", include("identity_portal.console.urls")),
     path("console/", admin.site.urls),

@@ -100,5 +100,6 @@ pytest_plugins = [
     "tests.fixtures.clients",
     "tests.fixtures.tokens",
     "tests.fixtures.webhooks",
+    "tests.fixtures.passkeys",
     "tests.fixtures.oidc_issuer",
 ]

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from django import template
 
 from core.roles import can_read_audit, is_security_admin
+from identity_portal.passkeys import passkeys_available
 
 register = template.Library()
 
@@ -21,6 +22,12 @@ def reads_console(user) -> bool:
 def changes_console(user) -> bool:
     """Security admins only: who is shown a control that changes something."""
     return is_security_admin(user)
+
+
+@register.simple_tag
+def passkeys_offered() -> bool:
+    """Whether this host's RP ID and origins let browsers use passkeys (the user links)."""
+    return passkeys_available()
 
 
 @register.filter

@@ -27,6 +27,13 @@ MFA_MANUAL_KEY = "#totp-key"
 MFA_QR = "figure.console-qr svg"
 RECOVERY_CODES = "#recovery-codes code"
 MFA_CONTINUE = "#mfa-continue"
+# Passkeys: the buttons django-otp-webauthn's scripts wire up, and the user's own page.
+PASSKEY_REGISTER = "#passkey-register-button"
+PASSKEY_REGISTER_STATUS = "#passkey-register-status-message"
+PASSKEY_VERIFY = "#passkey-verification-button"
+PASSKEYS_URL = "/console/account/passkeys/"
+PASSKEYS_LINK = "#passkeys-link"
+PASSKEY_ROWS = "#passkey-list tbody tr"
 
 # --- the console's main pages (visited and photographed by test_pages.py) ----------
 # name -> URL; "{machine}", "{user}", "{event}" are filled in with real ids.

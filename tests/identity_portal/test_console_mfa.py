@@ -248,7 +248,7 @@ def test_a_superuser_resets_a_second_factor_and_the_user_enrols_again(client, au
     assert response.status_code == 302
     assert not TOTPDevice.objects.filter(user=auditor).exists()
     assert _events("console.mfa_reset") == [
-        ("root-admin", "audrey", "success", "", {"devices_removed": 1})
+        ("root-admin", "audrey", "success", "", {"devices_removed": 1, "passkeys_removed": 0})
     ]
     # The session verified by the removed device is verified no more.
     assert victim.get("/console/")["Location"].startswith(MFA)

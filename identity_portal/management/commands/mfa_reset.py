@@ -19,7 +19,7 @@ from identity_portal.mfa import mfa_reset
 
 
 class Command(BaseCommand):
-    help = "Remove a console user's authenticator and recovery codes (audited)."
+    help = "Remove a console user's authenticator, passkeys and recovery codes (audited)."
 
     def add_arguments(self, parser):
         parser.add_argument("username")
