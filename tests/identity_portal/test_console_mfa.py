@@ -79,6 +79,20 @@ def test_a_password_alone_reaches_only_the_second_step(client, auditor):
     assert "results" not in api.text
 
 
+def test_the_second_step_shows_no_console_menu_until_it_is_done(client, auditor):
+    client.force_login(auditor)
+
+    step = client.get(MFA)
+    _enrol(client, auditor)
+    home = client.get("/console/")
+
+    assert step.status_code == 200
+    assert 'class="console-nav"' not in step.text
+    assert 'id="logout-form"' in step.text
+    assert home.status_code == 200
+    assert 'class="console-nav"' in home.text
+
+
 def test_first_sign_in_enrols_an_authenticator_and_shows_recovery_codes_once(client, auditor):
     client.force_login(auditor)
 
