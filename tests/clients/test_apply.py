@@ -17,11 +17,13 @@ from django.core.management.base import CommandError
 
 from audit.choices import EventType
 from audit.models import AuditEvent
-from clients.models import Audience, ClientSecret, Machine, Scope
+from clients.models import Audience, ClientKey, ClientSecret, FederationTrust, Machine, Scope
 from tests.tokens.helpers import issue_token
 
 pytestmark = pytest.mark.django_db
 README = Path(settings.BASE_DIR) / "README.md"
+README_KEY_THUMBPRINT = "4o8wnLXxFmz8RKJr6yLZYlcNkfjsbSp1ukWifphZs78"
+README_TRUST_CONDITION = 'claims.repository == "acme/orders" && claims.ref == "refs/heads/main"'
 
 
 def _readme_document() -> str:
@@ -53,12 +55,51 @@ def test_the_readme_document_applies_then_reapplies_with_no_change(tmp_path):
         ("create", "audience", "https://orders.example.com"),
         ("create", "machine", "billing-job"),
         ("create", "machine", "legacy-export"),
+        ("create", "machine", "orders-deploy"),
+        ("add", "key", "orders-deploy"),
+        ("add", "trust", "orders-deploy"),
+    ]
+    assert [s.get("detail") for s in plan["plan"][-2:]] == [
+        {"kid": "deploy-2026", "thumbprint": README_KEY_THUMBPRINT},
+        {
+            "issuer": "https://token.actions.githubusercontent.com",
+            "audience": "https://portal.example.com",
+            "subject": "",
+            "condition": README_TRUST_CONDITION,
+        },
     ]
     assert Machine.objects.count() == 0 and _changes() == 0
 
     first = _apply(tmp_path, document)
-    assert first["changes"] == 4
+    assert first["changes"] == 7
     assert sorted(first["secrets"]) == ["billing-job", "legacy-export"]
+    deploy = Machine.objects.get(name="orders-deploy")
+    assert not ClientSecret.objects.filter(machine=deploy).exists()
+    assert [(k.kid, k.thumbprint) for k in ClientKey.objects.filter(machine=deploy)] == [
+        ("deploy-2026", README_KEY_THUMBPRINT)
+    ]
+    assert [
+        (t.issuer, t.audience, t.subject, t.condition, t.template, t.description)
+        for t in FederationTrust.objects.filter(machine=deploy)
+    ] == [
+        (
+            "https://token.actions.githubusercontent.com",
+            "https://portal.example.com",
+            "",
+            README_TRUST_CONDITION,
+            "github",
+            "the deploy workflow of acme/orders",
+        )
+    ]
+    assert [
+        (e.event_type, e.actor_kind, e.target_id)
+        for e in AuditEvent.objects.filter(
+            event_type__in=[EventType.CLIENT_KEY_ADDED, EventType.TRUST_ADDED]
+        ).order_by("id")
+    ] == [
+        (EventType.CLIENT_KEY_ADDED, "cli", deploy.client_id),
+        (EventType.TRUST_ADDED, "cli", deploy.client_id),
+    ]
     billing = Machine.objects.get(name="billing-job")
     assert first["secrets"]["billing-job"]["client_id"] == billing.client_id
     assert first["secrets"]["billing-job"]["client_secret"].startswith("mip_cs_")
@@ -74,6 +115,7 @@ def test_the_readme_document_applies_then_reapplies_with_no_change(tmp_path):
     assert second["secrets"] == {}
     assert _changes() == events
     assert ClientSecret.objects.count() == 2
+    assert (ClientKey.objects.count(), FederationTrust.objects.count()) == (1, 1)
 
 
 def test_a_changed_field_is_one_audited_change(tmp_path):
