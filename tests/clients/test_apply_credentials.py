@@ -510,3 +510,48 @@ def test_the_api_refuses_a_private_jwk_with_a_problem_document_and_changes_nothi
         ]
     }
     assert _state() == before
+
+
+@pytest.mark.parametrize(
+    "machine",
+    [
+        {"public_keys": [{"kty": ["EC"]}]},
+        {"public_keys": [{"kty": "RSA", "n": 123, "e": None}]},
+        {"public_keys": [{"kty": "EC", "crv": "P-256", "x": "!!", "y": "%%"}]},
+        {"public_keys": [{str(n): n for n in range(40)}]},
+        {"public_keys": [{"kty": "OKP", "crv": "Ed25519", "x": "AA"}]},
+        {"public_keys": [[]]},
+        {"public_keys": {"kty": "EC"}},
+        {"trusts": [{**TRUST, "jwks": {"keys": "x"}}]},
+        {"trusts": [{**TRUST, "jwks": {"keys": [1, None, []]}}]},
+        {"trusts": [{**TRUST, "condition": "claims." + "a." * 600 + "b"}]},
+        {"trusts": [{**TRUST, "condition": "[1,2].all(x, [3].all(y, [4].all(z, true)))"}]},
+        {"trusts": [{"template": "kubernetes", "audience": "a", "namespace": "a:b"}]},
+        {"trusts": [{"template": "gitlab", "audience": "a", "project_path": "\u202e"}]},
+        {"trusts": [{"template": "nope", "audience": "a"}]},
+        {"trusts": [{**TRUST, "issuer": "https://user:pw@issuer.example"}]},
+        {"trusts": [{**TRUST, "audience": ""}]},
+        {"trusts": [{**TRUST, "subject": "\u00e9"}]},
+        {"trusts": ["x"]},
+        {"trusts": [{**TRUST}] * 51},
+        {"jwks_uri": "ftp://keys.example/jwks"},
+    ],
+)
+def test_the_api_answers_any_shape_of_bad_credentials_with_400_and_changes_nothing(
+    client, signing_key, machine_factory, machine
+):
+    token = issue_token(client, _caller(machine_factory, "machines:write"))
+    before = _state()
+
+    fields = dict(machine)
+    response = _post(
+        client,
+        token,
+        _document(
+            keys=fields.pop("public_keys", None), trusts=fields.pop("trusts", None), **fields
+        ),
+    )
+
+    assert response.status_code == 400, response.content
+    assert response["Content-Type"] == "application/problem+json"
+    assert _state() == before
