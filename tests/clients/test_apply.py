@@ -227,3 +227,57 @@ def test_a_machine_applies_through_the_api_within_its_scopes(client, signing_key
     assert Machine.objects.filter(name="x").count() == 0
     (event,) = AuditEvent.objects.filter(event_type=EventType.MACHINE_REGISTERED)
     assert (event.actor_kind, event.actor_id) == ("machine", deployer.client_id)
+
+
+def _readme_curl_calls() -> list[tuple[str, dict | None]]:
+    """(path, JSON body) of each call in the README's "three common calls" block."""
+    text = README.read_text()
+    block = re.search(r"The three common calls.*?```sh\n(.*?)```", text, re.S).group(1)
+    commands = re.split(r"\n(?=curl )", block.replace("\\\n", " "))
+    calls = []
+    for command in commands[1:]:  # the first gets the token
+        body = re.search(r"-d '(\{.*?\})'", command)
+        url = re.search(r"https://portal\.example\.com(/api/v1/\S+)", command).group(1)
+        calls.append((url, json.loads(body.group(1)) if body else None))
+    return calls
+
+
+def test_the_readme_curl_calls_register_rotate_and_disable(client, signing_key, machine_factory):
+    deployer = machine_factory(
+        name="ci",
+        scopes=("machines:write",),
+        default_scopes=("machines:write",),
+        audiences=(settings.MANAGEMENT_API_AUDIENCE,),
+        default_audience=settings.MANAGEMENT_API_AUDIENCE,
+    )
+    Audience.objects.create(uri="https://billing.example.com")
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {issue_token(client, deployer)}"}
+    calls = _readme_curl_calls()
+    assert [path for path, _ in calls] == [
+        "/api/v1/machines",
+        "/api/v1/machines/$NEW_CLIENT_ID/secrets",
+        "/api/v1/machines/$NEW_CLIENT_ID/disable",
+    ]
+
+    answers, client_id = [], ""
+    for path, body in calls:
+        answers.append(
+            client.post(
+                path.replace("$NEW_CLIENT_ID", client_id),
+                data=json.dumps(body) if body is not None else "",
+                content_type="application/json",
+                **auth,
+            )
+        )
+        client_id = client_id or answers[0].json()["client_id"]
+
+    assert [a.status_code for a in answers] == [201, 201, 200], answers[-1].content
+    machine = Machine.objects.get(client_id=client_id)
+    assert (machine.name, machine.enabled) == ("billing-job", False)
+    events = AuditEvent.objects.filter(target_id=client_id).order_by("id")
+    assert [(e.event_type, e.actor_id) for e in events] == [
+        (EventType.MACHINE_REGISTERED, deployer.client_id),
+        (EventType.SECRET_CREATED, deployer.client_id),
+        (EventType.SECRET_ROTATED, deployer.client_id),
+        (EventType.MACHINE_DISABLED, deployer.client_id),
+    ]
