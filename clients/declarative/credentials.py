@@ -85,6 +85,8 @@ def _key_steps(
     name: str, entry: dict[str, Any], machine: Machine | None, errors: list[str]
 ) -> tuple[list[Step], list[Step]]:
     """(removals, additions) of public keys."""
+    if "public_keys" not in entry and "jwks_uri" not in entry:
+        return [], []
     existing = list(ClientKey.objects.filter(machine=machine)) if machine is not None else []
     jwks_uri = entry.get("jwks_uri", machine.jwks_uri if machine is not None else "")
     if "public_keys" not in entry:

@@ -23,6 +23,7 @@ from django.core.management.base import CommandError
 from audit.choices import EventType
 from audit.models import AuditEvent
 from clients.client_assertion import JWT_BEARER
+from clients.machine_cache import client_key_is_authentic
 from clients.models import ClientKey, FederationTrust, Machine
 from core import jose, remote_jwks
 from tests.fixtures.issuer import GITHUB_AUDIENCE
@@ -555,3 +556,20 @@ def test_the_api_answers_any_shape_of_bad_credentials_with_400_and_changes_nothi
     assert response.status_code == 400, response.content
     assert response["Content-Type"] == "application/problem+json"
     assert _state() == before
+
+
+def test_a_key_row_that_fails_its_binding_is_replaced_by_one_the_portal_binds(tmp_path):
+    key = _signer("k1")
+    _apply(tmp_path, _document(keys=[_jwk(key)]))
+    ClientKey.objects.update(binding="0" * 64)  # as someone holding only the database would
+
+    result = _apply(tmp_path, _document(keys=[_jwk(key)]))
+    again = _apply(tmp_path, _document(keys=[_jwk(key)]))
+
+    assert _steps(result) == [
+        ("remove", "key", "signer", _key(key)),
+        ("add", "key", "signer", _key(key)),
+    ]
+    row = ClientKey.objects.get()
+    assert client_key_is_authentic(row, client_id=row.machine.client_id) is True
+    assert again["changes"] == 0
