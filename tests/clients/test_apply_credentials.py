@@ -215,19 +215,26 @@ def test_a_key_whose_kid_changed_is_the_same_key_replaced(tmp_path):
     assert list(ClientKey.objects.values_list("kid", "thumbprint")) == [("2026-02", thumbprint)]
 
 
-def test_keys_traded_for_a_jwks_uri_in_one_document(tmp_path):
-    _apply(tmp_path, _document(keys=[_jwk(_signer("k1"))]))
+def test_keys_traded_for_a_jwks_uri_and_back_in_one_document_each(tmp_path):
+    key = _signer("k1")
+    _apply(tmp_path, _document(keys=[_jwk(key)]))
 
     result = _apply(tmp_path, _document(keys=[], jwks_uri="https://keys.example/jwks"))
-    back = _apply(tmp_path, _document(keys=[], jwks_uri="https://keys.example/jwks"))
+    again = _apply(tmp_path, _document(keys=[], jwks_uri="https://keys.example/jwks"))
+    uri = Machine.objects.get(name="signer").jwks_uri
+    back = _apply(tmp_path, _document(keys=[_jwk(key)], jwks_uri=""))
 
     assert [(s["action"], s["kind"], s["fields"]) for s in result["plan"][1:]] == [
         ("remove", "key", []),
         ("change", "machine", ["jwks_uri"]),
     ]
-    assert Machine.objects.get(name="signer").jwks_uri == "https://keys.example/jwks"
-    assert ClientKey.objects.count() == 0
-    assert back["changes"] == 0
+    assert (uri, again["changes"]) == ("https://keys.example/jwks", 0)
+    assert [(s["action"], s["kind"], s["fields"]) for s in back["plan"][1:]] == [
+        ("change", "machine", ["jwks_uri"]),
+        ("add", "key", []),
+    ]
+    assert Machine.objects.get(name="signer").jwks_uri == ""
+    assert list(ClientKey.objects.values_list("kid", flat=True)) == ["k1"]
 
 
 def test_trusts_are_a_whole_set_matched_on_issuer_audience_subject_and_condition(tmp_path):
