@@ -991,15 +991,13 @@ MAX_JWK_BYTES = 8192
 _JWK_KEPT_MEMBERS = ("kid", "alg", "use")
 
 
-def client_key_check(jwk: Any) -> tuple[dict[str, Any], str]:
+def _client_key_jwk(jwk: Any) -> tuple[dict[str, Any], str]:
     """The public JWK to store (public members, kid, alg and use) and its RFC 7638 thumbprint.
 
     Refuses what is not a single public signing key of an allowed type: a
     private or symmetric JWK (``core.jose`` refuses ``d``, the RSA primes and
     ``k``, so a private key is never stored), another curve, an RSA key under
     2048 bits, an ``alg`` outside the allow-list or that the key does not fit.
-    Writes nothing: declarative apply checks a whole document with it before
-    anything changes.
     """
     invalid = "jwk"
     if not isinstance(jwk, dict):
@@ -1034,6 +1032,14 @@ def client_key_check(jwk: Any) -> tuple[dict[str, Any], str]:
     return stored, thumbprint
 
 
+def client_key_check(jwk: Any) -> tuple[dict[str, Any], str]:
+    """What ``client_key_add`` would store for ``jwk`` and its thumbprint; writes nothing.
+
+    Declarative apply checks a whole document with it before anything changes.
+    """
+    return _client_key_jwk(jwk)
+
+
 def _client_key_summary(key: ClientKey) -> dict[str, Any]:
     return {
         "kid": key.kid,
@@ -1049,7 +1055,7 @@ def client_key_add(
 ) -> ClientKey:
     """Register a public key for ``private_key_jwt`` (at most ``MAX_CLIENT_KEYS``), bound to
     the machine under the newest pepper; audited as ``client_key.added``."""
-    stored, thumbprint = client_key_check(jwk)
+    stored, thumbprint = _client_key_jwk(jwk)
     machine = _lock(machine)
     if machine.deleted_at is not None:
         raise ValidationError("The machine is deleted.")
