@@ -164,18 +164,23 @@ def _bound(expected, stored: str) -> bool:
         return False
 
 
+def client_key_is_authentic(key: ClientKey, *, client_id: str) -> bool:
+    """Whether a key row is one the portal wrote for the machine ``client_id`` (its binding)."""
+    return _bound(
+        lambda: client_key_binding(
+            client_id=client_id, public_jwk=key.public_jwk, pepper_id=key.pepper_id
+        ),
+        key.binding,
+    )
+
+
 def _authentic_keys(machine: Machine) -> tuple[dict, ...]:
     """The machine's registered public keys whose binding holds; the others are logged."""
     if "private_key_jwt" not in machine.auth_methods:
         return ()  # no query for the machines that do not use keys (the cold path's budget)
     authentic = []
     for row in ClientKey.objects.filter(machine=machine).order_by("created_at", "id"):
-        if _bound(
-            lambda row=row: client_key_binding(
-                client_id=machine.client_id, public_jwk=row.public_jwk, pepper_id=row.pepper_id
-            ),
-            row.binding,
-        ):
+        if client_key_is_authentic(row, client_id=machine.client_id):
             authentic.append(dict(row.public_jwk))
         else:
             logger.error(

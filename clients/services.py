@@ -1037,6 +1037,14 @@ def _client_key_jwk(jwk: Any) -> tuple[dict[str, Any], str]:
     return stored, thumbprint
 
 
+def client_key_check(jwk: Any) -> tuple[dict[str, Any], str]:
+    """What ``client_key_add`` would store for ``jwk`` and its thumbprint; writes nothing.
+
+    Declarative apply checks a whole document with it before anything changes.
+    """
+    return _client_key_jwk(jwk)
+
+
 def _client_key_summary(key: ClientKey) -> dict[str, Any]:
     return {
         "kid": key.kid,

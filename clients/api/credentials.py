@@ -20,13 +20,12 @@ from rest_framework.response import Response
 from audit.context import request_context
 from clients.api.conventions import ManagementApiView, caller_of
 from clients.api.permissions import ManagementAccess
+from clients.api.serializers import PublicJwkField, TrustAddSerializer
 from clients.api.views import ERRORS, WRITE_ERRORS, _machine_for
 from clients.federation.selectors import trust_is_authentic, trust_list
 from clients.federation.services import trust_add, trust_remove
 from clients.models import ClientKey, FederationTrust
 from clients.services import client_key_add, client_key_remove
-
-JWK_MAX_MEMBERS = 32
 
 
 class ClientKeySerializer(serializers.Serializer):
@@ -38,14 +37,9 @@ class ClientKeySerializer(serializers.Serializer):
 
 
 class ClientKeyAddSerializer(serializers.Serializer):
-    jwk = serializers.DictField(
+    jwk = PublicJwkField(
         help_text="One public JWK (EC P-256/P-384, Ed25519, RSA 2048+); a private part is refused."
     )
-
-    def validate_jwk(self, value):
-        if len(value) > JWK_MAX_MEMBERS:
-            raise serializers.ValidationError("Too many members for a JWK.")
-        return value
 
 
 class TrustSerializer(serializers.Serializer):
@@ -59,15 +53,6 @@ class TrustSerializer(serializers.Serializer):
     description = serializers.CharField(allow_blank=True)
     authentic = serializers.BooleanField()
     created_at = serializers.DateTimeField()
-
-
-class TrustAddSerializer(serializers.Serializer):
-    issuer = serializers.CharField(max_length=255)
-    audience = serializers.CharField(max_length=255)
-    subject = serializers.CharField(max_length=255, allow_blank=True, required=False)
-    condition = serializers.CharField(max_length=1024, allow_blank=True, required=False)
-    jwks = serializers.DictField(required=False, help_text="The issuer's JWKS, pasted.")
-    description = serializers.CharField(max_length=255, allow_blank=True, required=False)
 
 
 def _key_json(key: ClientKey) -> dict:

@@ -9,11 +9,15 @@ from __future__ import annotations
 from django.conf import settings
 from rest_framework import serializers
 
+from clients.federation.templates import TEMPLATES
 from clients.models import Audience, ClientSecret, Machine, Scope
 from clients.selectors import secret_expiry
 
 NAME_MAX = 255
 LIST_MAX = 100
+JWK_MAX_MEMBERS = 32
+# Room to list more than the services allow, so their limits give the message.
+CREDENTIALS_LIST_MAX = 50
 
 
 class SecretSerializer(serializers.Serializer):
@@ -180,6 +184,25 @@ class AudienceSerializer(serializers.ModelSerializer):
         extra_kwargs = {"uri": {"validators": []}}
 
 
+class PublicJwkField(serializers.DictField):
+    """One public JWK; only its size is checked here, the services decide the rest."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if len(value) > JWK_MAX_MEMBERS:
+            raise serializers.ValidationError("Too many members for a JWK.")
+        return value
+
+
+class TrustAddSerializer(serializers.Serializer):
+    issuer = serializers.CharField(max_length=255)
+    audience = serializers.CharField(max_length=255)
+    subject = serializers.CharField(max_length=255, allow_blank=True, required=False)
+    condition = serializers.CharField(max_length=1024, allow_blank=True, required=False)
+    jwks = serializers.DictField(required=False, help_text="The issuer's JWKS, pasted.")
+    description = serializers.CharField(max_length=255, allow_blank=True, required=False)
+
+
 class StrictSerializer(serializers.Serializer):
     """Refuses keys it does not know: in a document, a typo must not be silently ignored."""
 
@@ -202,8 +225,47 @@ class ApplyAudienceSerializer(StrictSerializer):
     description = serializers.CharField(max_length=2000, allow_blank=True, required=False)
 
 
+def _template_value(help_text: str) -> serializers.CharField:
+    return serializers.CharField(max_length=200, required=False, help_text=help_text)
+
+
+class ApplyTrustSerializer(StrictSerializer, TrustAddSerializer):
+    """A trust as in ``POST .../trusts``, or made from a template and its values."""
+
+    issuer = serializers.CharField(
+        max_length=255, required=False, help_text="Required unless the template names it."
+    )
+    template = serializers.ChoiceField(choices=sorted(TEMPLATES), required=False)
+    repository = _template_value("github: OWNER/REPO.")
+    project_path = _template_value("gitlab: GROUP/PROJECT.")
+    ref = _template_value("github: refs/heads/main; gitlab: main.")
+    environment = _template_value("github, gitlab: the deployment environment.")
+    namespace = _template_value("kubernetes: the service account's namespace.")
+    service_account = _template_value("kubernetes: the service account's name.")
+
+
 class ApplyMachineSerializer(StrictSerializer, MachineWriteSerializer):
     enabled = serializers.BooleanField(required=False)
+    jwks_uri = serializers.CharField(
+        max_length=2048,
+        allow_blank=True,
+        required=False,
+        help_text="Where the machine publishes its private_key_jwt keys (blank: none).",
+    )
+    public_keys = serializers.ListField(
+        child=PublicJwkField(),
+        max_length=CREDENTIALS_LIST_MAX,
+        required=False,
+        help_text="Every public JWK the machine has for private_key_jwt (at most two): "
+        "missing ones are added, unlisted ones removed. Absent: left as they are.",
+    )
+    trusts = ApplyTrustSerializer(
+        many=True,
+        max_length=CREDENTIALS_LIST_MAX,
+        required=False,
+        help_text="Every federation trust the machine has: missing ones are added, "
+        "unlisted ones removed. Absent: left as they are.",
+    )
 
 
 class ApplyDocumentSerializer(StrictSerializer):
@@ -223,10 +285,17 @@ class ApplyRequestSerializer(StrictSerializer):
 
 
 class PlanStepSerializer(serializers.Serializer):
-    action = serializers.ChoiceField(choices=["create", "change", "enable", "disable", "unchanged"])
-    kind = serializers.ChoiceField(choices=["scope", "audience", "machine"])
-    name = serializers.CharField()
+    action = serializers.ChoiceField(
+        choices=["create", "change", "enable", "disable", "unchanged", "add", "remove"]
+    )
+    kind = serializers.ChoiceField(choices=["scope", "audience", "machine", "key", "trust"])
+    name = serializers.CharField(help_text="Keys and trusts: their machine's name.")
     fields = serializers.ListField(child=serializers.CharField())
+    detail = serializers.DictField(
+        child=serializers.CharField(allow_blank=True),
+        required=False,
+        help_text="Keys: kid and thumbprint; trusts: issuer, audience, subject, condition.",
+    )
 
 
 class CreatedSecretSerializer(serializers.Serializer):

@@ -366,9 +366,11 @@ class ApplyView(ManagementApiView):
         request=ApplyRequestSerializer,
         responses={200: ApplyResultSerializer, **WRITE_ERRORS},
         description=(
-            "Make scopes, audiences and machines match the document (the same as "
-            "`manage.py apply`): one transaction, one audit event per change; with "
-            "`dry_run` only the plan. New machines' secrets are in this answer only."
+            "Make scopes, audiences and machines (with their public keys and trusts) match "
+            "the document (the same as `manage.py apply`): one transaction, one audit event "
+            "per change; with `dry_run` only the plan. Adding a key or trust to a machine "
+            "needs what the keys and trusts endpoints need. New machines' secrets are in "
+            "this answer only."
         ),
     )
     def post(self, request):

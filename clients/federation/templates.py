@@ -90,3 +90,20 @@ def trust_template(
             condition="",
         )
     raise TemplateError(f"Unknown template {name!r}; one of: {', '.join(TEMPLATES)}.")
+
+
+def trust_fields_from_template(
+    name: str, *, issuer: str | None, subject: str | None, condition: str | None, **values
+) -> tuple[str, str, str]:
+    """Issuer, subject and condition of a trust made from template ``name``.
+
+    The template's, except a subject or condition given explicitly (``None``:
+    not given), so the CLI and a declarative document narrow a template alike.
+    ``values`` are the template's own (repository, namespace, ...).
+    """
+    shape = trust_template(name, issuer=issuer, **values)
+    return (
+        shape.issuer,
+        subject if subject is not None else shape.subject,
+        condition if condition is not None else shape.condition,
+    )

@@ -17,11 +17,13 @@ from django.core.management.base import CommandError
 
 from audit.choices import EventType
 from audit.models import AuditEvent
-from clients.models import Audience, ClientSecret, Machine, Scope
+from clients.models import Audience, ClientKey, ClientSecret, FederationTrust, Machine, Scope
 from tests.tokens.helpers import issue_token
 
 pytestmark = pytest.mark.django_db
 README = Path(settings.BASE_DIR) / "README.md"
+README_KEY_THUMBPRINT = "4o8wnLXxFmz8RKJr6yLZYlcNkfjsbSp1ukWifphZs78"
+README_TRUST_CONDITION = 'claims.repository == "acme/orders" && claims.ref == "refs/heads/main"'
 
 
 def _readme_document() -> str:
@@ -53,12 +55,51 @@ def test_the_readme_document_applies_then_reapplies_with_no_change(tmp_path):
         ("create", "audience", "https://orders.example.com"),
         ("create", "machine", "billing-job"),
         ("create", "machine", "legacy-export"),
+        ("create", "machine", "orders-deploy"),
+        ("add", "key", "orders-deploy"),
+        ("add", "trust", "orders-deploy"),
+    ]
+    assert [s.get("detail") for s in plan["plan"][-2:]] == [
+        {"kid": "deploy-2026", "thumbprint": README_KEY_THUMBPRINT},
+        {
+            "issuer": "https://token.actions.githubusercontent.com",
+            "audience": "https://portal.example.com",
+            "subject": "",
+            "condition": README_TRUST_CONDITION,
+        },
     ]
     assert Machine.objects.count() == 0 and _changes() == 0
 
     first = _apply(tmp_path, document)
-    assert first["changes"] == 4
+    assert first["changes"] == 7
     assert sorted(first["secrets"]) == ["billing-job", "legacy-export"]
+    deploy = Machine.objects.get(name="orders-deploy")
+    assert not ClientSecret.objects.filter(machine=deploy).exists()
+    assert [(k.kid, k.thumbprint) for k in ClientKey.objects.filter(machine=deploy)] == [
+        ("deploy-2026", README_KEY_THUMBPRINT)
+    ]
+    assert [
+        (t.issuer, t.audience, t.subject, t.condition, t.template, t.description)
+        for t in FederationTrust.objects.filter(machine=deploy)
+    ] == [
+        (
+            "https://token.actions.githubusercontent.com",
+            "https://portal.example.com",
+            "",
+            README_TRUST_CONDITION,
+            "github",
+            "the deploy workflow of acme/orders",
+        )
+    ]
+    assert [
+        (e.event_type, e.actor_kind, e.target_id)
+        for e in AuditEvent.objects.filter(
+            event_type__in=[EventType.CLIENT_KEY_ADDED, EventType.TRUST_ADDED]
+        ).order_by("id")
+    ] == [
+        (EventType.CLIENT_KEY_ADDED, "cli", deploy.client_id),
+        (EventType.TRUST_ADDED, "cli", deploy.client_id),
+    ]
     billing = Machine.objects.get(name="billing-job")
     assert first["secrets"]["billing-job"]["client_id"] == billing.client_id
     assert first["secrets"]["billing-job"]["client_secret"].startswith("mip_cs_")
@@ -74,6 +115,7 @@ def test_the_readme_document_applies_then_reapplies_with_no_change(tmp_path):
     assert second["secrets"] == {}
     assert _changes() == events
     assert ClientSecret.objects.count() == 2
+    assert (ClientKey.objects.count(), FederationTrust.objects.count()) == (1, 1)
 
 
 def test_a_changed_field_is_one_audited_change(tmp_path):
@@ -185,3 +227,57 @@ def test_a_machine_applies_through_the_api_within_its_scopes(client, signing_key
     assert Machine.objects.filter(name="x").count() == 0
     (event,) = AuditEvent.objects.filter(event_type=EventType.MACHINE_REGISTERED)
     assert (event.actor_kind, event.actor_id) == ("machine", deployer.client_id)
+
+
+def _readme_curl_calls() -> list[tuple[str, dict | None]]:
+    """(path, JSON body) of each call in the README's "three common calls" block."""
+    text = README.read_text()
+    block = re.search(r"The three common calls.*?```sh\n(.*?)```", text, re.S).group(1)
+    commands = re.split(r"\n(?=curl )", block.replace("\\\n", " "))
+    calls = []
+    for command in commands[1:]:  # the first gets the token
+        body = re.search(r"-d '(\{.*?\})'", command)
+        url = re.search(r"https://portal\.example\.com(/api/v1/\S+)", command).group(1)
+        calls.append((url, json.loads(body.group(1)) if body else None))
+    return calls
+
+
+def test_the_readme_curl_calls_register_rotate_and_disable(client, signing_key, machine_factory):
+    deployer = machine_factory(
+        name="ci",
+        scopes=("machines:write",),
+        default_scopes=("machines:write",),
+        audiences=(settings.MANAGEMENT_API_AUDIENCE,),
+        default_audience=settings.MANAGEMENT_API_AUDIENCE,
+    )
+    Audience.objects.create(uri="https://billing.example.com")
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {issue_token(client, deployer)}"}
+    calls = _readme_curl_calls()
+    assert [path for path, _ in calls] == [
+        "/api/v1/machines",
+        "/api/v1/machines/$NEW_CLIENT_ID/secrets",
+        "/api/v1/machines/$NEW_CLIENT_ID/disable",
+    ]
+
+    answers, client_id = [], ""
+    for path, body in calls:
+        answers.append(
+            client.post(
+                path.replace("$NEW_CLIENT_ID", client_id),
+                data=json.dumps(body) if body is not None else "",
+                content_type="application/json",
+                **auth,
+            )
+        )
+        client_id = client_id or answers[0].json()["client_id"]
+
+    assert [a.status_code for a in answers] == [201, 201, 200], answers[-1].content
+    machine = Machine.objects.get(client_id=client_id)
+    assert (machine.name, machine.enabled) == ("billing-job", False)
+    events = AuditEvent.objects.filter(target_id=client_id).order_by("id")
+    assert [(e.event_type, e.actor_id) for e in events] == [
+        (EventType.MACHINE_REGISTERED, deployer.client_id),
+        (EventType.SECRET_CREATED, deployer.client_id),
+        (EventType.SECRET_ROTATED, deployer.client_id),
+        (EventType.MACHINE_DISABLED, deployer.client_id),
+    ]

@@ -24,7 +24,7 @@ from django.core.management.base import BaseCommand
 from clients.cache_outcome import cache_failures_collected
 from clients.federation.selectors import trust_get, trust_is_authentic, trust_list
 from clients.federation.services import MAX_JWKS_LENGTH, trust_add, trust_remove
-from clients.federation.templates import TEMPLATES, TemplateError, trust_template
+from clients.federation.templates import TEMPLATES, TemplateError, trust_fields_from_template
 from clients.management.commands._cli import (
     cache_not_told,
     cli_actor,
@@ -114,9 +114,11 @@ class Command(BaseCommand):
         issuer, subject, condition = options["issuer"], options["subject"], options["condition"]
         if options["template"]:
             try:
-                shape = trust_template(
+                issuer, subject, condition = trust_fields_from_template(
                     options["template"],
                     issuer=issuer,
+                    subject=subject,
+                    condition=condition,
                     repository=options["repository"],
                     project_path=options["project_path"],
                     ref=options["ref"],
@@ -126,9 +128,6 @@ class Command(BaseCommand):
                 )
             except TemplateError as exc:
                 raise refuse(str(exc)) from exc
-            issuer = shape.issuer
-            subject = subject if subject is not None else shape.subject
-            condition = condition if condition is not None else shape.condition
         if not issuer:
             raise refuse("--issuer is required (or a --template that names it).")
         trust = trust_add(

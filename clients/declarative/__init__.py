@@ -9,7 +9,8 @@ field, and a field the document leaves out is left as it is.
 
 Machines are matched by name (a name used by two live machines is refused as
 ambiguous); scopes by name, audiences by URI. Machines absent from the
-document are left alone unless ``prune`` disables them.
+document are left alone unless ``prune`` disables them. A machine's public
+keys and federation trusts are listed as whole sets (``credentials``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from django.db import transaction
 
 from audit.context import Actor, RequestContext
 from clients import services
+from clients.declarative.credentials import credential_step_apply, credential_steps
+from clients.declarative.steps import Plan, Step
 from clients.models import Audience, Machine, Scope
+
+__all__ = ["Applied", "Plan", "Step", "registry_apply", "registry_plan"]
 
 # Fields of a machine entry compared as they are, and those compared as sets.
 MACHINE_PLAIN_FIELDS = (
@@ -34,36 +39,10 @@ MACHINE_PLAIN_FIELDS = (
     "max_secret_age",
     "rotation_grace",
     "default_audience",
+    "jwks_uri",
 )
 MACHINE_LIST_FIELDS = ("tags", "ip_allowlist")
 MACHINE_SET_FIELDS = ("scopes", "default_scopes", "audiences", "auth_methods")
-
-
-@dataclass(frozen=True)
-class Step:
-    """One line of the plan: what happens to one entry, and which fields differ."""
-
-    action: str  # create, change, enable, disable, unchanged
-    kind: str  # scope, audience, machine
-    name: str
-    fields: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "action": self.action,
-            "kind": self.kind,
-            "name": self.name,
-            "fields": list(self.fields),
-        }
-
-
-@dataclass
-class Plan:
-    steps: list[Step] = field(default_factory=list)
-
-    @property
-    def changes(self) -> int:
-        return sum(1 for step in self.steps if step.action != "unchanged")
 
 
 def _current_machine_values(machine: Machine) -> dict[str, Any]:
@@ -75,6 +54,7 @@ def _current_machine_values(machine: Machine) -> dict[str, Any]:
         "max_secret_age": machine.max_secret_age,
         "rotation_grace": machine.rotation_grace,
         "default_audience": machine.default_audience.uri if machine.default_audience else None,
+        "jwks_uri": machine.jwks_uri,
         "tags": list(machine.tags),
         "ip_allowlist": list(machine.ip_allowlist),
         "scopes": sorted(scope.name for scope in machine.allowed_scopes.all()),
@@ -93,6 +73,8 @@ def _machine_differences(machine: Machine, entry: dict[str, Any]) -> list[str]:
         wanted = entry[name]
         if name == "default_audience":
             wanted = wanted or None  # "" and null both mean none
+        elif name == "jwks_uri":
+            wanted = (wanted or "").strip()  # as the service stores it
         if wanted != current[name]:
             changed.append(name)
     for name in MACHINE_LIST_FIELDS:
@@ -155,19 +137,26 @@ def registry_plan(*, document: dict[str, Any], prune: bool = False) -> Plan:
             {"machines": f"Named twice in the document: {', '.join(duplicated)}."}
         )
     machines = _live_machines_by_name(set(names))
+    errors: list[str] = []
     for entry in entries:
         machine = machines.get(entry["name"])
+        before, after = credential_steps(
+            name=entry["name"], entry=entry, machine=machine, errors=errors
+        )
         if machine is None:
-            plan.steps.append(Step("create", "machine", entry["name"]))
+            plan.steps.extend([Step("create", "machine", entry["name"]), *before, *after])
             continue
+        steps = list(before)
         changed = tuple(_machine_differences(machine, entry))
         if changed:
-            plan.steps.append(Step("change", "machine", entry["name"], changed))
+            steps.append(Step("change", "machine", entry["name"], changed))
+        steps.extend(after)
         wanted = entry.get("enabled")
         if wanted is not None and wanted != machine.enabled:
-            plan.steps.append(Step("enable" if wanted else "disable", "machine", entry["name"]))
-        elif not changed:
-            plan.steps.append(Step("unchanged", "machine", entry["name"]))
+            steps.append(Step("enable" if wanted else "disable", "machine", entry["name"]))
+        plan.steps.extend(steps or [Step("unchanged", "machine", entry["name"])])
+    if errors:
+        raise ValidationError({"machines": errors})
     if prune:
         for machine in Machine.objects.filter(deleted_at__isnull=True, enabled=True).exclude(
             name__in=names
@@ -257,6 +246,12 @@ def registry_apply(
 
 
 def _machine_step(step, entry, actor, context, may_change, applied: Applied) -> None:
+    if step.kind in ("key", "trust"):
+        machine = Machine.objects.get(deleted_at__isnull=True, name=step.name)
+        if may_change is not None:
+            may_change(machine)  # a key or trust is a way in: as for the keys endpoints
+        credential_step_apply(step, machine=machine, actor=actor, context=context)
+        return
     if step.action == "create":
         fields = _machine_fields(entry)
         machine, raw = services.machine_register(
