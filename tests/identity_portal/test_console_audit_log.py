@@ -353,3 +353,40 @@ def test_the_api_filters_by_source_address_too(auditor_client, events):
 
     assert response.status_code == 200
     assert [row["request_id"] for row in response.json()["results"]] == ["req-6"]
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "2026-11-20 08:02:00 UTC",
+        "2026-11-20 08:02:00",
+        "2026-11-20T08:02:00Z",
+        "2026-11-20T08:02",
+        " 2026-11-20   08:02 UTC ",
+    ],
+)
+def test_a_time_is_typed_and_shown_in_utc_as_the_log_shows_it(auditor_client, events, typed):
+    response = auditor_client.get(
+        "/console/audit/", {"since": typed, "until": "2026-11-20 08:04:00 UTC"}
+    )
+
+    body = response.content.decode()
+    assert [e.pk for e in response.context["events"]] == [events[3].pk, events[2].pk]
+    assert 'name="since" value="2026-11-20 08:02:00 UTC"' in body
+    assert 'placeholder="YYYY-MM-DD HH:MM:SS UTC"' in body
+    assert 'type="datetime-local"' not in body
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["11/20/2026 08:02", "2026-11-20 08:02:00 CET", "2026-11-20 08:02:00+01:00", "2026-13-01"],
+)
+def test_a_time_that_is_not_utc_or_not_a_time_is_refused(auditor_client, events, typed):
+    response = auditor_client.get("/console/audit/", {"since": typed})
+
+    assert response.status_code == 200
+    assert response.context["form"].errors == {
+        "since": ["Enter a time as YYYY-MM-DD HH:MM:SS (UTC)."]
+    }
+    assert response.context["events"] == []
+    assert f'name="since" value="{typed}"' in response.content.decode()
