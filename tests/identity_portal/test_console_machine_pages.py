@@ -221,3 +221,26 @@ def test_rotation_offers_grace_choices(admin_client, machine_and_secret):
 
 def test_algorithms_read_as_the_rfcs_spell_them():
     assert [label for _, label in KeyAlgorithm.choices] == ["ES256", "EdDSA", "RS256"]
+
+
+def test_a_machines_sub_pages_lead_back_to_it_in_their_breadcrumbs(
+    admin_client, machine_and_secret
+):
+    machine, _ = machine_and_secret
+    change = f"/console/clients/machine/{machine.pk}/change/"
+    step = " \N{SINGLE RIGHT-POINTING ANGLE QUOTATION MARK} "
+    trail = (
+        f'<div class="breadcrumbs"><a href="/console/">Home</a>{step}'
+        f'<a href="/console/clients/machine/">Machines</a>{step}'
+        f'<a href="{change}">{machine.name}</a>{step}'
+    )
+
+    rotate = admin_client.get(f"/console/clients/machine/{machine.pk}/rotate-secret/")
+    add_key = admin_client.get(f"/console/clients/machine/{machine.pk}/keys/add/")
+    rotated = admin_client.post(
+        f"/console/clients/machine/{machine.pk}/rotate-secret/", {"grace": "3600"}
+    )
+
+    assert trail + f"Rotate the secret of {machine}</div>" in rotate.content.decode()
+    assert trail + f"Add a public key to {machine}</div>" in add_key.content.decode()
+    assert trail + "Secret rotated</div>" in rotated.content.decode()

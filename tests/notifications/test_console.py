@@ -57,6 +57,10 @@ def test_an_admin_adds_an_endpoint_sees_its_secret_once_and_sends_a_test(
     shown = content.split('<code id="webhook-secret">', 1)[1].split("</code>", 1)[0]
     endpoint = WebhookEndpoint.objects.get()
     assert (
+        f'<a href="{LIST}">Webhook endpoints</a> \N{SINGLE RIGHT-POINTING ANGLE QUOTATION MARK} '
+        f'<a href="{LIST}{endpoint.pk}/change/">payments: {webhook_receiver.url}</a>'
+    ) in content
+    assert (
         webhook_secret_unwrap(
             endpoint.secret_wrapped, kek_id=endpoint.kek_id, uid=str(endpoint.uid)
         )
