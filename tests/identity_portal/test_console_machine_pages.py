@@ -244,3 +244,12 @@ def test_a_machines_sub_pages_lead_back_to_it_in_their_breadcrumbs(
     assert trail + f"Rotate the secret of {machine}</div>" in rotate.content.decode()
     assert trail + f"Add a public key to {machine}</div>" in add_key.content.decode()
     assert trail + "Secret rotated</div>" in rotated.content.decode()
+
+
+def test_the_machine_page_writes_times_in_utc_with_seconds(admin_client, machine_and_secret):
+    machine, _ = machine_and_secret
+
+    body = admin_client.get(f"/console/clients/machine/{machine.pk}/change/").content.decode()
+
+    assert f'<div class="readonly">{machine.created:%Y-%m-%d %H:%M:%S} UTC</div>' in body
+    assert "a.m." not in body and "p.m." not in body

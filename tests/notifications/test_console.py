@@ -118,3 +118,12 @@ def test_the_jobs_page_flags_a_job_not_run_for_three_intervals(client, security_
         in content
     )
     assert "Job audit.seal_pending has not run yet." in content
+
+
+def test_the_deliveries_page_is_named_in_english(client, auditor):
+    console_login(client, auditor)
+
+    body = client.get("/console/notifications/delivery/").content.decode()
+
+    assert '<a href="/console/notifications/delivery/" aria-current="page">Deliveries</a>' in body
+    assert "Deliverys" not in body
