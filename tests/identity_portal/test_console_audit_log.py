@@ -109,6 +109,10 @@ def test_the_page_shows_outcome_seconds_utc_and_chain_state(auditor_client, even
     body = response.content.decode()
     assert response.status_code == 200
     assert "2026-11-20 08:08:00 UTC" in body and "2026-11-20 08:07:00 UTC" in body
+    assert (
+        '<div class="breadcrumbs"><a href="/console/">Home</a> '
+        "\N{SINGLE RIGHT-POINTING ANGLE QUOTATION MARK} Audit log</div>"
+    ) in body
     assert body.count('<span class="badge unsealed">unsealed</span>') == 1
     assert f"#{events[7].seal.position}</span>" in body
     assert [e.pk for e in response.context["events"]] == [events[8].pk, events[7].pk]

@@ -246,10 +246,14 @@ def test_a_machines_sub_pages_lead_back_to_it_in_their_breadcrumbs(
     assert trail + "Secret rotated</div>" in rotated.content.decode()
 
 
-def test_the_machine_page_writes_times_in_utc_with_seconds(admin_client, machine_and_secret):
+def test_the_machine_page_writes_times_in_utc_and_labels_in_words(admin_client, machine_and_secret):
     machine, _ = machine_and_secret
 
     body = admin_client.get(f"/console/clients/machine/{machine.pk}/change/").content.decode()
 
     assert f'<div class="readonly">{machine.created:%Y-%m-%d %H:%M:%S} UTC</div>' in body
     assert "a.m." not in body and "p.m." not in body
+    # Labels as a reader spells them, not the column names.
+    assert "<label>Last used from (address):</label>" in body
+    assert '<label for="id_jwks_uri">JWKS URL (its private_key_jwt keys):</label>' in body
+    assert "Last used ip" not in body and "Jwks uri" not in body
