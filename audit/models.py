@@ -55,14 +55,32 @@ class AuditEvent(models.Model):
         # and every token's insert would maintain.
         indexes = [
             models.Index(fields=["event_type"], name="audit_event_type_idx"),
-            models.Index(fields=["target_id"], name="audit_target_idx"),
-            models.Index(fields=["actor_kind", "actor_id"], name="audit_actor_idx"),
+            # A target's or an actor's events newest first (the audit log's machine and
+            # actor filters, a machine's page): with the time in the key the page is an
+            # ordered range, never a walk of the whole trail for a quiet machine.
+            models.Index(fields=["target_id", "occurred_at"], name="audit_target_time_idx"),
+            models.Index(
+                fields=["actor_kind", "actor_id", "occurred_at"], name="audit_actor_time_idx"
+            ),
             # The audit log's "failures" pages, newest first: only failures are
             # indexed (a few percent of rows), so a token issued pays nothing for it.
             models.Index(
                 fields=["occurred_at"],
                 condition=models.Q(outcome="failure"),
                 name="audit_failure_time_idx",
+            ),
+            # One machine's or actor's failures: without these PostgreSQL walks every
+            # failure of the trail looking for a machine that has none (7.8 s at 10M).
+            # Failures only, like the one above: an issued token maintains neither.
+            models.Index(
+                fields=["target_id", "occurred_at"],
+                condition=models.Q(outcome="failure"),
+                name="audit_failure_target_idx",
+            ),
+            models.Index(
+                fields=["actor_kind", "actor_id", "occurred_at"],
+                condition=models.Q(outcome="failure"),
+                name="audit_failure_actor_idx",
             ),
         ]
 

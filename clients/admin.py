@@ -144,9 +144,14 @@ class MachineAdmin(RoleGatedAdmin):
         "created",
         "updated",
         "last_used_at",
-        "last_used_ip",
+        "last_used_from",
         "deleted_at",
     )
+
+    @admin.display(description="Last used from (address)")
+    def last_used_from(self, obj):
+        # The column's own label reads "Last used ip".
+        return obj.last_used_ip
 
     def get_fields(self, request, obj=None):
         if obj is None:

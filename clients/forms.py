@@ -36,6 +36,7 @@ LABELS = {
     "max_secret_age": "Secret maximum age (seconds)",
     "rotation_grace": "Rotation grace (seconds)",
     "ip_allowlist": "Allowed source addresses",
+    "jwks_uri": "JWKS URL (its private_key_jwt keys)",
 }
 
 # The registration form asks only this; the rest has defaults and is on the machine's page.

@@ -353,6 +353,8 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+# Every page writes times as the audit log does: 2026-12-01 07:12:07 UTC.
+FORMAT_MODULE_PATH = ["identity_portal.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"

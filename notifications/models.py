@@ -96,6 +96,7 @@ class Delivery(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        verbose_name_plural = "deliveries"  # the console's menu said "Deliverys"
         indexes = [models.Index(fields=["state", "next_attempt_at"], name="delivery_due")]
 
     def __str__(self) -> str:

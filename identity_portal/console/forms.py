@@ -45,26 +45,48 @@ def _types_for(choice: str) -> tuple[str, ...]:
 
 
 class UTCDateTimeField(forms.DateTimeField):
-    """A moment typed in UTC (the console shows every time in UTC, with seconds)."""
+    """A moment typed in UTC, in the form the log shows it: ``2026-11-20 08:00:00 UTC``.
 
-    input_formats = ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d"]
-    widget = forms.DateTimeInput(attrs={"type": "datetime-local", "step": "1"})
+    A text box rather than the browser's ``datetime-local`` picker, which shows the
+    viewer's locale (``mm/dd/yyyy, --:-- AM``) and reads as local time: a security
+    team must be able to paste a time from the log and know which moment it means.
+    ``T`` for the space, a ``Z`` or `` UTC`` suffix and no seconds are accepted too.
+    """
+
+    input_formats = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"]
+    display_format = "%Y-%m-%d %H:%M:%S UTC"
+    widget = forms.TextInput(
+        attrs={
+            "placeholder": "YYYY-MM-DD HH:MM:SS UTC",
+            "autocomplete": "off",
+            "spellcheck": "false",
+            "size": "23",
+        }
+    )
 
     def to_python(self, value):
         if value in self.empty_values:
             return None
+        text = str(value).strip()
+        for suffix in ("UTC", "Z"):
+            text = text.removesuffix(suffix)
+        text = " ".join(text.replace("T", " ", 1).split())
         for fmt in self.input_formats:
             try:
-                return datetime.strptime(str(value).strip().removesuffix("Z"), fmt).replace(
-                    tzinfo=UTC
-                )
+                return datetime.strptime(text.strip(), fmt).replace(tzinfo=UTC)
             except ValueError:
                 continue
-        raise ValidationError("Enter a date and time as YYYY-MM-DDTHH:MM:SS (UTC).", "invalid")
+        raise ValidationError("Enter a time as YYYY-MM-DD HH:MM:SS (UTC).", "invalid")
 
     def prepare_value(self, value):
+        # What was typed is shown back in the one unambiguous form once it parses.
+        if isinstance(value, str):
+            try:
+                value = self.to_python(value)
+            except ValidationError:
+                return value
         if isinstance(value, datetime):
-            return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            return value.astimezone(UTC).strftime(self.display_format)
         return value
 
 

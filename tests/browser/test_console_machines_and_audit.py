@@ -119,8 +119,8 @@ def test_an_admin_runs_a_machine_from_registration_to_the_audit_log(
     for expected in ("token.issued", "token.denied", "secret.rotated", "machine.disabled"):
         assert any(text.startswith(expected) for text in types), expected
     now = datetime.now(UTC)
-    page.fill("input[name=since]", (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"))
-    page.fill("input[name=until]", (now + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"))
+    page.fill("input[name=since]", (now - timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S UTC"))
+    page.fill("input[name=until]", (now + timedelta(hours=1)).strftime("%Y-%m-%d %H:%M:%S UTC"))
     page.select_option("select[name=outcome]", "failure")
     page.click(pages.FILTER)
     rows = page.locator("#audit-events tbody tr")

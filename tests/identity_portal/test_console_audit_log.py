@@ -6,6 +6,7 @@ import io
 import json
 import zipfile
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import pytest
 import time_machine
@@ -70,8 +71,9 @@ def _ids(page) -> list[int]:
 def test_keyset_pages_cover_every_event_once_newest_first(events):
     seen, cursor = [], None
     while True:
-        page, cursor = audit_log_page(query=AuditLogQuery(), before=cursor, size=4)
-        seen += _ids(page)
+        page = audit_log_page(query=AuditLogQuery(), before=cursor, size=4)
+        seen += _ids(page.events)
+        cursor = page.cursor
         if cursor is None:
             break
 
@@ -95,11 +97,10 @@ def test_keyset_pages_cover_every_event_once_newest_first(events):
     ],
 )
 def test_filters(events, filters, search, expected):
-    page, _ = audit_log_page(
-        query=AuditLogQuery(filters=filters, search=search), before=None, size=50
-    )
+    page = audit_log_page(query=AuditLogQuery(filters=filters, search=search), before=None, size=50)
 
-    assert _ids(page) == [events[n].pk for n in expected]
+    assert _ids(page.events) == [events[n].pk for n in expected]
+    assert (page.cursor, page.scanned_to) == (None, None)
 
 
 def test_the_page_shows_outcome_seconds_utc_and_chain_state(auditor_client, events):
@@ -108,6 +109,10 @@ def test_the_page_shows_outcome_seconds_utc_and_chain_state(auditor_client, even
     body = response.content.decode()
     assert response.status_code == 200
     assert "2026-11-20 08:08:00 UTC" in body and "2026-11-20 08:07:00 UTC" in body
+    assert (
+        '<div class="breadcrumbs"><a href="/console/">Home</a> '
+        "\N{SINGLE RIGHT-POINTING ANGLE QUOTATION MARK} Audit log</div>"
+    ) in body
     assert body.count('<span class="badge unsealed">unsealed</span>') == 1
     assert f"#{events[7].seal.position}</span>" in body
     assert [e.pk for e in response.context["events"]] == [events[8].pk, events[7].pk]
@@ -189,17 +194,162 @@ def test_only_console_roles_read_or_export(client, events):
     assert not AuditEvent.objects.filter(event_type="audit.exported").exists()
 
 
-def test_a_search_without_a_start_looks_back_a_day(auditor_client, events):
-    with time_machine.travel(T0 + timedelta(days=8), tick=False):
-        recent = _event(9, at=T0 + timedelta(days=8), ip="198.51.100.7")
-        windowed = auditor_client.get("/console/audit/", {"source_ip": "198.51.100.7"})
-        ranged = auditor_client.get(
-            "/console/audit/", {"source_ip": "198.51.100.7", "since": "2026-11-01T00:00:00"}
-        )
+def _machine_side_events():
+    """m-3 as the actor only, as the target only, and as both; m-4 with successes only."""
+    admin = Actor(kind=ActorKind.USER, id="1", display="admin")
+    m3 = Actor(kind=ActorKind.MACHINE, id="m-3", display="machine m-3")
 
-    assert [e.pk for e in windowed.context["events"]] == [recent.pk]
-    assert "2026-11-27 08:00:00 UTC (24 hours)" in windowed.content.decode()
-    assert [e.pk for e in ranged.context["events"]] == [recent.pk, events[6].pk]
+    def record(minute, *, event_type, actor, target, outcome=Outcome.SUCCESS):
+        with time_machine.travel(T0 + timedelta(minutes=minute), tick=False):
+            return audit_record(
+                event_type=event_type,
+                actor=actor,
+                target=target,
+                outcome=outcome,
+                reason="" if outcome == Outcome.SUCCESS else "forbidden",
+                context=RequestContext(request_id=f"side-{minute}"),
+            )
+
+    return {
+        "revoked": record(
+            20,
+            event_type=EventType.TOKEN_REVOKED,
+            actor=m3,
+            target=Target(kind="token", id="jti-1"),
+            outcome=Outcome.FAILURE,
+        ),
+        "disabled": record(
+            21,
+            event_type=EventType.MACHINE_DISABLED,
+            actor=admin,
+            target=Target(kind="machine", id="m-3", display="machine m-3"),
+            outcome=Outcome.FAILURE,
+        ),
+        "denied": _event(22, at=T0 + timedelta(minutes=22), machine="m-3", outcome=Outcome.FAILURE),
+        "issued": _event(23, at=T0 + timedelta(minutes=23), machine="m-3"),
+        "other": _event(24, at=T0 + timedelta(minutes=24), machine="m-4"),
+        # A user whose id is "m-3" is not the machine m-3.
+        "namesake": record(
+            25,
+            event_type=EventType.MACHINE_UPDATED,
+            actor=Actor(kind=ActorKind.USER, id="m-3", display="m-3"),
+            target=Target(kind="machine", id="m-4", display="machine m-4"),
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    ("filters", "expected"),
+    [
+        (AuditFilters(machine="m-3"), ["issued", "denied", "disabled", "revoked"]),
+        (AuditFilters(machine="m-3", outcome="failure"), ["denied", "disabled", "revoked"]),
+        (AuditFilters(machine="m-3", outcome="success"), ["issued"]),
+        (AuditFilters(machine="m-4", outcome="failure"), []),
+        (AuditFilters(machine="m-4"), ["namesake", "other"]),
+        (AuditFilters(machine="m-3", event_types=("machine.disabled",)), ["disabled"]),
+        (
+            AuditFilters(
+                machine="m-3", since=T0 + timedelta(minutes=21), until=T0 + timedelta(minutes=23)
+            ),
+            ["denied", "disabled"],
+        ),
+        (AuditFilters(actor="machine:m-3", outcome="failure"), ["denied", "revoked"]),
+        (AuditFilters(actor="m-3", outcome="success"), ["namesake", "issued"]),
+        (AuditFilters(machine="m-9"), []),
+    ],
+)
+def test_a_machine_is_its_requests_and_changes_made_to_it(db, filters, expected):
+    made = _machine_side_events()
+
+    page = audit_log_page(query=AuditLogQuery(filters=filters), before=None, size=50)
+
+    assert _ids(page.events) == [made[name].pk for name in expected]
+    assert (page.cursor, page.scanned_to) == (None, None)
+
+
+def test_a_machines_pages_cover_both_sides_once_newest_first(db):
+    made = _machine_side_events()
+    query = AuditLogQuery(filters=AuditFilters(machine="m-3"))
+
+    first = audit_log_page(query=query, before=None, size=3)
+    second = audit_log_page(query=query, before=first.cursor, size=3)
+
+    assert _ids(first.events) == [made[n].pk for n in ("issued", "denied", "disabled")]
+    assert first.cursor == (made["disabled"].occurred_at, made["disabled"].pk)
+    assert (_ids(second.events), second.cursor) == ([made["revoked"].pk], None)
+
+
+def test_a_search_reads_a_bounded_number_of_events_per_page(events):
+    # Events 8 (newest) to 0; 0 to 6 are m-1's; at most three read per page.
+    query = AuditLogQuery(search="machine m-1")
+    pages, cursor = [], None
+    while True:
+        page = audit_log_page(query=query, before=cursor, size=2, scan_limit=3)
+        pages.append((_ids(page.events), page.scanned_to))
+        cursor = page.cursor
+        if cursor is None:
+            break
+
+    ids = [event.pk for event in events]
+    assert pages == [
+        ([ids[6]], events[6].occurred_at),  # 8, 7, 6 read (6 is the bound), one match
+        ([ids[5], ids[4]], None),  # below 6: two matches fill the page before the bound
+        ([ids[3], ids[2]], None),
+        ([ids[1], ids[0]], None),  # fewer than three left: read to the end, no bound
+    ]
+
+
+def test_a_bounded_search_stops_at_the_bound_and_continues_below_it(events):
+    query = AuditLogQuery(search="machine m-2")
+
+    first = audit_log_page(query=query, before=None, size=50, scan_limit=5)
+    second = audit_log_page(query=query, before=first.cursor, size=50, scan_limit=5)
+
+    # 8 to 4 read; 3 to 0 are four, fewer than the bound: the next page reads them all.
+    assert _ids(first.events) == [events[8].pk, events[7].pk]
+    assert first.scanned_to == events[4].occurred_at
+    assert first.cursor == (events[4].occurred_at, events[4].pk)
+    assert (_ids(second.events), second.cursor, second.scanned_to) == ([], None, None)
+
+
+def test_the_page_says_where_a_bounded_search_stopped(auditor_client, events, monkeypatch):
+    monkeypatch.setattr("identity_portal.console.views.AUDIT_LOG_SCAN_LIMIT", 3)
+
+    # Until the fixture's last event: the auditor's sign-in events are newer.
+    first = auditor_client.get(
+        "/console/audit/", {"source_ip": "198.51.100.7", "until": "2026-11-20T09:00:00"}
+    )
+    older = auditor_client.get("/console/audit/?" + first.context["next_query"])
+    # Three events in the range: the bound is not reached, the page reads them all.
+    unbounded = auditor_client.get(
+        "/console/audit/",
+        {
+            "source_ip": "198.51.100.7",
+            "since": "2026-11-20T08:06:00",
+            "until": "2026-11-20T09:00:00",
+        },
+    )
+
+    body = first.content.decode()
+    assert [e.pk for e in first.context["events"]] == [events[6].pk]
+    assert (
+        '<p class="notice" id="scan-note">No further match in the 3 events read for this page, '
+        "back to 2026-11-20 08:06:00 UTC: a search or an address reads at most that many events "
+        "per page."
+    ) in body
+    assert "Search older events →</a>" in body
+    assert first.context["next_query"] == (
+        "source_ip=198.51.100.7&until=2026-11-20T09%3A00%3A00"
+        f"&before={quote(events[6].occurred_at.isoformat())}_{events[6].pk}"
+    )
+    assert older.context["events"] == [] and older.context["scanned_to"] is not None
+    assert (
+        'id="scan-note">No match in the 3 events read for this page, back to 2026-11-20 08:03:00'
+        in older.content.decode()
+    )
+    assert "No match in the events read." in older.content.decode()
+    assert [e.pk for e in unbounded.context["events"]] == [events[6].pk]
+    assert 'id="scan-note"' not in unbounded.content.decode()
 
 
 def test_the_api_filters_by_source_address_too(auditor_client, events):
@@ -207,3 +357,40 @@ def test_the_api_filters_by_source_address_too(auditor_client, events):
 
     assert response.status_code == 200
     assert [row["request_id"] for row in response.json()["results"]] == ["req-6"]
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "2026-11-20 08:02:00 UTC",
+        "2026-11-20 08:02:00",
+        "2026-11-20T08:02:00Z",
+        "2026-11-20T08:02",
+        " 2026-11-20   08:02 UTC ",
+    ],
+)
+def test_a_time_is_typed_and_shown_in_utc_as_the_log_shows_it(auditor_client, events, typed):
+    response = auditor_client.get(
+        "/console/audit/", {"since": typed, "until": "2026-11-20 08:04:00 UTC"}
+    )
+
+    body = response.content.decode()
+    assert [e.pk for e in response.context["events"]] == [events[3].pk, events[2].pk]
+    assert 'name="since" value="2026-11-20 08:02:00 UTC"' in body
+    assert 'placeholder="YYYY-MM-DD HH:MM:SS UTC"' in body
+    assert 'type="datetime-local"' not in body
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["11/20/2026 08:02", "2026-11-20 08:02:00 CET", "2026-11-20 08:02:00+01:00", "2026-13-01"],
+)
+def test_a_time_that_is_not_utc_or_not_a_time_is_refused(auditor_client, events, typed):
+    response = auditor_client.get("/console/audit/", {"since": typed})
+
+    assert response.status_code == 200
+    assert response.context["form"].errors == {
+        "since": ["Enter a time as YYYY-MM-DD HH:MM:SS (UTC)."]
+    }
+    assert response.context["events"] == []
+    assert f'name="since" value="{typed}"' in response.content.decode()

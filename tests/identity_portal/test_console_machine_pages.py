@@ -221,3 +221,39 @@ def test_rotation_offers_grace_choices(admin_client, machine_and_secret):
 
 def test_algorithms_read_as_the_rfcs_spell_them():
     assert [label for _, label in KeyAlgorithm.choices] == ["ES256", "EdDSA", "RS256"]
+
+
+def test_a_machines_sub_pages_lead_back_to_it_in_their_breadcrumbs(
+    admin_client, machine_and_secret
+):
+    machine, _ = machine_and_secret
+    change = f"/console/clients/machine/{machine.pk}/change/"
+    step = " \N{SINGLE RIGHT-POINTING ANGLE QUOTATION MARK} "
+    trail = (
+        f'<div class="breadcrumbs"><a href="/console/">Home</a>{step}'
+        f'<a href="/console/clients/machine/">Machines</a>{step}'
+        f'<a href="{change}">{machine.name}</a>{step}'
+    )
+
+    rotate = admin_client.get(f"/console/clients/machine/{machine.pk}/rotate-secret/")
+    add_key = admin_client.get(f"/console/clients/machine/{machine.pk}/keys/add/")
+    rotated = admin_client.post(
+        f"/console/clients/machine/{machine.pk}/rotate-secret/", {"grace": "3600"}
+    )
+
+    assert trail + f"Rotate the secret of {machine}</div>" in rotate.content.decode()
+    assert trail + f"Add a public key to {machine}</div>" in add_key.content.decode()
+    assert trail + "Secret rotated</div>" in rotated.content.decode()
+
+
+def test_the_machine_page_writes_times_in_utc_and_labels_in_words(admin_client, machine_and_secret):
+    machine, _ = machine_and_secret
+
+    body = admin_client.get(f"/console/clients/machine/{machine.pk}/change/").content.decode()
+
+    assert f'<div class="readonly">{machine.created:%Y-%m-%d %H:%M:%S} UTC</div>' in body
+    assert "a.m." not in body and "p.m." not in body
+    # Labels as a reader spells them, not the column names.
+    assert "<label>Last used from (address):</label>" in body
+    assert '<label for="id_jwks_uri">JWKS URL (its private_key_jwt keys):</label>' in body
+    assert "Last used ip" not in body and "Jwks uri" not in body

@@ -57,6 +57,10 @@ def test_an_admin_adds_an_endpoint_sees_its_secret_once_and_sends_a_test(
     shown = content.split('<code id="webhook-secret">', 1)[1].split("</code>", 1)[0]
     endpoint = WebhookEndpoint.objects.get()
     assert (
+        f'<a href="{LIST}">Webhook endpoints</a> \N{SINGLE RIGHT-POINTING ANGLE QUOTATION MARK} '
+        f'<a href="{LIST}{endpoint.pk}/change/">payments: {webhook_receiver.url}</a>'
+    ) in content
+    assert (
         webhook_secret_unwrap(
             endpoint.secret_wrapped, kek_id=endpoint.kek_id, uid=str(endpoint.uid)
         )
@@ -114,3 +118,12 @@ def test_the_jobs_page_flags_a_job_not_run_for_three_intervals(client, security_
         in content
     )
     assert "Job audit.seal_pending has not run yet." in content
+
+
+def test_the_deliveries_page_is_named_in_english(client, auditor):
+    console_login(client, auditor)
+
+    body = client.get("/console/notifications/delivery/").content.decode()
+
+    assert '<a href="/console/notifications/delivery/" aria-current="page">Deliveries</a>' in body
+    assert "Deliverys" not in body
