@@ -10,7 +10,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("audit", "0020_event_types_with_trusts"),
+        ("audit", "0021_event_types_with_passkeys"),
     ]
 
     operations = [
