@@ -213,7 +213,8 @@ def token_issue(*, decision: TokenDecision, context: RequestContext) -> IssuedTo
         raise TemporarilyUnavailable("No signing key is active.") from exc
 
     machine = decision.machine
-    now = int(time.time())
+    moment = time.time()
+    now = int(moment)
     lifetime = min(machine.access_token_ttl, settings.ACCESS_TOKEN_MAX_TTL)
     jti = secrets.token_urlsafe(JTI_BYTES)
     claims = token_claims(decision=decision, now=now, lifetime=lifetime, jti=jti)
@@ -227,6 +228,7 @@ def token_issue(*, decision: TokenDecision, context: RequestContext) -> IssuedTo
         jti=jti,
         issued=now,
         expires=now + lifetime,
+        occurred=moment,
         signer=signer,
         openid=id_token is not None,
         context=context,
@@ -246,11 +248,17 @@ def _token_record(
     jti: str,
     issued: int,
     expires: int,
+    occurred: float,
     signer: jose.Signer,
     openid: bool,
     context: RequestContext,
 ) -> None:
-    """Persistence and audit: the token record (never the token) and its event, both or neither."""
+    """Persistence and audit: the token record (never the token) and its event, both or neither.
+
+    The event keeps the moment to the microsecond (``occurred``), not the token's
+    whole-second ``iat``: truncated, it sorted before changes made earlier in the
+    same second, and the log's newest-first order lied.
+    """
     machine = decision.machine
     scopes = list(decision.scopes)
     scope = " ".join(scopes)
@@ -283,7 +291,7 @@ def _token_record(
         target=Target(kind="token", id=jti, display=machine.name[:255]),
         details=details,
         context=context,
-        occurred_at=issued_at,
+        occurred_at=datetime.fromtimestamp(occurred, tz=UTC),
     )
     _insert_record_and_event(record=record, event=event)
 
