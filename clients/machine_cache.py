@@ -621,7 +621,7 @@ MACHINE_CACHE_FAILURE_MESSAGE = (
 )
 
 
-def _invalidation_write(key: str, value: str, ttl: int) -> None:
+def _invalidation_write(key: str, value: str, ttl: int, failure_message: str) -> None:
     """Write a new generation (or a previous version's tombstone), retrying once.
 
     A lost write leaves a revoked secret working until the entry expires
@@ -645,10 +645,12 @@ def _invalidation_write(key: str, value: str, ttl: int) -> None:
                     MACHINE_CACHE_TTL,
                     type(exc).__name__,
                 )
-                cache_failure_report(message=MACHINE_CACHE_FAILURE_MESSAGE)
+                cache_failure_report(message=failure_message)
 
 
-def machine_cache_invalidate(*, client_id: str) -> None:
+def machine_cache_invalidate(
+    *, client_id: str, failure_message: str = MACHINE_CACHE_FAILURE_MESSAGE
+) -> None:
     """Give the machine a new generation once the current transaction commits.
 
     Its entry is then served no more (whoever stores one read before the
@@ -665,8 +667,10 @@ def machine_cache_invalidate(*, client_id: str) -> None:
 
     def invalidations() -> None:
         # Random, not counted: a value once replaced never comes back.
-        _invalidation_write(generation_key, secrets.token_hex(16), MACHINE_CACHE_GENERATION_TTL)
+        _invalidation_write(
+            generation_key, secrets.token_hex(16), MACHINE_CACHE_GENERATION_TTL, failure_message
+        )
         for key in previous:
-            _invalidation_write(key, _TOMBSTONE, MACHINE_CACHE_TOMBSTONE_TTL)
+            _invalidation_write(key, _TOMBSTONE, MACHINE_CACHE_TOMBSTONE_TTL, failure_message)
 
     transaction.on_commit(invalidations)
