@@ -330,6 +330,52 @@ def _counting_loads(monkeypatch) -> list[str]:
     return loads
 
 
+@pytest.mark.redis
+def test_redis_commands_of_a_warm_a_cold_and_a_changed_machines_request(
+    machine_and_secret,
+    request_ctx,
+    cli_actor,
+    django_capture_on_commit_callbacks,
+    monkeypatch,
+    time_machine,
+):
+    from redis.connection import AbstractConnection
+
+    machine, raw = machine_and_secret
+    time_machine.move_to("2026-01-05 12:00:00+00:00", tick=False)
+    sent = []
+    send_command = AbstractConnection.send_command
+
+    def recorded(self, *args, **kwargs):
+        sent.append(str(args[0]))
+        return send_command(self, *args, **kwargs)
+
+    def commands_of(call) -> list[str]:
+        sent.clear()
+        call()
+        return list(sent)
+
+    def request():
+        client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+
+    machine_auth_entry_get("mip_ci_someone_else")  # this thread's connections are open
+    monkeypatch.setattr(AbstractConnection, "send_command", recorded)
+    cold = commands_of(request)
+    warm = commands_of(request)
+    with django_capture_on_commit_callbacks(execute=True):
+        machine_update(actor=cli_actor, machine=machine, access_token_ttl=120)
+    changed = commands_of(request)
+    warm_again = commands_of(request)
+
+    # One MGET (entry, generation, throttle state); a miss adds one SET of the entry.
+    assert (cold, warm, changed, warm_again) == (
+        ["MGET", "SET"],
+        ["MGET"],
+        ["MGET", "SET"],
+        ["MGET"],
+    )
+
+
 def test_a_reader_that_read_before_a_disable_stores_an_entry_no_request_serves(
     machine_and_secret, request_ctx, cli_actor, django_capture_on_commit_callbacks, monkeypatch
 ):
