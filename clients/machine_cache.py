@@ -74,7 +74,7 @@ from clients.credentials import (
 )
 from clients.models import Audience, ClientKey, ClientSecret, Machine, Scope
 from core import jose, metrics
-from core.prepared import prepared_cursor
+from core.prepared import dollar_placeholders, prepared_cursor
 from core.remote_jwks import keyset_from_jwks
 
 logger = logging.getLogger(__name__)
@@ -330,7 +330,12 @@ def _statement(
             parts.append((name, queryset.model))
         if _KEY_PLACEHOLDER not in params:
             raise ValueError("the querysets do not depend on their key")
-        found = _statements[querysets_for] = ("SELECT " + ", ".join(selects), params, parts)
+        # $n placeholders: psycopg would parse a statement this long on every execution.
+        found = _statements[querysets_for] = (
+            dollar_placeholders("SELECT " + ", ".join(selects)),
+            params,
+            parts,
+        )
     return found
 
 
@@ -347,7 +352,7 @@ def _rows_in_one_round_trip(
     if connection.vendor != "postgresql":
         return {name: list(queryset) for name, queryset in querysets_for(key).items()}
     sql, params, parts = _statement(querysets_for)
-    with prepared_cursor() as cursor:
+    with prepared_cursor(raw=True) as cursor:
         cursor.execute(sql, [key if value == _KEY_PLACEHOLDER else value for value in params])
         documents = cursor.fetchone()
     return {
