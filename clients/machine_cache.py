@@ -578,9 +578,15 @@ def _cached_entry(client_id: str, raw: bytes) -> MachineAuthEntry | None:
     return None
 
 
-def _current(stored_generation: str, read_at: float, generation: str, now: float) -> bool:
+def _current(
+    stored_generation: str,
+    read_at: float,
+    generation: str,
+    now: float,
+    ttl: int = MACHINE_CACHE_TTL,
+) -> bool:
     """Whether what was stored under ``stored_generation`` at ``read_at`` may be served now."""
-    return stored_generation == generation and now - read_at <= MACHINE_CACHE_TTL
+    return stored_generation == generation and now - read_at <= ttl
 
 
 def _missing_marker(cached: object, generation: str, now: float) -> bool:
@@ -591,7 +597,7 @@ def _missing_marker(cached: object, generation: str, now: float) -> bool:
         and cached[0] == _MISSING
         and type(cached[1]) is str
         and type(cached[2]) is float
-        and _current(cached[1], cached[2], generation, now)
+        and _current(cached[1], cached[2], generation, now, MACHINE_CACHE_MISS_TTL)
     )
 
 

@@ -514,6 +514,24 @@ def test_authentication_works_while_the_cache_is_down(machine_and_secret, reques
     assert _denials()[-1][0] == "wrong_secret"
 
 
+def test_an_unknown_client_id_is_remembered_at_most_its_miss_ttl(
+    db, request_ctx, monkeypatch, time_machine
+):
+    loads = _counting_loads(monkeypatch)
+    time_machine.move_to("2026-01-05 12:00:00+00:00", tick=False)
+    machine_auth_entry_get("mip_ci_nobody")
+    marker = cache.get(machine_cache_key("mip_ci_nobody"))
+
+    time_machine.move_to("2026-01-05 12:00:30+00:00", tick=False)
+    machine_auth_entry_get("mip_ci_nobody")
+    cache.set(machine_cache_key("mip_ci_nobody"), marker, 300)  # replayed past its life
+    time_machine.move_to("2026-01-05 12:00:31+00:00", tick=False)
+    machine_auth_entry_get("mip_ci_nobody")
+
+    assert marker == ["missing", "", 1767614400.0]
+    assert loads == ["mip_ci_nobody", "mip_ci_nobody"]
+
+
 def test_an_entry_is_served_at_most_its_ttl_after_its_generation_was_read(
     machine_and_secret, request_ctx, monkeypatch, time_machine
 ):
