@@ -32,9 +32,10 @@ are removed, both measured on the token path:
   and redis-py's retry machinery: about 40 us a call. Here each thread keeps
   a connection of its own for it (and for ``add`` and ``set``, the cold token
   path's write of a machine entry: one per pool, so writes still go to the
-  primary), made by the same pool (same address, credentials and timeouts). A broken connection (Redis restarted) is
-  dropped and the read retried once on a new one, as redis-py's client does;
-  a second failure raises ``RedisError`` to the caller, as before.
+  primary), made by the same pool (same address, credentials and timeouts).
+  A broken connection (Redis restarted) is dropped and the command retried
+  once on a new one, as redis-py's client does; a second failure raises
+  ``RedisError`` to the caller, as before.
 """
 
 from __future__ import annotations
