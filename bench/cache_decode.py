@@ -19,6 +19,7 @@ serializer is called directly.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import sys
@@ -78,7 +79,10 @@ def main() -> None:
     mode, count = sys.argv[1], int(sys.argv[2])
     entry = _entry()
     client_id = entry.machine.client_id
-    raw = machine_cache.machine_auth_entry_encode(entry)
+    generation, read_at = "bench-generation", time.time()
+    raw = machine_cache.machine_auth_entry_encode(
+        dataclasses.replace(entry, generation=generation, generation_read_at=read_at)
+    )
     serializer = RedisCache("redis://127.0.0.1:1/0", {})._cache._serializer
     key = "mip:1:" + machine_cache.machine_cache_key(client_id)
     stored = serializer.dumps(raw, key)
@@ -91,7 +95,7 @@ def main() -> None:
     def warm():
         # bytes(): Redis hands every request a new bytes object.
         found = machine_cache.machine_auth_entry_resolve(
-            client_id, serializer.loads(bytes(stored), key)
+            client_id, serializer.loads(bytes(stored), key), generation, read_at=read_at
         )
         if found is None:
             raise SystemExit("the entry did not decode")

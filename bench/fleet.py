@@ -4,14 +4,14 @@
         --name-prefix bench-RUN-fleet --scope read --audience https://api.example --out FILE
 
 Registering 100,000 machines one by one through ``machine_register`` (a
-transaction, six statements, two audit events and a cache tombstone each)
+transaction, six statements, two audit events and a cache invalidation each)
 takes many minutes on a busy machine; the fleet point needs them in seconds.
 This fixture writes what ``machine_register`` writes, in bulk: the machine,
 its scopes and audience, one secret (digest under the current pepper, bound
 to the client_id, as ``secret_generate`` makes it), and one
 ``machine.registered`` audit event per machine naming the secret, so the
 trail still accounts for every machine (the sealer seals them before the
-first point). No cache entry and no tombstone: a machine nobody asked for yet
+first point). No cache entry and no generation: a machine nobody asked for yet
 is exactly what the fleet point wants.
 
 Writes ``client_id<TAB>secret`` per line to ``--out`` (mode 0600); the

@@ -27,7 +27,6 @@ import dj_database_url
 
 from bench.federation import FEDERATED, FederatedWorkload
 from bench.load import Target
-from clients.constants import MACHINE_CACHE_TOMBSTONE_TTL
 from identity_portal.web_server import web_server_argv, web_server_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -586,10 +585,8 @@ class Portal(Server):
         )
         if self.fleet_count:
             self.fleet = self._fleet_register()
-        # Each registration leaves a tombstone in the machine cache (clients.machine_cache)
-        # during which that machine authenticates from the database. Measure the steady
-        # state, not those seconds: start() waits them out.
-        self.settled_at = time.monotonic() + MACHINE_CACHE_TOMBSTONE_TTL + 1
+        # No wait after the registrations: a machine's first request reads it and caches
+        # it (clients.machine_cache, generations), and the warm-up covers that request.
 
     def _prepare_private_key_jwt(self) -> None:
         """One machine that authenticates with private_key_jwt only (no secret exists)."""
@@ -646,9 +643,6 @@ class Portal(Server):
             self._children = children_of(self.proc.pid)
         if self.sealer:
             self.sealer.start()
-        wait = getattr(self, "settled_at", 0.0) - time.monotonic()
-        if wait > 0:
-            time.sleep(wait)
 
     def cpu_parts(self) -> dict[str, float]:
         """CPU seconds so far of the web server, the worker and ``serve`` itself (the relay)."""

@@ -47,7 +47,7 @@ from clients.machine_cache import (
     MachineAuthEntry,
     cache_safely,
     machine_auth_entry_resolve,
-    machine_cache_key,
+    machine_cache_keys,
 )
 from clients.models import Machine
 from clients.secret_uses import secret_use_count
@@ -202,9 +202,12 @@ def client_authenticate(
     client_id = method.client_id_for(credentials)
     keys = throttle_keys(client_id=client_id or "", ip=context.source_ip, now=now)
     wanted = [*keys.blocks, keys.fail_pair]
-    machine_key = machine_cache_key(client_id) if client_id is not None else None
-    if machine_key is not None:
-        wanted.insert(0, machine_key)
+    machine_key = generation_key = None
+    if client_id is not None:
+        # The machine's entry and its generation in the same read: the entry is
+        # served only if it was stored under the generation read with it.
+        machine_key, generation_key = machine_cache_keys(client_id)
+        wanted[:0] = [machine_key, generation_key]
     values = cache_safely(cache.get_many, wanted, default={})
     retry_after = throttle_retry_after(values=values, keys=keys, now=now)
     if retry_after:
@@ -212,7 +215,9 @@ def client_authenticate(
         raise SlowDown("Too many requests; retry later.", retry_after=retry_after)
     entry = None
     if client_id is not None:
-        entry = machine_auth_entry_resolve(client_id, values.get(machine_key))
+        entry = machine_auth_entry_resolve(
+            client_id, values.get(machine_key), values.get(generation_key), read_at=now
+        )
     if entry is not None and method.name not in entry.machine.auth_methods:
         # Before the method's own work: a method the machine may not use verifies nothing
         # (its keys are not even loaded), whatever the credential.

@@ -1,7 +1,7 @@
 """Telling the person who made a change when the cache could not be told about it.
 
 A revoke or a disable commits in the database first; the shared cache is told
-after commit (a tombstone, a version bump). When that write fails, the change
+after commit (a new generation, a tombstone, a version bump). When that write fails, the change
 is real but other processes may act on their cached copy of the old state
 until it expires: a revoked secret or a disabled machine keeps getting
 tokens there for a while. The console and the CLI must then say so instead

@@ -38,20 +38,26 @@ CLIENT_ID_MAX_LENGTH = 255
 CLIENT_SECRET_MAX_LENGTH = 512
 AUTHORIZATION_HEADER_MAX_LENGTH = 2048
 
-# The machine authentication cache: how long an entry lives without invalidation,
-# how long an unknown client_id is remembered, and how long a tombstone written
-# after a change keeps a concurrent reader from caching what it read before it (a
-# cold load takes milliseconds; ten seconds also covers a reader stalled by GC or
-# a slow database, at the cost of ten seconds of uncached reads after a change).
-MACHINE_CACHE_VERSION = 5  # bump when MachineAuthEntry, Machine or the encoding changes shape
+# The machine authentication cache (``clients.machine_cache``): how long an entry
+# lives without invalidation, and how long an unknown client_id is remembered.
+# An entry is served at most MACHINE_CACHE_TTL seconds after the generation it is
+# tagged with was read, whatever Redis says of its expiry.
+MACHINE_CACHE_VERSION = 6  # bump when MachineAuthEntry, Machine or the encoding changes shape
 # Tombstoned too on every change, for a release after a bump: during a rolling
 # deploy the nodes still on the previous version read and fill those keys. (Version 2
 # was pickled: a node of that release reading the new, authenticated tombstone fails
 # that request instead of serving the entry, which is the safe side.)
-MACHINE_CACHE_PREVIOUS_VERSIONS = (4, 3, 2, 1)
+MACHINE_CACHE_PREVIOUS_VERSIONS = (5, 4, 3, 2, 1)
 MACHINE_CACHE_TTL = 300
 MACHINE_CACHE_MISS_TTL = 30
+# How long a tombstone under a previous version's key keeps a node of that release
+# from caching what it read before a change (those nodes still rely on it).
 MACHINE_CACHE_TOMBSTONE_TTL = 10
+# How long a machine's generation (a random value written on every change) is kept.
+# It must outlive every entry tagged with an earlier generation: those are served at
+# most MACHINE_CACHE_TTL after they were read, so an hour leaves ample room for
+# readers stalled by GC and for clocks of the nodes that disagree by minutes.
+MACHINE_CACHE_GENERATION_TTL = 3600
 
 # last_used_at is noted at most once per secret per this many seconds by a process,
 # and a process writes what it noted in one batch at most this often (seconds).

@@ -6,12 +6,25 @@ prefetched, so the token code needs no query either), the digests of its
 recent secrets with their expiry, and its parsed IP allow-list.
 
 Every service that changes a machine, its scopes, audiences or secrets calls
-``machine_cache_invalidate`` inside its transaction; the entry is replaced
-after commit by a short-lived tombstone rather than deleted. A reader that
-loaded the old rows just before the commit stores its entry with
-``cache.add``, which a tombstone refuses, so a stale entry cannot outlive a
-revocation (a plain delete would let that reader put it back). When the
-tombstone cannot be written, the caller hears it (``clients.cache_outcome``).
+``machine_cache_invalidate`` inside its transaction; after commit it writes
+a new **generation** for the machine: a random value under a key of its own,
+read in the same MGET as the entry. An entry is tagged with the generation
+its reader saw *before* it read the database, and is served only while that
+generation is still the machine's. A reader that loaded the old rows just
+before the commit may still store its entry afterwards, but tagged with the
+generation the change replaced, so no request after the change serves it
+(a plain delete would let that reader put the stale entry back). The next
+request after a change reloads the machine once and caches it: there is no
+period during which a changed or new machine is read from the database.
+Generations are random, never counted, so a value cannot come back (no ABA
+when a key expires); the generation key outlives every entry built before it
+(``MACHINE_CACHE_GENERATION_TTL``), because an entry carries the time its
+generation was read and is served for at most ``MACHINE_CACHE_TTL`` after it,
+whatever the cache says of its expiry. That bound also holds against someone
+who can write to Redis: an authentic entry replayed there with its generation
+serves the machine as it was for at most ``MACHINE_CACHE_TTL`` after it was
+read. When the generation cannot be written, the caller hears it
+(``clients.cache_outcome``).
 
 The entry is stored as JSON bytes, never a pickle: anyone who can write to
 the cache must not be able to run code in a web worker. The cache backend
@@ -26,9 +39,11 @@ import hashlib
 import ipaddress
 import json
 import logging
+import secrets
+import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -42,6 +57,7 @@ from redis.exceptions import RedisError
 from clients.cache_outcome import cache_failure_report
 from clients.constants import (
     CACHED_SECRETS_PER_MACHINE,
+    MACHINE_CACHE_GENERATION_TTL,
     MACHINE_CACHE_MISS_TTL,
     MACHINE_CACHE_PREVIOUS_VERSIONS,
     MACHINE_CACHE_TOMBSTONE_TTL,
@@ -58,7 +74,7 @@ from clients.credentials import (
 )
 from clients.models import Audience, ClientKey, ClientSecret, Machine, Scope
 from core import jose, metrics
-from core.prepared import prepared_cursor
+from core.prepared import dollar_placeholders, prepared_cursor
 from core.remote_jwks import keyset_from_jwks
 
 logger = logging.getLogger(__name__)
@@ -105,6 +121,13 @@ class MachineAuthEntry:
     key_jwks: tuple[dict, ...] = ()
     keys: tuple[jose.Verifier, ...] = ()
     jwks_uri: str = ""
+    # The machine's generation its reader saw before reading the rows ("" when the
+    # machine had none), and when (POSIX seconds): set when the entry is stored.
+    generation: str = ""
+    generation_read_at: float = 0.0
+    # Loaded on PostgreSQL: the rows as the database sent them (JSON arrays in the
+    # stored form), which the encoder writes as they are instead of rebuilding them.
+    rows: dict[str, list] | None = field(default=None, compare=False, repr=False)
 
     def machine_with_relations(self) -> Machine:
         """The machine, whose ``allowed_scopes.all()`` and friends need no query.
@@ -144,11 +167,19 @@ def cache_safely(call: Callable[..., Any], *args: Any, default: Any = None, **kw
         return default
 
 
+def _client_digest(client_id: str) -> str:
+    # Hashed: client_id comes from the network and may hold anything.
+    return hashlib.sha256(client_id.encode("utf-8")).hexdigest()[:40]
+
+
 def machine_cache_key(client_id: str, version: int = MACHINE_CACHE_VERSION) -> str:
-    # Hashed: client_id comes from the network and may hold anything. Versioned: a
-    # deploy that changes the entry's shape must not read the previous one.
-    digest = hashlib.sha256(client_id.encode("utf-8")).hexdigest()[:40]
-    return f"clients:machine:v{version}:{digest}"
+    # Versioned: a deploy that changes the entry's shape must not read the previous one.
+    return f"clients:machine:v{version}:{_client_digest(client_id)}"
+
+
+def machine_generation_key(client_id: str) -> str:
+    """The key of the machine's generation, read in the same MGET as its entry."""
+    return f"clients:machine-generation:{_client_digest(client_id)}"
 
 
 def _key_verifiers(jwks: tuple[dict, ...]) -> tuple[jose.Verifier, ...]:
@@ -231,13 +262,33 @@ def machine_auth_entry_load(client_id: str) -> MachineAuthEntry | None:
     A machine that uses private_key_jwt costs one more, for its registered
     keys (``_authentic_keys``); the others never read them.
     """
-    found = _rows_in_one_round_trip(_entry_querysets, client_id)
+    documents: dict[str, list] = {}
+    found = _rows_in_one_round_trip(_entry_querysets, client_id, documents=documents)
     if not found["machine"]:
         return None
     machine = found["machine"][0]
     default_audience = next(
         (a for a in found["default_audience"] if a.pk == machine.default_audience_id), None
     )
+    rows = None
+    if documents:
+        rows = {
+            "machine": documents["machine"][0],
+            "default_audience": next(
+                (
+                    row
+                    for row, audience in zip(
+                        documents["default_audience"], found["default_audience"], strict=True
+                    )
+                    if audience is default_audience
+                ),
+                None,
+            ),
+            **{
+                name: documents[name]
+                for name in ("allowed_scopes", "default_scopes", "allowed_audiences")
+            },
+        }
     Machine.default_audience.field.set_cached_value(machine, default_audience)
     secrets = []
     for row in found["secrets"]:
@@ -270,6 +321,7 @@ def machine_auth_entry_load(client_id: str) -> MachineAuthEntry | None:
         key_jwks=key_jwks,
         keys=_key_verifiers(key_jwks),
         jwks_uri=_authentic_jwks_uri(machine),
+        rows=rows,
     )
 
 
@@ -307,33 +359,42 @@ def _statement(
             parts.append((name, queryset.model))
         if _KEY_PLACEHOLDER not in params:
             raise ValueError("the querysets do not depend on their key")
-        found = _statements[querysets_for] = ("SELECT " + ", ".join(selects), params, parts)
+        # $n placeholders: psycopg would parse a statement this long on every execution.
+        found = _statements[querysets_for] = (
+            dollar_placeholders("SELECT " + ", ".join(selects)),
+            params,
+            parts,
+        )
     return found
 
 
 def _rows_in_one_round_trip(
-    querysets_for: Callable[[str], dict[str, QuerySet]], key: str
+    querysets_for: Callable[[str], dict[str, QuerySet]],
+    key: str,
+    *,
+    documents: dict[str, list] | None = None,
 ) -> dict[str, list]:
     """The model instances of ``querysets_for(key)``, in one statement on PostgreSQL.
 
     Five ORM queries cost about five times the Python and the round trips of
     this one, and the statement is prepared once per connection
     (``core.prepared``). Other backends (SQLite, in process) run the querysets
-    one by one.
+    one by one. On PostgreSQL, ``documents`` (if given) receives each
+    queryset's rows as the database sent them, in concrete-field order.
     """
     if connection.vendor != "postgresql":
         return {name: list(queryset) for name, queryset in querysets_for(key).items()}
     sql, params, parts = _statement(querysets_for)
-    with prepared_cursor() as cursor:
+    with prepared_cursor(raw=True) as cursor:
         cursor.execute(sql, [key if value == _KEY_PLACEHOLDER else value for value in params])
-        documents = cursor.fetchone()
-    return {
-        name: [
-            _instance(model, row)
-            for row in (json.loads(document) if isinstance(document, str) else document)
-        ]
-        for (name, model), document in zip(parts, documents, strict=True)
-    }
+        fetched = cursor.fetchone()
+    found = {}
+    for (name, model), document in zip(parts, fetched, strict=True):
+        rows = json.loads(document) if isinstance(document, str) else document
+        found[name] = [_instance(model, row) for row in rows]
+        if documents is not None:
+            documents[name] = rows
+    return found
 
 
 def _plain(value: Any) -> Any:
@@ -394,14 +455,22 @@ def _instance(model, row: list):
 
 
 def machine_auth_entry_encode(entry: MachineAuthEntry) -> bytes:
-    machine = entry.machine
-    default_audience = machine.default_audience if machine.default_audience_id else None
+    if entry.rows is not None:
+        # As the database sent them (the cold path on PostgreSQL): the same arrays
+        # ``_row`` would build, without a Python call per field.
+        rows = entry.rows
+    else:
+        machine = entry.machine
+        default_audience = machine.default_audience if machine.default_audience_id else None
+        rows = {
+            "machine": _row(machine),
+            "default_audience": _row(default_audience) if default_audience else None,
+            "allowed_scopes": [_row(scope) for scope in entry.allowed_scopes],
+            "default_scopes": [_row(scope) for scope in entry.default_scopes],
+            "allowed_audiences": [_row(audience) for audience in entry.allowed_audiences],
+        }
     document = {
-        "machine": _row(machine),
-        "default_audience": _row(default_audience) if default_audience else None,
-        "allowed_scopes": [_row(scope) for scope in entry.allowed_scopes],
-        "default_scopes": [_row(scope) for scope in entry.default_scopes],
-        "allowed_audiences": [_row(audience) for audience in entry.allowed_audiences],
+        **rows,
         "secrets": [
             [
                 s.id,
@@ -418,6 +487,7 @@ def machine_auth_entry_encode(entry: MachineAuthEntry) -> bytes:
         "networks": [str(network) for network in entry.networks],
         "keys": list(entry.key_jwks),
         "jwks_uri": entry.jwks_uri,
+        "generation": [entry.generation, entry.generation_read_at],
     }
     return json.dumps(document, separators=(",", ":")).encode("utf-8")
 
@@ -461,6 +531,8 @@ def _decode(raw: bytes) -> MachineAuthEntry:
         key_jwks=tuple(dict(jwk) for jwk in document["keys"]),
         keys=_key_verifiers(tuple(document["keys"])),
         jwks_uri=str(document["jwks_uri"]),
+        generation=str(document["generation"][0]),
+        generation_read_at=float(document["generation"][1]),
     )
 
 
@@ -511,29 +583,86 @@ def _cached_entry(client_id: str, raw: bytes) -> MachineAuthEntry | None:
     return None
 
 
-def machine_auth_entry_resolve(client_id: str, cached: object) -> MachineAuthEntry | None:
-    """Turn what the cache returned for ``client_id`` into an entry, loading on a miss."""
+def _current(
+    stored_generation: str,
+    read_at: float,
+    generation: str,
+    now: float,
+    ttl: int = MACHINE_CACHE_TTL,
+) -> bool:
+    """Whether what was stored under ``stored_generation`` at ``read_at`` may be served now."""
+    return stored_generation == generation and now - read_at <= ttl
+
+
+def _missing_marker(cached: object, generation: str, now: float) -> bool:
+    """Whether ``cached`` says the client_id is unknown, under the current generation."""
+    return (
+        type(cached) is list
+        and len(cached) == 3
+        and cached[0] == _MISSING
+        and type(cached[1]) is str
+        and type(cached[2]) is float
+        and _current(cached[1], cached[2], generation, now, MACHINE_CACHE_MISS_TTL)
+    )
+
+
+def _generation_of(value: object) -> str:
+    # Only strings are ours; anything else (absent, a planted integer) reads as "no
+    # generation", as a deleted key would, which an attacker writing Redis can do anyway.
+    return value if type(value) is str else ""
+
+
+def machine_auth_entry_resolve(
+    client_id: str, cached: object, generation: object, *, read_at: float
+) -> MachineAuthEntry | None:
+    """Turn what the cache returned for ``client_id`` into an entry, loading on a miss.
+
+    ``generation`` is the value of ``machine_generation_key`` read in the same
+    MGET as ``cached``, and ``read_at`` the time taken before that MGET: a
+    loaded entry is stored tagged with both, so that a change committed while
+    the rows were being read (it writes a new generation after its commit)
+    leaves this entry unserved.
+    """
+    generation = _generation_of(generation)
     if isinstance(cached, bytes):
         entry = _cached_entry(client_id, cached)
-        if entry is not None:
+        if entry is None:
+            return machine_auth_entry_load(client_id)  # not ours: a miss that does not cache
+        if _current(entry.generation, entry.generation_read_at, generation, time.time()):
             return entry
-        return machine_auth_entry_load(client_id)  # not ours: a miss that does not cache
-    if cached == _MISSING:
+    elif _missing_marker(cached, generation, time.time()):
         return None
     entry = machine_auth_entry_load(client_id)
-    if cached is None:  # a tombstone (or anything else) means: do not cache yet
-        value, ttl = (
-            (machine_auth_entry_encode(entry), MACHINE_CACHE_TTL)
+    ttl = min(
+        MACHINE_CACHE_TTL if entry else MACHINE_CACHE_MISS_TTL,
+        read_at + MACHINE_CACHE_TTL - time.time(),
+    )
+    if ttl >= 1:  # a reader stalled past the entry's life stores nothing
+        value = (
+            machine_auth_entry_encode(
+                replace(entry, generation=generation, generation_read_at=read_at)
+            )
             if entry
-            else (_MISSING, MACHINE_CACHE_MISS_TTL)
+            else [_MISSING, generation, read_at]
         )
-        cache_safely(cache.add, machine_cache_key(client_id), value, ttl)
+        # Over an outdated entry of ours; into an empty key only, so that a value the
+        # cache refused as not ours (planted, forged) is left as found, for the operators.
+        write = cache.add if cached is None else cache.set
+        cache_safely(write, machine_cache_key(client_id), value, int(ttl))
     return entry
 
 
+def machine_cache_keys(client_id: str) -> tuple[str, str]:
+    """The keys the token path reads for a machine: its entry and its generation."""
+    return machine_cache_key(client_id), machine_generation_key(client_id)
+
+
 def machine_auth_entry_get(client_id: str) -> MachineAuthEntry | None:
+    read_at = time.time()
+    entry_key, generation_key = machine_cache_keys(client_id)
+    values = cache_safely(cache.get_many, [entry_key, generation_key], default={})
     return machine_auth_entry_resolve(
-        client_id, cache_safely(cache.get, machine_cache_key(client_id))
+        client_id, values.get(entry_key), values.get(generation_key), read_at=read_at
     )
 
 
@@ -544,17 +673,17 @@ MACHINE_CACHE_FAILURE_MESSAGE = (
 )
 
 
-def _tombstone_write(key: str) -> None:
-    """Replace the entry by a tombstone, retrying once.
+def _invalidation_write(key: str, value: str, ttl: int, failure_message: str) -> None:
+    """Write a new generation (or a previous version's tombstone), retrying once.
 
-    A lost tombstone leaves a revoked secret working until the entry expires
+    A lost write leaves a revoked secret working until the entry expires
     (``MACHINE_CACHE_TTL``), so a second failure is an ERROR for the operators,
     not the WARNING of a cache that is merely away. The change itself has
     committed: raising here would only turn it into a 500.
     """
     for attempt in (1, 2):
         try:
-            cache.set(key, _TOMBSTONE, MACHINE_CACHE_TOMBSTONE_TTL)
+            cache.set(key, value, ttl)
             return
         except CACHE_ERRORS as exc:
             metrics.cache_error(operation="machine_cache_invalidate")
@@ -568,23 +697,32 @@ def _tombstone_write(key: str) -> None:
                     MACHINE_CACHE_TTL,
                     type(exc).__name__,
                 )
-                cache_failure_report(message=MACHINE_CACHE_FAILURE_MESSAGE)
+                cache_failure_report(message=failure_message)
 
 
-def machine_cache_invalidate(*, client_id: str) -> None:
-    """Drop the machine's entry once the current transaction commits.
+def machine_cache_invalidate(
+    *, client_id: str, failure_message: str = MACHINE_CACHE_FAILURE_MESSAGE
+) -> None:
+    """Give the machine a new generation once the current transaction commits.
 
-    Under the previous cache versions too, so that during a rolling deploy a
-    node still running the previous release cannot keep serving a revoked
-    secret from its own key until that entry expires.
+    Its entry is then served no more (whoever stores one read before the
+    change tags it with the replaced generation), and the next request reads
+    the machine afresh and caches it. The keys of the previous cache versions
+    get a tombstone, so that during a rolling deploy a node still running the
+    previous release cannot keep serving a revoked secret from its own key
+    until that entry expires.
     """
-    keys = [
-        machine_cache_key(client_id, version)
-        for version in (MACHINE_CACHE_VERSION, *MACHINE_CACHE_PREVIOUS_VERSIONS)
+    generation_key = machine_generation_key(client_id)
+    previous = [
+        machine_cache_key(client_id, version) for version in MACHINE_CACHE_PREVIOUS_VERSIONS
     ]
 
-    def tombstones() -> None:
-        for key in keys:
-            _tombstone_write(key)
+    def invalidations() -> None:
+        # Random, not counted: a value once replaced never comes back.
+        _invalidation_write(
+            generation_key, secrets.token_hex(16), MACHINE_CACHE_GENERATION_TTL, failure_message
+        )
+        for key in previous:
+            _invalidation_write(key, _TOMBSTONE, MACHINE_CACHE_TOMBSTONE_TTL, failure_message)
 
-    transaction.on_commit(tombstones)
+    transaction.on_commit(invalidations)

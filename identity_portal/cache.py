@@ -30,10 +30,12 @@ are removed, both measured on the token path:
   state in one MGET) takes a connection from the pool and gives it back on
   every call, which costs a ``poll`` to check the idle socket, two ``getpid``
   and redis-py's retry machinery: about 40 us a call. Here each thread keeps
-  a connection of its own for it, made by the same pool (same address,
-  credentials and timeouts). A broken connection (Redis restarted) is
-  dropped and the read retried once on a new one, as redis-py's client does;
-  a second failure raises ``RedisError`` to the caller, as before.
+  a connection of its own for it (and for ``add`` and ``set``, the cold token
+  path's write of a machine entry: one per pool, so writes still go to the
+  primary), made by the same pool (same address, credentials and timeouts).
+  A broken connection (Redis restarted) is dropped and the command retried
+  once on a new one, as redis-py's client does; a second failure raises
+  ``RedisError`` to the caller, as before.
 """
 
 from __future__ import annotations
@@ -197,13 +199,41 @@ class ReusedClientRedisCacheClient(RedisCacheClient):
             self._clients[index] = client
         return client
 
-    def _own_connection(self):
+    def _own_connection(self, *, write: bool = False):
+        # One per pool this thread uses: writes go to the primary even when reads
+        # may go to a replica (several LOCATIONs).
+        index = self._get_connection_pool_index(write)
         held = getattr(self._local, "held", None)
         if held is None or held[0] != _fork_generation:
-            connection = self._get_connection_pool(False).make_connection()
-            held = (_fork_generation, connection)
-            self._local.held = held
-        return held[1]
+            held = self._local.held = (_fork_generation, {})
+        connection = held[1].get(index)
+        if connection is None:
+            connection = held[1][index] = self._get_connection_pool(write).make_connection()
+        return connection
+
+    def _own_command(self, *args, write: bool = False):
+        """One command on this thread's own connection, retried once if the connection broke.
+
+        The cold token path's write of a machine entry and the invalidations go
+        this way too: redis-py's client takes a pooled connection and gives it
+        back around every command, which cost more CPU than the command.
+        A repeated ``SET`` writes the same value; a repeated ``SET NX`` whose
+        first reply was lost answers "not set", which callers take as a lost race.
+        """
+        for attempt in (1, 2):
+            connection = self._own_connection(write=write)
+            try:
+                connection.send_command(*args)
+                return connection.read_response()
+            except (RedisConnectionError, RedisTimeoutError):
+                connection.disconnect()
+                if attempt == 2:
+                    raise
+            except BaseException:
+                # Whatever was half sent or half read must not be read by the next call.
+                connection.disconnect()
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # Django's methods with the key passed to the serializer (the tag covers it).
 
@@ -214,7 +244,8 @@ class ReusedClientRedisCacheClient(RedisCacheClient):
             if ret := bool(client.set(key, value, nx=True)):
                 client.delete(key)
             return ret
-        return bool(client.set(key, value, ex=timeout, nx=True))
+        expiry = () if timeout is None else ("EX", timeout)
+        return self._own_command("SET", key, value, *expiry, "NX", write=True) is not None
 
     def get(self, key, default):
         value = self.get_client(key).get(key)
@@ -229,7 +260,8 @@ class ReusedClientRedisCacheClient(RedisCacheClient):
         if timeout == 0:
             client.delete(key)
         else:
-            client.set(key, value, ex=timeout)
+            expiry = () if timeout is None else ("EX", timeout)
+            self._own_command("SET", key, value, *expiry, write=True)
 
     def set_many(self, data, timeout):
         client = self.get_client(None, write=True)
@@ -244,20 +276,7 @@ class ReusedClientRedisCacheClient(RedisCacheClient):
         keys = list(keys)
         if not keys:
             return {}
-        for attempt in (1, 2):
-            connection = self._own_connection()
-            try:
-                connection.send_command("MGET", *keys)
-                values = connection.read_response()
-                break
-            except (RedisConnectionError, RedisTimeoutError):
-                connection.disconnect()
-                if attempt == 2:
-                    raise
-            except BaseException:
-                # Whatever was half sent or half read must not be read by the next call.
-                connection.disconnect()
-                raise
+        values = self._own_command("MGET", *keys)
         loads = self._serializer.loads
         found = {}
         for key, value in zip(keys, values, strict=True):

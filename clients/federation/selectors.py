@@ -2,10 +2,12 @@
 
 The token path needs a machine's trusts on every federated request, so they
 are kept in the shared cache like the machine entry (``clients.machine_cache``):
-one JSON entry per machine, authenticated by the cache backend, replaced by a
-short-lived tombstone when a trust is added or removed (so a reader that
-loaded the rows just before the change cannot put them back), and loaded
-from the database on a miss. Each row's binding (``clients.federation.binding``)
+one JSON entry per machine, authenticated by the cache backend, loaded from
+the database on a miss, and invalidated the same way: adding or removing a
+trust gives the machine a new generation, and an entry is served only under
+the generation its reader saw before reading the rows (so a reader that
+loaded them just before the change cannot serve them after it), for at most
+``MACHINE_CACHE_TTL`` after that. Each row's binding (``clients.federation.binding``)
 is checked when it is loaded: a row that fails is kept in the entry as not
 authentic, so a token it would have admitted is refused with that reason in
 the audit trail, and it grants nothing.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 
 from django.core.cache import cache
@@ -24,12 +27,19 @@ from django.db.models import QuerySet
 from clients.cache_outcome import cache_failure_report
 from clients.constants import MACHINE_CACHE_TOMBSTONE_TTL, MACHINE_CACHE_TTL
 from clients.federation.binding import trust_binding_holds
-from clients.machine_cache import CACHE_ERRORS, cache_safely
+from clients.machine_cache import (
+    CACHE_ERRORS,
+    cache_safely,
+    machine_cache_invalidate,
+    machine_generation_key,
+)
 from clients.models import FederationTrust, Machine
 
 logger = logging.getLogger(__name__)
 
-TRUSTS_CACHE_VERSION = 1
+TRUSTS_CACHE_VERSION = 2
+# Tombstoned on every change, for the nodes of a release before generations.
+TRUSTS_CACHE_PREVIOUS_VERSIONS = (1,)
 _TOMBSTONE = "tombstone"
 
 
@@ -92,9 +102,9 @@ def machine_for_issuer_subject(*, issuer: str, subject: str) -> str | None:
     return client_ids[0] if len(client_ids) == 1 else None
 
 
-def trusts_cache_key(client_id: str) -> str:
+def trusts_cache_key(client_id: str, version: int = TRUSTS_CACHE_VERSION) -> str:
     digest = hashlib.sha256(client_id.encode("utf-8")).hexdigest()[:40]
-    return f"clients:trusts:v{TRUSTS_CACHE_VERSION}:{digest}"
+    return f"clients:trusts:v{version}:{digest}"
 
 
 def _load(client_id: str) -> list[CachedTrust]:
@@ -122,9 +132,10 @@ def _load(client_id: str) -> list[CachedTrust]:
     return trusts
 
 
-def _encode(client_id: str, trusts: list[CachedTrust]) -> dict:
+def _encode(client_id: str, trusts: list[CachedTrust], generation: str, read_at: float) -> dict:
     return {
         "client_id": client_id,
+        "generation": [generation, read_at],
         "trusts": [
             [t.uid, t.issuer, t.audience, t.subject, t.condition, t.jwks, t.authentic]
             for t in trusts
@@ -132,10 +143,16 @@ def _encode(client_id: str, trusts: list[CachedTrust]) -> dict:
     }
 
 
-def _decode(client_id: str, value: object) -> tuple[CachedTrust, ...] | None:
+def _decode(
+    client_id: str, value: object, generation: str, now: float
+) -> tuple[CachedTrust, ...] | None:
+    """The trusts in ``value`` if it is this machine's entry under its current generation."""
     if not isinstance(value, dict) or value.get("client_id") != client_id:
         return None
     try:
+        stored_generation, read_at = value["generation"]
+        if stored_generation != generation or now - float(read_at) > MACHINE_CACHE_TTL:
+            return None
         return tuple(
             CachedTrust(
                 uid=str(uid),
@@ -153,15 +170,22 @@ def _decode(client_id: str, value: object) -> tuple[CachedTrust, ...] | None:
 
 
 def machine_trusts(*, client_id: str) -> tuple[CachedTrust, ...]:
-    """The machine's trusts: one cache read, the database on a miss."""
-    key = trusts_cache_key(client_id)
-    cached = cache_safely(cache.get, key)
-    trusts = _decode(client_id, cached)
+    """The machine's trusts: one cache read (entry and generation), the database on a miss."""
+    read_at = time.time()
+    key, generation_key = trusts_cache_key(client_id), machine_generation_key(client_id)
+    values = cache_safely(cache.get_many, [key, generation_key], default={})
+    cached, generation = values.get(key), values.get(generation_key)
+    generation = generation if type(generation) is str else ""
+    trusts = _decode(client_id, cached, generation, time.time())
     if trusts is not None:
         return trusts
     loaded = _load(client_id)
-    if cached is None:  # a tombstone (or a value not ours) means: do not cache yet
-        cache_safely(cache.add, key, _encode(client_id, loaded), MACHINE_CACHE_TTL)
+    ttl = read_at + MACHINE_CACHE_TTL - time.time()
+    if ttl >= 1:  # a reader stalled past the entry's life stores nothing
+        # Into an empty key, or over an entry of ours (outdated), never over a value
+        # the cache refused as not ours.
+        write = cache.add if cached is None else cache.set
+        cache_safely(write, key, _encode(client_id, loaded, generation, read_at), int(ttl))
     return tuple(loaded)
 
 
@@ -173,21 +197,29 @@ TRUSTS_CACHE_FAILURE_MESSAGE = (
 
 
 def machine_trusts_invalidate(*, client_id: str) -> None:
-    """Replace the machine's trusts entry by a tombstone once the transaction commits."""
-    key = trusts_cache_key(client_id)
+    """Give the machine a new generation once the transaction commits.
 
-    def tombstone() -> None:
-        for attempt in (1, 2):
-            try:
-                cache.set(key, _TOMBSTONE, MACHINE_CACHE_TOMBSTONE_TTL)
-                return
-            except CACHE_ERRORS as exc:
-                if attempt == 2:
-                    logger.error(
-                        "federation trusts invalidation failed, a stale entry may live %d s: %s",
-                        MACHINE_CACHE_TTL,
-                        type(exc).__name__,
-                    )
-                    cache_failure_report(message=TRUSTS_CACHE_FAILURE_MESSAGE)
+    The machine's own entry is reloaded once too (trusts change rarely). The
+    previous version's key gets a tombstone, for the nodes of an earlier
+    release during a rolling deploy.
+    """
+    machine_cache_invalidate(client_id=client_id, failure_message=TRUSTS_CACHE_FAILURE_MESSAGE)
+    previous = [trusts_cache_key(client_id, version) for version in TRUSTS_CACHE_PREVIOUS_VERSIONS]
 
-    transaction.on_commit(tombstone)
+    def tombstones() -> None:
+        for key in previous:
+            for attempt in (1, 2):
+                try:
+                    cache.set(key, _TOMBSTONE, MACHINE_CACHE_TOMBSTONE_TTL)
+                    break
+                except CACHE_ERRORS as exc:
+                    if attempt == 2:
+                        logger.error(
+                            "federation trusts invalidation failed, a stale entry may live "
+                            "%d s: %s",
+                            MACHINE_CACHE_TTL,
+                            type(exc).__name__,
+                        )
+                        cache_failure_report(message=TRUSTS_CACHE_FAILURE_MESSAGE)
+
+    transaction.on_commit(tombstones)

@@ -1,14 +1,17 @@
 """client_authenticate: who a machine is, from cache, with every denial audited."""
 
+import time
+
 import pytest
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from audit.choices import EventType
 from audit.context import RequestContext
 from audit.models import AuditEvent
+from clients import machine_cache
 from clients.authentication import (
     ClientAuthError,
     ClientCredentials,
@@ -19,7 +22,10 @@ from clients.machine_cache import (
     machine_auth_entry_encode,
     machine_auth_entry_get,
     machine_auth_entry_load,
+    machine_auth_entry_resolve,
+    machine_cache_invalidate,
     machine_cache_key,
+    machine_generation_key,
 )
 from clients.models import ClientSecret, Machine
 from clients.services import (
@@ -293,20 +299,198 @@ def test_a_deleted_machine_is_unknown(machine_and_secret, request_ctx, cli_actor
     assert Machine.objects.filter(pk=machine.pk, enabled=False).exists()
 
 
-def test_a_tombstone_keeps_a_stale_reader_from_caching(
-    machine_and_secret, cli_actor, django_capture_on_commit_callbacks
+def _load_then(monkeypatch, change):
+    """Interleave a change between a reader's database read and its cache write.
+
+    The next ``machine_auth_entry_load`` reads the rows, then ``change`` commits
+    (its after-commit invalidation runs), then the reader goes on with what it
+    read: the race a stale entry would come from, without a sleep.
+    """
+    load = machine_cache.machine_auth_entry_load
+
+    def load_then_change(client_id):
+        monkeypatch.setattr(machine_cache, "machine_auth_entry_load", load)  # once
+        read = load(client_id)
+        change()
+        return read
+
+    monkeypatch.setattr(machine_cache, "machine_auth_entry_load", load_then_change)
+
+
+def _counting_loads(monkeypatch) -> list[str]:
+    """Each client_id read from the database from now on, in order."""
+    loads = []
+    load = machine_cache.machine_auth_entry_load
+
+    def counted(client_id):
+        loads.append(client_id)
+        return load(client_id)
+
+    monkeypatch.setattr(machine_cache, "machine_auth_entry_load", counted)
+    return loads
+
+
+@pytest.mark.redis
+def test_redis_commands_of_a_warm_a_cold_and_a_changed_machines_request(
+    machine_and_secret,
+    request_ctx,
+    cli_actor,
+    django_capture_on_commit_callbacks,
+    monkeypatch,
+    time_machine,
 ):
-    machine, _ = machine_and_secret
-    stale = machine_auth_entry_load(machine.client_id)  # a reader loads before the change...
+    from redis.connection import AbstractConnection
+
+    machine, raw = machine_and_secret
+    time_machine.move_to("2026-01-05 12:00:00+00:00", tick=False)
+    sent = []
+    send_command = AbstractConnection.send_command
+
+    def recorded(self, *args, **kwargs):
+        sent.append(str(args[0]))
+        return send_command(self, *args, **kwargs)
+
+    def commands_of(call) -> list[str]:
+        sent.clear()
+        call()
+        return list(sent)
+
+    def request():
+        client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+
+    machine_auth_entry_get("mip_ci_someone_else")  # this thread's connections are open
+    monkeypatch.setattr(AbstractConnection, "send_command", recorded)
+    cold = commands_of(request)
+    warm = commands_of(request)
     with django_capture_on_commit_callbacks(execute=True):
-        machine_update(actor=cli_actor, machine=machine, access_token_ttl=60)
+        machine_update(actor=cli_actor, machine=machine, access_token_ttl=120)
+    changed = commands_of(request)
+    warm_again = commands_of(request)
 
-    # ...and tries to cache what it read after the change committed.
-    added = cache.add(machine_cache_key(machine.client_id), machine_auth_entry_encode(stale), 300)
+    # One MGET (entry, generation, throttle state); a miss adds one SET of the entry.
+    assert (cold, warm, changed, warm_again) == (
+        ["MGET", "SET"],
+        ["MGET"],
+        ["MGET", "SET"],
+        ["MGET"],
+    )
 
-    assert added is False
-    assert machine_auth_entry_get(machine.client_id).machine.access_token_ttl == 60
-    assert cache.get(machine_cache_key(machine.client_id)) == "tombstone"
+
+def test_a_reader_that_read_before_a_disable_stores_an_entry_no_request_serves(
+    machine_and_secret, request_ctx, cli_actor, django_capture_on_commit_callbacks, monkeypatch
+):
+    machine, raw = machine_and_secret
+    key = machine_cache_key(machine.client_id)
+
+    def disable():
+        with django_capture_on_commit_callbacks(execute=True):
+            machine_disable(actor=cli_actor, machine=Machine.objects.get(pk=machine.pk))
+
+    _load_then(monkeypatch, disable)
+    # The request in flight read the machine before the disable: it is answered as the
+    # machine was, and it stores what it read, after the change committed.
+    in_flight = client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    stored = machine_auth_entry_decode(cache.get(key))
+    generation = cache.get(machine_generation_key(machine.client_id))
+    loads = _counting_loads(monkeypatch)
+
+    with pytest.raises(ClientAuthError) as next_request:
+        client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    with pytest.raises(ClientAuthError) as warm_request:
+        client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+
+    assert in_flight.machine.enabled is True
+    assert (stored.machine.enabled, stored.generation) == (True, "")
+    assert len(generation) == 32
+    assert next_request.value.reason == warm_request.value.reason == "machine_disabled"
+    assert loads == [machine.client_id]  # the next request reloaded once, then cached
+    assert machine_auth_entry_decode(cache.get(key)).machine.enabled is False
+    assert machine_auth_entry_decode(cache.get(key)).generation == generation
+
+
+def test_a_reader_that_read_before_a_revoke_cannot_keep_the_secret_alive(
+    machine_and_secret, request_ctx, cli_actor, django_capture_on_commit_callbacks, monkeypatch
+):
+    machine, raw = machine_and_secret
+    client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    with django_capture_on_commit_callbacks(execute=True):
+        machine_update(actor=cli_actor, machine=machine, access_token_ttl=120)  # a generation
+
+    def revoke():
+        with django_capture_on_commit_callbacks(execute=True):
+            secret_revoke(actor=cli_actor, secret=ClientSecret.objects.get(machine=machine))
+
+    _load_then(monkeypatch, revoke)
+    client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    with pytest.raises(ClientAuthError) as raised:
+        client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+
+    assert raised.value.reason == "secret_revoked"
+
+
+def test_a_change_is_seen_by_the_next_request_which_caches_it(
+    machine_and_secret, request_ctx, cli_actor, django_capture_on_commit_callbacks, monkeypatch
+):
+    machine, raw = machine_and_secret
+    client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    loads = _counting_loads(monkeypatch)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        machine_update(actor=cli_actor, machine=machine, access_token_ttl=120)
+    ttls = [
+        client_authenticate(
+            credentials=_creds(machine.client_id, raw), context=request_ctx
+        ).machine.access_token_ttl
+        for _ in range(3)
+    ]
+
+    assert ttls == [120, 120, 120]
+    assert loads == [machine.client_id]
+
+
+def test_a_registered_machine_is_cached_from_its_first_request(
+    cli_actor,
+    scope_read,
+    audience_api,
+    request_ctx,
+    django_capture_on_commit_callbacks,
+    monkeypatch,
+):
+    from clients.services import machine_register
+
+    with django_capture_on_commit_callbacks(execute=True):
+        machine, raw = machine_register(
+            actor=cli_actor, name="new", scopes=["read"], audiences=["https://api.example"]
+        )
+    loads = _counting_loads(monkeypatch)
+
+    found = [
+        client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+        for _ in range(3)
+    ]
+
+    assert [m.machine.pk for m in found] == [machine.pk] * 3
+    assert loads == [machine.client_id]
+
+
+def test_an_unknown_client_id_is_remembered_until_its_generation_changes(
+    db, request_ctx, monkeypatch, django_capture_on_commit_callbacks
+):
+    loads = _counting_loads(monkeypatch)
+    for _ in range(2):
+        with pytest.raises(ClientAuthError):
+            client_authenticate(credentials=_creds("mip_ci_nobody", "x"), context=request_ctx)
+    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
+        machine_cache_invalidate(client_id="mip_ci_nobody")
+    with pytest.raises(ClientAuthError) as raised:
+        client_authenticate(credentials=_creds("mip_ci_nobody", "x"), context=request_ctx)
+
+    assert loads == ["mip_ci_nobody", "mip_ci_nobody"]
+    assert raised.value.reason == "unknown_client"
+    assert cache.get(machine_cache_key("mip_ci_nobody"))[:2] == [
+        "missing",
+        cache.get(machine_generation_key("mip_ci_nobody")),
+    ]
 
 
 def test_authentication_works_while_the_cache_is_down(machine_and_secret, request_ctx, settings):
@@ -330,20 +514,83 @@ def test_authentication_works_while_the_cache_is_down(machine_and_secret, reques
     assert _denials()[-1][0] == "wrong_secret"
 
 
-def test_a_tombstone_outlives_a_slow_reader(
-    machine_and_secret, cli_actor, django_capture_on_commit_callbacks, time_machine
+def test_an_unknown_client_id_is_remembered_at_most_its_miss_ttl(
+    db, request_ctx, monkeypatch, time_machine
 ):
+    loads = _counting_loads(monkeypatch)
+    time_machine.move_to("2026-01-05 12:00:00+00:00", tick=False)
+    machine_auth_entry_get("mip_ci_nobody")
+    marker = cache.get(machine_cache_key("mip_ci_nobody"))
+
+    time_machine.move_to("2026-01-05 12:00:30+00:00", tick=False)
+    machine_auth_entry_get("mip_ci_nobody")
+    cache.set(machine_cache_key("mip_ci_nobody"), marker, 300)  # replayed past its life
+    time_machine.move_to("2026-01-05 12:00:31+00:00", tick=False)
+    machine_auth_entry_get("mip_ci_nobody")
+
+    assert marker == ["missing", "", 1767614400.0]
+    assert loads == ["mip_ci_nobody", "mip_ci_nobody"]
+
+
+def test_an_entry_is_served_at_most_its_ttl_after_its_generation_was_read(
+    machine_and_secret, request_ctx, monkeypatch, time_machine
+):
+    machine, raw = machine_and_secret
+    time_machine.move_to("2026-01-05 12:00:00+00:00", tick=False)
+    client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    stored = cache.get(machine_cache_key(machine.client_id))
+    loads = _counting_loads(monkeypatch)
+
+    # Whatever the cache says of its expiry (a Redis writer can replay the bytes).
+    time_machine.move_to("2026-01-05 12:05:00+00:00", tick=False)
+    client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    cache.set(machine_cache_key(machine.client_id), stored, 300)
+    time_machine.move_to("2026-01-05 12:05:01+00:00", tick=False)
+    client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+
+    assert machine_auth_entry_decode(stored).generation_read_at == 1767614400.0
+    assert loads == [machine.client_id]
+
+
+def test_a_replayed_entry_serves_a_disabled_machine_no_longer_than_its_ttl(
+    machine_and_secret, request_ctx, cli_actor, django_capture_on_commit_callbacks, time_machine
+):
+    machine, raw = machine_and_secret
+    key, generation_key = (
+        machine_cache_key(machine.client_id),
+        machine_generation_key(machine.client_id),
+    )
+    time_machine.move_to("2026-01-05 12:00:00+00:00", tick=False)
+    client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+    captured = cache.get(key)  # someone who can read and write Redis keeps the entry
+    with django_capture_on_commit_callbacks(execute=True):
+        machine_disable(actor=cli_actor, machine=machine)
+
+    outcomes = []
+    for moment in ("12:04:59", "12:05:01"):
+        time_machine.move_to(f"2026-01-05 {moment}+00:00", tick=False)
+        cache.set(key, captured, 300)  # ...and puts it back with its generation (none)
+        cache.delete(generation_key)
+        try:
+            client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
+            outcomes.append("issued")
+        except ClientAuthError as refused:
+            outcomes.append(refused.reason)
+
+    # The documented bound (MACHINE_CACHE_TTL after the entry was read), not forever.
+    assert outcomes == ["issued", "machine_disabled"]
+
+
+def test_a_reader_stalled_past_the_entry_lifetime_stores_nothing(machine_and_secret, time_machine):
     machine, _ = machine_and_secret
     time_machine.move_to("2026-01-05 12:00:00+00:00", tick=False)
-    stale = machine_auth_entry_load(machine.client_id)
-    with django_capture_on_commit_callbacks(execute=True):
-        machine_update(actor=cli_actor, machine=machine, access_token_ttl=60)
+    read_at = time.time()
+    time_machine.move_to("2026-01-05 12:04:59.5+00:00", tick=False)
 
-    time_machine.move_to("2026-01-05 12:00:09+00:00", tick=False)  # a reader 9 s late
-    added = cache.add(machine_cache_key(machine.client_id), machine_auth_entry_encode(stale), 300)
+    found = machine_auth_entry_resolve(machine.client_id, None, None, read_at=read_at)
 
-    assert added is False
-    assert machine_auth_entry_get(machine.client_id).machine.access_token_ttl == 60
+    assert found.machine.pk == machine.pk
+    assert cache.get(machine_cache_key(machine.client_id)) is None
 
 
 class _FlakyCache:
@@ -362,24 +609,21 @@ class _FlakyCache:
         return getattr(cache, name)
 
 
-def test_the_tombstone_write_is_retried_once(
+def test_the_generation_write_is_retried_once(
     machine_and_secret, cli_actor, django_capture_on_commit_callbacks, monkeypatch, caplog
 ):
     machine, _ = machine_and_secret
-    key = machine_cache_key(machine.client_id)
-    stale = machine_auth_entry_load(machine.client_id)
+    generation_key = machine_generation_key(machine.client_id)
     monkeypatch.setattr("clients.machine_cache.cache", _FlakyCache(failures=1))
 
     with django_capture_on_commit_callbacks(execute=True):
         secret_revoke(actor=cli_actor, secret=ClientSecret.objects.get(machine=machine))
-    added = cache.add(key, machine_auth_entry_encode(stale), 300)
 
-    assert added is False
-    assert cache.get(key) == "tombstone"
+    assert len(cache.get(generation_key)) == 32
     assert [r.levelname for r in caplog.records if r.name == "clients.machine_cache"] == ["WARNING"]
 
 
-def test_a_failed_tombstone_write_is_logged_as_an_error(
+def test_a_failed_generation_write_is_logged_as_an_error(
     machine_and_secret, cli_actor, django_capture_on_commit_callbacks, monkeypatch, caplog
 ):
     machine, raw = machine_and_secret
@@ -449,19 +693,23 @@ def test_a_revocation_wins_over_an_entry_decoded_and_memoised_by_earlier_request
     assert raised.value.reason == "secret_revoked"
 
 
-def test_a_change_tombstones_the_previous_cache_version_too(
+def test_a_change_tombstones_the_previous_cache_version_and_renews_the_generation(
     machine_and_secret, cli_actor, django_capture_on_commit_callbacks
 ):
     machine, _ = machine_and_secret
-    previous = machine_cache_key(machine.client_id, 1)
+    previous = machine_cache_key(machine.client_id, 5)
     cache.set(previous, "an entry a node of the previous release cached", 300)
+    generations = []
 
-    with django_capture_on_commit_callbacks(execute=True):
-        machine_update(actor=cli_actor, machine=machine, access_token_ttl=60)
+    for ttl in (60, 61):
+        with django_capture_on_commit_callbacks(execute=True):
+            machine_update(actor=cli_actor, machine=machine, access_token_ttl=ttl)
+        generations.append(cache.get(machine_generation_key(machine.client_id)))
 
     assert machine_cache_key(machine.client_id) != previous
     assert cache.get(previous) == "tombstone"
-    assert cache.get(machine_cache_key(machine.client_id)) == "tombstone"
+    assert [len(g) for g in generations] == [32, 32]
+    assert generations[0] != generations[1]
 
 
 def test_uses_of_several_machines_are_written_in_one_batch_per_interval(

@@ -13,7 +13,7 @@ from django.core.cache import cache
 from django.core.management import CommandError, call_command
 
 from clients.cache_outcome import cache_failure_report, cache_failures_collected
-from clients.machine_cache import MACHINE_CACHE_FAILURE_MESSAGE, machine_cache_key
+from clients.machine_cache import MACHINE_CACHE_FAILURE_MESSAGE, machine_generation_key
 from clients.models import ClientSecret, Machine
 from tests.fixtures.core import CacheWritesFail, console_login
 
@@ -85,13 +85,14 @@ def test_cli_revoke_secret_exits_3_when_the_cache_was_not_told(
 
 def test_cli_reports_plain_success_when_the_cache_was_told(machine_and_secret):
     machine, _ = machine_and_secret
-    cache.delete(machine_cache_key(machine.client_id))  # the registration's own tombstone
+    registered = cache.get(machine_generation_key(machine.client_id))
     out = StringIO()
 
     call_command("machine", "disable", machine.client_id, stdout=out)
 
     assert _machine_json(out) == {"client_id": machine.client_id, "enabled": False}
-    assert cache.get(machine_cache_key(machine.client_id)) == "tombstone"
+    assert len(registered) == 32
+    assert cache.get(machine_generation_key(machine.client_id)) not in (None, registered)
 
 
 def test_repeating_a_disable_tells_the_cache_again(machine_and_secret, monkeypatch):
@@ -100,11 +101,12 @@ def test_repeating_a_disable_tells_the_cache_again(machine_and_secret, monkeypat
     with pytest.raises(CommandError):
         call_command("machine", "disable", machine.client_id, stdout=StringIO())
     monkeypatch.undo()  # the cache is back
-    cache.delete(machine_cache_key(machine.client_id))  # the registration's own tombstone
+    registered = cache.get(machine_generation_key(machine.client_id))
 
     call_command("machine", "disable", machine.client_id, stdout=StringIO())
 
-    assert cache.get(machine_cache_key(machine.client_id)) == "tombstone"
+    assert len(registered) == 32
+    assert cache.get(machine_generation_key(machine.client_id)) not in (None, registered)
 
 
 def _messages(response) -> list[tuple[str, str]]:

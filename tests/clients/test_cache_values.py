@@ -1,13 +1,16 @@
 """The machine cache entry: JSON rows, decoded once, and never trusted beyond its machine."""
 
+import dataclasses
 import logging
 
+import pytest
 from django.core.cache import cache
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from clients.authentication import ClientCredentials, client_authenticate
 from clients.machine_cache import (
+    _row,
     machine_auth_entry_decode,
     machine_auth_entry_encode,
     machine_auth_entry_get,
@@ -52,6 +55,30 @@ def test_an_entry_survives_encoding_field_for_field_without_sql(machine_and_secr
     assert decoded.secrets == loaded.secrets
     assert decoded.secrets[0].digest_version == 2
     assert [str(n) for n in decoded.networks] == ["10.0.0.0/8", "2001:db8::/48"]
+
+
+@pytest.mark.postgres
+def test_rows_encoded_as_the_database_sent_them_decode_as_rows_rebuilt_from_instances(
+    machine_and_secret, cli_actor
+):
+    machine, _ = machine_and_secret
+    machine_update(actor=cli_actor, machine=machine, ip_allowlist=["10.0.0.0/8"], tags=["eu"])
+    loaded = machine_auth_entry_load(machine.client_id)
+
+    from_database = machine_auth_entry_decode(machine_auth_entry_encode(loaded))
+    from_instances = machine_auth_entry_decode(
+        machine_auth_entry_encode(dataclasses.replace(loaded, rows=None))
+    )
+
+    assert loaded.rows is not None
+    for decoded in (from_database, from_instances):
+        assert _row(decoded.machine) == _row(loaded.machine)
+        assert _row(decoded.machine.default_audience) == _row(loaded.machine.default_audience)
+        for name in ("allowed_scopes", "default_scopes", "allowed_audiences"):
+            assert [_row(r) for r in getattr(decoded, name)] == [
+                _row(r) for r in getattr(loaded, name)
+            ]
+        assert (decoded.secrets, decoded.networks) == (loaded.secrets, loaded.networks)
 
 
 def test_another_machines_entry_under_this_key_is_a_miss_logged_once(

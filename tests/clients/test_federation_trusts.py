@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
@@ -78,6 +79,48 @@ def test_a_removed_trust_leaves_the_cached_trusts_at_commit(machine, cli_actor):
     assert FederationTrust.objects.count() == 0
     event = AuditEvent.objects.get(event_type="trust.removed")
     assert event.details["trust_id"] == str(trust.uid)
+
+
+def test_a_reader_that_read_before_a_trust_was_removed_cannot_serve_it_after(
+    machine, cli_actor, django_capture_on_commit_callbacks, monkeypatch
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        trust = _github_trust(machine, cli_actor)
+    load = selectors._load
+
+    def load_then_remove(client_id):
+        monkeypatch.setattr(selectors, "_load", load)  # once
+        read = load(client_id)  # the reader has the rows...
+        with django_capture_on_commit_callbacks(execute=True):
+            trust_remove(actor=cli_actor, trust=trust)  # ...the removal commits...
+        return read  # ...and the reader stores what it read
+
+    monkeypatch.setattr(selectors, "_load", load_then_remove)
+    in_flight = selectors.machine_trusts(client_id=machine.client_id)
+    after = [selectors.machine_trusts(client_id=machine.client_id) for _ in range(2)]
+
+    assert [t.uid for t in in_flight] == [str(trust.uid)]
+    assert after == [(), ()]
+
+
+def test_an_added_trust_is_read_by_the_next_request_then_cached(
+    machine, cli_actor, django_capture_on_commit_callbacks, monkeypatch
+):
+    assert selectors.machine_trusts(client_id=machine.client_id) == ()  # cached: none
+    with django_capture_on_commit_callbacks(execute=True):
+        trust = _github_trust(machine, cli_actor)
+    loads = []
+    load = selectors._load
+    monkeypatch.setattr(
+        selectors, "_load", lambda client_id: loads.append(client_id) or load(client_id)
+    )
+
+    found = [selectors.machine_trusts(client_id=machine.client_id) for _ in range(3)]
+
+    assert [[t.uid for t in trusts] for trusts in found] == [[str(trust.uid)]] * 3
+    assert loads == [machine.client_id]
+    # The previous release's key is told with a tombstone, as that release expects.
+    assert cache.get(selectors.trusts_cache_key(machine.client_id, 1)) == "tombstone"
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,7 @@ def test_the_cache_dies_under_load_and_comes_back(
     disabled = machine_factory(name="disabled-during-outage")
     guesser = machine_factory(name="guessed-during-outage")
     guesser_after = machine_factory(name="guessed-after-outage")
-    # This process revokes through the services, so its tombstones go to the same cache.
+    # This process revokes through the services, so its invalidations go to the same cache.
     settings.CACHES = {
         "default": {
             "BACKEND": "identity_portal.cache.RedisCache",
@@ -126,9 +126,10 @@ def test_the_cache_dies_under_load_and_comes_back(
     assert down_failures == [401] * (THROTTLE_CLIENT_IP_FREE_FAILURES + 5)
     denied = AuditEvent.objects.filter(event_type="token.denied", request_id__startswith="guess-")
     assert denied.filter(request_id__startswith="guess-down").count() == len(down_failures)
-    # The tombstone could not be written: the operators are told how long a stale
+    # The invalidation could not be written: the operators are told how long a stale
     # entry could live should this Redis come back with its data.
-    # (One entry per cache version kept: the current one and the previous ones.)
+    # (One write per cache version kept: the current generation and the previous
+    # versions' tombstones.)
     assert [r.levelname for r in caplog.records if "invalidation failed" in r.message] == [
         "WARNING",
         "ERROR",

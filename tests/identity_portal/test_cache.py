@@ -45,7 +45,7 @@ def test_get_many_answers_as_djangos_get_many():
 def test_a_killed_connection_is_replaced_and_the_read_retried():
     cache.set("kept", "value")
     assert cache.get_many(["kept"]) == {"kept": "value"}  # this thread's connection is open
-    own = cache._cache._local.held[1]
+    own = cache._cache._local.held[1][0]
     own.send_command("CLIENT", "ID")
     client_id = own.read_response()
     admin = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
@@ -53,7 +53,33 @@ def test_a_killed_connection_is_replaced_and_the_read_retried():
     # Only this connection: the Redis server may be shared with other tests' clients.
     assert admin.client_kill_filter(_id=client_id) == 1
     assert cache.get_many(["kept"]) == {"kept": "value"}
-    assert cache._cache._local.held[1] is own  # the same connection object, reconnected
+    assert cache._cache._local.held[1][0] is own  # the same connection object, reconnected
+
+
+@pytest.mark.redis
+def test_writes_go_on_the_threads_connection_and_answer_as_djangos():
+    admin = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+    cache.delete_many(["w-add", "w-set", "w-forever"])
+
+    added = [cache.add("w-add", "first", 60), cache.add("w-add", "second", 60)]
+    cache.set("w-set", {"x": 1}, 30)
+    cache.set("w-forever", "kept", None)
+    own = cache._cache._local.held[1][0]
+    own.send_command("CLIENT", "ID")
+    client_id = own.read_response()
+    assert admin.client_kill_filter(_id=client_id) == 1
+    cache.set("w-set", {"x": 2}, 30)  # the killed connection is replaced, the write retried
+
+    assert added == [True, False]
+    assert cache.get_many(["w-add", "w-set", "w-forever"]) == {
+        "w-add": "first",
+        "w-set": {"x": 2},
+        "w-forever": "kept",
+    }
+    prefixed = [cache.make_key(k) for k in ("w-add", "w-set", "w-forever")]
+    assert [admin.ttl(k) for k in prefixed] == [60, 30, -1]
+    assert cache._cache._local.held[1][0] is own
+    cache.delete_many(["w-add", "w-set", "w-forever"])
 
 
 def test_an_unreachable_redis_raises_a_redis_error_for_the_caller_to_handle():
@@ -70,7 +96,7 @@ def test_each_thread_reads_on_a_connection_of_its_own():
 
     def read(name):
         assert backend.get_many(["k"]) == {"k": "v"}
-        connections[name] = backend._cache._local.held[1]
+        connections[name] = backend._cache._local.held[1][0]
 
     threads = [threading.Thread(target=read, args=(n,)) for n in ("one", "two")]
     for thread in threads:

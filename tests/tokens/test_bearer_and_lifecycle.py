@@ -103,7 +103,7 @@ def test_a_cold_token_request_costs_at_most_two_sql_round_trips(
     warm = machine_factory(name="warm")
     cold = machine_factory(name="cold")
     token_request(client, warm)  # the keyring, and this process's batch of usage times
-    cache.delete(machine_cache_key(cold.client_id))  # never seen: no entry, no tombstone
+    cache.delete(machine_cache_key(cold.client_id))  # never seen: no entry
 
     with CaptureQueriesContext(connection) as queries:
         response = token_request(client, cold)
@@ -117,6 +117,30 @@ def test_a_cold_token_request_costs_at_most_two_sql_round_trips(
     with CaptureQueriesContext(connection) as again:
         assert token_request(client, cold).status_code == 200
     assert [q["sql"][:6] for q in again.captured_queries] == ["WITH t"]
+
+
+@pytest.mark.postgres
+def test_a_changed_machine_costs_one_cold_request_then_is_warm_again(
+    client, signing_key, machine_factory, django_capture_on_commit_callbacks
+):
+    """Issue 13: no period after a change during which the machine is read from the database."""
+    from audit.context import Actor
+    from clients.services import machine_update
+
+    changed = machine_factory(name="changed")
+    token_request(client, changed)
+    token_request(client, changed)  # warm
+    with django_capture_on_commit_callbacks(execute=True):
+        machine_update(actor=Actor.cli("pytest"), machine=changed.machine, access_token_ttl=120)
+
+    with CaptureQueriesContext(connection) as next_request:
+        first = token_request(client, changed)
+    with CaptureQueriesContext(connection) as after:
+        second = token_request(client, changed)
+
+    assert [json.loads(r.content)["expires_in"] for r in (first, second)] == [120, 120]
+    assert [q["sql"][:6] for q in next_request.captured_queries] == ["SELECT", "WITH t"]
+    assert [q["sql"][:6] for q in after.captured_queries] == ["WITH t"]
 
 
 def test_beat_schedules_the_token_lifecycle_tasks(settings):
