@@ -27,13 +27,17 @@ are removed, both measured on the token path:
   ``redis.Redis`` client is thread-safe and holds no per-operation state, so
   one per pool is enough.
 - ``get_many`` (the token path's single read: machine entry and throttle
-  state in one MGET) takes a connection from the pool and gives it back on
-  every call, which costs a ``poll`` to check the idle socket, two ``getpid``
-  and redis-py's retry machinery: about 40 us a call. Here each thread keeps
-  a connection of its own for it, made by the same pool (same address,
-  credentials and timeouts). A broken connection (Redis restarted) is
-  dropped and the read retried once on a new one, as redis-py's client does;
-  a second failure raises ``RedisError`` to the caller, as before.
+  state in one MGET) and ``add`` with a timeout (a client assertion's
+  ``jti`` taken in the replay cache) take a connection from the pool and
+  give it back on every call, which costs a ``poll`` to check the idle
+  socket, two ``getpid`` and redis-py's retry machinery: about 40 us a call.
+  Here each thread keeps a connection of its own for them, made by the same
+  pool (same address, credentials and timeouts). A broken connection (Redis
+  restarted) is dropped and the read retried once on a new one, as
+  redis-py's client does; ``add`` checks its idle connection before it
+  sends and is resent only when sending failed (a ``SET NX`` whose answer
+  was lost may have been applied); a second failure raises ``RedisError``
+  to the caller, as before.
 """
 
 from __future__ import annotations
@@ -197,19 +201,61 @@ class ReusedClientRedisCacheClient(RedisCacheClient):
             self._clients[index] = client
         return client
 
-    def _own_connection(self):
+    def _own_connection(self, write=False):
+        index = self._get_connection_pool_index(write)
         held = getattr(self._local, "held", None)
         if held is None or held[0] != _fork_generation:
-            connection = self._get_connection_pool(False).make_connection()
-            held = (_fork_generation, connection)
-            self._local.held = held
-        return held[1]
+            held = self._local.held = (_fork_generation, {})
+        connection = held[1].get(index)
+        if connection is None:
+            connection = held[1][index] = self._get_connection_pool(write).make_connection()
+        return connection
+
+    def _add_on_own_connection(self, key, value, timeout: int) -> bool:
+        """``SET key value EX timeout NX`` on this thread's connection: one round trip.
+
+        A write is not retried once sent: the first ``SET NX`` may have been
+        applied, and a retry would then answer "taken" for a key this very call
+        took. So the idle connection is checked first, as the pool checks the
+        connections it hands out (one ``poll``): one that Redis closed (a
+        restart, an idle timeout) is replaced before anything is sent. A send
+        that fails is resent once; a failure while reading the answer is raised.
+        """
+        for attempt in (1, 2):
+            connection = self._own_connection(write=True)
+            try:
+                stale = connection.can_read()
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                stale = True
+            if stale:
+                connection.disconnect()
+            try:
+                connection.send_command("SET", key, value, "EX", timeout, "NX")
+            except (RedisConnectionError, RedisTimeoutError):
+                connection.disconnect()
+                if attempt == 2:
+                    raise
+                continue
+            except BaseException:
+                connection.disconnect()
+                raise
+            try:
+                return connection.read_response() is not None
+            except BaseException:
+                # Whatever was half read must not be read by the next call.
+                connection.disconnect()
+                raise
+        raise AssertionError("unreachable")
 
     # Django's methods with the key passed to the serializer (the tag covers it).
 
     def add(self, key, value, timeout):
-        client = self.get_client(key, write=True)
         value = self._serializer.dumps(value, key)
+        if type(timeout) is int and timeout > 0:
+            # The replay cache's one write per client assertion: without the pool's
+            # checkout, health check and retry machinery (as ``get_many`` reads).
+            return self._add_on_own_connection(key, value, timeout)
+        client = self.get_client(key, write=True)
         if timeout == 0:
             if ret := bool(client.set(key, value, nx=True)):
                 client.delete(key)

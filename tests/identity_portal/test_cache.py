@@ -45,7 +45,7 @@ def test_get_many_answers_as_djangos_get_many():
 def test_a_killed_connection_is_replaced_and_the_read_retried():
     cache.set("kept", "value")
     assert cache.get_many(["kept"]) == {"kept": "value"}  # this thread's connection is open
-    own = cache._cache._local.held[1]
+    own = cache._cache._local.held[1][0]
     own.send_command("CLIENT", "ID")
     client_id = own.read_response()
     admin = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
@@ -53,7 +53,69 @@ def test_a_killed_connection_is_replaced_and_the_read_retried():
     # Only this connection: the Redis server may be shared with other tests' clients.
     assert admin.client_kill_filter(_id=client_id) == 1
     assert cache.get_many(["kept"]) == {"kept": "value"}
-    assert cache._cache._local.held[1] is own  # the same connection object, reconnected
+    assert cache._cache._local.held[1][0] is own  # the same connection object, reconnected
+
+
+@pytest.mark.redis
+def test_add_takes_a_key_once_with_its_timeout_on_the_threads_own_connection():
+    cache.delete("taken")
+    assert cache.get_many(["taken"]) == {}  # this thread's connection is open
+    own = cache._cache._local.held[1][0]
+    admin = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+
+    assert cache.add("taken", 1, 60) is True
+    assert cache.add("taken", 2, 60) is False
+    assert cache.add("taken", {"other": "value"}, 60) is False
+
+    assert cache.get("taken") == 1
+    assert 0 < admin.ttl(cache.make_key("taken")) <= 60
+    assert cache._cache._local.held[1][0] is own  # no pool checkout
+    assert cache.add("forever", "v", None) is True  # without a timeout: Django's own path
+    assert admin.ttl(cache.make_key("forever")) == -1
+    cache.delete_many(["taken", "forever"])
+
+
+@pytest.mark.redis
+def test_an_add_on_a_killed_connection_is_sent_again_once():
+    cache.delete("after-kill")
+    cache.get_many(["after-kill"])
+    own = cache._cache._local.held[1][0]
+    own.send_command("CLIENT", "ID")
+    client_id = own.read_response()
+    admin = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+    assert admin.client_kill_filter(_id=client_id) == 1
+
+    assert cache.add("after-kill", 1, 60) is True
+    assert cache.add("after-kill", 1, 60) is False
+    cache.delete("after-kill")
+
+
+@pytest.mark.redis
+def test_an_add_whose_answer_is_lost_is_not_sent_again(monkeypatch):
+    cache.delete("lost-answer")
+    cache.get_many(["lost-answer"])
+    own = cache._cache._local.held[1][0]
+    sent = []
+    real_send = own.send_command
+
+    def send(*args, **kwargs):
+        sent.append(args[0])
+        return real_send(*args, **kwargs)
+
+    def lost(*args, **kwargs):
+        raise redis.exceptions.ConnectionError("Connection reset by peer")
+
+    monkeypatch.setattr(own, "send_command", send)
+    monkeypatch.setattr(own, "read_response", lost)
+
+    with pytest.raises(redis.exceptions.ConnectionError):
+        cache.add("lost-answer", 1, 60)
+
+    # Sent once and applied: resending would have answered "taken" for this very call.
+    assert sent == ["SET"]
+    monkeypatch.undo()
+    assert cache.add("lost-answer", 1, 60) is False
+    cache.delete("lost-answer")
 
 
 def test_an_unreachable_redis_raises_a_redis_error_for_the_caller_to_handle():
@@ -70,7 +132,7 @@ def test_each_thread_reads_on_a_connection_of_its_own():
 
     def read(name):
         assert backend.get_many(["k"]) == {"k": "v"}
-        connections[name] = backend._cache._local.held[1]
+        connections[name] = backend._cache._local.held[1][0]
 
     threads = [threading.Thread(target=read, args=(n,)) for n in ("one", "two")]
     for thread in threads:
