@@ -152,10 +152,20 @@ def _decode(client_id: str, value: object) -> tuple[CachedTrust, ...] | None:
         return None
 
 
-def machine_trusts(*, client_id: str) -> tuple[CachedTrust, ...]:
-    """The machine's trusts: one cache read, the database on a miss."""
+# ``machine_trusts``'s default: nothing was read from the cache yet.
+_UNREAD = object()
+
+
+def machine_trusts(*, client_id: str, cached: object = _UNREAD) -> tuple[CachedTrust, ...]:
+    """The machine's trusts: one cache read, the database on a miss.
+
+    ``cached``: what the cache already returned under ``trusts_cache_key``
+    (``None`` for nothing), when the caller read it with other keys in one
+    round trip (``clients.authentication``); it is then not read again.
+    """
     key = trusts_cache_key(client_id)
-    cached = cache_safely(cache.get, key)
+    if cached is _UNREAD:
+        cached = cache_safely(cache.get, key)
     trusts = _decode(client_id, cached)
     if trusts is not None:
         return trusts
