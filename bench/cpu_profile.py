@@ -36,6 +36,7 @@ import io
 import json
 import os
 import pstats
+import shutil
 import statistics
 import subprocess
 import sys
@@ -225,49 +226,62 @@ def _drive(application, requests, label: str) -> None:
 def measure(
     application,
     counter: RoundTrips,
-    name: str,
-    requests,
+    requests: dict[str, list],
     *,
     batch: int,
     batches: int,
     warmup: int,
     top: int,
     profile_dir: str,
-) -> dict:
-    it = iter(requests)
-    _drive(application, [next(it) for _ in range(warmup)], name)
-    per_request = []
-    sql = redis = 0
-    for _ in range(batches):
-        chunk = [next(it) for _ in range(batch)]
-        sql0, redis0 = counter.sql, counter.redis
-        start = time.process_time()
-        _drive(application, chunk, name)
-        per_request.append((time.process_time() - start) / batch * 1000)
-        sql, redis = counter.sql - sql0, counter.redis - redis0
-    result = {
-        "path": name,
-        "cpu_ms_median": round(statistics.median(per_request), 3),
-        "cpu_ms_min": round(min(per_request), 3),
-        "cpu_ms_max": round(max(per_request), 3),
-        "batches_ms": [round(value, 3) for value in per_request],
-        "sql_round_trips": round(sql / batch, 2),
-        "redis_round_trips": round(redis / batch, 2),
-    }
-    if top:
-        chunk = [next(it) for _ in range(batch)]
-        profiler = cProfile.Profile(time.process_time)
-        profiler.enable()
-        _drive(application, chunk, name)
-        profiler.disable()
-        if profile_dir:
-            profiler.dump_stats(str(Path(profile_dir) / f"{name}.prof"))
-        out = io.StringIO()
-        stats = pstats.Stats(profiler, stream=out)
-        stats.sort_stats("tottime").print_stats(top)
-        stats.sort_stats("cumulative").print_stats(top)
-        result["profile"] = out.getvalue()
-    return result
+) -> list[dict]:
+    """Every path warmed up, then ``batches`` rounds of one batch per path, in turns.
+
+    Taking the paths in turns (the order rotated each round) spreads a drift of the
+    machine (another process's load changes cache misses and clock) over all of them.
+    """
+    pending = {name: iter(values) for name, values in requests.items()}
+    names = list(requests)
+    for name in names:
+        _drive(application, [next(pending[name]) for _ in range(warmup)], name)
+    per_request: dict[str, list[float]] = {name: [] for name in names}
+    trips: dict[str, tuple[int, int]] = {}
+    for index in range(batches):
+        shift = index % len(names)
+        for name in names[shift:] + names[:shift]:
+            chunk = [next(pending[name]) for _ in range(batch)]
+            sql0, redis0 = counter.sql, counter.redis
+            start = time.process_time()
+            _drive(application, chunk, name)
+            per_request[name].append((time.process_time() - start) / batch * 1000)
+            trips[name] = (counter.sql - sql0, counter.redis - redis0)
+    results = []
+    for name in names:
+        values = per_request[name]
+        sql, redis = trips[name]
+        result = {
+            "path": name,
+            "cpu_ms_median": round(statistics.median(values), 3),
+            "cpu_ms_min": round(min(values), 3),
+            "cpu_ms_max": round(max(values), 3),
+            "batches_ms": [round(value, 3) for value in values],
+            "sql_round_trips": round(sql / batch, 2),
+            "redis_round_trips": round(redis / batch, 2),
+        }
+        if top:
+            chunk = [next(pending[name]) for _ in range(batch)]
+            profiler = cProfile.Profile(time.process_time)
+            profiler.enable()
+            _drive(application, chunk, name)
+            profiler.disable()
+            if profile_dir:
+                profiler.dump_stats(str(Path(profile_dir) / f"{name}.prof"))
+            out = io.StringIO()
+            stats = pstats.Stats(profiler, stream=out)
+            stats.sort_stats("tottime").print_stats(top)
+            stats.sort_stats("cumulative").print_stats(top)
+            result["profile"] = out.getvalue()
+        results.append(result)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,22 +319,19 @@ def main(argv: list[str] | None = None) -> int:
         application = _application()
         _PROCESS_ENVIRON.update(os.environ)
         counter = RoundTrips()
-        results = [
-            measure(
-                application,
-                counter,
-                name,
-                workloads.requests[name],
-                batch=args.requests,
-                batches=args.batches,
-                warmup=args.warmup,
-                top=args.profile,
-                profile_dir=args.profile_dir,
-            )
-            for name in paths
-        ]
+        results = measure(
+            application,
+            counter,
+            {name: workloads.requests[name] for name in paths},
+            batch=args.requests,
+            batches=args.batches,
+            warmup=args.warmup,
+            top=args.profile,
+            profile_dir=args.profile_dir,
+        )
     finally:
         workloads.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     if args.json:
         print(json.dumps(results, indent=2))  # noqa: T201
         return 0
