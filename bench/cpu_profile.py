@@ -94,6 +94,29 @@ def _machine(run_id: str, suffix: str, *extra: str) -> dict:
     return _json_from(_manage(*argv, "--audience", AUDIENCE, *extra))
 
 
+# What ``_in_child`` runs, inherited by the forked child.
+_MAKER = None
+
+
+def _make(count: int) -> list[str]:
+    return _MAKER(count)
+
+
+def _in_child(make, count: int) -> list[str]:
+    """``make(count)`` in a forked child: the client's signing is not the server's work, and
+    under a profiler or ``valgrind --tool=callgrind`` (no ``--trace-children``) it is not counted.
+    """
+    import multiprocessing
+
+    global _MAKER
+    _MAKER = make
+    try:
+        with multiprocessing.get_context("fork").Pool(1) as workers:
+            return workers.apply(_make, (count,))
+    finally:
+        _MAKER = None
+
+
 class Workloads:
     """Request bodies and headers per path, registered through the management commands."""
 
@@ -126,7 +149,7 @@ class Workloads:
                 _manage("machine", "add-key", created["client_id"], "--jwk", jwk.name)
             finally:
                 os.unlink(jwk.name)
-            self.requests["private_key_jwt"] = [(body, {}) for body in pool(total)]
+            self.requests["private_key_jwt"] = [(body, {}) for body in _in_child(pool, total)]
         if "federated" in paths:
             from bench.federation import FederatedWorkload
 
@@ -223,6 +246,33 @@ def _drive(application, requests, label: str) -> None:
             raise SystemExit(f"{label}: HTTP {code} (see the audit trail's token.denied)")
 
 
+def _callgrind_dump(label: str) -> None:
+    """Under ``valgrind --tool=callgrind``: dump the counts so far and start again from zero.
+
+    ``callgrind_control`` reaches this process through valgrind's gdbserver, which
+    valgrind polls while the program runs: this process keeps running (a spin that
+    costs a few thousand instructions) until the dump is written, rather than wait.
+    """
+    control = subprocess.Popen(  # noqa: S603
+        ["callgrind_control", "--dump=" + label, str(os.getpid())],  # noqa: S607
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    while control.poll() is None:
+        sum(range(1000))
+
+
+def callgrind_batches(application, requests: dict[str, list], *, batch: int, warmup: int):
+    """``--callgrind``: every path warmed up, then one batch per path, a dump after each."""
+    pending = {name: iter(values) for name, values in requests.items()}
+    for name in requests:
+        _drive(application, [next(pending[name]) for _ in range(warmup)], name)
+    _callgrind_dump("warmed-up")
+    for name in requests:
+        _drive(application, [next(pending[name]) for _ in range(batch)], name)
+        _callgrind_dump(f"{name}-{batch}-requests")
+
+
 def measure(
     application,
     counter: RoundTrips,
@@ -294,6 +344,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile top N")
     parser.add_argument("--profile-dir", default="", help="also write <path>.prof files here")
+    parser.add_argument(
+        "--callgrind",
+        action="store_true",
+        help="under valgrind --tool=callgrind: one batch per path, a dump after each",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args(argv)
     paths = [path for path in args.paths.split(",") if path]
@@ -308,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", metrics_dir)
     sys.path.insert(0, str(REPO))
     _ensure_database()
-    total = args.warmup + args.requests * (args.batches + (1 if args.profile else 0))
+    batches = 1 if args.callgrind else args.batches + (1 if args.profile else 0)
+    total = args.warmup + args.requests * batches
     workloads = Workloads(paths, total)
     try:
         try:
@@ -319,6 +375,10 @@ def main(argv: list[str] | None = None) -> int:
         application = _application()
         _PROCESS_ENVIRON.update(os.environ)
         counter = RoundTrips()
+        if args.callgrind:
+            requests = {name: workloads.requests[name] for name in paths}
+            callgrind_batches(application, requests, batch=args.requests, warmup=args.warmup)
+            return 0
         results = measure(
             application,
             counter,
