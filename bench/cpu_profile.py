@@ -253,13 +253,17 @@ def _callgrind_dump(label: str) -> None:
     valgrind polls while the program runs: this process keeps running (a spin that
     costs a few thousand instructions) until the dump is written, rather than wait.
     """
-    control = subprocess.Popen(  # noqa: S603
-        ["callgrind_control", "--dump=" + label, str(os.getpid())],  # noqa: S607
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    while control.poll() is None:
-        sum(range(1000))
+    for _attempt in range(5):  # vgdb gives up now and then on a busy machine: ask again
+        control = subprocess.Popen(  # noqa: S603
+            ["callgrind_control", "--dump=" + label, str(os.getpid())],  # noqa: S607
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        while control.poll() is None:
+            sum(range(1000))
+        if control.returncode == 0:
+            return
+    raise SystemExit(f"callgrind_control could not dump {label!r}")
 
 
 def callgrind_batches(application, requests: dict[str, list], *, batch: int, warmup: int):
