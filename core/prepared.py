@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import psycopg
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 
 
 class _PreparedCursor(psycopg.Cursor):
@@ -40,9 +40,12 @@ def prepared_cursor():
     statement runs unprepared, since Django's query log cannot show the SQL of
     a prepared execution.
     """
-    connection.ensure_connection()
-    cursor = _PreparedCursor(connection.connection)
-    if connection.queries_logged:
+    # The wrapper itself, looked up once: each use of the module-level proxy looks it
+    # up in the thread's connections again (asgiref raises and catches per lookup).
+    db = connections[DEFAULT_DB_ALIAS]
+    db.ensure_connection()
+    cursor = _PreparedCursor(db.connection)
+    if db.queries_logged:
         cursor.prepare_statements = False
-        return connection.make_debug_cursor(cursor)
-    return connection.make_cursor(cursor)
+        return db.make_debug_cursor(cursor)
+    return db.make_cursor(cursor)
