@@ -6,8 +6,9 @@ them, refusing malformed input (an ``InvalidRequest`` or ``InvalidClient`` of
 ``core.errors``, nothing recorded, nothing changed); ``client_authenticate``
 decides whether they belong to a usable machine.
 
-The hot path costs one cache round trip (the machine's entry and the throttle
-state come back from one ``get_many``), the method's own check (one
+The hot path costs one cache round trip (the machine's entry, the throttle
+state and what the method reads, ``AuthMethod.cache_keys``, come back from
+one ``get_many``), the method's own check (one
 HMAC-SHA256 per pepper for a secret) and no SQL on a warm cache. Every
 failure, whatever the method and the reason, raises ``ClientAuthError``, one
 ``invalid_client`` of one shape, so the endpoints answer all of them with the
@@ -208,6 +209,8 @@ def client_authenticate(
         # served only if it was stored under the generation read with it.
         machine_key, generation_key = machine_cache_keys(client_id)
         wanted[:0] = [machine_key, generation_key]
+        # What the method itself reads (a federated machine's trusts), in the same round trip.
+        wanted.extend(method.cache_keys(client_id))
     values = cache_safely(cache.get_many, wanted, default={})
     retry_after = throttle_retry_after(values=values, keys=keys, now=now)
     if retry_after:
@@ -223,7 +226,9 @@ def client_authenticate(
         # (its keys are not even loaded), whatever the credential.
         verification = Verification(reason="method_not_allowed")
     else:
-        verification = method.verify(credentials=credentials, entry=entry, context=context, now=now)
+        verification = method.verify(
+            credentials=credentials, entry=entry, context=context, now=now, prefetched=values
+        )
     if not verification.reason and entry is None:
         # A method that named no machine cannot succeed, whatever it answered.
         verification = Verification(reason="unknown_client", details=verification.details)

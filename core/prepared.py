@@ -16,7 +16,7 @@ import re
 
 import psycopg
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
 
 
 class _PreparedCursor(psycopg.Cursor):
@@ -69,9 +69,12 @@ def prepared_cursor(*, raw: bool = False):
     statement runs unprepared, since Django's query log cannot show the SQL of
     a prepared execution.
     """
-    connection.ensure_connection()
-    cursor = (_PreparedRawCursor if raw else _PreparedCursor)(connection.connection)
-    if connection.queries_logged:
+    # The wrapper itself, looked up once: each use of the module-level proxy looks it
+    # up in the thread's connections again (asgiref raises and catches per lookup).
+    db = connections[DEFAULT_DB_ALIAS]
+    db.ensure_connection()
+    cursor = (_PreparedRawCursor if raw else _PreparedCursor)(db.connection)
+    if db.queries_logged:
         cursor.prepare_statements = False
-        return connection.make_debug_cursor(cursor)
-    return connection.make_cursor(cursor)
+        return db.make_debug_cursor(cursor)
+    return db.make_cursor(cursor)

@@ -31,10 +31,14 @@ are removed, both measured on the token path:
   every call, which costs a ``poll`` to check the idle socket, two ``getpid``
   and redis-py's retry machinery: about 40 us a call. Here each thread keeps
   a connection of its own for it (and for ``add`` and ``set``, the cold token
-  path's write of a machine entry: one per pool, so writes still go to the
-  primary), made by the same pool (same address, credentials and timeouts).
-  A broken connection (Redis restarted) is dropped and the command retried
-  once on a new one, as redis-py's client does; a second failure raises
+  path's write of a machine entry and a client assertion's ``jti`` taken in
+  the replay cache: one per pool, so writes still go to the primary), made by
+  the same pool (same address, credentials and timeouts). A broken
+  connection (Redis restarted) is dropped and the command retried once on a
+  new one, as redis-py's client does, except ``add``: its idle connection is
+  checked before it sends, and it is resent only when sending failed (a
+  ``SET NX`` whose answer was lost may have been applied, and a resend would
+  answer "taken" for the very call that took it). A second failure raises
   ``RedisError`` to the caller, as before.
 """
 
@@ -211,26 +215,43 @@ class ReusedClientRedisCacheClient(RedisCacheClient):
             connection = held[1][index] = self._get_connection_pool(write).make_connection()
         return connection
 
-    def _own_command(self, *args, write: bool = False):
+    def _own_command(self, *args, write: bool = False, once: bool = False):
         """One command on this thread's own connection, retried once if the connection broke.
 
         The cold token path's write of a machine entry and the invalidations go
         this way too: redis-py's client takes a pooled connection and gives it
         back around every command, which cost more CPU than the command.
-        A repeated ``SET`` writes the same value; a repeated ``SET NX`` whose
-        first reply was lost answers "not set", which callers take as a lost race.
+        A repeated ``SET`` writes the same value. ``once``: a command that must
+        not be applied twice (``SET NX``): the idle connection is checked first,
+        as the pool checks the connections it hands out (one ``poll``), and one
+        that Redis closed is replaced before anything is sent; a send that fails
+        is resent once, a failure while reading the answer is raised.
         """
         for attempt in (1, 2):
             connection = self._own_connection(write=write)
+            if once:
+                try:
+                    stale = connection.can_read()
+                except (RedisConnectionError, RedisTimeoutError, OSError):
+                    stale = True
+                if stale:
+                    connection.disconnect()
             try:
                 connection.send_command(*args)
-                return connection.read_response()
+                if not once:
+                    return connection.read_response()
             except (RedisConnectionError, RedisTimeoutError):
                 connection.disconnect()
                 if attempt == 2:
                     raise
+                continue
             except BaseException:
                 # Whatever was half sent or half read must not be read by the next call.
+                connection.disconnect()
+                raise
+            try:
+                return connection.read_response()
+            except BaseException:
                 connection.disconnect()
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
@@ -245,7 +266,9 @@ class ReusedClientRedisCacheClient(RedisCacheClient):
                 client.delete(key)
             return ret
         expiry = () if timeout is None else ("EX", timeout)
-        return self._own_command("SET", key, value, *expiry, "NX", write=True) is not None
+        return (
+            self._own_command("SET", key, value, *expiry, "NX", write=True, once=True) is not None
+        )
 
     def get(self, key, default):
         value = self.get_client(key).get(key)

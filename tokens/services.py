@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from typing import Any
 
 from django.conf import settings
@@ -316,7 +317,7 @@ _PASSTHROUGH_TYPES = frozenset(
         models.DateTimeField,
     }
 )
-_preparers: dict[type[models.Model], list[tuple[str, models.Field, bool]]] = {}
+_preparers: dict[type[models.Model], list[tuple[str, models.Field, bool, bool]]] = {}
 
 
 def _values(model: type[models.Model], fields: dict[str, Any]) -> list[Any]:
@@ -327,13 +328,21 @@ def _values(model: type[models.Model], fields: dict[str, Any]) -> list[Any]:
     """
     preparers = _preparers.get(model)
     if preparers is None:
-        preparers = [(f.attname, f, type(f) in _PASSTHROUGH_TYPES) for f in _insertable(model)]
+        preparers = [
+            (f.attname, f, type(f) in _PASSTHROUGH_TYPES, bool(f.choices))
+            for f in _insertable(model)
+        ]
         _preparers[model] = preparers
     values = []
     # The wrapper itself, not the module-level proxy that looks it up on every use.
     db = connections[DEFAULT_DB_ALIAS]
-    for attname, field, passthrough in preparers:
+    for attname, field, passthrough, has_choices in preparers:
         value = fields[attname] if attname in fields else field.get_default()
+        if has_choices and isinstance(value, Enum):
+            # A TextChoices member as its plain value (the same text): psycopg finds no
+            # dumper for the enum class itself and walks its MRO, raising and catching
+            # KeyErrors, on every execute.
+            value = value.value
         values.append(value if passthrough else field.get_db_prep_save(value, db))
     return values
 

@@ -137,6 +137,15 @@ class AuthMethod:
         """Whose cache entry to fetch; ``None`` for credentials that name no machine."""
         return credentials.client_id
 
+    def cache_keys(self, client_id: str) -> tuple[str, ...]:
+        """Shared-cache keys ``verify`` reads for this machine (none by default).
+
+        ``clients.authentication`` fetches them in the same round trip as the
+        machine's entry and the throttle state, and hands ``verify`` what came
+        back as ``prefetched`` (a key absent there: missing, or the cache is down).
+        """
+        return ()
+
     def verify(
         self,
         *,
@@ -144,11 +153,13 @@ class AuthMethod:
         entry: MachineAuthEntry | None,
         context: RequestContext,
         now: float,
+        prefetched: Mapping[str, Any],
     ) -> Verification:
         """Whether the credentials are the machine's (``entry`` None: unknown client).
 
         Only the credential itself: the method allow-list, the enabled flag and
         the IP allow-list are checked by ``clients.authentication`` for every method.
+        ``prefetched``: what the cache returned for ``cache_keys``.
         """
         raise NotImplementedError
 

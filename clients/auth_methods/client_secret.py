@@ -197,7 +197,7 @@ def last_used_reset() -> None:
 class _ClientSecretMethod(AuthMethod):
     uses_secret = True
 
-    def verify(self, *, credentials, entry, context, now) -> Verification:
+    def verify(self, *, credentials, entry, context, now, prefetched) -> Verification:
         if entry is None:
             # Same work as a known client, so timing says little about existence.
             secret_digest(

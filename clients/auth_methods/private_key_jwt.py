@@ -83,7 +83,7 @@ class PrivateKeyJWT(AuthMethod):
             audiences=presented.assertion_audiences,
         )
 
-    def verify(self, *, credentials, entry, context, now) -> Verification:
+    def verify(self, *, credentials, entry, context, now, prefetched) -> Verification:
         assertion: ClientAssertion = credentials.assertion
         details = _kid_for_audit(assertion)
         reason = assertion_header_check(assertion)

@@ -169,12 +169,30 @@ def _decode(
         return None
 
 
-def machine_trusts(*, client_id: str) -> tuple[CachedTrust, ...]:
-    """The machine's trusts: one cache read (entry and generation), the database on a miss."""
-    read_at = time.time()
+# ``machine_trusts``'s default: nothing was read from the cache yet.
+_UNREAD = object()
+
+
+def machine_trusts(
+    *,
+    client_id: str,
+    cached: object = _UNREAD,
+    generation: object = None,
+    read_at: float | None = None,
+) -> tuple[CachedTrust, ...]:
+    """The machine's trusts: one cache read (entry and generation), the database on a miss.
+
+    ``cached`` and ``generation``: what the cache already returned under
+    ``trusts_cache_key`` and ``machine_generation_key`` (``None`` for nothing),
+    when the caller read them with other keys in one round trip
+    (``clients.authentication``, at ``read_at``); they are then not read again.
+    """
+    if cached is _UNREAD or read_at is None:
+        read_at = time.time()
     key, generation_key = trusts_cache_key(client_id), machine_generation_key(client_id)
-    values = cache_safely(cache.get_many, [key, generation_key], default={})
-    cached, generation = values.get(key), values.get(generation_key)
+    if cached is _UNREAD:
+        values = cache_safely(cache.get_many, [key, generation_key], default={})
+        cached, generation = values.get(key), values.get(generation_key)
     generation = generation if type(generation) is str else ""
     trusts = _decode(client_id, cached, generation, time.time())
     if trusts is not None:

@@ -82,6 +82,68 @@ def test_writes_go_on_the_threads_connection_and_answer_as_djangos():
     cache.delete_many(["w-add", "w-set", "w-forever"])
 
 
+@pytest.mark.redis
+def test_add_takes_a_key_once_with_its_timeout_on_the_threads_own_connection():
+    cache.delete("taken")
+    assert cache.get_many(["taken"]) == {}  # this thread's connection is open
+    own = cache._cache._local.held[1][0]
+    admin = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+
+    assert cache.add("taken", 1, 60) is True
+    assert cache.add("taken", 2, 60) is False
+    assert cache.add("taken", {"other": "value"}, 60) is False
+
+    assert cache.get("taken") == 1
+    assert 0 < admin.ttl(cache.make_key("taken")) <= 60
+    assert cache._cache._local.held[1][0] is own  # no pool checkout
+    assert cache.add("forever", "v", None) is True  # without a timeout: Django's own path
+    assert admin.ttl(cache.make_key("forever")) == -1
+    cache.delete_many(["taken", "forever"])
+
+
+@pytest.mark.redis
+def test_an_add_on_a_killed_connection_is_sent_again_once():
+    cache.delete("after-kill")
+    cache.get_many(["after-kill"])
+    own = cache._cache._local.held[1][0]
+    own.send_command("CLIENT", "ID")
+    client_id = own.read_response()
+    admin = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+    assert admin.client_kill_filter(_id=client_id) == 1
+
+    assert cache.add("after-kill", 1, 60) is True
+    assert cache.add("after-kill", 1, 60) is False
+    cache.delete("after-kill")
+
+
+@pytest.mark.redis
+def test_an_add_whose_answer_is_lost_is_not_sent_again(monkeypatch):
+    cache.delete("lost-answer")
+    cache.get_many(["lost-answer"])
+    own = cache._cache._local.held[1][0]
+    sent = []
+    real_send = own.send_command
+
+    def send(*args, **kwargs):
+        sent.append(args[0])
+        return real_send(*args, **kwargs)
+
+    def lost(*args, **kwargs):
+        raise redis.exceptions.ConnectionError("Connection reset by peer")
+
+    monkeypatch.setattr(own, "send_command", send)
+    monkeypatch.setattr(own, "read_response", lost)
+
+    with pytest.raises(redis.exceptions.ConnectionError):
+        cache.add("lost-answer", 1, 60)
+
+    # Sent once and applied: resending would have answered "taken" for this very call.
+    assert sent == ["SET"]
+    monkeypatch.undo()
+    assert cache.add("lost-answer", 1, 60) is False
+    cache.delete("lost-answer")
+
+
 def test_an_unreachable_redis_raises_a_redis_error_for_the_caller_to_handle():
     backend = _backend("redis://127.0.0.1:1/0")  # nothing listens there
     with pytest.raises(redis.exceptions.ConnectionError):

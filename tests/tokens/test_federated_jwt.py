@@ -194,6 +194,38 @@ def test_a_replayed_assertion(client, machine, github_trust, oidc_issuer):
     _refused(client, machine, token, reason="replayed")
 
 
+class _CacheWithoutGet:
+    """The real cache, except that a lone ``get`` fails the request."""
+
+    def get(self, *args, **kwargs):
+        raise AssertionError("read on its own, not with the machine's entry")
+
+    def __getattr__(self, name):
+        from django.core.cache import cache
+
+        return getattr(cache, name)
+
+
+def test_the_trusts_come_back_with_the_machine_entry_in_one_cache_read(
+    client, machine, github_trust, oidc_issuer, monkeypatch, clean_cache
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from clients.federation import selectors
+
+    first = _post(client, assertion=oidc_issuer.github_token(), client_id=machine.client_id)
+    assert first.status_code == 200  # the machine's entry and its trusts are now cached
+    monkeypatch.setattr(selectors, "cache", _CacheWithoutGet())
+
+    with CaptureQueriesContext(connection) as queries:
+        second = _post(client, assertion=oidc_issuer.github_token(), client_id=machine.client_id)
+
+    assert second.status_code == 200, second.content
+    assert [q["sql"] for q in queries if "federationtrust" in q["sql"]] == []
+    assert AuditEvent.objects.filter(event_type="token.issued").count() == 2
+
+
 def test_an_issuer_whose_jwks_is_down(client, machine, github_trust, oidc_issuer):
     oidc_issuer.down = True
     _refused(client, machine, oidc_issuer.github_token(), reason="issuer_keys_unavailable:http_503")
