@@ -408,7 +408,6 @@ class ChainWalker:
         self.position = anchor_position
         self.hash = anchor_hash
         self.contiguous = contiguous
-        self.hashes_at: dict[int, str] = {}
 
     def feed(
         self, record: Mapping[str, Any], prev_hash: str, stored_hash: str, *, line=None
