@@ -147,3 +147,24 @@ def test_unsealed_events_are_reported_not_broken(sealed_chain, make_events):
 
     assert report.ok
     assert (report.checked, report.unsealed, report.head_position) == (6, 2, 6)
+
+
+def test_an_anchor_moved_without_a_prune_checkpoint_is_named(sealed_chain):
+    """The oldest events and seals deleted as if pruned, with no signed prune checkpoint:
+    the next scheduled checkpoint signs the seal table's new anchor, and is refused."""
+    tamper(
+        "DELETE FROM audit_auditevent WHERE id IN "
+        "(SELECT event_id FROM audit_auditseal WHERE position <= 3)"
+    )
+    tamper("DELETE FROM audit_auditseal WHERE position < 3")
+    laundering = audit_checkpoint_create()
+    assert (laundering.kind, laundering.anchor_position) == ("scheduled", 3)
+
+    report = audit_chain_verify()
+
+    assert report.problem.position == 3
+    assert str(report.problem).startswith(
+        "position 3: the prune anchor moved without a prune checkpoint "
+        f"[checkpoint id {laundering.pk} (scheduled, position 6, created "
+    )
+    assert (report.checkpoints, report.checked, report.anchor_position) == (1, 0, 0)
