@@ -124,10 +124,28 @@ def test_recomputed_chain_is_caught_by_the_signed_checkpoint(sealed_chain):
 
 
 def test_deleting_the_newest_events_is_caught_by_the_checkpoint(sealed_chain):
-    audit_checkpoint_create()
+    signed = audit_checkpoint_create()
     tamper("DELETE FROM audit_auditseal WHERE position >= 5")
 
     assert _broken_at() == (5, "missing (a checkpoint signed position 6)")
+    # The report names the checkpoint that signed the missing positions.
+    assert str(audit_chain_verify().problem).startswith(
+        "position 5: missing (a checkpoint signed position 6) "
+        f"[checkpoint id {signed.pk} (scheduled, position 6, created "
+    )
+
+
+def test_an_event_inserted_below_the_sealed_head_is_named(sealed_chain, make_events):
+    """An event row given an id below the sealer's horizon is never sealed: outside the chain."""
+    [planted] = make_events(1)
+    tamper("UPDATE audit_auditevent SET id = 0 WHERE id = %s", [planted.pk])
+
+    report = audit_chain_verify()
+
+    assert report.problem == chain.Problem(
+        None, "event id 0 is below the sealed head but not sealed"
+    )
+    assert (report.checked, report.head_position, report.unsealed) == (6, 6, 0)
 
 
 def test_forged_checkpoint_signature_is_named(sealed_chain):
