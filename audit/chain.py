@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import binascii
 import csv
 import hashlib
 import io
@@ -97,7 +98,21 @@ def b64url(data: bytes) -> str:
 
 
 def b64url_decode(value: str) -> bytes:
-    return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    """Strict: only the unpadded URL-safe spelling ``b64url`` writes, else ``ValueError``.
+
+    One spelling per value (RFC 7515 section 2): a signature re-spelled with padding,
+    ``+``/``/``, stray characters or other trailing bits would still verify, yet give
+    its checkpoint another digest than the one the next checkpoint and the witness hold.
+    """
+    if not isinstance(value, str):
+        raise ValueError("not base64url")
+    try:
+        data = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except binascii.Error as exc:
+        raise ValueError("not base64url") from exc
+    if b64url(data) != value:
+        raise ValueError("not base64url")
+    return data
 
 
 def format_timestamp(value: datetime) -> str:
@@ -393,7 +408,6 @@ class ChainWalker:
         self.position = anchor_position
         self.hash = anchor_hash
         self.contiguous = contiguous
-        self.hashes_at: dict[int, str] = {}
 
     def feed(
         self, record: Mapping[str, Any], prev_hash: str, stored_hash: str, *, line=None

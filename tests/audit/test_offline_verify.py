@@ -298,6 +298,18 @@ def test_every_witness_is_compared_and_each_own_chain_problem_is_named(tmp_path)
     ]
 
 
+def test_a_matching_witness_does_not_hide_the_manifests_own_problems(tmp_path):
+    lines = events(3)
+    path, body = _jsonl(tmp_path, lines)
+    witnessed = [(1, checkpoint(2, lines[1]["hash"], kind="scheduled", created_at=EARLIER))]
+    forged = {**body, "file_sha256": "0" * 64}
+
+    assert chain.verify_export(path, forged, witnesses={"w": witnessed}) == [
+        "manifest: signature invalid or key not trusted",
+        "file: SHA-256 differs from the manifest (the file was changed)",
+    ]
+
+
 def test_an_export_behind_a_witnessed_checkpoint_is_a_rollback(tmp_path):
     lines = events(3)
     path, body = _jsonl(tmp_path, lines)

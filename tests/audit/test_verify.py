@@ -124,10 +124,28 @@ def test_recomputed_chain_is_caught_by_the_signed_checkpoint(sealed_chain):
 
 
 def test_deleting_the_newest_events_is_caught_by_the_checkpoint(sealed_chain):
-    audit_checkpoint_create()
+    signed = audit_checkpoint_create()
     tamper("DELETE FROM audit_auditseal WHERE position >= 5")
 
     assert _broken_at() == (5, "missing (a checkpoint signed position 6)")
+    # The report names the checkpoint that signed the missing positions.
+    assert str(audit_chain_verify().problem).startswith(
+        "position 5: missing (a checkpoint signed position 6) "
+        f"[checkpoint id {signed.pk} (scheduled, position 6, created "
+    )
+
+
+def test_an_event_inserted_below_the_sealed_head_is_named(sealed_chain, make_events):
+    """An event row given an id below the sealer's horizon is never sealed: outside the chain."""
+    [planted] = make_events(1)
+    tamper("UPDATE audit_auditevent SET id = 0 WHERE id = %s", [planted.pk])
+
+    report = audit_chain_verify()
+
+    assert report.problem == chain.Problem(
+        None, "event id 0 is below the sealed head but not sealed"
+    )
+    assert (report.checked, report.head_position, report.unsealed) == (6, 6, 0)
 
 
 def test_forged_checkpoint_signature_is_named(sealed_chain):
@@ -147,3 +165,24 @@ def test_unsealed_events_are_reported_not_broken(sealed_chain, make_events):
 
     assert report.ok
     assert (report.checked, report.unsealed, report.head_position) == (6, 2, 6)
+
+
+def test_an_anchor_moved_without_a_prune_checkpoint_is_named(sealed_chain):
+    """The oldest events and seals deleted as if pruned, with no signed prune checkpoint:
+    the next scheduled checkpoint signs the seal table's new anchor, and is refused."""
+    tamper(
+        "DELETE FROM audit_auditevent WHERE id IN "
+        "(SELECT event_id FROM audit_auditseal WHERE position <= 3)"
+    )
+    tamper("DELETE FROM audit_auditseal WHERE position < 3")
+    laundering = audit_checkpoint_create()
+    assert (laundering.kind, laundering.anchor_position) == ("scheduled", 3)
+
+    report = audit_chain_verify()
+
+    assert report.problem.position == 3
+    assert str(report.problem).startswith(
+        "position 3: the prune anchor moved without a prune checkpoint "
+        f"[checkpoint id {laundering.pk} (scheduled, position 6, created "
+    )
+    assert (report.checkpoints, report.checked, report.anchor_position) == (1, 0, 0)

@@ -14,7 +14,7 @@ from audit import chain, witness
 from audit.choices import CheckpointKind
 from audit.context import Actor
 from audit.models import AuditCheckpoint
-from audit.selectors import AuditFilters
+from audit.selectors import AuditFilters, VerifyReport, audit_chain_verify
 from audit.services import (
     audit_checkpoint_create,
     audit_export,
@@ -410,3 +410,41 @@ def test_a_rollback_is_named_even_when_the_clock_went_back(make_events, witness_
         f"position 2: rolled back: the database's newest is checkpoint id {kept.pk} "
         "(scheduled, position 1, created 2026-06-01T00:00:00.000000Z)"
     ) in err
+
+
+def test_the_report_counts_everything_it_checked(witnessed, make_events):
+    make_events(2)  # recorded, not sealed yet
+    witnesses, notes = witness.witness_files_read()
+
+    report = audit_chain_verify(witnesses=witnesses, chunk_size=2)
+
+    assert notes == []
+    assert report == VerifyReport(
+        checked=6,
+        head_position=6,
+        anchor_position=0,
+        checkpoints=3,
+        unsealed=2,
+        witnessed={f"witness {witnessed}": 3},
+        problem=None,
+        notes=[],
+    )
+
+
+def test_a_report_that_stops_at_a_checkpoint_counts_those_before_it(witnessed):
+    newest = AuditCheckpoint.objects.order_by("-id").first()
+    tamper("UPDATE audit_auditcheckpoint SET head_hash = %s WHERE id = %s", ["e" * 64, newest.pk])
+    witnesses, _ = witness.witness_files_read()
+
+    report = audit_chain_verify(witnesses=witnesses)
+
+    assert (report.checkpoints, report.checked, report.head_position, report.witnessed) == (
+        2,
+        0,
+        0,
+        {},
+    )
+    assert str(report.problem).startswith(
+        "position 6: a checkpoint here has an invalid signature or an untrusted key "
+        f"[checkpoint id {newest.pk} (scheduled, position 6, created "
+    )

@@ -49,6 +49,12 @@ def test_method_names_are_checked_against_the_registry_and_put_in_its_order():
     assert auth_methods_check(["client_secret_post", "client_secret_basic"]) == SECRET_METHODS
     with pytest.raises(ValueError, match="Unknown authentication method"):
         auth_methods_check(["client_secret_jwt"])
+    # The message an operator reads names every unknown method, sorted.
+    with pytest.raises(ValueError) as raised:
+        auth_methods_check(["tls_client_auth", "client_secret_post", "client_secret_jwt"])
+    assert str(raised.value) == (
+        "Unknown authentication method(s): client_secret_jwt, tls_client_auth."
+    )
 
 
 def test_two_methods_in_one_request_are_refused():

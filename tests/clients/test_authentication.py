@@ -747,3 +747,34 @@ def test_uses_of_several_machines_are_written_in_one_batch_per_interval(
         "billing-job": "2030-01-01T12:01:01+00:00",
         "other-job": "2030-01-01T12:00:05+00:00",
     }
+
+
+def test_a_method_that_names_no_machine_never_authenticates(db, monkeypatch):
+    """Defence in depth for the method registry: a method whose credentials name no
+    machine (``client_id_for`` None) and that answers success is still refused."""
+    from clients.auth_methods import AuthMethod, Credentials, Verification
+
+    class Lenient(AuthMethod):
+        name = "lenient_for_test"
+        label = "says yes"
+
+        def client_id_for(self, credentials):
+            return None
+
+        def verify(self, **kwargs):
+            return Verification(details={"said": "yes"})
+
+    monkeypatch.setattr("clients.authentication.auth_method", lambda name: Lenient())
+
+    with pytest.raises(ClientAuthError) as raised:
+        client_authenticate(
+            credentials=Credentials(client_id=None, method="lenient_for_test"),
+            context=RequestContext(source_ip="192.0.2.1"),
+        )
+
+    assert raised.value.reason == "unknown_client"
+    denied = AuditEvent.objects.get(event_type=EventType.TOKEN_DENIED)
+    assert (denied.reason, denied.details) == (
+        "unknown_client",
+        {"method": "lenient_for_test", "said": "yes"},
+    )

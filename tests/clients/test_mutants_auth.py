@@ -278,6 +278,33 @@ def test_an_unrelated_query_parameter_does_not_refuse_the_credentials():
     )
 
 
+def test_an_assertion_type_in_the_url_is_not_a_credential():
+    # client_assertion_type names a method and proves nothing: in the URL it is ignored.
+    request = _request(
+        path="/oauth/token?client_assertion_type=x", HTTP_AUTHORIZATION="Basic " + _b64(b"cid:sec")
+    )
+
+    assert client_credentials_from_request(request) == ClientCredentials(
+        client_id="cid", secret="sec", method="client_secret_basic"
+    )
+
+
+@pytest.mark.parametrize(
+    ("client_id", "refusal"),
+    [
+        ("c" * 1000, TOO_LONG),
+        ("cid\u00e9", NOT_ASCII),
+        ("cid", ("invalid_client", "client authentication required", 401)),
+    ],
+)
+def test_a_client_id_alone_is_checked_before_authentication_is_asked_for(client_id, refusal):
+    from urllib.parse import urlencode
+
+    request = _request(urlencode({"grant_type": "client_credentials", "client_id": client_id}))
+
+    assert _refusal(request) == refusal
+
+
 def test_credentials_in_the_url_are_refused_even_without_the_secret():
     request = _request("client_secret=sec", path="/oauth/token?client_id=cid")
 

@@ -194,3 +194,23 @@ def test_failures_spread_over_one_ipv6_64_are_throttled_together(machine_and_sec
     assert _throttled(machine.client_id, attempt=raw, ip="2001:db8:7:7:ffff::1") == 1
     # ...the next /64 is not.
     _try(machine.client_id, raw, ip="2001:db8:7:8::1")
+
+
+def test_a_throttled_request_is_told_so_and_counted(machine_and_secret, time_machine, settings):
+    from core import metrics
+
+    settings.METRICS_ENABLED = True
+    machine, _ = machine_and_secret
+    time_machine.move_to(START, tick=False)
+    for _ in range(THROTTLE_CLIENT_IP_FREE_FAILURES + 1):
+        _fail(machine.client_id)
+    counted = metrics.THROTTLED.labels("client_authentication")._value.get()
+
+    with pytest.raises(SlowDown) as raised:
+        _try(machine.client_id, "wrong")
+
+    assert (raised.value.error, raised.value.description) == (
+        "slow_down",
+        "Too many requests; retry later.",
+    )
+    assert metrics.THROTTLED.labels("client_authentication")._value.get() == counted + 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
@@ -10,6 +12,8 @@ from audit import chain
 from core import jose
 
 BYTES = [b"", b"\x00", b"\xff", b"\xfb\xff", b"ab", b"abc", bytes(range(256)), b"\xff" * 33]
+# Encodes to "AAAX": a trailing X must survive the padding strip.
+BYTES.append(b"\x00\x00\x17")
 
 
 @pytest.mark.parametrize("data", BYTES)
@@ -54,9 +58,9 @@ def test_thumbprint_of_rfc7638_example():
     assert chain.jwk_thumbprint(jwk) == jose.jwk_thumbprint(jwk)
 
 
-@pytest.mark.parametrize("value", ["a+b", "a/b", "ab=", "é", "a b", "a\n"])
+@pytest.mark.parametrize("value", ["a+b", "a/b", "ab=", "é", "a b", "a\n", "A", "AAAAA", 3, None])
 def test_b64url_decode_is_strict(value):
-    with pytest.raises(ValueError, match="not base64url"):
+    with pytest.raises(ValueError, match=r"^not base64url$"):
         jose.b64url_decode(value)
 
 
@@ -175,3 +179,121 @@ def test_ps256_uses_a_salt_as_long_as_the_hash():
     theirs = private.sign(b"a.b", rfc_pss, hashes.SHA256())
     verifier = jose.Verifier(kid="k", algorithm=jose.PS256, public_key=private.public_key())
     assert verifier.verify(b"a.b", theirs) is True
+
+
+def _segment(value) -> str:
+    return jose.b64url(json.dumps(value).encode())
+
+
+def test_a_header_naming_another_algorithm_than_the_keys_never_verifies():
+    """Algorithm confusion: the kid names an ES256 key, the header says ES384, and the
+    signature is the ES256 key's own over exactly that header."""
+    private = ec.derive_private_key(7, ec.SECP256R1())
+    verifier = jose.verifier_from_jwk(jose.public_jwk(private.public_key()), algorithm=jose.ES256)
+    signer = jose.Signer(kid=verifier.kid, algorithm=jose.ES256, private_key=private)
+    for alg in (jose.ES384, "none", "HS256", None):
+        signing_input = f"{_segment({'alg': alg, 'kid': verifier.kid})}.{_segment({'a': 1})}"
+        signature = jose.b64url(signer._signature(signing_input.encode()))
+        parsed = jose.jws_parse(f"{signing_input}.{signature}")
+        assert parsed.claims == {"a": 1}
+
+        with pytest.raises(jose.InvalidJWS, match=r"^unknown key or algorithm$"):
+            jose.jws_verify(parsed, {verifier.kid: verifier})
+
+
+@pytest.mark.parametrize("kid", [["k"], {"k": 1}, 1, None])
+def test_a_kid_that_is_not_a_string_names_no_key(kid):
+    parsed = jose.jws_parse(f"{_segment({'alg': 'ES256', 'kid': kid})}.{_segment({})}.AA")
+
+    with pytest.raises(jose.InvalidJWS, match=r"^unknown key or algorithm$"):
+        jose.jws_verify(parsed, {"k": None})
+
+
+@pytest.mark.parametrize("algorithm", ["HS256", "none", "", "es256"])
+def test_no_key_fits_an_algorithm_outside_the_allow_list(algorithm):
+    for make in ALGORITHM_KEYS.values():
+        key = make()
+        assert jose.key_fits(key, algorithm) is False
+        assert jose.key_fits(key.public_key(), algorithm) is False
+
+
+@pytest.mark.parametrize(
+    ("token", "message"),
+    [
+        (None, "not a compact JWS"),
+        (b"a.b.c", "not a compact JWS"),
+        ("é.a.b", "not a compact JWS"),
+        ("a.b", "not a compact JWS"),
+        ("a.b.c.d", "not a compact JWS"),
+        ("a..b", "not a compact JWS"),
+        (".a.b", "not a compact JWS"),
+        ("a.b.", "not a compact JWS"),
+        ("a$.e30.AA", "not base64url"),
+        ("e30.e30.A$", "not base64url"),
+        ("bm8.e30.AA", "not JSON"),
+        ("e30.W10.AA", "not a JSON object"),
+        ("W10.e30.AA", "not a JSON object"),
+    ],
+)
+def test_malformed_compact_jws_are_refused_unparsed(token, message):
+    with pytest.raises(jose.InvalidJWS, match=f"^{message}$"):
+        jose.jws_parse(token)
+
+
+def test_a_jws_of_exactly_the_maximum_length_is_parsed_and_one_more_is_not():
+    head = f"{_segment({'alg': 'ES256'})}."
+    claims = {"pad": "x" * jose.MAX_JWS_LENGTH}
+    while len(head + _segment(claims) + ".AA") > jose.MAX_JWS_LENGTH:
+        claims["pad"] = claims["pad"][:-1]
+    token = head + _segment(claims) + ".AA"
+    token += "A" * (jose.MAX_JWS_LENGTH - len(token))
+    assert len(token) == jose.MAX_JWS_LENGTH and len(token.split(".")[2]) % 4 != 1
+
+    assert jose.jws_parse(token).claims == claims
+    with pytest.raises(jose.InvalidJWS, match=r"^not a compact JWS$"):
+        jose.jws_parse(token + "A")
+
+
+def test_b64url_keeps_a_trailing_x():
+    assert jose.b64url(b"\x00\x00\x17") == "AAAX"
+
+
+@pytest.mark.parametrize("algorithm", [jose.ES256, jose.ES384])
+def test_an_ecdsa_signature_of_another_length_never_verifies(algorithm):
+    private = ALGORITHM_KEYS[algorithm]()
+    verifier = jose.Verifier(kid="k", algorithm=algorithm, public_key=private.public_key())
+    signer = jose.Signer(kid="k", algorithm=algorithm, private_key=private)
+    signature = signer._signature(b"a.b")
+    assert len(signature) == {jose.ES256: 64, jose.ES384: 96}[algorithm]
+    assert verifier.verify(b"a.b", signature) is True
+
+    for length in (0, 1, len(signature) - 1, len(signature) + 1, 2 * len(signature)):
+        assert verifier.verify(b"a.b", (signature * 2)[:length]) is False
+
+
+def _ec_key_with_a_short_coordinate(coordinate: str):
+    """A P-256 key whose x (or y) has a leading zero byte: the JWK still spells 32 bytes."""
+    for scalar in range(1, 100_000):
+        public = ec.derive_private_key(scalar, ec.SECP256R1()).public_key()
+        if getattr(public.public_numbers(), coordinate) < 1 << 248:
+            return public
+    raise AssertionError("no such key")
+
+
+@pytest.mark.parametrize("coordinate", ["x", "y"])
+def test_ec_coordinates_are_written_at_the_curves_full_size(coordinate):
+    public = _ec_key_with_a_short_coordinate(coordinate)
+
+    jwk = jose.public_jwk(public)
+
+    assert len(jose.b64url_decode(jwk["x"])) == len(jose.b64url_decode(jwk["y"])) == 32
+    assert jose.public_jwk(jose.public_key_from_jwk(jwk)) == jwk
+
+
+def test_public_jwk_refuses_keys_it_cannot_publish():
+    from cryptography.hazmat.primitives.asymmetric import x25519
+
+    with pytest.raises(ValueError, match=r"^unsupported curve$"):
+        jose.public_jwk(ec.generate_private_key(ec.SECP521R1()).public_key())
+    with pytest.raises(ValueError, match=r"^unsupported key type$"):
+        jose.public_jwk(x25519.X25519PrivateKey.generate().public_key())
