@@ -75,7 +75,10 @@ def bar_chart(buckets: list[tuple[str, str, int, int]], *, label_every: int) -> 
         )
         if index % label_every == 0:
             labels.append((round(x + slot / 2, 2), label))
-    gridlines = [(round(bottom - HEIGHT * part / 2, 2), f"{top * part // 2:,}") for part in (1, 2)]
+    # A line at half height only where half the top is a whole count (not for 1 or 5):
+    # rounded down, it printed a second "0" on an empty chart and "2" at 2.5.
+    halves = (1, 2) if top % 2 == 0 else (2,)
+    gridlines = [(round(bottom - HEIGHT * part / 2, 2), f"{top * part // 2:,}") for part in halves]
     return Chart(
         bars=bars,
         labels=labels,

@@ -177,3 +177,27 @@ def test_dashboard_page_by_role(client, machines, signing_key):
     assert '<svg class="chart"' in body
     assert "<script" not in body.split("</head>", 1)[1]  # no inline script in the page body
     assert "View site" not in body
+
+
+@pytest.mark.parametrize(
+    ("counts", "labels"),
+    [
+        ([(0, 0)], ["1"]),  # empty: the top line only, no second "0"
+        ([(1, 1)], ["1", "2"]),
+        ([(3, 1)], ["5"]),  # half of 5 is no whole count
+        ([(40, 7)], ["25", "50"]),
+        ([(1500, 0)], ["1,000", "2,000"]),
+    ],
+)
+def test_chart_gridlines_are_whole_counts_at_their_height(counts, labels):
+    from identity_portal.console.charts import HEIGHT, TOP, bar_chart
+
+    chart = bar_chart(
+        [(f"{i}h", f"hour {i}", issued, refused) for i, (issued, refused) in enumerate(counts)],
+        label_every=1,
+    )
+
+    assert [label for _, label in chart.gridlines] == labels
+    top = int(labels[-1].replace(",", ""))
+    for y, label in chart.gridlines:
+        assert y == round(TOP + HEIGHT - HEIGHT * int(label.replace(",", "")) / top, 2)
