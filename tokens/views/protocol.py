@@ -45,10 +45,14 @@ INVALID_CLIENT_BODY = json.dumps(
 ).encode("ascii")
 
 
+# One encoder for every answer: ``json.dumps`` with ``separators`` builds a new one per call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def json_response(payload: dict, *, status: int = 200) -> HttpResponse:
     """JSON that no cache keeps (RFC 6749 section 5.1)."""
     response = HttpResponse(
-        json.dumps(payload, separators=(",", ":")), status=status, content_type="application/json"
+        _COMPACT_JSON.encode(payload), status=status, content_type="application/json"
     )
     response["Cache-Control"] = "no-store"
     response["Pragma"] = "no-cache"
