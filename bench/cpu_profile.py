@@ -14,11 +14,13 @@ per client-authentication path:
 - with ``--profile N``, the top ``N`` functions of one more batch under cProfile.
 
 Paths: ``secret`` (HTTP Basic, one machine, as the bench's ``portal`` series),
-``private_key_jwt`` (ES256 assertions, each with its own ``jti``) and
+``private_key_jwt`` (ES256 assertions, each with its own ``jti``),
 ``federated`` (RS256 tokens from a loopback OIDC issuer, a trust with a CEL
-condition), prepared through the management commands as the bench prepares
-them. Only ``secret`` needs nothing newer than the portal itself, so the same
-file runs in an older checkout (``--paths secret``) to compare revisions.
+condition) and ``introspect`` (one resource server introspecting one token
+again and again, as the bench's ``introspect`` series), prepared through the
+management commands as the bench prepares them. Only ``secret`` needs nothing
+newer than the portal itself, so the same file runs in an older checkout
+(``--paths secret``) to compare revisions.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/mip_cpu REDIS_URL=redis://127.0.0.1:6379/5 \\
       .venv/bin/python -m bench.cpu_profile --paths secret,private_key_jwt,federated --profile 25
@@ -50,7 +52,8 @@ SCOPE = "read"
 AUDIENCE = "https://api.example"
 TOKEN_BODY = f"grant_type=client_credentials&scope={SCOPE}&resource={quote(AUDIENCE, safe='')}"
 HOST = "127.0.0.1:8000"
-PATHS = ("secret", "private_key_jwt", "federated")
+PATHS = ("secret", "private_key_jwt", "federated", "introspect")
+INTROSPECT_SCOPE = "tokens:introspect"
 
 
 def _manage(*args: str) -> str:
@@ -129,14 +132,17 @@ class Workloads:
         self.requests: dict[str, list[tuple[str, dict[str, str]]]] = {}
         self.closers = []
         if "secret" in paths:
-            created = _machine(run_id, "secret")
-            pair = (
-                f"{quote(created['client_id'], safe='')}:{quote(created['client_secret'], safe='')}"
-            )
-            basic = base64.b64encode(pair.encode()).decode()
             self.requests["secret"] = [
-                (TOKEN_BODY, {"HTTP_AUTHORIZATION": f"Basic {basic}"})
+                (TOKEN_BODY, self._basic(_machine(run_id, "secret")))
             ] * total
+        if "introspect" in paths:
+            # The token to introspect is issued once the application is up (main).
+            self.introspect_token_request = self._basic(_machine(run_id, "issued"))
+            _manage("scope", "create", INTROSPECT_SCOPE, "--description", "Introspection")
+            self.introspector = self._basic(
+                _machine(run_id, "introspector", "--scope", INTROSPECT_SCOPE)
+            )
+            self.total = total
         if "private_key_jwt" in paths:
             from bench.servers import AssertionPool
 
@@ -157,6 +163,22 @@ class Workloads:
             self.closers.append(workload.close)
             workload.register(_manage, scope=SCOPE, audience=AUDIENCE, run_id=run_id)
             self.requests["federated"] = [(body, {}) for body in workload.bodies(total)]
+
+    @staticmethod
+    def _basic(created: dict) -> dict[str, str]:
+        pair = f"{quote(created['client_id'], safe='')}:{quote(created['client_secret'], safe='')}"
+        return {"HTTP_AUTHORIZATION": f"Basic {base64.b64encode(pair.encode()).decode()}"}
+
+    def introspection_prepare(self, application) -> None:
+        """``introspect``: one token issued through ``application``, its introspections."""
+        if not hasattr(self, "introspector"):
+            return
+        status, body = _call(application, TOKEN_BODY, self.introspect_token_request, body_too=True)
+        if status != 200:
+            raise SystemExit(f"introspect: no token to introspect (HTTP {status})")
+        token = json.loads(body)["access_token"]
+        headers = {**self.introspector, "PATH_INFO": "/oauth/introspect"}
+        self.requests["introspect"] = [(f"token={token}", headers)] * self.total
 
     def close(self) -> None:
         for close in self.closers:
@@ -205,7 +227,7 @@ def _application():
 _PROCESS_ENVIRON: dict[str, str] = {}
 
 
-def _call(application, body: str, headers: dict[str, str]) -> int:
+def _call(application, body: str, headers: dict[str, str], *, body_too: bool = False):
     data = body.encode()
     environ = {
         **_PROCESS_ENVIRON,
@@ -231,12 +253,13 @@ def _call(application, body: str, headers: dict[str, str]) -> int:
     status = []
     response = application(environ, lambda line, _headers, *_: status.append(line))
     try:
-        b"".join(response)
+        content = b"".join(response)
     finally:
         close = getattr(response, "close", None)
         if close:
             close()
-    return int(status[0].split()[0])
+    code = int(status[0].split()[0])
+    return (code, content) if body_too else code
 
 
 def _drive(application, requests, label: str) -> None:
@@ -378,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(wait + 1)  # registration left tombstones in the machine cache: the steady state
         application = _application()
         _PROCESS_ENVIRON.update(os.environ)
+        workloads.introspection_prepare(application)
         counter = RoundTrips()
         if args.callgrind:
             requests = {name: workloads.requests[name] for name in paths}
