@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -143,6 +144,45 @@ class VerifiedToken:
     record: IssuedToken
 
 
+# Tokens whose signature this process has verified, by their exact text, for the
+# keyring that verified them (bounded: a resource server introspects the same
+# token on each request it serves, up to the token's lifetime).
+SIGNATURES_REMEMBERED_MAX = 4096
+_signatures: dict[str, tuple[object, jose.ParsedJWS]] = {}
+_signatures_ring: object = None
+_signatures_lock = threading.Lock()
+
+
+def _signature_verified(token: str) -> jose.ParsedJWS:
+    """``token`` parsed, its signature verified by a key of the current ring.
+
+    Raises ``jose.InvalidJWS``. An ES256 verification costs about a quarter of
+    an introspection's CPU, and whether given bytes verify under given keys
+    never changes, so a token verified once is remembered by its exact text
+    while the keyring is the same object (any key change loads a new ring and
+    forgets them all). Only the signature is remembered: everything that can
+    change (expiry, revocation, the key's and the machine's state) is checked
+    on every call, in ``token_verify``.
+    """
+    global _signatures_ring
+    ring = keyring_current()
+    remembered = _signatures.get(token)
+    # Each entry names its ring: a thread still holding the previous ring never
+    # serves, nor is served, what another ring verified.
+    if remembered is not None and remembered[0] is ring:
+        return remembered[1]
+    parsed = jose.jws_parse(token)
+    jose.jws_verify(parsed, ring.verifiers)
+    with _signatures_lock:
+        if _signatures_ring is not ring:  # a new ring: forget the old one's entries
+            _signatures.clear()
+            _signatures_ring = ring
+        if len(_signatures) >= SIGNATURES_REMEMBERED_MAX:
+            del _signatures[next(iter(_signatures))]  # the oldest
+        _signatures[token] = (ring, parsed)
+    return parsed
+
+
 def token_verify(*, token: str, now: float | None = None) -> VerifiedToken | None:
     """The token's claims when it is an active access token of ours, else None.
 
@@ -151,11 +191,11 @@ def token_verify(*, token: str, now: float | None = None) -> VerifiedToken | Non
     matches, is not revoked, its key is not revoked, its machine is enabled.
     """
     try:
-        parsed = jose.jws_parse(token)
-        jose.jws_verify(parsed, keyring_current().verifiers)
+        parsed = _signature_verified(token)
     except jose.InvalidJWS:
         return None
-    claims = parsed.claims
+    # A copy: the remembered claims are shared by every later call for this token.
+    claims = dict(parsed.claims)
     now = time.time() if now is None else now
     exp, iat = claims.get("exp"), claims.get("iat")
     if (

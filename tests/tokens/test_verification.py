@@ -12,12 +12,14 @@ import pytest
 from django.core.cache import cache
 from django.core.management import call_command
 from django.test import override_settings
+from django.utils import timezone
 
 import tokens.keyring as keyring_module
 from audit.context import Actor
 from core import jose
 from tests.tokens.helpers import token_request
 from tokens import key_material
+from tokens import selectors as token_selectors
 from tokens.keyring import keyring_current
 from tokens.models import IssuedToken, SigningKey
 from tokens.selectors import token_checksum, token_record_for, token_verify
@@ -174,3 +176,75 @@ def test_the_associated_data_of_a_wrapped_key_is_a_fixed_format():
     assert key_material.signing_key_aad(kid="k1", algorithm="ES256") == (
         b'mip tokens.SigningKey wrap v2\x00{"alg":"ES256","kid":"k1"}'
     )
+
+
+def _counting_verifications(monkeypatch) -> list[str]:
+    """The kids ``jose.jws_verify`` checked a signature with, in order."""
+    checked = []
+    real = jose.jws_verify
+
+    def counted(parsed, verifiers):
+        checked.append(parsed.header.get("kid"))
+        return real(parsed, verifiers)
+
+    monkeypatch.setattr(jose, "jws_verify", counted)
+    return checked
+
+
+def test_a_token_verified_once_is_not_verified_again_while_the_ring_is_the_same(
+    client, signing_key, machine_factory, monkeypatch
+):
+    token = _issue(client, machine_factory())
+    checked = _counting_verifications(monkeypatch)
+
+    first = token_verify(token=token)
+    first.claims["scope"] = "changed by a caller"
+    second = token_verify(token=token)
+
+    assert checked == [signing_key.kid]
+    assert second.claims["scope"] == "orders:read"  # each call gets its own claims
+
+
+def test_a_remembered_signature_does_not_keep_a_revoked_or_expired_token_active(
+    client, signing_key, machine_factory
+):
+    token = _issue(client, machine_factory())
+    exp = json.loads(jose.b64url_decode(token.split(".")[1]))["exp"]
+    assert token_verify(token=token, now=exp - 1) is not None
+
+    expired = token_verify(token=token, now=exp)
+    IssuedToken.objects.filter(checksum=token_checksum(token)).update(revoked_at=timezone.now())
+
+    assert expired is None
+    assert token_verify(token=token, now=exp - 1) is None
+
+
+def test_a_new_ring_verifies_every_signature_again(
+    client, signing_key, machine_factory, monkeypatch
+):
+    token = _issue(client, machine_factory())
+    assert token_verify(token=token) is not None
+    checked = _counting_verifications(monkeypatch)
+    ring = keyring_current()
+    monkeypatch.setattr(
+        "tokens.selectors.keyring_current",
+        lambda: type(ring)(**{**vars(ring), "verifiers": {}}),
+    )
+
+    assert token_verify(token=token) is None  # the new ring has no key that verifies it
+    assert checked == [signing_key.kid]
+
+
+def test_the_remembered_signatures_are_bounded(client, signing_key, machine_factory, monkeypatch):
+    monkeypatch.setattr(token_selectors, "SIGNATURES_REMEMBERED_MAX", 2)
+    registered = machine_factory()
+    tokens = [_issue(client, registered) for _ in range(3)]
+    for token in tokens:
+        assert token_verify(token=token) is not None
+    checked = _counting_verifications(monkeypatch)
+
+    assert token_verify(token=tokens[2]) is not None  # the newest two are remembered
+    assert token_verify(token=tokens[1]) is not None
+    assert token_verify(token=tokens[0]) is not None  # the oldest was forgotten
+    assert checked == [signing_key.kid]
+    assert len(token_selectors._signatures) == 2
