@@ -31,6 +31,25 @@ def test_redact_removes_every_credential_shape():
     assert "x=1" in cleaned
 
 
+def test_redaction_ignores_case_and_the_letters_that_fold_onto_ascii():
+    text = (
+        "BEARER abc.def.ghi PASSWORD=hunter2hunter2 Token: t0ps3cret "
+        # The long s and the dotless i match s and i case-insensitively.
+        "pa\u017f\u017fword=folded-secret ba\u017f\u0131c Zm9sZGVk"
+    )
+
+    assert redact(text) == (
+        "BEARER [REDACTED] PASSWORD=[REDACTED] Token: [REDACTED] "
+        "pa\u017f\u017fword=[REDACTED] ba\u017f\u0131c [REDACTED]"
+    )
+
+
+def test_a_line_without_any_credential_shape_is_left_as_it_is():
+    line = '127.0.0.1 "POST /oauth/token" 200 1.2ms token_type=Bearer'
+
+    assert redact(line) == line
+
+
 def test_records_are_redacted_before_any_handler_sees_them(caplog):
     logger = logging.getLogger("oauthlib.test")
     with caplog.at_level(logging.DEBUG, logger="oauthlib.test"):
