@@ -66,8 +66,8 @@ bench-audit: $(VENV)/.installed-dev
 MUTATE_TARGETS ?= 'clients.authentication.*' 'clients.auth_methods.*' 'clients.credentials.*' \
 	'clients.client_assertion.*' 'core.jose.*' \
 	'core.client_address.*' 'tokens.key_material.*' 'tokens.keyring.*' \
-	'tokens.selectors.x_token_verify__*' 'tokens.selectors.x_token_record_for__*' \
-	'tokens.selectors.x_token_checksum__*' 'audit.chain.*' 'audit.selectors.x_audit_chain_verify__*' \
+	'tokens.selectors.x_token_verify__*' 'tokens.selectors.x__signature_verified__*' \
+	'tokens.selectors.x_token_record_for__*' 'tokens.selectors.x_token_checksum__*' 'audit.chain.*' 'audit.selectors.x_audit_chain_verify__*' \
 	'audit.selectors.x_audit_chain_anchor__*' 'audit.selectors.x_audit_chain_head__*'
 MUTATE_CHILDREN ?= 2
 mutate: $(VENV)/.installed-dev
