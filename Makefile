@@ -67,7 +67,8 @@ MUTATE_TARGETS ?= 'clients.authentication.*' 'clients.auth_methods.*' 'clients.c
 	'clients.client_assertion.*' 'core.jose.*' \
 	'core.client_address.*' 'tokens.key_material.*' 'tokens.keyring.*' \
 	'tokens.selectors.x_token_verify__*' 'tokens.selectors.x__signature_verified__*' \
-	'tokens.selectors.x_token_record_for__*' 'tokens.selectors.x_token_checksum__*' 'audit.chain.*' 'audit.selectors.x_audit_chain_verify__*' \
+	'tokens.selectors.x_token_record_for__*' 'tokens.selectors.x_token_checksum__*' \
+	'audit.chain.*' 'audit.selectors.x_audit_chain_verify__*' \
 	'audit.selectors.x_audit_chain_anchor__*' 'audit.selectors.x_audit_chain_head__*'
 MUTATE_CHILDREN ?= 2
 mutate: $(VENV)/.installed-dev
