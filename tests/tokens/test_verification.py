@@ -248,3 +248,13 @@ def test_the_remembered_signatures_are_bounded(client, signing_key, machine_fact
     assert token_verify(token=tokens[0]) is not None  # the oldest was forgotten
     assert checked == [signing_key.kid]
     assert len(token_selectors._signatures) == 2
+
+
+def test_a_token_of_another_issuer_setting_is_not_ours(client, signing_key, machine_factory):
+    # After ISSUER changes, the tokens issued under the old name are no longer ours,
+    # although their records and keys are.
+    token = _issue(client, machine_factory())
+    assert token_verify(token=token) is not None
+
+    with override_settings(ISSUER="https://portal.elsewhere.example"):
+        assert token_verify(token=token) is None
