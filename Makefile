@@ -59,7 +59,7 @@ bench-audit: $(VENV)/.installed-dev
 	DATABASE_URL=$(AUDIT_BENCH_DATABASE_URL) $(BIN)/python bench/audit_bench.py --events $(AUDIT_BENCH_EVENTS)
 
 # Mutation testing of the verification modules (client authentication, token verification,
-# keyring, audit chain and verifier) with mutmut, on SQLite: ~3,100 mutants, ~20 min on 2 busy cores.
+# keyring, audit chain and verifier) with mutmut, on SQLite: ~4,300 mutants, an hour or more on 2 cores.
 # Each mutant runs only the tests that reach the mutated function. Prints the score per
 # module and every surviving mutant (`.venv/bin/mutmut show NAME` shows its diff);
 # docs/mutation.md explains the survivors that are equivalent. Not part of `make test`.
