@@ -78,14 +78,15 @@ def django_db_setup(django_db_setup, django_db_blocker):
         operations.sql_flush = original
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(autouse=True)
 def _fresh_process_state(tmp_path_factory):
-    """Each pytest session starts from the process state a new process has.
+    """Each test starts from the process state a new process has.
 
     ``make mutate`` (mutmut) runs the suite twice in one process before forking
-    its mutants: what a first session leaves in per-process memos or under
-    ``VAR_DIR`` (an HTTPS witness's acknowledged position, the machine cache's
-    logged-once failures, the decoded entries) must not leak into the second.
+    its mutants, and a mutant's triage may run a test once per mutant in one
+    session: what a run leaves in per-process memos or under ``VAR_DIR`` (an
+    HTTPS witness's acknowledged position, the machine cache's logged-once
+    failures, the decoded entries) must not leak into the next.
     """
     from clients import machine_cache
 
