@@ -58,6 +58,21 @@ def test_good_secret_returns_the_machine(machine_and_secret, request_ctx):
     assert found.client_id == machine.client_id
 
 
+def test_the_authenticated_client_names_the_method_that_verified_it(
+    machine_and_secret, request_ctx
+):
+    machine, raw = machine_and_secret
+
+    methods = [
+        client_authenticate(
+            credentials=_creds(machine.client_id, raw, method), context=request_ctx
+        ).method
+        for method in ("client_secret_basic", "client_secret_post")
+    ]
+
+    assert methods == ["client_secret_basic", "client_secret_post"]
+
+
 def test_warm_cache_costs_no_sql_and_carries_scopes_and_audiences(machine_and_secret, request_ctx):
     machine, raw = machine_and_secret
     client_authenticate(credentials=_creds(machine.client_id, raw), context=request_ctx)
@@ -782,3 +797,12 @@ def test_a_method_that_names_no_machine_never_authenticates(db, monkeypatch):
         "unknown_client",
         {"method": "lenient_for_test", "said": "yes"},
     )
+    # No machine named, none recorded: no placeholder an auditor could take for a client_id.
+    assert (
+        denied.actor_kind,
+        denied.actor_id,
+        denied.actor_display,
+        denied.target_kind,
+        denied.target_id,
+        denied.target_display,
+    ) == ("anonymous", "", "", "machine", "", "")
