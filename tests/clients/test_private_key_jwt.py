@@ -359,3 +359,23 @@ def test_the_jti_replay_cache_falls_back_to_the_database_when_the_cache_is_down(
 
     assert (first, again, after_expiry) == (True, False, True)
     assert UsedAssertion.objects.count() == 1
+
+
+def test_the_purge_deletes_the_replay_rows_of_expired_assertions_only(db):
+    from datetime import UTC, datetime, timedelta
+
+    from clients.client_assertion import used_assertions_purge
+    from clients.models import UsedAssertion
+
+    now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+    for key, expires_at in (
+        ("a", now - timedelta(seconds=1)),
+        ("b", now),
+        ("c", now + timedelta(seconds=1)),
+    ):
+        UsedAssertion.objects.create(key=key * 48, expires_at=expires_at)
+
+    deleted = used_assertions_purge(now=now)
+
+    assert deleted == 2
+    assert list(UsedAssertion.objects.values_list("key", flat=True)) == ["c" * 48]
