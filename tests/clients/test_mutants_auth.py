@@ -17,16 +17,21 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from audit.choices import EventType
 from audit.context import Actor
 from audit.models import AuditEvent
+from clients.auth_methods.client_secret import last_used_flush
 from clients.authentication import (
     ClientAuthError,
     ClientCredentials,
     client_authenticate,
     client_credentials_from_request,
 )
-from clients.constants import AUTHORIZATION_HEADER_MAX_LENGTH, LAST_USED_WRITE_INTERVAL
+from clients.constants import (
+    AUTHORIZATION_HEADER_MAX_LENGTH,
+    LAST_USED_FLUSH_INTERVAL,
+    LAST_USED_WRITE_INTERVAL,
+)
 from clients.credentials import UnknownPepper, secret_digest, secret_is_usable
 from clients.models import ClientSecret
-from clients.services import machine_register
+from clients.services import machine_register, secret_create, secret_rotate
 from core.errors import InvalidRequest, OAuthError, SlowDown
 
 FORM = "application/x-www-form-urlencoded"
@@ -414,3 +419,110 @@ def test_a_denial_while_the_cache_is_down_claims_no_throttling(
         )
 
     assert [row[-2:] for row in _denials()] == [("wrong_secret", {"method": "client_secret_post"})]
+
+
+def _outcome(client_id, secret, request_ctx) -> str:
+    try:
+        client_authenticate(
+            credentials=ClientCredentials(
+                client_id=client_id, secret=secret, method="client_secret_basic"
+            ),
+            context=request_ctx,
+        )
+    except ClientAuthError as refused:
+        return refused.reason
+    return "ok"
+
+
+def test_a_secret_in_its_grace_works_until_the_instant_it_expires(
+    machine_and_secret, request_ctx, time_machine
+):
+    machine, previous = machine_and_secret
+    time_machine.move_to(NOW, tick=False)
+    secret_rotate(actor=Actor.cli("pytest"), machine=machine, grace=60)
+
+    outcomes = []
+    for seconds in (59, 60):
+        time_machine.move_to(NOW + timedelta(seconds=seconds), tick=False)
+        outcomes.append(_outcome(machine.client_id, previous, request_ctx))
+
+    assert outcomes == ["ok", "secret_expired"]
+
+
+def test_a_not_before_secret_works_from_its_instant_and_not_a_second_earlier(
+    machine_and_secret, request_ctx, time_machine
+):
+    machine, _ = machine_and_secret
+    time_machine.move_to(NOW, tick=False)
+    _, bootstrap = secret_create(
+        actor=Actor.cli("pytest"), machine=machine, not_before=NOW + timedelta(seconds=60)
+    )
+
+    outcomes = []
+    for seconds in (59, 60):
+        time_machine.move_to(NOW + timedelta(seconds=seconds), tick=False)
+        outcomes.append(_outcome(machine.client_id, bootstrap, request_ctx))
+
+    assert outcomes == ["secret_not_yet_valid", "ok"]
+
+
+def test_uses_are_written_from_the_instant_the_flush_interval_has_passed(
+    machine_and_secret, request_ctx, time_machine
+):
+    machine, raw = machine_and_secret
+    other, other_raw = machine_register(
+        actor=Actor.cli("pytest"),
+        name="other-job",
+        scopes=["read"],
+        audiences=["https://api.example"],
+    )
+    time_machine.move_to(NOW, tick=False)
+    _outcome(machine.client_id, raw, request_ctx)  # written at once: nothing written before
+    later = NOW + timedelta(seconds=LAST_USED_FLUSH_INTERVAL)
+    time_machine.move_to(later, tick=False)
+    _outcome(other.client_id, other_raw, request_ctx)
+
+    used = {
+        secret.machine.name: secret.last_used_at
+        for secret in ClientSecret.objects.select_related("machine")
+    }
+    assert used == {"billing-job": NOW, "other-job": later}
+
+
+def test_a_batch_gives_a_machine_the_time_and_address_of_its_latest_use(
+    machine_and_secret, monkeypatch
+):
+    # In a zone other than UTC, so that a naive local time would be stored hours off.
+    import time
+
+    machine, _ = machine_and_secret
+    second, _ = secret_create(actor=Actor.cli("pytest"), machine=machine)
+    first = ClientSecret.objects.filter(machine=machine).exclude(pk=second.pk).get()
+    earlier, later = NOW.timestamp(), NOW.timestamp() + 5
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        for pending in (
+            {
+                first.pk: (machine.pk, "192.0.2.1", earlier),
+                second.pk: (machine.pk, "192.0.2.2", later),
+            },
+            {
+                second.pk: (machine.pk, "192.0.2.2", later),
+                first.pk: (machine.pk, "192.0.2.1", earlier),
+            },
+        ):
+            last_used_flush(pending)
+            machine.refresh_from_db()
+
+            assert (machine.last_used_at, machine.last_used_ip) == (
+                NOW + timedelta(seconds=5),
+                "192.0.2.2",
+            )
+            assert {
+                secret.pk: secret.last_used_at
+                for secret in ClientSecret.objects.filter(machine=machine)
+            } == {first.pk: NOW, second.pk: NOW + timedelta(seconds=5)}
+    finally:
+        monkeypatch.undo()
+        time.tzset()
