@@ -11,6 +11,7 @@ import base64
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from django.test import RequestFactory
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -24,6 +25,13 @@ from clients.authentication import (
     client_authenticate,
     client_credentials_from_request,
 )
+from clients.client_assertion import (
+    JWT_BEARER,
+    MAX_ASSERTION_LENGTH,
+    ClientAssertion,
+    assertion_header_check,
+    client_assertion_read,
+)
 from clients.constants import (
     AUTHORIZATION_HEADER_MAX_LENGTH,
     LAST_USED_FLUSH_INTERVAL,
@@ -32,6 +40,7 @@ from clients.constants import (
 from clients.credentials import UnknownPepper, secret_digest, secret_is_usable
 from clients.models import ClientSecret
 from clients.services import machine_register, secret_create, secret_rotate
+from core import jose
 from core.errors import InvalidRequest, OAuthError, SlowDown
 
 FORM = "application/x-www-form-urlencoded"
@@ -254,6 +263,16 @@ def test_the_authorization_header_bound_admits_exactly_its_maximum():
         ("", {}, ("invalid_client", "client authentication required", 401)),
         ("client_secret=s", {}, ("invalid_request", "client_id is required", 400)),
         ("client_id=a", {}, ("invalid_client", "client authentication required", 401)),
+        (
+            "client_assertion=a.b.c",
+            {},
+            ("invalid_request", "client_assertion and client_assertion_type go together", 400),
+        ),
+        (
+            "client_assertion=a.b.c&client_assertion_type=urn%3Aexample%3Aother",
+            {},
+            ("invalid_client", "unsupported client_assertion_type", 401),
+        ),
         (
             "client_id=a&client_secret=" + "s" * 513,
             {},
@@ -526,3 +545,49 @@ def test_a_batch_gives_a_machine_the_time_and_address_of_its_latest_use(
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def _assertion_form(raw: str) -> dict[str, list[str]]:
+    return {"client_assertion": [raw], "client_assertion_type": [JWT_BEARER], "client_id": ["m1"]}
+
+
+def test_an_assertion_is_read_whole_up_to_its_length_limit():
+    at_limit = "a" * MAX_ASSERTION_LENGTH  # no dots: not a JWS
+    signed = jose.Signer(
+        kid="k1", algorithm="ES256", private_key=ec.generate_private_key(ec.SECP256R1())
+    ).sign(claims={"iss": "m1"}, typ="JWT")
+
+    assert client_assertion_read(_assertion_form(at_limit)) == ClientAssertion(
+        raw=at_limit, client_id="m1", problem="malformed_assertion"
+    )
+    assert client_assertion_read(_assertion_form(at_limit + "a")) == ClientAssertion(
+        raw="", client_id="m1", problem="assertion_too_large"
+    )
+    assert client_assertion_read(_assertion_form(signed)) == ClientAssertion(
+        raw=signed, client_id="m1", parsed=jose.jws_parse(signed)
+    )
+
+
+def _header(**header) -> ClientAssertion:
+    parsed = jose.ParsedJWS(header=header, claims={}, signing_input=b"", signature=b"")
+    return ClientAssertion(raw="h.c.s", client_id=None, parsed=parsed)
+
+
+@pytest.mark.parametrize(
+    ("assertion", "reason"),
+    [
+        (
+            ClientAssertion(raw="", client_id=None, problem="assertion_too_large"),
+            "assertion_too_large",
+        ),
+        (ClientAssertion(raw="x", client_id=None), "malformed_assertion"),
+        (_header(alg="ES256", kid="k1"), ""),
+        (_header(alg="ES256"), ""),
+        (_header(alg="HS256"), "algorithm_not_allowed"),
+        (_header(), "algorithm_not_allowed"),
+        (_header(alg="ES256", crit=["exp"]), "unsupported_header"),
+        (_header(alg="ES256", kid=7), "malformed_assertion"),
+    ],
+)
+def test_an_assertions_header_is_checked_with_its_exact_reason(assertion, reason):
+    assert assertion_header_check(assertion) == reason

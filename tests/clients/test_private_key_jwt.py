@@ -304,13 +304,24 @@ def test_a_malformed_assertion_with_a_client_id_is_audited(client, keyed, assert
 
 
 @pytest.mark.parametrize(
-    ("form", "status"),
+    ("form", "status", "answer"),
     [
-        ({"client_assertion": "a.b.c", "client_assertion_type": None}, 400),
-        ({"client_assertion_type": "urn:example:other"}, 401),
+        (
+            {"client_assertion": "a.b.c", "client_assertion_type": None},
+            400,
+            {
+                "error": "invalid_request",
+                "error_description": "client_assertion and client_assertion_type go together",
+            },
+        ),
+        (
+            {"client_assertion_type": "urn:example:other"},
+            401,
+            {"error": "invalid_client", "error_description": "Client authentication failed."},
+        ),
     ],
 )
-def test_half_an_assertion_or_another_type_is_refused(client, keyed, form, status):
+def test_half_an_assertion_or_another_type_is_refused(client, keyed, form, status, answer):
     body = {"grant_type": "client_credentials", "client_assertion_type": JWT_BEARER, **form}
     body = {name: value for name, value in body.items() if value is not None}
     if "client_assertion" not in body:
@@ -318,7 +329,7 @@ def test_half_an_assertion_or_another_type_is_refused(client, keyed, form, statu
 
     response = client.post("/oauth/token", urlencode(body), content_type=FORM)
 
-    assert response.status_code == status
+    assert (response.status_code, response.json()) == (status, answer)
     assert IssuedToken.objects.count() == 0
 
 
