@@ -194,6 +194,11 @@ def test_a_replayed_assertion_is_refused(client, keyed):
     assert first.status_code == 200
     _assert_invalid_client(second)
     assert _denials() == ["replayed"]
+    # The key that verified the replay is named, as for every refusal after the signature.
+    assert AuditEvent.objects.get(event_type=EventType.TOKEN_DENIED).details == {
+        "method": "private_key_jwt",
+        "kid": "k1",
+    }
     assert IssuedToken.objects.count() == 1
 
 
@@ -390,3 +395,19 @@ def test_the_purge_deletes_the_replay_rows_of_expired_assertions_only(db):
 
     assert deleted == 2
     assert list(UsedAssertion.objects.values_list("key", flat=True)) == ["c" * 48]
+
+
+@pytest.mark.parametrize(("length", "recorded"), [(255, 128), (256, 0)])
+def test_an_issuer_longer_than_a_client_id_names_no_machine(client, keyed, length, recorded):
+    """With no form client_id the machine is the assertion's issuer, if it can be a client_id
+    (at most 255 printable characters); a longer one names no machine, so none is recorded."""
+    issuer = "m" * length
+
+    _assert_invalid_client(_post(client, keyed.assertion(iss=issuer, sub=issuer)))
+
+    denied = AuditEvent.objects.get(event_type=EventType.TOKEN_DENIED)
+    assert (denied.reason, denied.actor_id, denied.target_id) == (
+        "unknown_client",
+        issuer[:recorded],
+        issuer[:recorded],
+    )
