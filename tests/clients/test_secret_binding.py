@@ -12,7 +12,12 @@ from django.core.cache import cache
 from audit.context import RequestContext
 from clients.authentication import ClientAuthError, ClientCredentials, client_authenticate
 from clients.constants import SECRET_PREFIX
-from clients.credentials import UnknownDigestVersion, secret_digest, secret_digest_legacy_bind
+from clients.credentials import (
+    UnknownDigestVersion,
+    client_key_binding,
+    secret_digest,
+    secret_digest_legacy_bind,
+)
 from clients.models import ClientSecret
 
 CTX = RequestContext(source_ip="203.0.113.7")
@@ -52,6 +57,29 @@ def test_a_digest_covers_the_client_id_with_unambiguous_framing():
     with pytest.raises(UnknownDigestVersion) as unknown:
         secret_digest(secret=secret, client_id="billing", pepper_id="p2", version=3)
     assert unknown.value.args == (3,)  # names the version the row claims
+
+
+def test_a_key_binding_covers_the_client_id_and_the_canonical_jwk():
+    # Keys out of order and a non-ASCII kid: the JSON is sorted, compact and ASCII.
+    jwk = {
+        "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
+        "kty": "OKP",
+        "kid": "clé",
+        "crv": "Ed25519",
+    }
+
+    expected = hmac.new(
+        _pepper(),
+        b"mip-ck-v1\x00billing\x00"
+        b'{"crv":"Ed25519","kid":"cl\\u00e9","kty":"OKP",'
+        b'"x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}',
+        hashlib.sha256,
+    ).hexdigest()
+
+    assert client_key_binding(client_id="billing", public_jwk=jwk, pepper_id="p2") == expected
+    with pytest.raises(ValueError) as nul:
+        client_key_binding(client_id="bill\x00ing", public_jwk=jwk, pepper_id="p2")
+    assert str(nul.value) == "a client_id never holds NUL"
 
 
 def test_a_secret_row_moved_to_another_machine_authenticates_nothing(
