@@ -591,3 +591,16 @@ def _header(**header) -> ClientAssertion:
 )
 def test_an_assertions_header_is_checked_with_its_exact_reason(assertion, reason):
     assert assertion_header_check(assertion) == reason
+
+
+def test_a_use_is_noted_again_from_the_instant_its_write_interval_ends(
+    machine_and_secret, request_ctx, time_machine
+):
+    machine, raw = machine_and_secret
+    time_machine.move_to(NOW, tick=False)
+    _outcome(machine.client_id, raw, request_ctx)
+    again = NOW + timedelta(seconds=LAST_USED_WRITE_INTERVAL)
+    time_machine.move_to(again, tick=False)
+    _outcome(machine.client_id, raw, request_ctx)
+
+    assert ClientSecret.objects.get(machine=machine).last_used_at == again
