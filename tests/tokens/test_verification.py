@@ -99,6 +99,19 @@ def test_a_token_of_another_type_is_not_an_access_token(client, signing_key, mac
     assert token_verify(token=at_typed).claims == jose.jws_parse(token).claims
 
 
+@pytest.mark.parametrize("claim", ["exp", "iat"])
+def test_a_stored_token_whose_exp_or_iat_is_not_an_integer_is_refused(
+    client, signing_key, machine_factory, claim
+):
+    token = _issue(client, machine_factory())
+    claims = jose.jws_parse(token).claims
+    odd = _resigned(token, extra={claim: claims[claim] + 0.5})
+    # The record matches it exactly: only the type check refuses it.
+    IssuedToken.objects.update(checksum=token_checksum(odd))
+
+    assert token_verify(token=odd) is None
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = 1000.0
