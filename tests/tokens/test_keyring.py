@@ -55,6 +55,22 @@ def clock(monkeypatch, settings):
     return moved
 
 
+def test_a_process_sees_its_own_key_change_at_once_and_after_its_commit(
+    signing_key, clock, django_capture_on_commit_callbacks
+):
+    ring = keyring_current()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        # Inside the change's transaction, well within the check interval.
+        added = signing_key_create(algorithm="ES256", activate_now=False, actor=Actor.cli("test"))
+        inside = keyring_current()
+    after = keyring_current()  # the commit's version bump has run
+
+    assert inside is not ring
+    assert added.kid in {jwk["kid"] for jwk in inside.jwks}
+    assert added.kid in {jwk["kid"] for jwk in after.jwks}
+
+
 def test_each_active_algorithm_signs_with_its_own_key(signing_key):
     eddsa = signing_key_create(algorithm="EdDSA", activate_now=True, actor=ACTOR)
 
@@ -102,6 +118,9 @@ def test_an_unchanged_version_keeps_the_ring_and_restarts_the_interval(signing_k
 def test_without_the_cache_the_ring_reloads_from_the_database_every_few_seconds(
     signing_key, clock, monkeypatch, caplog
 ):
+    from core import metrics
+
+    counted = metrics.CACHE_ERRORS.labels("keyring_version_read")._value.get()
     monkeypatch.setattr(keyring, "cache", _CacheDown())
     ring = keyring_current()
     assert (ring.version, ring.loaded_at) == (None, 1000.0)
@@ -113,6 +132,7 @@ def test_without_the_cache_the_ring_reloads_from_the_database_every_few_seconds(
     assert reloaded is not ring
     assert (reloaded.version, reloaded.loaded_at) == (None, 1000.0 + FALLBACK_RELOAD_SECONDS)
     assert caplog.messages.count("keyring: cache unreachable, falling back to the database") == 3
+    assert metrics.CACHE_ERRORS.labels("keyring_version_read")._value.get() == counted + 3
 
 
 def test_a_ring_loaded_by_another_thread_meanwhile_is_used_not_loaded_again(
