@@ -27,14 +27,23 @@ def cache_down_for_writes(monkeypatch):
 
 
 def test_keys_revoke_prints_the_change_and_exits_3_when_the_cache_was_not_told(
-    signing_key, cache_down_for_writes
+    signing_key, cache_down_for_writes, caplog
 ):
+    from core import metrics
+
+    counted = metrics.CACHE_ERRORS.labels("keyring_version_bump")._value.get()
     out = StringIO()
 
     with pytest.raises(CommandError) as raised:
         call_command("keys", "revoke", signing_key.kid, stdout=out)
 
     assert (raised.value.returncode, str(raised.value)) == (3, KEYRING_NOT_TOLD)
+    # The operators' side: each failed bump logs a warning of its own and is counted.
+    warned = caplog.messages.count(
+        "keyring: cache unreachable; other processes reload within seconds"
+    )
+    assert warned >= 1
+    assert metrics.CACHE_ERRORS.labels("keyring_version_bump")._value.get() == counted + warned
     assert json.loads(out.getvalue()) == {"kid": signing_key.kid, "state": KeyState.REVOKED}
     assert SigningKey.objects.get(pk=signing_key.pk).state == KeyState.REVOKED
 
