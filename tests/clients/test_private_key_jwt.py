@@ -24,7 +24,7 @@ from clients.client_assertion import JWT_BEARER
 from clients.constants import THROTTLE_CLIENT_IP_FREE_FAILURES
 from clients.credentials import client_key_binding
 from clients.models import ClientKey, Machine
-from clients.services import client_key_add, machine_update
+from clients.services import client_key_add, machine_disable, machine_update
 from core import jose
 from tests.fixtures.oidc_issuer import hmac_token, unsigned_token
 from tokens.models import IssuedToken
@@ -410,4 +410,16 @@ def test_an_issuer_longer_than_a_client_id_names_no_machine(client, keyed, lengt
         "unknown_client",
         issuer[:recorded],
         issuer[:recorded],
+    )
+
+
+def test_a_disabled_machines_denial_keeps_the_key_that_verified(client, keyed):
+    machine_disable(actor=ACTOR, machine=keyed.machine)
+
+    _assert_invalid_client(_post(client, keyed.assertion()))
+
+    denied = AuditEvent.objects.get(event_type=EventType.TOKEN_DENIED)
+    assert (denied.reason, denied.details) == (
+        "machine_disabled",
+        {"method": "private_key_jwt", "auth_method": "private_key_jwt", "client_key": "k1"},
     )
