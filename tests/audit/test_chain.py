@@ -59,6 +59,13 @@ def test_b64url_decode_refuses_every_other_spelling(value):
         chain.b64url_decode(value)
 
 
+def test_b64url_decode_reads_what_b64url_writes_at_every_length():
+    # Every padding a value of 0 to 3 bytes past a whole block needs, over a few blocks.
+    for size in range(64):
+        data = bytes(range(size))
+        assert chain.b64url_decode(chain.b64url(data)) == data
+
+
 def test_a_naive_timestamp_is_refused_with_its_reason():
     with pytest.raises(ValueError, match=r"^audit timestamps must be timezone-aware$"):
         chain.format_timestamp(datetime(2026, 1, 2))  # noqa: DTZ001
