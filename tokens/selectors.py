@@ -156,8 +156,8 @@ _signatures_lock = threading.Lock()
 def _signature_verified(token: str) -> jose.ParsedJWS:
     """``token`` parsed, its signature verified by a key of the current ring.
 
-    Raises ``jose.InvalidJWS``. An ES256 verification costs about a quarter of
-    an introspection's CPU, and whether given bytes verify under given keys
+    Raises ``jose.InvalidJWS``. An ES256 verification cost about a third of an
+    introspection's CPU, and whether given bytes verify under given keys
     never changes, so a token verified once is remembered by its exact text
     while the keyring is the same object (any key change loads a new ring and
     forgets them all). Only the signature is remembered: everything that can
