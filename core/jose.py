@@ -73,16 +73,22 @@ _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 def b64url_decode(value: str) -> bytes:
-    """Strict: the URL-safe alphabet only, no padding, no ``+`` or ``/``; ``ValueError`` otherwise.
+    """Strict: only the unpadded URL-safe spelling ``b64url`` writes; ``ValueError`` otherwise.
 
-    One encoding per value, so a signature or key member cannot be re-spelled.
+    One spelling per value (RFC 7515 section 2, RFC 4648 section 3.5): padding,
+    ``+``/``/``, stray characters or non-zero trailing bits decode to the same
+    bytes, so a signature or key member could be re-spelled and still verify.
+    ``audit.chain`` keeps the same rule for the offline verifier.
     """
     if not isinstance(value, str) or not _B64URL.fullmatch(value):
         raise ValueError("not base64url")
     try:
-        return base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
+        data = base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
     except binascii.Error as exc:
         raise ValueError("not base64url") from exc
+    if b64url(data) != value:  # the unused low bits of the last character were not zero
+        raise ValueError("not base64url")
+    return data
 
 
 def _int_b64(value: int, length: int | None = None) -> str:

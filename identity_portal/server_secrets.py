@@ -26,17 +26,27 @@ MIN_KEY_BYTES = 32
 MIN_SECRET_KEY_LENGTH = 50
 
 
+_B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
 class SecretFormatError(ValueError):
     """A server secret in the environment cannot be parsed."""
 
 
 def b64url_decode(value: str) -> bytes:
-    """Base64url as documented; padded values and the standard alphabet (``+``, ``/``) too.
+    """Base64url as documented; padded values, the standard alphabet (``+``, ``/``) and
+    non-zero trailing bits too.
 
-    Earlier releases accepted both, so an operator's ``openssl rand -base64 32``
-    keeps working; ``core.jose`` is strict (one spelling per JWS segment).
+    Earlier releases accepted all three, so an operator's ``openssl rand -base64 32``
+    or a hand-made value keeps working: a server secret is read, never compared as
+    text. ``core.jose`` is strict (one spelling per JWS segment).
     """
     normalized = value.rstrip("=").replace("+", "-").replace("/", "_")
+    unused = 6 * len(normalized) % 8  # low bits of the last character that carry no byte
+    if unused and normalized[-1] in _B64URL_ALPHABET:
+        # Cleared: the one spelling core.jose reads.
+        last = _B64URL_ALPHABET.index(normalized[-1]) >> unused << unused
+        normalized = normalized[:-1] + _B64URL_ALPHABET[last]
     try:
         return jose.b64url_decode(normalized)
     except ValueError as exc:

@@ -24,6 +24,16 @@ def test_chain_base64url_agrees_with_core(data):
     assert jose.b64url_decode(chain.b64url(data)) == data
 
 
+@pytest.mark.parametrize("value", ["YR", "YWJ", "_-9", "AAZ", "YQ==", "YW+j", "YW/j"])
+def test_chain_and_core_refuse_the_same_other_spellings(value):
+    # Non-zero trailing bits, padding, the standard alphabet: bytes both would read,
+    # spelled otherwise than b64url writes them.
+    with pytest.raises(ValueError, match=r"^not base64url$"):
+        chain.b64url_decode(value)
+    with pytest.raises(ValueError, match=r"^not base64url$"):
+        jose.b64url_decode(value)
+
+
 def _keys():
     return [
         ed25519.Ed25519PrivateKey.from_private_bytes(b"\x01" * 32).public_key(),

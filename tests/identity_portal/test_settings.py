@@ -101,6 +101,17 @@ def test_keyring_values_padded_or_in_the_standard_alphabet_still_parse():
     assert ring == {"std": key, "url": key}
 
 
+def test_keyring_values_with_other_trailing_bits_still_parse_to_the_same_key():
+    # core.jose refuses such spellings of a JWS segment; a server secret is only read.
+    key = b"k" * 32
+    canonical = b64url(key)
+    assert canonical.endswith("s")  # 43 characters: the last one has 2 unused bits
+    re_spelled = canonical[:-1] + "v"  # the same 6 bits but the last two
+    assert base64.urlsafe_b64decode(re_spelled + "=") == key
+
+    assert parse_keyring(f"a:{re_spelled}") == {"a": key}
+
+
 @pytest.mark.parametrize("value", ["nocolon", ":abc", "id:", "a:AAAA,a:BBBB", "id:***"])
 def test_malformed_keyring_is_refused(value):
     with pytest.raises(SecretFormatError):

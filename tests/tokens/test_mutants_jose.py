@@ -5,6 +5,7 @@ refused the input rather than some later one happening to fail. (EdDSA and RS256
 signatures are verified end to end in the token verification tests.)
 """
 
+import base64
 import json
 
 import pytest
@@ -158,7 +159,9 @@ def test_b64url_decode_reads_unpadded_base64url(value, decoded):
     assert jose.b64url_decode(value) == decoded
 
 
-@pytest.mark.parametrize("value", ["YW*j", "YW Jj", "YW=j", "é", "YWJj\n", "YW+j", "YW/j", "YQ=="])
+@pytest.mark.parametrize(
+    "value", ["YW*j", "YW Jj", "YW=j", "é", "YWJj\n", "YW+j", "YW/j", "YQ==", "YR", "YWJ", "_-9"]
+)
 def test_b64url_decode_refuses_anything_outside_the_alphabet(value):
     # Skipping stray characters, or reading base64's own alphabet or padding, would let
     # many strings decode to one token: one spelling per value.
@@ -172,6 +175,25 @@ def test_a_signature_segment_outside_the_alphabet_is_refused(es256):
 
     with pytest.raises(jose.InvalidJWS, match=r"^not base64url$"):
         jose.jws_parse(f"{header}.{claims}.{signature[:10]}*{signature[10:]}")
+
+
+def test_a_signature_re_spelled_with_other_trailing_bits_is_refused(es256):
+    # An ES256 signature is 64 bytes: 86 characters, the last one with 4 unused bits.
+    # Decoding alone ignores them, so 15 other spellings would verify as the same token.
+    signer, verifier = es256
+    token = _token(signer)
+    header, claims, signature = token.split(".")
+    assert jose.jws_verify(jose.jws_parse(token), {KID: verifier}) is verifier
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(signature[-1])
+    assert last & 0b1111 == 0
+    for low_bits in range(1, 16):
+        re_spelled = signature[:-1] + alphabet[last | low_bits]
+        assert base64.urlsafe_b64decode(re_spelled + "==") == base64.urlsafe_b64decode(
+            signature + "=="
+        )
+        with pytest.raises(jose.InvalidJWS, match=r"^not base64url$"):
+            jose.jws_parse(f"{header}.{claims}.{re_spelled}")
 
 
 def test_tokens_are_compact_json():
