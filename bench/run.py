@@ -5,6 +5,7 @@
                                   [--fleet 100000] [--side-concurrency 16]
                                   [--web-only [--sealer]] [--series portal,...]
                                   [--baseline REF [--baseline-rounds 3]
+                                   [--baseline-together]
                                    [--baseline-redis-url redis://HOST:PORT/N]]
 
 Starts each server in turn on a spare port and drives it with wrk at each
@@ -23,7 +24,8 @@ end of each point and how long the sealer took to drain it, and writes
 var/bench/results.{md,json} and var/bench/throughput.svg (plus copies
 stamped with the run id). ``--baseline REF`` also serves the portal as it was
 at REF (bench.baseline) and loads it in turns with the current one on the
-secret path, in the same run: the before and after of a change.
+secret path, in the same run: the before and after of a change; with
+``--baseline-together``, both at once in each round, compared round by round.
 """
 
 from __future__ import annotations
@@ -204,6 +206,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --baseline: points of each side at each concurrency, interleaved (3)",
     )
     parser.add_argument(
+        "--baseline-together",
+        action="store_true",
+        help="with --baseline: in each round load both portals at once, each with the point's "
+        "connections, and judge by the median of the rounds' ratios (a machine that speeds up "
+        "or slows down does so for both sides of a pair)",
+    )
+    parser.add_argument(
         "--baseline-redis-url",
         default=None,
         help="with --baseline and REDIS_URL: a Redis database for REF's portal alone "
@@ -248,6 +257,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(str(exc))
     elif args.baseline_redis_url:
         parser.error("--baseline-redis-url goes with --baseline")
+    elif args.baseline_together:
+        parser.error("--baseline-together goes with --baseline")
     return args
 
 
@@ -322,11 +333,14 @@ def measure_target(
     points: list[dict],
     concurrency: list[int] | None = None,
     round_number: int | None = None,
+    together: threading.Barrier | None = None,
 ) -> None:
     """Measure one series at every concurrency, appending each point as it is done.
 
     ``concurrency`` and ``round_number``: one point of a before/after round
-    (``--baseline``), with request ids and files of its own.
+    (``--baseline``), with request ids and files of its own. ``together``: the
+    measured run starts only when the other side of the pair reaches the same
+    barrier (``--baseline-together``), so both are loaded over the same seconds.
     """
     status, body = token_request(target)
     if not 200 <= status < 300:
@@ -368,6 +382,11 @@ def measure_target(
                 top, _ = trail.top_and_horizon()
                 if wait_sealed(trail, up_to=top, limit=max(600.0, 3 * seal_interval + 60)) is None:
                     raise LoadFailed("the sealer did not catch up before the point")
+            if together is not None:
+                try:
+                    together.wait()
+                except threading.BrokenBarrierError as exc:
+                    raise LoadFailed("the other side of the pair did not reach its point") from exc
             db_url = audit_url if audit_url and is_postgres(audit_url) else None
             exclude = frozenset({trail.backend_pid} if trail and trail.backend_pid else ())
             db_before = postgres_backends_cpu(db_url, exclude=exclude) if db_url else None
@@ -477,6 +496,8 @@ def measure_target(
                 p["fleet"] = {"machines": len(target.credentials), "repeated": result.wrapped}
             if round_number is not None:
                 p["round"] = round_number
+            if together is not None:
+                p["together"] = True
             points.append(p)
             say(point_line(p))
     finally:
@@ -615,6 +636,7 @@ def main(argv: list[str] | None = None) -> int:
             "series": args.series,
             "baseline": args.baseline,
             "baseline_rounds": args.baseline_rounds if args.baseline else None,
+            "baseline_together": args.baseline_together,
         },
         "servers": {},
         "points": [],
@@ -623,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         f"benchmark {run_id} ({args.mode} mode): {', '.join(args.only)} at c{args.concurrency}, "
         f"{args.duration} s per point"
         + (f"; before/after against {args.baseline}" if args.baseline else "")
+        + ("; both loaded at once in each round" if args.baseline_together else "")
     )
     baseline = None
     if args.baseline:
@@ -640,6 +663,7 @@ def main(argv: list[str] | None = None) -> int:
             "ref": args.baseline,
             "series": baseline.name,
             "rounds": args.baseline_rounds,
+            "together": args.baseline_together,
             "status": "ok",
             "points": [],
         }
@@ -771,6 +795,17 @@ def measure_before_after(
         info.update(baseline.notes)
         say(f"{baseline.name}: serving on {baseline.base_url}")
         base_target = baseline.targets()[0]
+        sides = {
+            "base": (baseline, base_target, baseline.database_url),
+            "current": (current, current_target, portal_url),
+        }
+        if args.baseline_together:
+            for c in args.concurrency:
+                for number in range(1, args.baseline_rounds + 1):
+                    _measure_pair(
+                        sides, args=args, run_id=run_id, record=record, c=c, number=number
+                    )
+            return
         for c in args.concurrency:
             for number, side in round_order(args.baseline_rounds):
                 server, target, audit_url = (
@@ -798,6 +833,60 @@ def measure_before_after(
         say(f"{baseline.name}: not run: {exc}")
     finally:
         baseline.stop()
+
+
+# How long one side of a pair waits for the other to reach its point: a warm-up,
+# a sealer catching up (bounded by measure_target's own limits) and some slack.
+PAIR_WAIT_S = 900.0
+
+
+def _measure_pair(
+    sides: dict[str, tuple],
+    *,
+    args: argparse.Namespace,
+    run_id: str,
+    record: dict,
+    c: int,
+    number: int,
+) -> None:
+    """One ``--baseline-together`` round: both portals' points at ``c``, measured at once.
+
+    Each side runs ``measure_target`` in its own thread up to a barrier before the
+    measured wrk run; a side that fails breaks the barrier, so the other gives up
+    rather than measuring alone (an unpaired point would compare nothing).
+    """
+    barrier = threading.Barrier(2, timeout=PAIR_WAIT_S)
+
+    def one(name: str) -> None:
+        server, target, audit_url = sides[name]
+        try:
+            measure_target(
+                server=server,
+                target=target,
+                args=args,
+                run_id=run_id,
+                audit_url=audit_url,
+                points=record["points"],
+                concurrency=[c],
+                round_number=number,
+                together=barrier,
+            )
+        except (ServerUnavailable, LoadFailed, AuditUnavailable) as exc:
+            barrier.abort()
+            record.setdefault("errors", []).append(f"{target.name} c{c} r{number}: {exc}")
+            say(f"{target.name} c{c} round {number}: not measured: {exc}")
+        except BaseException as exc:  # noqa: BLE001 (re-raised below, by the thread that runs the bench)
+            unexpected.append(exc)
+            barrier.abort()
+
+    unexpected: list[BaseException] = []
+    threads = [threading.Thread(target=one, args=(name,), daemon=True) for name in sides]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if unexpected:
+        raise unexpected[0]
 
 
 def write_outputs(result: dict, out: Path) -> None:

@@ -4,7 +4,9 @@ the before/after medians and verdicts, and the temporary worktree's removal."""
 from __future__ import annotations
 
 import subprocess
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -421,3 +423,147 @@ def test_markdown_shows_the_baseline_row_the_current_row_and_the_ratio():
     assert "| **current/base** | 16 | **1.060** | 0.905 | 0.905 | 1.000 | 1.000 | | | |" in text
     assert "commit c59074be644f) and of the current portal (c3a71de), 3 rounds each" in text
     assert "Targets (issue 11, at c16, same run):" in text
+
+
+# --- --baseline-together: both portals loaded at once, judged round by round ---------
+
+TOGETHER = [
+    {**_round(BASE, 1, 500.0, 30.0, 1.2), "together": True},
+    {**_round("portal", 1, 520.0, 29.0, 1.1), "together": True},
+    {**_round(BASE, 2, 400.0, 40.0, 1.4), "together": True},
+    {**_round("portal", 2, 396.0, 41.0, 1.4), "together": True},
+    {**_round(BASE, 3, 450.0, 35.0, 1.3), "together": True},
+    {**_round("portal", 3, 468.0, 34.0, 1.2), "together": True},
+]
+
+
+def _together_result(rounds=TOGETHER):
+    result = _result(rounds)
+    result["baseline"]["together"] = True
+    result["issue11_targets"] = report.issue11_targets(result)
+    return result
+
+
+def test_baseline_together_goes_with_baseline(no_redis, capsys):
+    args = parse_args(["--only", "portal", "--baseline", "c59074b", "--baseline-together"])
+
+    assert args.baseline_together is True
+    assert parse_args(["--only", "portal", "--baseline", "c59074b"]).baseline_together is False
+    with pytest.raises(SystemExit):
+        parse_args(["--only", "portal", "--baseline-together"])
+    assert "--baseline-together goes with --baseline" in capsys.readouterr().err
+
+
+def test_rounds_measured_together_are_compared_pair_by_pair():
+    row = report.before_after(TOGETHER, base_series=BASE)["16"]
+
+    # The medians of each side (468 / 450) and the median of the rounds' own ratios.
+    assert row["ratio"] == 1.04
+    assert row["paired_ratios"] == [1.04, 0.99, 1.04]
+    assert row["paired_ratio"] == 1.04
+
+
+def test_interleaved_rounds_have_no_paired_ratio():
+    row = report.before_after(ROUNDS, base_series=BASE)["16"]
+
+    assert "paired_ratio" not in row and "paired_ratios" not in row
+
+
+def test_together_the_verdict_is_the_median_of_the_rounds_ratios():
+    verdict = _together_result()["issue11_targets"][0]
+
+    assert verdict == {
+        "target": "secret path at c16 not slower than portal@c59074b "
+        "(median of the rounds' ratios, both loaded at once)",
+        "verdict": "PASS",
+        "detail": "1.040 x (rounds 1.040, 0.990, 1.040; the rounds fall on both sides of 1.0)",
+    }
+
+
+def test_together_a_pair_slower_in_every_round_fails_without_a_noise_remark():
+    rounds = [
+        {**_round(BASE, 1, 500.0, 30.0, 1.2), "together": True},
+        {**_round("portal", 1, 480.0, 31.0, 1.3), "together": True},
+        {**_round(BASE, 2, 400.0, 40.0, 1.4), "together": True},
+        {**_round("portal", 2, 392.0, 41.0, 1.4), "together": True},
+    ]
+
+    verdict = _together_result(rounds)["issue11_targets"][0]
+
+    assert (verdict["verdict"], verdict["detail"]) == ("FAIL", "0.970 x (rounds 0.960, 0.980)")
+
+
+def test_together_without_a_complete_pair_is_skipped():
+    # Round 1 lost its current side, round 2 its base side: no pair to compare.
+    rounds = [TOGETHER[0], TOGETHER[3]]
+
+    verdict = _together_result(rounds)["issue11_targets"][0]
+
+    assert (verdict["verdict"], verdict["detail"]) == (
+        "SKIP",
+        "no round at c16 measured both portals at once",
+    )
+
+
+def test_markdown_says_the_rounds_ran_together_and_shows_each_rounds_ratio():
+    text = report.markdown(_together_result())
+
+    assert "3 rounds each, both loaded at once in each round; medians:" in text
+    assert (
+        "| **current/base, round by round** | 16 | **1.040** | | | | | | | 1.040, 0.990, 1.040 |"
+    ) in text
+
+
+def test_a_side_that_fails_before_its_point_keeps_the_other_from_measuring_alone(monkeypatch):
+    from bench import run
+    from bench.load import LoadFailed
+
+    measured = []
+
+    def measure_target(*, target, together, **_kwargs):
+        # As measure_target does: the base side fails before its barrier (its sealer
+        # never caught up), the current side waits at the barrier for its pair.
+        if target.name == BASE:
+            raise LoadFailed("the sealer did not catch up before the point")
+        try:
+            together.wait()
+        except threading.BrokenBarrierError as exc:
+            raise LoadFailed("the other side of the pair did not reach its point") from exc
+        measured.append(target.name)
+
+    monkeypatch.setattr(run, "measure_target", measure_target)
+    sides = {
+        "base": (None, SimpleNamespace(name=BASE), None),
+        "current": (None, SimpleNamespace(name="portal"), None),
+    }
+    record = {"points": []}
+
+    run._measure_pair(sides, args=None, run_id="b1", record=record, c=16, number=2)
+
+    assert measured == []
+    assert sorted(record["errors"]) == [
+        "portal c16 r2: the other side of the pair did not reach its point",
+        "portal@c59074b c16 r2: the sealer did not catch up before the point",
+    ]
+
+
+def test_an_unexpected_error_on_one_side_is_raised_by_the_pair(monkeypatch):
+    from bench import run
+    from bench.load import LoadFailed
+
+    def measure_target(*, target, together, **_kwargs):
+        if target.name == BASE:
+            raise KeyError("points")
+        try:
+            together.wait()
+        except threading.BrokenBarrierError as exc:
+            raise LoadFailed("the other side of the pair did not reach its point") from exc
+
+    monkeypatch.setattr(run, "measure_target", measure_target)
+    sides = {
+        "base": (None, SimpleNamespace(name=BASE), None),
+        "current": (None, SimpleNamespace(name="portal"), None),
+    }
+
+    with pytest.raises(KeyError, match="points"):
+        run._measure_pair(sides, args=None, run_id="b1", record={"points": []}, c=16, number=1)
