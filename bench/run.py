@@ -785,7 +785,8 @@ def measure_before_after(
 
     Both serve at once (REF's with its own database, Redis and VAR_DIR), and each
     point loads one of them while the other idles, so machine noise lands on both
-    sides alike; ``report.before_after`` takes the medians.
+    sides alike; ``report.before_after`` takes the medians. With
+    ``--baseline-together`` each round loads both at once (``_measure_pair``).
     """
     record = result["baseline"]
     info = result["servers"][baseline.name]
@@ -808,31 +809,51 @@ def measure_before_after(
             return
         for c in args.concurrency:
             for number, side in round_order(args.baseline_rounds):
-                server, target, audit_url = (
-                    (baseline, base_target, baseline.database_url)
-                    if side == "base"
-                    else (current, current_target, portal_url)
+                _measure_round(
+                    sides[side], args=args, run_id=run_id, record=record, c=c, number=number
                 )
-                try:
-                    measure_target(
-                        server=server,
-                        target=target,
-                        args=args,
-                        run_id=run_id,
-                        audit_url=audit_url,
-                        points=record["points"],
-                        concurrency=[c],
-                        round_number=number,
-                    )
-                except (ServerUnavailable, LoadFailed, AuditUnavailable) as exc:
-                    record.setdefault("errors", []).append(f"{target.name} c{c} r{number}: {exc}")
-                    say(f"{target.name} c{c} round {number}: not measured: {exc}")
     except ServerUnavailable as exc:
         info.update(status="failed", reason=str(exc))
         record.update(status="failed", reason=str(exc))
         say(f"{baseline.name}: not run: {exc}")
     finally:
         baseline.stop()
+
+
+def _measure_round(
+    side: tuple,
+    *,
+    args: argparse.Namespace,
+    run_id: str,
+    record: dict,
+    c: int,
+    number: int,
+    together: threading.Barrier | None = None,
+) -> bool:
+    """One side's point of a before/after round; False when it could not be measured.
+
+    ``side`` is ``(server, target, audit_url)``. A failure that leaves the run
+    going (a server away, wrk failing, the audit trail unreadable) is recorded
+    under the baseline's ``errors`` and said; anything else is raised.
+    """
+    server, target, audit_url = side
+    try:
+        measure_target(
+            server=server,
+            target=target,
+            args=args,
+            run_id=run_id,
+            audit_url=audit_url,
+            points=record["points"],
+            concurrency=[c],
+            round_number=number,
+            together=together,
+        )
+    except (ServerUnavailable, LoadFailed, AuditUnavailable) as exc:
+        record.setdefault("errors", []).append(f"{target.name} c{c} r{number}: {exc}")
+        say(f"{target.name} c{c} round {number}: not measured: {exc}")
+        return False
+    return True
 
 
 # How long one side of a pair waits for the other to reach its point: a warm-up,
@@ -858,23 +879,18 @@ def _measure_pair(
     barrier = threading.Barrier(2, timeout=PAIR_WAIT_S)
 
     def one(name: str) -> None:
-        server, target, audit_url = sides[name]
         try:
-            measure_target(
-                server=server,
-                target=target,
+            measured = _measure_round(
+                sides[name],
                 args=args,
                 run_id=run_id,
-                audit_url=audit_url,
-                points=record["points"],
-                concurrency=[c],
-                round_number=number,
+                record=record,
+                c=c,
+                number=number,
                 together=barrier,
             )
-        except (ServerUnavailable, LoadFailed, AuditUnavailable) as exc:
-            barrier.abort()
-            record.setdefault("errors", []).append(f"{target.name} c{c} r{number}: {exc}")
-            say(f"{target.name} c{c} round {number}: not measured: {exc}")
+            if not measured:
+                barrier.abort()
         except BaseException as exc:  # noqa: BLE001 (re-raised below, by the thread that runs the bench)
             unexpected.append(exc)
             barrier.abort()

@@ -514,6 +514,14 @@ def test_markdown_says_the_rounds_ran_together_and_shows_each_rounds_ratio():
     ) in text
 
 
+def _pair_sides():
+    """(server, target, audit_url) of each side, as measure_before_after hands them over."""
+    return {
+        "base": (None, SimpleNamespace(name=BASE), None),
+        "current": (None, SimpleNamespace(name="portal"), None),
+    }
+
+
 def test_a_side_that_fails_before_its_point_keeps_the_other_from_measuring_alone(monkeypatch):
     from bench import run
     from bench.load import LoadFailed
@@ -532,10 +540,7 @@ def test_a_side_that_fails_before_its_point_keeps_the_other_from_measuring_alone
         measured.append(target.name)
 
     monkeypatch.setattr(run, "measure_target", measure_target)
-    sides = {
-        "base": (None, SimpleNamespace(name=BASE), None),
-        "current": (None, SimpleNamespace(name="portal"), None),
-    }
+    sides = _pair_sides()
     record = {"points": []}
 
     run._measure_pair(sides, args=None, run_id="b1", record=record, c=16, number=2)
@@ -560,10 +565,7 @@ def test_an_unexpected_error_on_one_side_is_raised_by_the_pair(monkeypatch):
             raise LoadFailed("the other side of the pair did not reach its point") from exc
 
     monkeypatch.setattr(run, "measure_target", measure_target)
-    sides = {
-        "base": (None, SimpleNamespace(name=BASE), None),
-        "current": (None, SimpleNamespace(name="portal"), None),
-    }
+    sides = _pair_sides()
 
     with pytest.raises(KeyError, match="points"):
         run._measure_pair(sides, args=None, run_id="b1", record={"points": []}, c=16, number=1)
