@@ -11,6 +11,7 @@ import pytest
 from django.core.cache import cache
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
+from django.http import HttpResponse
 
 from audit.models import AuditEvent
 from identity_portal import token_lane
@@ -253,3 +254,56 @@ def test_introspection_answers_the_same_in_both_lanes(client, signing_key, machi
     assert list(
         events.filter(request_id="lane-introspect-1").values_list("outcome", "target_id")
     ) == [("success", active["jti"])]
+
+
+@pytest.mark.django_db
+def test_over_https_both_lanes_send_the_same_security_headers_hsts_included(
+    client, settings, signing_key, machine_factory
+):
+    registered = machine_factory()
+    settings.SECURE_HSTS_SECONDS = 3600
+    settings.SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    lane = token_lane.TokenLane()  # reads the settings when built, as the middleware does
+    case = dict(
+        body=b"grant_type=client_credentials",
+        HTTP_AUTHORIZATION=basic(registered.client_id, registered.secret),
+    )
+
+    status, headers, _ = _via_lane(
+        app=lane, CONTENT_TYPE=FORM, **{"wsgi.url_scheme": "https", "SERVER_PORT": "443"}, **case
+    )
+    django_status, django_headers, _ = _via_django(client, secure=True, **case)
+    plain_status, plain_headers, _ = _via_lane(app=lane, CONTENT_TYPE=FORM, **case)
+
+    assert status == django_status == plain_status == 200
+    assert headers["Strict-Transport-Security"] == "max-age=3600; includeSubDomains"
+    assert _stable(headers) == _stable(django_headers)
+    assert "Strict-Transport-Security" not in plain_headers  # never over plain HTTP
+    assert list(_stable(plain_headers)) == [
+        "Content-Type",
+        "Cache-Control",
+        "Pragma",
+        "X-Frame-Options",
+        "Content-Security-Policy",
+        "Permissions-Policy",
+        "X-Content-Type-Options",
+        "Referrer-Policy",
+        "Cross-Origin-Opener-Policy",
+    ]
+
+
+def test_the_lane_leaves_a_header_the_view_set_and_honours_the_frame_exemption(signing_key):
+    def framed(request):
+        response = HttpResponse(b"{}", content_type="application/json")
+        response["Referrer-Policy"] = "no-referrer"
+        response.xframe_options_exempt = True
+        return response
+
+    status, headers, _ = _via_lane(
+        app=token_lane.TokenLane(framed), body=b"grant_type=client_credentials", CONTENT_TYPE=FORM
+    )
+
+    assert status == 200
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert "X-Frame-Options" not in headers
+    assert headers["X-Content-Type-Options"] == "nosniff"
