@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -310,3 +312,23 @@ def test_uid_is_in_the_binding(machine, cli_actor):
     FederationTrust.objects.filter(pk=trust.pk).update(uid=uuid.uuid4())
     trust.refresh_from_db()
     assert selectors.trust_is_authentic(trust) is False
+
+
+def test_the_web_application_loads_cel_without_its_command_line():
+    """A fresh process, as a web worker starts: conditions work, cel's CLI stack is not loaded."""
+    script = (
+        "import sys\n"
+        "from identity_portal.wsgi import application\n"
+        "from clients.federation.conditions import condition_holds\n"
+        "holds = condition_holds('claims.sub == \"a\"', {'sub': 'a'})\n"
+        "fails = condition_holds('claims.sub == \"a\"', {'sub': 'b'})\n"
+        "stack = ('cel.cli', 'typer', 'prompt_toolkit', 'rich')\n"
+        "loaded = sorted(m for m in stack if m in sys.modules)\n"
+        "print(holds, fails, loaded)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, timeout=120
+    )
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "True False []"
