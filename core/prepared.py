@@ -60,18 +60,20 @@ def dollar_placeholders(sql: str) -> str:
 _PLACEHOLDER = re.compile(r"%%|%s")
 
 
-def prepared_cursor(*, raw: bool = False):
+def prepared_cursor(*, raw: bool = False, db=None):
     """A psycopg cursor that binds parameters on the server, in Django's wrapper.
 
     PostgreSQL only. ``raw``: the statement uses ``$n`` placeholders
-    (``dollar_placeholders``). The wrapper keeps Django's query logging and execute
-    wrappers; when queries are logged (DEBUG, tests capturing them) the
+    (``dollar_placeholders``). ``db``: the default connection's wrapper, when
+    the caller already holds it. The wrapper keeps Django's query logging and
+    execute wrappers; when queries are logged (DEBUG, tests capturing them) the
     statement runs unprepared, since Django's query log cannot show the SQL of
     a prepared execution.
     """
-    # The wrapper itself, looked up once: each use of the module-level proxy looks it
-    # up in the thread's connections again (asgiref raises and catches per lookup).
-    db = connections[DEFAULT_DB_ALIAS]
+    if db is None:
+        # The wrapper itself, looked up once: each use of the module-level proxy looks it
+        # up in the thread's connections again (asgiref raises and catches per lookup).
+        db = connections[DEFAULT_DB_ALIAS]
     db.ensure_connection()
     cursor = (_PreparedRawCursor if raw else _PreparedCursor)(db.connection)
     if db.queries_logged:

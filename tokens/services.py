@@ -320,11 +320,12 @@ _PASSTHROUGH_TYPES = frozenset(
 _preparers: dict[type[models.Model], list[tuple[str, models.Field, bool, bool]]] = {}
 
 
-def _values(model: type[models.Model], fields: dict[str, Any]) -> list[Any]:
+def _values(model: type[models.Model], fields: dict[str, Any], db) -> list[Any]:
     """Database values of a row of ``model`` from attribute values, in column order.
 
     No model instance: building one (field by field, with its init signals)
-    costs more CPU than the insert. Absent fields take their defaults.
+    costs more CPU than the insert. Absent fields take their defaults. ``db``
+    is the connection wrapper the row is written through.
     """
     preparers = _preparers.get(model)
     if preparers is None:
@@ -334,8 +335,6 @@ def _values(model: type[models.Model], fields: dict[str, Any]) -> list[Any]:
         ]
         _preparers[model] = preparers
     values = []
-    # The wrapper itself, not the module-level proxy that looks it up on every use.
-    db = connections[DEFAULT_DB_ALIAS]
     for attname, field, passthrough, has_choices in preparers:
         value = fields[attname] if attname in fields else field.get_default()
         if has_choices and isinstance(value, Enum):
@@ -376,11 +375,14 @@ def _combined_statement() -> str:
 
 def _insert_record_and_event(*, record: dict[str, Any], event: dict[str, Any]) -> None:
     """The token record and its audit event, both or neither, in one round trip if possible."""
-    if connection.vendor == "postgresql":
-        with prepared_cursor() as cursor:
+    # The wrapper itself, looked up once: each use of the module-level proxy (or of
+    # ``connections``) looks it up in the thread's connections again, through asgiref.
+    db = connections[DEFAULT_DB_ALIAS]
+    if db.vendor == "postgresql":
+        with prepared_cursor(db=db) as cursor:
             cursor.execute(
                 _combined_statement(),
-                [*_values(IssuedToken, record), *_values(AuditEvent, event)],
+                [*_values(IssuedToken, record, db), *_values(AuditEvent, event, db)],
             )
         return
     with transaction.atomic():
@@ -406,8 +408,9 @@ def _insert_event(event: dict[str, Any]) -> None:
             f"({', '.join(quote(f.column) for f in fields)}) VALUES "
             f"({', '.join(f'CAST(%s AS {f.db_type(connection)})' for f in fields)})"
         )
-    with prepared_cursor() as cursor:
-        cursor.execute(_event_sql, _values(AuditEvent, event))
+    db = connections[DEFAULT_DB_ALIAS]
+    with prepared_cursor(db=db) as cursor:
+        cursor.execute(_event_sql, _values(AuditEvent, event, db))
 
 
 # --- revocation and introspection -----------------------------------------------
