@@ -89,7 +89,13 @@ class TokenLane:
         ``SecurityHeadersMiddleware`` and ``SecurityMiddleware`` in turn, for a
         fraction of their CPU: their six headers are the same for every answer
         (``Strict-Transport-Security`` too, on HTTPS), so their names and values
-        were checked and encoded once, when the lane was built (``_added``).
+        were checked and encoded once, when the lane was built (``_added``), as
+        the middleware read their settings when built (``X_FRAME_OPTIONS`` too,
+        which its middleware reads per answer: settings do not change while a
+        server runs). ``_store`` is Django's storage behind ``response.headers``
+        (lower-cased name -> (name, value)); ``tests/identity_portal/
+        test_token_lane.py`` compares both lanes' headers, so a Django release
+        that changes it fails there, not in production.
         """
         store = response.headers._store
         added = self.added_secure if request.is_secure() else self.added_plain
