@@ -195,6 +195,29 @@ def _git(*args: str) -> str:
     return _run(["git", *args], env=dict(os.environ), cwd=REPO, what="git " + args[0])
 
 
+def ref_checkout(ref: str, tree: Path) -> str:
+    """REF checked out at ``tree`` (a detached worktree) with a venv of its own; its Python.
+
+    ``pip install -e .`` in that venv: REF's own dependencies, whatever they were.
+    The caller removes the worktree (``git worktree remove --force``), also on failure.
+    """
+    _git("worktree", "add", "--detach", str(tree), ref)
+    _run(
+        [sys.executable, "-m", "venv", str(tree / ".venv")],
+        env=dict(os.environ),
+        cwd=tree,
+        what="venv (baseline)",
+    )
+    python = str(tree / ".venv" / "bin" / "python")
+    _run(
+        [python, "-m", "pip", "install", "--quiet", "-e", "."],
+        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+        cwd=tree,
+        what="pip install -e . (baseline)",
+    )
+    return python
+
+
 def drop_postgres_database(url: str) -> None:
     """Drop the baseline's database (only ever a ``..._baseline`` one), its sessions too."""
     import psycopg
@@ -316,21 +339,8 @@ class BaselinePortal(Portal):
         self.tmp_dir = Path(tempfile.mkdtemp(prefix="mip-bench-baseline-"))
         tree = self.tmp_dir / "tree"
         self.tree = tree  # set before `git worktree add`, so cleanup() removes a half-made one
-        _git("worktree", "add", "--detach", str(tree), self.commit)
         print(f"{self.name}: installing {self.commit[:12]} into {tree / '.venv'}", flush=True)  # noqa: T201
-        _run(
-            [sys.executable, "-m", "venv", str(tree / ".venv")],
-            env=dict(os.environ),
-            cwd=tree,
-            what="venv (baseline)",
-        )
-        self.python = str(tree / ".venv" / "bin" / "python")
-        _run(
-            [self.python, "-m", "pip", "install", "--quiet", "-e", "."],
-            env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
-            cwd=tree,
-            what="pip install -e . (baseline)",
-        )
+        self.python = ref_checkout(self.commit, tree)
         self.database_url = baseline_database_url(self.portal_database_url, tree)
         self.notes["database"] = redact_url(self.database_url)
         if is_postgres(self.database_url):

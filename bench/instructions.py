@@ -49,9 +49,10 @@ from bench.baseline import (
     baseline_redis_url,
     create_postgres_database,
     drop_postgres_database,
+    ref_checkout,
     valid_ref,
 )
-from bench.servers import REPO, _run, is_postgres
+from bench.servers import REPO, is_postgres
 
 # Callgrind's per-dump totals: "events: Ir ..." names the columns of "summary: ...".
 _EVENTS = re.compile(r"^events:\s*(.+)$", re.MULTILINE)
@@ -128,25 +129,13 @@ def callgrind_argv(
     ]
 
 
-def _prepare_ref(ref: str, tmp: Path) -> Path:
-    tree = tmp / "tree"
-    _git("worktree", "add", "--detach", str(tree), ref)
-    _run(
-        [sys.executable, "-m", "venv", str(tree / ".venv")],
-        env=dict(os.environ),
-        cwd=tree,
-        what="venv",
-    )
-    _run(
-        [str(tree / ".venv" / "bin" / "python"), "-m", "pip", "install", "--quiet", "-e", "."],
-        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
-        cwd=tree,
-        what="pip install -e . (baseline)",
-    )
+def _prepare_ref(ref: str, tree: Path) -> str:
+    """REF's tree and venv (as ``--baseline`` makes them), with this cpu_profile copied in."""
+    python = ref_checkout(ref, tree)
     (tree / "bench").mkdir(exist_ok=True)
     (tree / "bench" / "__init__.py").touch()
     shutil.copy(REPO / "bench" / "cpu_profile.py", tree / "bench" / f"{_COPY}.py")
-    return tree
+    return python
 
 
 def measure(
@@ -155,10 +144,10 @@ def measure(
     """Both sides under callgrind at once; their per-request counts and the ratio."""
     database_url = os.environ.get("DATABASE_URL", "")
     tmp = Path(tempfile.mkdtemp(prefix="mip-instructions-"))
-    tree: Path | None = None
+    tree = tmp / "tree"
     base_db = ""
     try:
-        tree = _prepare_ref(ref, tmp)
+        python = _prepare_ref(ref, tree)
         base_db = baseline_database_url(database_url, tree) if database_url else ""
         if is_postgres(base_db):
             drop_postgres_database(base_db)
@@ -170,7 +159,7 @@ def measure(
             base_env["REDIS_URL"] = redis_url
         sides = {
             "current": (sys.executable, "bench.cpu_profile", dict(os.environ), REPO),
-            "base": (str(tree / ".venv" / "bin" / "python"), f"bench.{_COPY}", base_env, tree),
+            "base": (python, f"bench.{_COPY}", base_env, tree),
         }
         running = {}
         for name, (python, module, env, cwd) in sides.items():
@@ -197,7 +186,7 @@ def measure(
     finally:
         if base_db and is_postgres(base_db):
             drop_postgres_database(base_db)
-        if tree is not None:
+        if tree.exists():
             _git("worktree", "remove", "--force", str(tree))
         shutil.rmtree(tmp, ignore_errors=True)
     ratio, meaning = verdict(current, base)
