@@ -200,12 +200,23 @@ def measure(
     }
 
 
+def _count(text: str, *, least: int) -> int:
+    """An argparse type: a whole number of at least ``least``."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if number < least:
+        raise argparse.ArgumentTypeError(f"at least {least}: {number}")
+    return number
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--baseline", required=True, metavar="REF")
     parser.add_argument("--baseline-redis-url", default=None)
-    parser.add_argument("--requests", type=int, default=1000)
-    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--requests", type=lambda t: _count(t, least=1), default=1000)
+    parser.add_argument("--warmup", type=lambda t: _count(t, least=0), default=200)
     parser.add_argument("--cache-sim", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "var" / "instructions")
     parser.add_argument("--json", action="store_true")

@@ -123,3 +123,19 @@ def test_an_option_in_place_of_a_revision_is_refused_before_git_runs(monkeypatch
 
     assert exc.value.code == 2
     assert "not a revision name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "option",
+    [["--requests", "0"], ["--requests", "-5"], ["--requests", "many"], ["--warmup", "-1"]],
+)
+def test_a_batch_of_no_requests_or_a_bad_count_is_refused_before_git_runs(
+    monkeypatch, capsys, option
+):
+    monkeypatch.setattr(instructions, "_git", pytest.fail)
+
+    with pytest.raises(SystemExit) as exc:
+        instructions.main(["--baseline", "c59074b", *option])
+
+    assert exc.value.code == 2
+    assert f"argument {option[0]}" in capsys.readouterr().err
