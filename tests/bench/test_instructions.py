@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 
 from bench import instructions
-from bench.instructions import Count, batch_count, callgrind_argv, dump_totals, verdict
+from bench.instructions import (
+    Count,
+    batch_count,
+    callgrind_argv,
+    comparison,
+    dump_totals,
+    verdict,
+)
 
 WARMED = """# callgrind format
 version: 1
@@ -23,7 +30,7 @@ cmd:  python -m bench.cpu_profile --paths secret --callgrind
 part: 2
 desc: Trigger: dump secret-1000-requests
 events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw
-summary: 2088886798 545289871 308844956 51269746 21008516 5229239 0 0 1943
+summary: 2088886798 545289871 308844956 51269746 21008516 5229239 4761947 10090348 2022142
 fn=(1) main
 """
 
@@ -53,13 +60,14 @@ def test_the_measured_batch_is_read_per_request_not_the_warm_up(tmp_path: Path):
 
     count = batch_count(tmp_path / "current.callgrind", 1000)
 
-    assert count == Count(instructions=2088886.798, d1_misses=26237.755)
+    assert count == Count(instructions=2088886.798, d1_misses=26237.755, ll_misses=16874.437)
 
 
 def test_without_the_cache_simulation_there_are_no_misses(tmp_path: Path):
     (tmp_path / "base.callgrind.2").write_text(
         BATCH.replace("Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw", "Ir").replace(
-            "2088886798 545289871 308844956 51269746 21008516 5229239 0 0 1943", "2101362594"
+            "2088886798 545289871 308844956 51269746 21008516 5229239 4761947 10090348 2022142",
+            "2101362594",
         )
     )
 
@@ -99,6 +107,9 @@ def test_the_command_runs_the_secret_path_once_under_callgrind(tmp_path: Path):
         "--tool=callgrind",
         f"--callgrind-out-file={tmp_path / 'x'}",
         "--cache-sim=yes",
+        "--I1=32768,8,64",
+        "--D1=49152,12,64",
+        "--LL=1048576,16,64",
         "/py",
         "-m",
         "bench.cpu_profile",
@@ -110,9 +121,8 @@ def test_the_command_runs_the_secret_path_once_under_callgrind(tmp_path: Path):
         "--warmup",
         "50",
     ]
-    assert "--cache-sim=yes" not in callgrind_argv(
-        "/py", "m", tmp_path / "x", requests=1, warmup=0, cache_sim=False
-    )
+    plain = callgrind_argv("/py", "m", tmp_path / "x", requests=1, warmup=0, cache_sim=False)
+    assert not [arg for arg in plain if arg.startswith(("--cache-sim", "--I1", "--D1", "--LL"))]
 
 
 def test_an_option_in_place_of_a_revision_is_refused_before_git_runs(monkeypatch, capsys):
@@ -139,3 +149,40 @@ def test_a_batch_of_no_requests_or_a_bad_count_is_refused_before_git_runs(
 
     assert exc.value.code == 2
     assert f"argument {option[0]}" in capsys.readouterr().err
+
+
+def test_with_the_cache_simulation_the_report_gives_both_sides_misses_and_their_ratio(
+    monkeypatch, capsys, tmp_path: Path
+):
+    current = Count(instructions=2_191_338.0, d1_misses=27_428.0, ll_misses=16_874.4)
+    base = Count(instructions=2_259_486.0, d1_misses=25_101.3, ll_misses=13_659.3)
+
+    def measured(**kwargs):
+        assert kwargs["cache_sim"] is True
+        return comparison(ref="c59074b", requests=1000, current=current, base=base)
+
+    monkeypatch.setattr(instructions, "measure", measured)
+    monkeypatch.setattr(instructions.shutil, "which", lambda name: "/usr/bin/valgrind")
+
+    code = instructions.main(
+        ["--baseline", "c59074b", "--cache-sim", "--out", str(tmp_path / "out")]
+    )
+
+    assert code == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "current         2,191,338 instructions/request, 27,428 L1d misses, "
+        "16,874 misses of a 1 MiB last level",
+        "@c59074b        2,259,486 instructions/request, 25,101 L1d misses, "
+        "13,659 misses of a 1 MiB last level",
+        "current/base 0.9698: fewer instructions per request than the baseline",
+        "current/base 1.2354: 1 MiB last-level misses",
+    ]
+
+
+def test_without_simulated_misses_there_is_no_miss_ratio():
+    result = comparison(
+        ref="c59074b", requests=10, current=Count(990.0, None), base=Count(1000.0, None)
+    )
+
+    assert result["ratio"] == 0.99
+    assert "ll_miss_ratio" not in result
