@@ -163,6 +163,8 @@ def test_with_the_cache_simulation_the_report_gives_both_sides_misses_and_their_
 
     monkeypatch.setattr(instructions, "measure", measured)
     monkeypatch.setattr(instructions.shutil, "which", lambda name: "/usr/bin/valgrind")
+    # Whatever REDIS_URL the suite runs with: the baseline's Redis is not reached here.
+    monkeypatch.setattr(instructions, "baseline_redis_url", lambda option, environ: None)
 
     code = instructions.main(
         ["--baseline", "c59074b", "--cache-sim", "--out", str(tmp_path / "out")]
