@@ -19,12 +19,27 @@ files in ``PROMETHEUS_MULTIPROC_DIR`` (``identity_portal.web_server`` sets and
 cleans it at start); the scrape sums every worker's files, dead workers'
 included, so counters never go backwards while the server runs. Without that
 variable (tests, management commands) counts stay in the process.
+
+The three counts every request makes (a token issued or denied, a response and
+its latency) are not written to those files one by one: each request adds to
+plain per-process totals under one lock, and a flusher thread of the process
+writes them out every ``FLUSH_SECONDS`` (and at exit; a scrape flushes the
+process that answers it first). Writing through ``prometheus_client`` costs a
+request eight functions of the library (pid check, lock, ``struct`` packing,
+mmap write, four times); on a worker sharing a core with the database those
+are code and data a token request must bring back into the cache every time
+(``bench.instructions --cache-sim``). A scrape can lag another worker's counts
+by up to ``FLUSH_SECONDS``, nothing more: no count is lost or counted twice.
 """
 
 from __future__ import annotations
 
+import atexit
+import bisect
+import os
 import re
 import threading
+import time
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -135,48 +150,133 @@ def _metrics_setting_changed(*, setting: str, value, **kwargs) -> None:
         _on = bool(value)
 
 
-# Children by their (bounded) label values: ``labels()`` takes a lock and
-# validates on every call, a dict lookup does not.
-_issued: dict[tuple[str, str], object] = {}
-_denied: dict[tuple[str, str, str], object] = {}
+# Children by the label values as passed (our own code words, so few): the
+# bounding and ``labels()`` (a lock and validation per call) run once per combination.
+# Past ``_MEMO_LIMIT`` combinations (a caller passing request input by mistake)
+# nothing more is memoised, so the dicts cannot grow without end.
+_MEMO_LIMIT = 4 * MAX_VALUES_PER_LABEL
+_issued: dict[tuple, object] = {}
+_denied: dict[tuple, object] = {}
 _responses: dict[tuple[str, int], object] = {}
+
+# Status classes by the first digit; anything else (a server that invents 600) is "other".
+_STATUS_CLASSES = {str(digit): f"{digit}xx" for digit in range(1, 6)}
+
+FLUSH_SECONDS = 1.0
+_lock = threading.Lock()
+# Counts not yet written, by child; token latencies by bucket index (the last one +Inf).
+_pending: dict[object, int] = {}
+_latency_counts = [0] * (len(TOKEN_LATENCY_BUCKETS) + 1)
+_latency_sum = 0.0
+_flusher: threading.Thread | None = None
+
+
+def _child(memo: dict, raw: tuple, family, bounded: tuple[str, ...]) -> object:
+    """The child of ``family`` for ``bounded`` label values, kept under ``raw`` while room."""
+    child = family.labels(*bounded)
+    if len(memo) < _MEMO_LIMIT:
+        child = memo.setdefault(raw, child)
+    return child
 
 
 def token_issued(*, grant: str | None, auth_method: str | None) -> None:
     if not _on:
         return
-    key = (_bounded_grant(grant), _method(auth_method or NONE))
-    child = _issued.get(key)
+    raw = (grant, auth_method)
+    child = _issued.get(raw)
     if child is None:
-        child = _issued.setdefault(key, TOKENS_ISSUED.labels(*key))
-    child.inc()
+        child = _child(
+            _issued, raw, TOKENS_ISSUED, (_bounded_grant(grant), _method(auth_method or NONE))
+        )
+    with _lock:
+        _pending[child] = _pending.get(child, 0) + 1
+    if _flusher is None:
+        _flusher_start()
 
 
 def token_denied(*, grant: str | None, auth_method: str | None, reason: str) -> None:
     if not _on:
         return
-    key = (_bounded_grant(grant), _method(auth_method or NONE), _reason(reason))
-    child = _denied.get(key)
+    raw = (grant, auth_method, reason)
+    child = _denied.get(raw)
     if child is None:
-        child = _denied.setdefault(key, TOKENS_DENIED.labels(*key))
-    child.inc()
-
-
-# Status classes by the first digit; anything else (a server that invents 600) is "other".
-_STATUS_CLASSES = {str(digit): f"{digit}xx" for digit in range(1, 6)}
+        bounded = (_bounded_grant(grant), _method(auth_method or NONE), _reason(reason))
+        child = _child(_denied, raw, TOKENS_DENIED, bounded)
+    with _lock:
+        _pending[child] = _pending.get(child, 0) + 1
+    if _flusher is None:
+        _flusher_start()
 
 
 def response_counted(*, endpoint: str, status: int, seconds: float) -> None:
     """One response: its class per endpoint, and the token endpoint's latency."""
+    global _latency_sum
     if not _on:
         return
-    child = _responses.get((endpoint, status))
+    raw = (endpoint, status)
+    child = _responses.get(raw)
     if child is None:
-        labels = (endpoint, _STATUS_CLASSES.get(str(status)[:1], OTHER))
-        child = _responses.setdefault((endpoint, status), HTTP_RESPONSES.labels(*labels))
-    child.inc()
-    if endpoint == "token":
-        TOKEN_REQUEST_SECONDS.observe(seconds)
+        bounded = (endpoint, _STATUS_CLASSES.get(str(status)[:1], OTHER))
+        child = _child(_responses, raw, HTTP_RESPONSES, bounded)
+    with _lock:
+        _pending[child] = _pending.get(child, 0) + 1
+        if endpoint == "token":
+            # Histogram buckets hold "less than or equal": the first bound >= seconds.
+            _latency_counts[bisect.bisect_left(TOKEN_LATENCY_BUCKETS, seconds)] += 1
+            _latency_sum += seconds
+    if _flusher is None:
+        _flusher_start()
+
+
+def flush() -> None:
+    """Write this process's pending counts to its families (and, under the server, files)."""
+    global _latency_sum
+    with _lock:
+        if not _pending and not _latency_sum and not any(_latency_counts):
+            return
+        counts = dict(_pending)
+        _pending.clear()
+        latencies = list(_latency_counts)
+        _latency_counts[:] = [0] * len(_latency_counts)
+        latency_sum, _latency_sum = _latency_sum, 0.0
+    for child, amount in counts.items():
+        child.inc(amount)
+    if any(latencies):
+        # What ``Histogram.observe`` writes, once per bucket instead of once per
+        # request (tests/identity_portal/test_metrics.py compares the two).
+        TOKEN_REQUEST_SECONDS._sum.inc(latency_sum)
+        for index, amount in enumerate(latencies):
+            if amount:
+                TOKEN_REQUEST_SECONDS._buckets[index].inc(amount)
+
+
+def _flush_forever() -> None:
+    while True:
+        time.sleep(FLUSH_SECONDS)
+        flush()
+
+
+def _flusher_start() -> None:
+    global _flusher
+    with _lock:
+        if _flusher is not None:
+            return
+        _flusher = threading.Thread(target=_flush_forever, name="metrics-flush", daemon=True)
+    _flusher.start()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts empty: the parent's pending counts are the parent's to write."""
+    global _flusher, _latency_sum, _lock
+    _lock = threading.Lock()
+    _pending.clear()
+    _latency_counts[:] = [0] * len(_latency_counts)
+    _latency_sum = 0.0
+    _flusher = None
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(flush)
 
 
 def cache_error(*, operation: str) -> None:

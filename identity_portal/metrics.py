@@ -306,6 +306,9 @@ class CountedFigures:
 
 
 def metrics_exposition() -> bytes:
+    # This process's pending counts first; other workers' reach their files within
+    # core.metrics.FLUSH_SECONDS.
+    metrics.flush()
     registry = CollectorRegistry(auto_describe=False)
     # Read first, so that a database error of this scrape is in its own counts.
     registry.register(DatabaseFigures())

@@ -225,6 +225,94 @@ def test_a_label_takes_at_most_its_bound_of_values_and_only_identifiers():
     ]
 
 
+# --- Counting in batches ---------------------------------------------------------
+
+
+def _latency_buckets(histogram) -> list[float]:
+    return [bucket.get() for bucket in histogram._buckets]
+
+
+def test_latencies_written_in_a_batch_land_where_observe_puts_them():
+    """Bounds included in their bucket, past the last one +Inf: as Histogram.observe does."""
+    from prometheus_client import Histogram
+
+    seconds = [0.0005, 0.001, 0.0011, 0.0025, 0.3, 4.99, 5.0, 7.5, 0.0]
+    direct = Histogram("direct", "d", buckets=metrics.TOKEN_LATENCY_BUCKETS, registry=None)
+    for value in seconds:
+        direct.observe(value)
+    metrics.flush()
+    buckets_before = _latency_buckets(metrics.TOKEN_REQUEST_SECONDS)
+    sum_before = metrics.TOKEN_REQUEST_SECONDS._sum.get()
+
+    for value in seconds:
+        metrics.response_counted(endpoint="token", status=200, seconds=value)
+    metrics.flush()
+
+    added = [
+        after - before
+        for after, before in zip(
+            _latency_buckets(metrics.TOKEN_REQUEST_SECONDS), buckets_before, strict=True
+        )
+    ]
+    assert added == _latency_buckets(direct)
+    assert added == [3.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 2.0, 1.0]
+    assert metrics.TOKEN_REQUEST_SECONDS._sum.get() - sum_before == pytest.approx(
+        sum(seconds), rel=1e-12
+    )
+
+
+def test_every_count_is_written_once_by_the_flush_and_only_then():
+    child = metrics.TOKENS_ISSUED.labels("client_credentials", "private_key_jwt")
+    metrics.flush()
+    before = child._value.get()
+
+    for _ in range(3):
+        metrics.token_issued(grant="client_credentials", auth_method="private_key_jwt")
+    with metrics._lock:  # what the flusher thread would write next, if it has not yet
+        pending = metrics._pending.get(child, 0)
+    written = child._value.get() - before
+    metrics.flush()
+    metrics.flush()  # nothing left: a second flush adds nothing
+
+    assert pending + written == 3
+    assert child._value.get() == before + 3
+    assert metrics._pending == {}
+
+
+def test_a_forked_child_starts_without_its_parents_pending_counts():
+    import os
+
+    child = metrics.TOKENS_DENIED.labels("client_credentials", "none", "invalid_scope")
+    metrics.flush()
+    before = child._value.get()
+    metrics.token_denied(grant="client_credentials", auth_method=None, reason="invalid_scope")
+
+    pid = os.fork()
+    if pid == 0:  # the child: nothing pending, nothing written twice
+        metrics.flush()
+        os._exit(0 if not metrics._pending and child._value.get() == before else 1)
+    _, status = os.waitpid(pid, 0)
+    metrics.flush()
+
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert child._value.get() == before + 1
+
+
+def test_label_combinations_past_the_memo_limit_are_counted_but_not_kept():
+    metrics.flush()
+    kept_before = len(metrics._denied)
+    room = metrics._MEMO_LIMIT - kept_before
+    other = metrics.TOKENS_DENIED.labels("none", "none", "other")
+    other_before = other._value.get()
+
+    for n in range(room + 10):
+        metrics.token_denied(grant=None, auth_method=None, reason=f"Odd Reason {n}")
+    metrics.flush()
+
+    assert len(metrics._denied) == metrics._MEMO_LIMIT
+    assert other._value.get() == other_before + room + 10
+
+
 @override_settings(METRICS_ENABLED=False)
 def test_metrics_off_counts_nothing_and_serves_nothing(client, signing_key, machine_factory):
     registered = machine_factory()

@@ -172,11 +172,20 @@ def test_manage_py_serve_with_two_workers_serves_the_sum_of_both(tmp_path):
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(log_path.read_text())
                 time.sleep(0.2)
-            # One request per connection until both workers have answered some.
+            # One request per connection until both workers have written some: each
+            # worker writes its counts to its file at most core.metrics.FLUSH_SECONDS later.
             sent = 1
-            while len(_health_counts_by_pid(metrics_dir)) < 2 and sent < 400:
+            deadline = time.monotonic() + 60
+            while len(_health_counts_by_pid(metrics_dir)) < 2 and time.monotonic() < deadline:
                 assert _get(port, "/healthz")[0] == 200
                 sent += 1
+            # Then nothing more is sent until every count sent is in the files.
+            deadline = time.monotonic() + 30
+            while (
+                sum(_health_counts_by_pid(metrics_dir).values()) < sent
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.1)
             by_pid = _health_counts_by_pid(metrics_dir)
             status, body = _get(port, "/metrics")
         finally:
