@@ -120,8 +120,10 @@ def client_credentials_from_request(
             # Too big, too many fields, a broken multipart body: refused, never a 500.
             raise InvalidRequest("request body refused") from exc
         form = {name: posted.getlist(name) for name in CLIENT_AUTH_PARAMETERS}
-    if any(len(form.get(name) or ()) > 1 for name in CLIENT_AUTH_PARAMETERS):
-        raise InvalidRequest("a parameter is repeated")
+    for name in CLIENT_AUTH_PARAMETERS:
+        values = form.get(name)
+        if values is not None and len(values) > 1:
+            raise InvalidRequest("a parameter is repeated")
     presented = Presented(authorization=header, form=form, assertion_audiences=assertion_audiences)
     method = presented_method(presented)
     if method is None:

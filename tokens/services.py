@@ -341,7 +341,7 @@ def _values(model: type[models.Model], fields: dict[str, Any], db) -> list[Any]:
             # A TextChoices member as its plain value (the same text): psycopg finds no
             # dumper for the enum class itself and walks its MRO, raising and catching
             # KeyErrors, on every execute.
-            value = value.value
+            value = value._value_  # the member's value, without the ``value`` property's call
         values.append(value if passthrough else field.get_db_prep_save(value, db))
     return values
 

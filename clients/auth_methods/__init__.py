@@ -44,12 +44,18 @@ AUTH_METHOD_CLASSES = (
     "clients.auth_methods.federated_jwt.FederatedJwt",
 )
 
+# Where a method's credentials may travel besides the form: the HTTP Authorization header.
+AUTHORIZATION = "Authorization"
+
 # Parameters of client authentication (RFC 6749 2.3.1, RFC 7521 4.2): protocol
 # parameters at every endpoint, so none of them may repeat (RFC 6749 3.2),
 # whichever methods are registered.
 CLIENT_AUTH_PARAMETERS = frozenset(
     {"client_id", "client_secret", "client_assertion", "client_assertion_type"}
 )
+# Where a JWT assertion travels (RFC 7521 4.2): half of it present is still an assertion,
+# refused as incomplete by ``client_assertion.client_assertion_read``.
+ASSERTION_PARAMETERS = frozenset({"client_assertion", "client_assertion_type"})
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,10 @@ class Presented:
 class AuthMethod:
     """One client authentication method (RFC 8414 ``token_endpoint_auth_methods_supported``).
 
-    ``parameters`` are the form parameters the method reads; ``uses_secret``
+    ``carried_in`` names where its credentials travel (``AUTHORIZATION`` and form
+    parameters of ``CLIENT_AUTH_PARAMETERS``): ``presents`` is asked only of the
+    methods with something there, so a request pays for the methods it uses, not
+    for every registered one; ``uses_secret``
     says a machine allowed this method needs a client secret;
     ``signing_algorithms`` are the JWS algorithms it accepts
     (``token_endpoint_auth_signing_alg_values_supported``).
@@ -119,11 +128,15 @@ class AuthMethod:
 
     name: ClassVar[str]
     label: ClassVar[str]
+    carried_in: ClassVar[frozenset[str]]
     uses_secret: ClassVar[bool] = False
     signing_algorithms: ClassVar[tuple[str, ...]] = ()
 
     def presents(self, presented: Presented) -> bool:
-        """Whether the request carries this method's credentials (at most one method may)."""
+        """Whether the request carries this method's credentials (at most one method may).
+
+        Asked only when something is in ``carried_in``; ``True`` only then.
+        """
         raise NotImplementedError
 
     def parse(self, presented: Presented) -> Credentials:
@@ -220,7 +233,14 @@ def presented_method(presented: Presented) -> AuthMethod | None:
     Two methods at once (Basic and a ``client_secret`` in the body, Basic and
     an assertion) are refused: RFC 6749 2.3 says a client uses one.
     """
-    found = [method for method in auth_methods().values() if method.presents(presented)]
+    carried = presented.form.keys() & CLIENT_AUTH_PARAMETERS
+    if presented.authorization is not None:
+        carried.add(AUTHORIZATION)
+    found = [
+        method
+        for method in auth_methods().values()
+        if not method.carried_in.isdisjoint(carried) and method.presents(presented)
+    ]
     if len(found) > 1:
         raise InvalidRequest("use one client authentication method, not two")
     return found[0] if found else None

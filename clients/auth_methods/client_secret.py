@@ -17,7 +17,13 @@ from urllib.parse import unquote_plus
 
 from django.db import connection, transaction
 
-from clients.auth_methods import AuthMethod, Credentials, Presented, Verification
+from clients.auth_methods import (
+    AUTHORIZATION,
+    AuthMethod,
+    Credentials,
+    Presented,
+    Verification,
+)
 from clients.constants import (
     CLIENT_ID_MAX_LENGTH,
     CLIENT_SECRET_MAX_LENGTH,
@@ -226,6 +232,7 @@ class ClientSecretBasic(_ClientSecretMethod):
 
     name = BASIC
     label = "Client secret, HTTP Basic (client_secret_basic)"
+    carried_in = frozenset({AUTHORIZATION})
 
     def presents(self, presented: Presented) -> bool:
         return presented.authorization is not None
@@ -243,6 +250,7 @@ class ClientSecretPost(_ClientSecretMethod):
 
     name = POST
     label = "Client secret, in the form body (client_secret_post)"
+    carried_in = frozenset({"client_secret"})
 
     def presents(self, presented: Presented) -> bool:
         return presented.value("client_secret") is not None

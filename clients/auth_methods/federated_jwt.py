@@ -24,7 +24,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from clients.auth_methods import AuthMethod, Credentials, Presented, Verification
+from clients.auth_methods import (
+    ASSERTION_PARAMETERS,
+    AuthMethod,
+    Credentials,
+    Presented,
+    Verification,
+)
 from clients.auth_methods.client_secret import client_id_check
 from clients.client_assertion import ClientAssertion
 from clients.federation.selectors import (
@@ -64,6 +70,7 @@ def is_federated(assertion: ClientAssertion) -> bool:
 class FederatedJwt(AuthMethod):
     name = FEDERATED_JWT
     label = "Workload identity federation: an external OIDC token (federated_jwt)"
+    carried_in = ASSERTION_PARAMETERS
     signing_algorithms = jose.ALGORITHMS
 
     def presents(self, presented: Presented) -> bool:

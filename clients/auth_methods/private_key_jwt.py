@@ -28,7 +28,13 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from clients.auth_methods import AuthMethod, Credentials, Presented, Verification
+from clients.auth_methods import (
+    ASSERTION_PARAMETERS,
+    AuthMethod,
+    Credentials,
+    Presented,
+    Verification,
+)
 from clients.client_assertion import (
     ClientAssertion,
     assertion_audiences,
@@ -58,6 +64,7 @@ def _kid_for_audit(assertion: ClientAssertion) -> dict[str, str]:
 class PrivateKeyJWT(AuthMethod):
     name = PRIVATE_KEY_JWT
     label = "Signed assertion with the machine's own key (private_key_jwt)"
+    carried_in = ASSERTION_PARAMETERS
     signing_algorithms = jose.ALGORITHMS
 
     def presents(self, presented: Presented) -> bool:

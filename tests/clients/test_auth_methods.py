@@ -66,6 +66,60 @@ def test_two_methods_in_one_request_are_refused():
     assert raised.value.description == "use one client authentication method, not two"
 
 
+def test_every_method_says_where_its_credentials_travel():
+    from clients.auth_methods import AUTHORIZATION, CLIENT_AUTH_PARAMETERS, auth_methods
+
+    carriers = {name: method.carried_in for name, method in auth_methods().items()}
+
+    assert carriers == {
+        "client_secret_basic": {AUTHORIZATION},
+        "client_secret_post": {"client_secret"},
+        "private_key_jwt": {"client_assertion", "client_assertion_type"},
+        "federated_jwt": {"client_assertion", "client_assertion_type"},
+    }
+    assert set().union(*carriers.values()) <= CLIENT_AUTH_PARAMETERS | {AUTHORIZATION}
+
+
+@pytest.mark.parametrize(
+    ("authorization", "form", "asked", "found"),
+    [
+        ("Basic eDp5", {"client_id": ["x"]}, ["client_secret_basic"], "client_secret_basic"),
+        (
+            None,
+            {"client_id": ["x"], "client_secret": ["s"]},
+            ["client_secret_post"],
+            "client_secret_post",
+        ),
+        (None, {"client_id": ["x"]}, [], None),
+        (
+            None,
+            {"client_assertion_type": ["urn:x"]},
+            ["private_key_jwt", "federated_jwt"],
+            "private_key_jwt",
+        ),
+    ],
+)
+def test_only_the_methods_whose_carrier_is_present_are_asked(
+    monkeypatch, authorization, form, asked, found
+):
+    """A Basic request does not pay for reading an assertion, nor an assertion for Basic."""
+    from clients.auth_methods import auth_methods
+
+    calls = []
+    for method in auth_methods().values():
+
+        def presents(presented, method=method):
+            calls.append(method.name)
+            return method.name == found
+
+        monkeypatch.setattr(method, "presents", presents)
+
+    chosen = presented_method(Presented(authorization=authorization, form=form))
+
+    assert calls == asked
+    assert (chosen.name if chosen else None) == found
+
+
 def test_a_machine_gets_both_secret_methods_by_default(machine_and_secret):
     machine, _ = machine_and_secret
 
