@@ -179,7 +179,11 @@ def machine_cache_key(client_id: str, version: int = MACHINE_CACHE_VERSION) -> s
 
 def machine_generation_key(client_id: str) -> str:
     """The key of the machine's generation, read in the same MGET as its entry."""
-    return f"clients:machine-generation:{_client_digest(client_id)}"
+    return f"{_GENERATION_PREFIX}{_client_digest(client_id)}"
+
+
+_ENTRY_PREFIX = f"clients:machine:v{MACHINE_CACHE_VERSION}:"
+_GENERATION_PREFIX = "clients:machine-generation:"
 
 
 def _key_verifiers(jwks: tuple[dict, ...]) -> tuple[jose.Verifier, ...]:
@@ -653,8 +657,13 @@ def machine_auth_entry_resolve(
 
 
 def machine_cache_keys(client_id: str) -> tuple[str, str]:
-    """The keys the token path reads for a machine: its entry and its generation."""
-    return machine_cache_key(client_id), machine_generation_key(client_id)
+    """The keys the token path reads for a machine: its entry and its generation.
+
+    ``machine_cache_key`` and ``machine_generation_key`` in one, hashing the
+    client_id once: this runs on every token request.
+    """
+    digest = _client_digest(client_id)
+    return _ENTRY_PREFIX + digest, _GENERATION_PREFIX + digest
 
 
 def machine_auth_entry_get(client_id: str) -> MachineAuthEntry | None:

@@ -33,8 +33,12 @@ def secret_use_count(*, entry: MachineAuthEntry, verification: Verification) -> 
     Counted last, so a request refused for another reason (a disabled machine,
     an address not allowed) spends none of a bootstrap secret's uses.
     """
-    secret = next((s for s in entry.secrets if s.id == verification.credential_id), None)
-    if secret is None or not secret.limited or secret_use_consume(secret_id=secret.id):
+    for secret in entry.secrets:
+        if secret.id == verification.credential_id:
+            break
+    else:
+        return verification
+    if not secret.limited or secret_use_consume(secret_id=secret.id):
         return verification
     return Verification(
         reason="secret_used_up",

@@ -16,6 +16,8 @@ from clients.machine_cache import (
     machine_auth_entry_get,
     machine_auth_entry_load,
     machine_cache_key,
+    machine_cache_keys,
+    machine_generation_key,
 )
 from clients.models import Machine
 from clients.services import machine_update
@@ -26,6 +28,16 @@ def _authenticate(client_id, raw, ctx):
         credentials=ClientCredentials(client_id=client_id, secret=raw, method="client_secret_post"),
         context=ctx,
     ).machine
+
+
+@pytest.mark.parametrize("client_id", ["mip_abc", "ünïcode id", "x" * 300])
+def test_the_token_paths_two_keys_are_the_entry_key_and_the_generation_key(client_id):
+    entry_key, generation_key = machine_cache_keys(client_id)
+
+    assert entry_key == machine_cache_key(client_id)
+    assert generation_key == machine_generation_key(client_id)
+    assert entry_key.startswith("clients:machine:v") and len(entry_key.split(":")[-1]) == 40
+    assert generation_key.startswith("clients:machine-generation:")
 
 
 def test_an_entry_survives_encoding_field_for_field_without_sql(machine_and_secret, cli_actor):
