@@ -83,15 +83,22 @@ FORBIDDEN_DETAIL_KEYS = frozenset(
 )
 
 
+_CONTAINERS = (dict, list, tuple)
+
+
 def _check_details(value: Any) -> None:
+    # Descends only into containers: a leaf costs an isinstance, not a call (every
+    # token's event has about ten).
     if isinstance(value, dict):
         for key, item in value.items():
             if str(key).lower() in FORBIDDEN_DETAIL_KEYS:
                 raise ValueError(f"audit details must not carry {key!r}")
-            _check_details(item)
+            if isinstance(item, _CONTAINERS):
+                _check_details(item)
     elif isinstance(value, list | tuple):
         for item in value:
-            _check_details(item)
+            if isinstance(item, _CONTAINERS):
+                _check_details(item)
 
 
 def audit_event_fields(

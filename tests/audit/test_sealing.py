@@ -70,17 +70,38 @@ def test_hostile_user_agent_with_nul_is_stored_without_it(db):
     assert AuditEvent.objects.get(pk=event.pk).user_agent == "evil\ufffdagent"
 
 
-def test_details_carrying_a_secret_are_refused(db):
+@pytest.mark.parametrize(
+    ("details", "key"),
+    [
+        ({"nested": [{"client_secret": "x"}]}, "client_secret"),
+        ({"Token": "x"}, "Token"),
+        ({"a": 1, "b": ({"c": [{"private_key": {}}]},)}, "private_key"),
+        ({"list": [[{"PASSWORD": None}]]}, "PASSWORD"),
+    ],
+)
+def test_details_carrying_a_secret_are_refused(db, details, key):
     from audit.context import Actor
     from audit.services import audit_record
 
-    with pytest.raises(ValueError):
-        audit_record(
-            event_type="secret.created",
-            actor=Actor.system(),
-            details={"nested": [{"client_secret": "x"}]},
-        )
+    with pytest.raises(ValueError) as refused:
+        audit_record(event_type="secret.created", actor=Actor.system(), details=details)
+    assert str(refused.value) == f"audit details must not carry {key!r}"
     assert AuditEvent.objects.count() == 0
+
+
+def test_details_nested_without_a_secret_are_recorded(db):
+    from audit.context import Actor
+    from audit.services import audit_record
+
+    details = {"a": [1, {"b": ("x", {"kid": "k1"})}], "scope": "read", "n": None}
+
+    event = audit_record(event_type="secret.created", actor=Actor.system(), details=details)
+
+    assert AuditEvent.objects.get(pk=event.pk).details == {
+        "a": [1, {"b": ["x", {"kid": "k1"}]}],
+        "scope": "read",
+        "n": None,
+    }
 
 
 def test_orm_refuses_to_change_or_delete_events_seals_and_checkpoints(make_events):
