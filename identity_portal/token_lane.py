@@ -63,6 +63,7 @@ class TokenLane:
         self.respond = RequestIdMiddleware(self._respond)
         self.added_plain = self._added(secure=False)
         self.added_secure = self._added(secure=True)
+        self.secure_differs = self.added_secure != self.added_plain
 
     def _respond(self, request):
         try:
@@ -98,7 +99,11 @@ class TokenLane:
         that changes it fails there, not in production.
         """
         store = response.headers._store
-        added = self.added_secure if request.is_secure() else self.added_plain
+        added = self.added_plain
+        # Asked only when the answer differs (HSTS configured): like SecurityMiddleware,
+        # which checks SECURE_HSTS_SECONDS before asking the request.
+        if self.secure_differs and request.is_secure():
+            added = self.added_secure
         for key, item in added:
             if key == "x-frame-options" and getattr(response, "xframe_options_exempt", False):
                 continue
