@@ -317,11 +317,16 @@ _PASSTHROUGH_TYPES = frozenset(
         models.DateTimeField,
     }
 )
-_preparers: dict[type[models.Model], list[tuple[str, models.Field, bool, bool]]] = {}
+# Addresses go to PostgreSQL as text: every statement built from ``_values`` casts each
+# value to its column type, and ``CAST(text AS inet)`` parses and normalises them as the
+# ORM's path does (``ipaddress`` objects and the driver's inet dumper, about ten
+# functions per token request). The token path's addresses are already checked
+# (``core.client_address``); an empty one is NULL, as the field makes it.
+_preparers: dict[type[models.Model], list[tuple[str, models.Field, bool, bool, bool]]] = {}
 
 
 def _values(model: type[models.Model], fields: dict[str, Any], db) -> list[Any]:
-    """Database values of a row of ``model`` from attribute values, in column order.
+    """PostgreSQL values of a row of ``model`` from attribute values, in column order.
 
     No model instance: building one (field by field, with its init signals)
     costs more CPU than the insert. Absent fields take their defaults. ``db``
@@ -330,13 +335,22 @@ def _values(model: type[models.Model], fields: dict[str, Any], db) -> list[Any]:
     preparers = _preparers.get(model)
     if preparers is None:
         preparers = [
-            (f.attname, f, type(f) in _PASSTHROUGH_TYPES, bool(f.choices))
+            (
+                f.attname,
+                f,
+                type(f) in _PASSTHROUGH_TYPES,
+                bool(f.choices),
+                type(f) is models.GenericIPAddressField,
+            )
             for f in _insertable(model)
         ]
         _preparers[model] = preparers
     values = []
-    for attname, field, passthrough, has_choices in preparers:
+    for attname, field, passthrough, has_choices, address in preparers:
         value = fields[attname] if attname in fields else field.get_default()
+        if address:
+            values.append(value or None)
+            continue
         if has_choices and isinstance(value, Enum):
             # A TextChoices member as its plain value (the same text): psycopg finds no
             # dumper for the enum class itself and walks its MRO, raising and catching

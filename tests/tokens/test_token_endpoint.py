@@ -362,6 +362,9 @@ def test_an_empty_parameter_counts_as_omitted(client, signing_key, machine_facto
         ("fe80::1%eth0", None),  # a zoned IPv6 address, which inet refuses
         ("not an address", None),
         ("2001:db8::7", "2001:db8::7"),
+        ("2001:DB8:0:0::7", "2001:db8::7"),  # stored in its canonical form
+        ("::ffff:192.0.2.1", "::ffff:192.0.2.1"),
+        ("192.0.2.1", "192.0.2.1"),
     ],
 )
 def test_a_peer_that_is_no_storable_address_is_recorded_as_none_and_the_token_issued(
