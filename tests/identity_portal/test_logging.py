@@ -2,6 +2,7 @@ import json
 import logging
 import sys
 
+from identity_portal import access_log
 from identity_portal.log import JsonFormatter, RequestIdFilter, redact, request_id_var
 
 SECRET = "mip_cs_Zm9vYmFyYmF6cXV4MDEyMzQ1Njc4OWFiY2RlZmdoaWprbA"
@@ -141,6 +142,7 @@ def test_the_configured_console_handler_uses_the_text_formatter():
 def test_access_log_escapes_control_characters_in_the_path(client, caplog):
     with caplog.at_level(logging.INFO, logger="identity_portal.access"):
         client.get("/nowhere%0D%0A2026-01-01 INFO forged [-] line%00%E2%80%A8%22%5C%C3%A9")
+        access_log.flush()
 
     [record] = [r for r in caplog.records if r.name == "identity_portal.access"]
     message = record.getMessage()
