@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from audit.models import AuditEvent
+from identity_portal import access_log
 from tests.deploy.conftest import NGINX
 from tests.fixtures.celery_worker import _database_url
 from tests.fixtures.tokens import API
@@ -327,8 +328,18 @@ def test_an_oversized_body_is_refused_by_the_proxy_and_never_reaches_the_portal(
         ("nginx-control", "token.issued", CLIENT)
     ]
     # The portal's own access log names the control request and never the refused one.
+    # Its lines reach the file within access_log.FLUSH_SECONDS of their response: a
+    # request sent after the refused one is waited for, then that long again for any
+    # worker that would have logged the refused one.
+    after = _token_request(proxied, registered, "nginx-after")
+    deadline = time.monotonic() + 30
+    while "nginx-after" not in proxied.portal_log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(3 * access_log.FLUSH_SECONDS)
     portal_log = proxied.portal_log.read_text()
+    assert after.status_code == 200
     assert "nginx-control" in portal_log
+    assert "nginx-after" in portal_log
     assert "nginx-too-large" not in portal_log
 
 
