@@ -149,17 +149,27 @@ def condition_check(source: str) -> str:
 
 
 def claims_within_bounds(value: Any, depth: int = 0) -> bool:
-    """Whether the claims are small enough for the cost limit to hold."""
+    """Whether the claims are small enough for the cost limit to hold.
+
+    Nothing deeper than ``MAX_CLAIM_DEPTH`` (a value of any kind there is too
+    deep), no object or list of more than ``MAX_CLAIM_ITEMS``. Descends only
+    into containers: a token's scalar claims cost a check each, not a call.
+    """
     if depth > MAX_CLAIM_DEPTH:
         return False
     if isinstance(value, Mapping):
-        return len(value) <= MAX_CLAIM_ITEMS and all(
-            claims_within_bounds(item, depth + 1) for item in value.values()
-        )
-    if isinstance(value, list):
-        return len(value) <= MAX_CLAIM_ITEMS and all(
-            claims_within_bounds(item, depth + 1) for item in value
-        )
+        items = value.values()
+    elif isinstance(value, list):
+        items = value
+    else:
+        return True
+    if len(value) > MAX_CLAIM_ITEMS:
+        return False
+    if value and depth == MAX_CLAIM_DEPTH:  # its items would lie past the limit
+        return False
+    for item in items:
+        if isinstance(item, Mapping | list) and not claims_within_bounds(item, depth + 1):
+            return False
     return True
 
 
