@@ -34,17 +34,16 @@ by up to ``FLUSH_SECONDS``, nothing more: no count is lost or counted twice.
 
 from __future__ import annotations
 
-import atexit
 import bisect
-import os
 import re
 import threading
-import time
 
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from prometheus_client import Counter, Histogram, disable_created_metrics
+
+from core.periodic import PeriodicFlush
 
 # No ``*_created`` series: multi-process mode has none, and one per child doubles the output.
 disable_created_metrics()
@@ -168,7 +167,6 @@ _lock = threading.Lock()
 _pending: dict[object, int] = {}
 _latency_counts = [0] * (len(TOKEN_LATENCY_BUCKETS) + 1)
 _latency_sum = 0.0
-_flusher: threading.Thread | None = None
 
 
 def _child(memo: dict, raw: tuple, family, bounded: tuple[str, ...]) -> object:
@@ -190,8 +188,8 @@ def token_issued(*, grant: str | None, auth_method: str | None) -> None:
         )
     with _lock:
         _pending[child] = _pending.get(child, 0) + 1
-    if _flusher is None:
-        _flusher_start()
+    if flusher.thread is None:
+        flusher.start()
 
 
 def token_denied(*, grant: str | None, auth_method: str | None, reason: str) -> None:
@@ -204,8 +202,8 @@ def token_denied(*, grant: str | None, auth_method: str | None, reason: str) -> 
         child = _child(_denied, raw, TOKENS_DENIED, bounded)
     with _lock:
         _pending[child] = _pending.get(child, 0) + 1
-    if _flusher is None:
-        _flusher_start()
+    if flusher.thread is None:
+        flusher.start()
 
 
 def response_counted(*, endpoint: str, status: int, seconds: float) -> None:
@@ -224,8 +222,8 @@ def response_counted(*, endpoint: str, status: int, seconds: float) -> None:
             # Histogram buckets hold "less than or equal": the first bound >= seconds.
             _latency_counts[bisect.bisect_left(TOKEN_LATENCY_BUCKETS, seconds)] += 1
             _latency_sum += seconds
-    if _flusher is None:
-        _flusher_start()
+    if flusher.thread is None:
+        flusher.start()
 
 
 def flush() -> None:
@@ -250,33 +248,18 @@ def flush() -> None:
                 TOKEN_REQUEST_SECONDS._buckets[index].inc(amount)
 
 
-def _flush_forever() -> None:
-    while True:
-        time.sleep(FLUSH_SECONDS)
-        flush()
-
-
-def _flusher_start() -> None:
-    global _flusher
-    with _lock:
-        if _flusher is not None:
-            return
-        _flusher = threading.Thread(target=_flush_forever, name="metrics-flush", daemon=True)
-    _flusher.start()
-
-
 def _after_fork_in_child() -> None:
     """A forked child starts empty: the parent's pending counts are the parent's to write."""
-    global _flusher, _latency_sum, _lock
+    global _latency_sum, _lock
     _lock = threading.Lock()
     _pending.clear()
     _latency_counts[:] = [0] * len(_latency_counts)
     _latency_sum = 0.0
-    _flusher = None
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(flush)
+flusher = PeriodicFlush(
+    name="metrics-flush", seconds=FLUSH_SECONDS, flush=flush, on_fork=_after_fork_in_child
+)
 
 
 def cache_error(*, operation: str) -> None:

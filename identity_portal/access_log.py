@@ -20,13 +20,12 @@ counted in a warning, never memory without bound.
 
 from __future__ import annotations
 
-import atexit
 import collections
 import logging
-import os
 import threading
 import time
 
+from core.periodic import PeriodicFlush
 from identity_portal.log import request_id_var
 
 access_logger = logging.getLogger("identity_portal.access")
@@ -39,8 +38,6 @@ MAX_QUEUED = 100_000
 # popped by the writer; deque's append and popleft are atomic.
 _queue: collections.deque[tuple[float, str, tuple]] = collections.deque()
 _dropped = 0
-_writer: threading.Thread | None = None
-_start_lock = threading.Lock()
 _flush_lock = threading.Lock()
 
 
@@ -53,8 +50,8 @@ def access_line(*, remote: str, method: str, path: str, status: int, millisecond
         _dropped += 1
         return
     _queue.append((time.time(), request_id_var.get(), (remote, method, path, status, milliseconds)))
-    if _writer is None:
-        _writer_start()
+    if writer.thread is None:
+        writer.start()
 
 
 def flush() -> None:
@@ -88,30 +85,14 @@ def _drain() -> None:
         access_logger.warning("access log: %d lines dropped, the log could not keep up", dropped)
 
 
-def _write_forever() -> None:
-    while True:
-        time.sleep(FLUSH_SECONDS)
-        flush()
-
-
-def _writer_start() -> None:
-    global _writer
-    with _start_lock:
-        if _writer is not None:
-            return
-        _writer = threading.Thread(target=_write_forever, name="access-log", daemon=True)
-    _writer.start()
-
-
 def _after_fork_in_child() -> None:
-    """A forked child starts with no queue and no writer: the parent's lines are its own."""
-    global _writer, _dropped, _start_lock, _flush_lock
+    """A forked child starts with no queue: the parent's lines are its own."""
+    global _dropped, _flush_lock
     _queue.clear()
     _dropped = 0
-    _writer = None
-    _start_lock = threading.Lock()
     _flush_lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(flush)
+writer = PeriodicFlush(
+    name="access-log", seconds=FLUSH_SECONDS, flush=flush, on_fork=_after_fork_in_child
+)

@@ -105,7 +105,7 @@ def test_below_info_nothing_is_queued(lines):
 
 def test_a_full_queue_drops_lines_and_says_how_many(lines, monkeypatch):
     monkeypatch.setattr(access_log, "MAX_QUEUED", 3)
-    monkeypatch.setattr(access_log, "_writer", object())  # no writer thread: the test drains
+    monkeypatch.setattr(access_log.writer, "thread", object())  # no writer thread: the test drains
 
     for n in range(7):
         access_log.access_line(remote="-", method="GET", path=f"/{n}", status=200, milliseconds=1.0)
@@ -123,12 +123,12 @@ def test_a_full_queue_drops_lines_and_says_how_many(lines, monkeypatch):
 
 
 def test_a_forked_child_starts_without_its_parents_lines(lines, monkeypatch):
-    monkeypatch.setattr(access_log, "_writer", object())
+    monkeypatch.setattr(access_log.writer, "thread", object())
     access_log.access_line(remote="-", method="GET", path="/parent", status=200, milliseconds=1.0)
 
     pid = os.fork()
     if pid == 0:
-        os._exit(0 if len(access_log._queue) == 0 and access_log._writer is None else 1)
+        os._exit(0 if len(access_log._queue) == 0 and access_log.writer.thread is None else 1)
     _, status = os.waitpid(pid, 0)
     access_log.flush()
 
