@@ -11,10 +11,13 @@ inherited by a forked child, which drops what its parent had pending
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 import time
 from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
 
 
 class PeriodicFlush:
@@ -51,7 +54,12 @@ class PeriodicFlush:
     def _run(self) -> None:
         while True:
             time.sleep(self.seconds)
-            self.flush()
+            try:
+                self.flush()
+            except Exception:
+                # The thread must outlive a failed write (a full disk, a broken handler):
+                # it is never started again, and everything after would stay pending.
+                logger.exception("%s: a flush failed; the next one will try again", self.name)
 
     def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()

@@ -38,3 +38,21 @@ def test_a_forked_child_has_no_thread_and_drops_what_its_parent_had_pending():
 
     assert os.waitstatus_to_exitcode(status) == 0
     assert periodic.thread is not None and forked == []  # the parent keeps its own
+
+
+def test_the_thread_outlives_a_flush_that_fails(caplog):
+    calls = []
+    flushed_again = threading.Event()
+
+    def flush() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("disk full")
+        flushed_again.set()
+
+    periodic = PeriodicFlush(name="test-fails", seconds=0.01, flush=flush, on_fork=lambda: None)
+    periodic.start()
+
+    assert flushed_again.wait(timeout=30)
+    assert periodic.thread.is_alive()
+    assert "test-fails: a flush failed; the next one will try again" in caplog.messages
