@@ -320,8 +320,9 @@ _PASSTHROUGH_TYPES = frozenset(
 # Addresses go to PostgreSQL as text: every statement built from ``_values`` casts each
 # value to its column type, and ``CAST(text AS inet)`` parses and normalises them as the
 # ORM's path does (``ipaddress`` objects and the driver's inet dumper, about ten
-# functions per token request). The token path's addresses are already checked
-# (``core.client_address``); an empty one is NULL, as the field makes it.
+# functions per token request). Every event written through ``_values`` (the token's
+# and ``_insert_event``'s) has its address from ``audit.context.request_context``,
+# which ``core.client_address`` already checked; an empty one is NULL, as the field makes it.
 _preparers: dict[type[models.Model], list[tuple[str, models.Field, bool, bool, bool]]] = {}
 
 
